@@ -1,0 +1,269 @@
+/*
+ * ratetrack.h: the C API of libratetrack, one rate-limit tracker shared by
+ * every caller of a process (and, with a shared backend, of a host or fleet).
+ *
+ * Copyright (c) 2026 the libratetrack authors. MIT licence.
+ *
+ * Conventions (read these once; every declaration below follows them):
+ *
+ *  1. Opaque handles. `rt_tracker` is an opaque struct; only pointers to it
+ *     cross this API. No struct of the library's is part of the ABI.
+ *
+ *  2. Status codes are the error channel. Functions return `int`: RT_OK (0)
+ *     on success, RT_LIMITED (1) for "not now" (not an error), or a negative
+ *     RT_E_* code. Codes are pinned: they never change meaning once released.
+ *     rt_status_string() names any code. rt_last_error() gives a detail
+ *     message for the calling thread's most recent failure, but a caller never
+ *     needs it to know what happened: the status code says that.
+ *
+ *  3. Ownership. Strings the library returns as `char *` are owned by the
+ *     caller and must be released with rt_free() (never free(): the library
+ *     may use another allocator). Strings returned as `const char *` are
+ *     static or thread-local and must not be freed. Strings passed in are
+ *     borrowed for the duration of the call only, and must be NUL-terminated
+ *     UTF-8.
+ *
+ *  4. NULL. A NULL tracker handle is RT_E_INVALID, except where a function
+ *     says that NULL means the process-wide global tracker (rt_reset,
+ *     rt_stats_json). Output pointers documented as optional may be NULL.
+ *     rt_free(NULL) and rt_close(NULL) do nothing.
+ *
+ *  5. Threads. Every function is thread-safe: any thread may call any
+ *     function on any handle at any time, except that rt_close() must not race
+ *     with other calls on the same handle (the caller owns a private handle's
+ *     lifetime). The global handle is never freed.
+ *
+ *  6. Booleans are `int` (1 true, 0 false). Counts and durations are
+ *     `uint64_t`; durations are in milliseconds. No call throws: C++
+ *     exceptions never cross this API.
+ *
+ *  7. fork(). A child forked while other threads are inside the library can
+ *     use every tracker at once (no lock is left held). In the child, an
+ *     in-process ("memory") tracker is a private copy of the parent's state
+ *     at the moment of the fork: usage recorded before the fork is seen by
+ *     both, usage recorded after it by only one of them.
+ *
+ *  8. Versions. The macros below are the version of this header; the
+ *     functions rt_version_number() / rt_version_string() give the version of
+ *     the library actually loaded. Until 1.0, the ABI may change with the
+ *     minor version (the SONAME is libratetrack.so.0).
+ *
+ * Models are named "provider/model", e.g. "openai/gpt-4o-mini".
+ */
+#ifndef RATETRACK_H_
+#define RATETRACK_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define RT_EXPORT
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define RT_EXPORT __attribute__((visibility("default")))
+#else
+#define RT_EXPORT
+#endif
+
+/* ---------------------------------------------------------------- versions */
+
+#define RT_VERSION_MAJOR 0
+#define RT_VERSION_MINOR 1
+#define RT_VERSION_PATCH 0
+#define RT_VERSION_NUMBER \
+  (RT_VERSION_MAJOR * 10000 + RT_VERSION_MINOR * 100 + RT_VERSION_PATCH)
+
+/* The version of the loaded library, as RT_VERSION_NUMBER of its build. */
+RT_EXPORT int rt_version_number(void);
+
+/* The version of the loaded library as "MAJOR.MINOR.PATCH". Static; never
+ * NULL; do not free. */
+RT_EXPORT const char *rt_version_string(void);
+
+/* ------------------------------------------------------------- status codes */
+
+enum {
+  RT_OK = 0,           /* done / admitted */
+  RT_LIMITED = 1,      /* not now: a limit would be exceeded; retry later */
+  RT_E_INVALID = -1,   /* bad argument: NULL handle, NULL or empty model... */
+  RT_E_CONFIG = -2,    /* malformed or inconsistent configuration, unknown tier */
+  RT_E_TOO_LARGE = -3, /* the cost exceeds a limit outright: never admissible */
+  RT_E_BACKEND = -4,   /* the shared store (shared memory, Redis) failed */
+  RT_E_NOMEM = -5,     /* out of memory */
+  RT_E_INTERNAL = -6   /* a bug in libratetrack; please report it */
+};
+
+/* A short static description of any status code (unknown codes included).
+ * Never NULL; do not free. */
+RT_EXPORT const char *rt_status_string(int status);
+
+/* The calling thread's most recent failure, in words ("" if this thread has
+ * had none). The text names the function and the offending argument or
+ * configuration key. The pointer is thread-local: valid until this thread's
+ * next call into the library; do not free. Successful calls do not clear it,
+ * so read it only right after a call that returned a negative status (or
+ * NULL). */
+RT_EXPORT const char *rt_last_error(void);
+
+/* Frees a string returned by the library (rt_stats_json, ...). NULL is
+ * ignored. Never pass memory that the library did not return. */
+RT_EXPORT void rt_free(void *p);
+
+/* ----------------------------------------------------------------- trackers */
+
+typedef struct rt_tracker rt_tracker;
+
+/* The process-wide global tracker, shared by every caller in the process
+ * (C, Go, Rust, Node.js, Python: one per loaded copy of the library).
+ *
+ * tier: a tier name for every provider that has it ("tier1", "free", ...),
+ * or per provider ("openai=tier2,anthropic=tier1,gemini=free"), or NULL.
+ *
+ * The first call creates the global. Its tier is `tier` if not NULL, else the
+ * environment variable RATETRACK_TIER, else the configuration's "tier" (from
+ * rt_global_configure or the file named by RATETRACK_CONFIG, which is read
+ * at creation), else "tier1". Later calls with NULL or the same tier return
+ * the same handle and change nothing. A later call with another tier returns
+ * the same handle and applies that tier's limits from then on; usage already
+ * recorded is kept (the provider still counts it).
+ *
+ * Returns the handle, which stays valid for the life of the process (through
+ * tier changes and rt_reset(NULL)); never free it (rt_close ignores it).
+ * Returns NULL, changing nothing, on an unknown tier or a bad configuration
+ * (rt_last_error says which). Race-free when many threads call it at once. */
+RT_EXPORT rt_tracker *rt_global_get(const char *tier);
+
+/* Applies a JSON configuration (see rt_open) to the global tracker, before
+ * or after it is created. Keys present replace the global's current values;
+ * "limits" replaces the configured limits as a whole. Recorded usage is kept.
+ * Returns RT_OK, or RT_E_CONFIG / RT_E_INVALID (NULL) and changes nothing. */
+RT_EXPORT int rt_global_configure(const char *config_json);
+
+// Creates a private tracker, independent of the global one (tests, one
+// tracker per API key, ...). config_json may be NULL or "" for the defaults.
+//
+// Configuration (every key optional; unknown keys are errors):
+//   {
+//     "tier": "tier1",            built-in tier(s) to apply, as for rt_global_get
+//     "backend": "memory",        where the counters live ("memory": in-process)
+//     "builtin_tiers": true,      false: use only the "limits" below
+//     "limits": {
+//       "openai/gpt-4o-mini": {"rpm": 500, "tpm": 200000, "rpd": 10000, "tpd": null},
+//       "openai/*": {"rpm": 100},   default for every model of a provider
+//       "acme/model": {"windows": [{"unit": "requests", "limit": 10, "seconds": 2},
+//                                  {"unit": "tokens", "limit": 5000, "seconds": 60}]}
+//     }
+//   }
+// rpm/tpm/rpd/tpd are requests and tokens per minute and per day; "windows"
+// adds windows of any whole number of seconds (1 to 31 days), at most 8 per
+// model. A limit is a non-negative integer, or null for unlimited. A model's
+// limits are looked up as: its entry in "limits", else its entry in the
+// built-in tier, else its provider's "provider/*" entry, else unlimited.
+// An entry replaces the built-in entry of that model as a whole.
+//
+// Returns a handle to free with rt_close(), or NULL with rt_last_error() set
+// (RT_E_CONFIG: the message names the offending key).
+RT_EXPORT rt_tracker *rt_open(const char *config_json);
+
+/* Applies a configuration to any tracker, as rt_global_configure does for the
+ * global. Returns RT_OK, RT_E_INVALID or RT_E_CONFIG (nothing changed). */
+RT_EXPORT int rt_configure(rt_tracker *t, const char *config_json);
+
+/* Frees a tracker from rt_open(). NULL and the global handle are ignored. The
+ * caller must ensure no other thread is using the handle. */
+RT_EXPORT void rt_close(rt_tracker *t);
+
+/* ------------------------------------------------------------------- usage */
+
+/* Whether a request of `tokens` tokens to `model` would fit every window of
+ * the model now. Records nothing. Returns 1 (yes), 0 (no), RT_E_TOO_LARGE if
+ * `tokens` exceeds a token limit of the model outright (or a request limit is
+ * 0), or RT_E_INVALID. */
+RT_EXPORT int rt_can_make(rt_tracker *t, const char *model, uint64_t tokens);
+
+/* Records that a request to `model` using `tokens` tokens happened now. It is
+ * always recorded, even past a limit (it already happened). Returns RT_OK or
+ * a negative status (nothing recorded). */
+RT_EXPORT int rt_record(rt_tracker *t, const char *model, uint64_t tokens);
+
+/* Checks and records in one atomic step: two callers can never both take the
+ * last slot. Returns
+ *   RT_OK           admitted and recorded (one request, `tokens` tokens);
+ *   RT_LIMITED      nothing recorded; *retry_after_ms (optional) is how long
+ *                   until the same request would fit as far as the tracker
+ *                   knows now; never 0;
+ *   RT_E_TOO_LARGE  `tokens` exceeds a token limit outright (never fits);
+ *   RT_E_INVALID    NULL handle, NULL or empty model.
+ * *retry_after_ms is set to 0 on RT_OK and RT_WAIT_NEVER on RT_E_TOO_LARGE. */
+RT_EXPORT int rt_try_acquire(rt_tracker *t, const char *model, uint64_t tokens,
+                             uint64_t *retry_after_ms);
+
+/* Wait answer meaning "never": the request can never be admitted. */
+#define RT_WAIT_NEVER UINT64_MAX
+
+/* rt_try_acquire that also returns a grant ticket for rt_settle(). *grant
+ * (optional) is set to a non-zero opaque value on RT_OK, and to 0 otherwise.
+ * A ticket is valid for the tracker that issued it, for as long as you like
+ * (settling an old grant whose time has left every window changes nothing). */
+RT_EXPORT int rt_try_acquire_grant(rt_tracker *t, const char *model,
+                                   uint64_t tokens, uint64_t *retry_after_ms,
+                                   uint64_t *grant);
+
+/* Blocking acquire: waits (sleeping, not spinning) until the request fits and
+ * then records it, for at most timeout_ms milliseconds (0: try once;
+ * RT_WAIT_NEVER: no timeout). Returns RT_OK (grant, optional, set), RT_LIMITED
+ * when the timeout passed first (nothing recorded), or a negative status
+ * (RT_E_TOO_LARGE at once if it can never fit). */
+RT_EXPORT int rt_acquire(rt_tracker *t, const char *model, uint64_t tokens,
+                         uint64_t timeout_ms, uint64_t *grant);
+
+/* Settles a grant to the real token count once it is known: callers acquire
+ * with an estimate (prompt + max_tokens) and learn the real count afterwards.
+ * `granted_tokens` is what the grant was acquired with, `actual_tokens` what
+ * the request really used. The difference (refund or top-up) is booked at the
+ * moment of the grant, not now: a refund frees capacity only while the grant
+ * is still inside a window, so it never lets more through later than the
+ * limit allows, and a top-up counts against the same windows the grant did.
+ * Where the grant has already left a window, that window is unchanged.
+ * Returns RT_OK, or RT_E_INVALID (NULL handle or model, ticket 0 or not from
+ * this tracker's clock, granted_tokens larger than can have been granted). */
+RT_EXPORT int rt_settle(rt_tracker *t, const char *model, uint64_t grant,
+                        uint64_t granted_tokens, uint64_t actual_tokens);
+
+/* How long until a request of `tokens` tokens to `model` would fit, in
+ * milliseconds (0: it fits now). Records nothing. Returns RT_OK with
+ * *wait_ms set, RT_E_TOO_LARGE with *wait_ms = RT_WAIT_NEVER when it never
+ * will, or RT_E_INVALID (wait_ms is required). */
+RT_EXPORT int rt_wait_time(rt_tracker *t, const char *model, uint64_t tokens,
+                           uint64_t *wait_ms);
+
+/* Clears all recorded usage of `t`; keeps its limits, tier and handle.
+ * rt_reset(NULL) returns the global tracker to "never created": its usage and
+ * tier are forgotten and rt_stats_json(NULL) returns "null" until the next
+ * rt_global_get(); configuration from rt_global_configure is kept, and global
+ * handles already handed out stay valid (they act on the emptied global).
+ * Returns RT_OK or a negative status. */
+RT_EXPORT int rt_reset(rt_tracker *t);
+
+/* The usage of `t` as a JSON object, caller-owned (free with rt_free):
+ *   {"tier": "tier1", "backend": "memory",
+ *    "models": {"openai/gpt-4o-mini": {
+ *        "requests_per_minute": {"current": 1, "limit": 500, "remaining": 499,
+ *                                "usage_percent": 0.2},
+ *        "tokens_per_minute": {...}, "requests_per_day": {...},
+ *        "tokens_per_day": {...}, "requests_per_2s": {...}}}}
+ * Every model with limits in the current tier or configuration, and every
+ * model that was used, is listed. A window with no limit has "limit": null
+ * and "remaining": null. Extra windows are named requests_per_<N>s and
+ * tokens_per_<N>s.
+ * rt_stats_json(NULL) gives the global's stats, or the JSON text "null" when
+ * the global has not been created. Returns NULL on error (rt_last_error). */
+RT_EXPORT char *rt_stats_json(rt_tracker *t);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* RATETRACK_H_ */

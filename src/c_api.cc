@@ -1,0 +1,374 @@
+// The C boundary: argument checks, conversion, and turning absl::Status and
+// C++ exceptions into RT_* codes. No rate-limit logic lives here.
+#include <pthread.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "config.h"
+#include "ratetrack.h"
+#include "spin_lock.h"
+#include "status.h"
+#include "tracker.h"
+
+using ratetrack::Config;
+using ratetrack::Decision;
+using ratetrack::SpinLock;
+using ratetrack::SpinLockHolder;
+using ratetrack::Tracker;
+
+struct rt_tracker {
+  std::atomic<Tracker*> impl{nullptr};
+  bool global = false;
+};
+
+namespace {
+
+thread_local std::string t_last_error;
+
+void SetError(const char* fn, absl::string_view msg) {
+  t_last_error = absl::StrCat(fn, ": ", msg);
+}
+
+int Fail(const char* fn, const absl::Status& s) {
+  SetError(fn, s.message());
+  return ratetrack::StatusToCode(s);
+}
+
+int Invalid(const char* fn, const char* what) {
+  SetError(fn, what);
+  return RT_E_INVALID;
+}
+
+// Runs `body` and turns any escaping exception into a status (XGBoost's
+// API_BEGIN/API_END, as one helper).
+template <typename Body>
+int Guard(const char* fn, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    SetError(fn, "out of memory");
+    return RT_E_NOMEM;
+  } catch (const std::exception& e) {
+    SetError(fn, absl::StrCat("internal error: ", e.what()));
+    return RT_E_INTERNAL;
+  } catch (...) {
+    SetError(fn, "internal error: unknown exception");
+    return RT_E_INTERNAL;
+  }
+}
+
+// The process-wide global. `impl` is made once and never freed; `created`
+// is what rt_reset(NULL) turns off.
+struct Global {
+  SpinLock mu;
+  std::atomic<bool> created{false};
+  Config configured ABSL_GUARDED_BY(mu);  // rt_global_configure documents
+};
+Global g_global;
+rt_tracker g_handle{nullptr, true};
+
+void ForkPrepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  g_global.mu.Lock();
+  Tracker::LockAllForFork();
+}
+void ForkRelease() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  Tracker::UnlockAllForFork();
+  g_global.mu.Unlock();
+}
+[[maybe_unused]] const int g_fork_registered =
+    pthread_atfork(&ForkPrepare, &ForkRelease, &ForkRelease);
+
+// Checks the common arguments; returns the tracker or nullptr (error set).
+Tracker* Resolve(const char* fn, rt_tracker* t, const char* model, int* rc) {
+  if (t == nullptr) {
+    *rc = Invalid(fn, "tracker handle is NULL");
+    return nullptr;
+  }
+  if (model == nullptr || model[0] == '\0') {
+    *rc = Invalid(fn, model == nullptr ? "model is NULL" : "model is empty");
+    return nullptr;
+  }
+  Tracker* impl = t->impl.load(std::memory_order_acquire);
+  if (impl == nullptr) *rc = Invalid(fn, "tracker handle is not open");
+  return impl;
+}
+
+int Acquire(const char* fn, rt_tracker* t, const char* model, uint64_t tokens,
+            uint64_t* retry_after_ms, uint64_t* grant) {
+  if (retry_after_ms != nullptr) *retry_after_ms = 0;
+  if (grant != nullptr) *grant = 0;
+  int rc = RT_OK;
+  Tracker* impl = Resolve(fn, t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard(fn, [&]() -> int {
+    Decision d = impl->TryAcquire(model, tokens);
+    if (retry_after_ms != nullptr) *retry_after_ms = d.wait_ms;
+    if (grant != nullptr) *grant = d.grant;
+    if (d.code == RT_E_TOO_LARGE) {
+      SetError(fn, absl::StrCat(tokens, " tokens exceed a limit of '", model,
+                                "' outright"));
+    } else if (d.code == RT_E_NOMEM) {
+      SetError(fn, "too many distinct models");
+    }
+    return d.code;
+  });
+}
+
+char* CopyOut(const std::string& s) {
+  char* p = static_cast<char*>(std::malloc(s.size() + 1));
+  if (p == nullptr) throw std::bad_alloc();
+  std::memcpy(p, s.c_str(), s.size() + 1);
+  return p;
+}
+
+}  // namespace
+
+extern "C" {
+
+int rt_version_number(void) { return RT_VERSION_NUMBER; }
+
+const char* rt_version_string(void) { return RATETRACK_VERSION_STRING; }
+
+const char* rt_status_string(int status) {
+  switch (status) {
+    case RT_OK: return "RT_OK: done";
+    case RT_LIMITED: return "RT_LIMITED: a limit would be exceeded; retry later";
+    case RT_E_INVALID: return "RT_E_INVALID: invalid argument";
+    case RT_E_CONFIG: return "RT_E_CONFIG: invalid configuration";
+    case RT_E_TOO_LARGE: return "RT_E_TOO_LARGE: the cost exceeds a limit outright";
+    case RT_E_BACKEND: return "RT_E_BACKEND: the shared store failed";
+    case RT_E_NOMEM: return "RT_E_NOMEM: out of memory";
+    case RT_E_INTERNAL: return "RT_E_INTERNAL: internal error";
+    default: return "unknown status code";
+  }
+}
+
+const char* rt_last_error(void) { return t_last_error.c_str(); }
+
+void rt_free(void* p) { std::free(p); }
+
+rt_tracker* rt_global_get(const char* tier) {
+  if (tier == nullptr && g_global.created.load(std::memory_order_acquire)) {
+    return &g_handle;
+  }
+  rt_tracker* out = nullptr;
+  Guard("rt_global_get", [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> int {
+    SpinLockHolder l(&g_global.mu);
+    Tracker* impl = g_handle.impl.load(std::memory_order_acquire);
+    if (!g_global.created.load(std::memory_order_relaxed)) {
+      auto env = ratetrack::ConfigFromEnvironment();
+      if (!env.ok()) return Fail("rt_global_get", env.status());
+      Config c = *env;
+      c.Merge(g_global.configured);
+      const char* env_tier = std::getenv("RATETRACK_TIER");
+      if (tier != nullptr) {
+        c.tier = tier;
+      } else if (env_tier != nullptr && env_tier[0] != '\0') {
+        c.tier = env_tier;
+      }
+      if (impl == nullptr) {
+        auto made = Tracker::Create(c, ratetrack::Clock::Monotonic());
+        if (!made.ok()) return Fail("rt_global_get", made.status());
+        g_handle.impl.store(made->release(), std::memory_order_release);
+      } else {
+        absl::Status s = impl->Reconfigure(c);
+        if (!s.ok()) return Fail("rt_global_get", s);
+      }
+      g_global.created.store(true, std::memory_order_release);
+    } else if (tier != nullptr && impl->tier() != tier) {
+      absl::Status s = impl->SetTier(tier);
+      if (!s.ok()) return Fail("rt_global_get", s);
+    }
+    out = &g_handle;
+    return RT_OK;
+  });
+  return out;
+}
+
+int rt_global_configure(const char* config_json) {
+  if (config_json == nullptr) return Invalid("rt_global_configure", "config_json is NULL");
+  return Guard("rt_global_configure", [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> int {
+    auto patch = ratetrack::ParseConfig(config_json);
+    if (!patch.ok()) return Fail("rt_global_configure", patch.status());
+    SpinLockHolder l(&g_global.mu);
+    Config merged = g_global.configured;
+    merged.Merge(*patch);
+    Tracker* impl = g_handle.impl.load(std::memory_order_acquire);
+    if (g_global.created.load(std::memory_order_relaxed)) {
+      absl::Status s = impl->Configure(*patch);
+      if (!s.ok()) return Fail("rt_global_configure", s);
+    } else {
+      auto eff = ratetrack::EffectiveConfig::From(merged);  // validate only
+      if (!eff.ok()) return Fail("rt_global_configure", eff.status());
+    }
+    g_global.configured = std::move(merged);
+    return RT_OK;
+  });
+}
+
+rt_tracker* rt_open(const char* config_json) {
+  rt_tracker* out = nullptr;
+  Guard("rt_open", [&]() -> int {
+    auto config = ratetrack::ParseConfig(config_json);
+    if (!config.ok()) return Fail("rt_open", config.status());
+    auto made = Tracker::Create(*config, ratetrack::Clock::Monotonic());
+    if (!made.ok()) return Fail("rt_open", made.status());
+    out = new rt_tracker;
+    out->impl.store(made->release(), std::memory_order_release);
+    return RT_OK;
+  });
+  return out;
+}
+
+int rt_configure(rt_tracker* t, const char* config_json) {
+  if (t == nullptr) return Invalid("rt_configure", "tracker handle is NULL");
+  if (t->global) return rt_global_configure(config_json);
+  if (config_json == nullptr) return Invalid("rt_configure", "config_json is NULL");
+  return Guard("rt_configure", [&]() -> int {
+    auto patch = ratetrack::ParseConfig(config_json);
+    if (!patch.ok()) return Fail("rt_configure", patch.status());
+    absl::Status s = t->impl.load(std::memory_order_acquire)->Configure(*patch);
+    return s.ok() ? RT_OK : Fail("rt_configure", s);
+  });
+}
+
+void rt_close(rt_tracker* t) {
+  if (t == nullptr || t->global) return;
+  delete t->impl.load(std::memory_order_acquire);
+  delete t;
+}
+
+int rt_can_make(rt_tracker* t, const char* model, uint64_t tokens) {
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_can_make", t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard("rt_can_make", [&]() -> int {
+    Decision d = impl->Check(model, tokens);
+    if (d.code == RT_OK) return 1;
+    if (d.code == RT_LIMITED) return 0;
+    SetError("rt_can_make", d.code == RT_E_TOO_LARGE
+                                ? absl::StrCat(tokens, " tokens exceed a limit of '",
+                                               model, "' outright")
+                                : std::string("too many distinct models"));
+    return d.code;
+  });
+}
+
+int rt_record(rt_tracker* t, const char* model, uint64_t tokens) {
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_record", t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard("rt_record", [&]() -> int {
+    absl::Status s = impl->Record(model, tokens);
+    return s.ok() ? RT_OK : Fail("rt_record", s);
+  });
+}
+
+int rt_try_acquire(rt_tracker* t, const char* model, uint64_t tokens,
+                   uint64_t* retry_after_ms) {
+  return Acquire("rt_try_acquire", t, model, tokens, retry_after_ms, nullptr);
+}
+
+int rt_try_acquire_grant(rt_tracker* t, const char* model, uint64_t tokens,
+                         uint64_t* retry_after_ms, uint64_t* grant) {
+  return Acquire("rt_try_acquire_grant", t, model, tokens, retry_after_ms, grant);
+}
+
+int rt_acquire(rt_tracker* t, const char* model, uint64_t tokens,
+               uint64_t timeout_ms, uint64_t* grant) {
+  using std::chrono::milliseconds;
+  using std::chrono::steady_clock;
+  const auto start = steady_clock::now();
+  for (;;) {
+    uint64_t wait = 0;
+    int rc = Acquire("rt_acquire", t, model, tokens, &wait, grant);
+    if (rc != RT_LIMITED) return rc;
+    const uint64_t elapsed = static_cast<uint64_t>(
+        std::chrono::duration_cast<milliseconds>(steady_clock::now() - start).count());
+    if (timeout_ms != RT_WAIT_NEVER && elapsed >= timeout_ms) return RT_LIMITED;
+    // Sleep until the request should fit, but wake at least every second
+    // (a refund or reset elsewhere may make room sooner).
+    uint64_t nap = std::min<uint64_t>(wait, 1000);
+    if (timeout_ms != RT_WAIT_NEVER) nap = std::min(nap, timeout_ms - elapsed);
+    nap = std::max<uint64_t>(nap, 1);
+    struct timespec ts = {static_cast<time_t>(nap / 1000),
+                          static_cast<long>((nap % 1000) * 1000000)};
+    nanosleep(&ts, nullptr);
+  }
+}
+
+int rt_settle(rt_tracker* t, const char* model, uint64_t grant,
+              uint64_t granted_tokens, uint64_t actual_tokens) {
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_settle", t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard("rt_settle", [&]() -> int {
+    absl::Status s = impl->Settle(model, grant, granted_tokens, actual_tokens);
+    return s.ok() ? RT_OK : Fail("rt_settle", s);
+  });
+}
+
+int rt_wait_time(rt_tracker* t, const char* model, uint64_t tokens,
+                 uint64_t* wait_ms) {
+  if (wait_ms == nullptr) return Invalid("rt_wait_time", "wait_ms is NULL");
+  *wait_ms = 0;
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_wait_time", t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard("rt_wait_time", [&]() -> int {
+    Decision d = impl->Check(model, tokens);
+    *wait_ms = d.wait_ms;
+    if (d.code == RT_LIMITED || d.code == RT_OK) return RT_OK;
+    SetError("rt_wait_time", d.code == RT_E_TOO_LARGE
+                                 ? absl::StrCat(tokens, " tokens exceed a limit of '",
+                                                model, "' outright: never")
+                                 : std::string("too many distinct models"));
+    return d.code;
+  });
+}
+
+int rt_reset(rt_tracker* t) {
+  return Guard("rt_reset", [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> int {
+    if (t == nullptr) {
+      SpinLockHolder l(&g_global.mu);
+      Tracker* impl = g_handle.impl.load(std::memory_order_acquire);
+      if (impl != nullptr) impl->Reset();
+      g_global.created.store(false, std::memory_order_release);
+      return RT_OK;
+    }
+    Tracker* impl = t->impl.load(std::memory_order_acquire);
+    if (impl == nullptr) return Invalid("rt_reset", "tracker handle is not open");
+    impl->Reset();
+    return RT_OK;
+  });
+}
+
+char* rt_stats_json(rt_tracker* t) {
+  char* out = nullptr;
+  Guard("rt_stats_json", [&]() -> int {
+    if (t == nullptr) {
+      Tracker* impl = g_handle.impl.load(std::memory_order_acquire);
+      if (!g_global.created.load(std::memory_order_acquire) || impl == nullptr) {
+        out = CopyOut("null");
+        return RT_OK;
+      }
+      t = &g_handle;
+    }
+    Tracker* impl = t->impl.load(std::memory_order_acquire);
+    if (impl == nullptr) return Invalid("rt_stats_json", "tracker handle is not open");
+    out = CopyOut(impl->StatsJson());
+    return RT_OK;
+  });
+  return out;
+}
+
+}  // extern "C"

@@ -1,0 +1,395 @@
+#include "config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
+#include "nlohmann/json.hpp"
+#include "status.h"
+
+namespace ratetrack {
+
+extern const char kBuiltinTiersJson[];  // generated from data/tiers.json
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int64_t kMinute = 60;
+constexpr int64_t kDay = 86400;
+constexpr int64_t kMaxWindowSeconds = 31 * kDay;
+
+// Built-in tables: provider -> tier -> model (without provider) -> limits.
+struct BuiltinTables {
+  std::map<std::string, std::map<std::string, std::map<std::string, ModelLimits>>>
+      tiers;
+  std::map<std::string, std::map<std::string, std::string>> aliases;
+};
+
+std::string KeyPath(absl::string_view a, absl::string_view b) {
+  return absl::StrCat(a, ".", b);
+}
+
+// Reads a limit value: a non-negative integer, or null (unlimited).
+absl::StatusOr<uint64_t> ParseLimit(const json& v, const std::string& key) {
+  if (v.is_null()) return kUnlimited;
+  if (v.is_number_unsigned()) {
+    uint64_t n = v.get<uint64_t>();
+    if (n == kUnlimited) {
+      return ConfigError(absl::StrCat("config key '", key,
+                                      "': limit too large (use null for unlimited)"));
+    }
+    return n;
+  }
+  if (v.is_number_integer()) {
+    return ConfigError(absl::StrCat("config key '", key,
+                                    "': limit must not be negative (use null for unlimited)"));
+  }
+  return ConfigError(absl::StrCat("config key '", key,
+                                  "': limit must be a non-negative integer or null, not ",
+                                  v.dump()));
+}
+
+// Sets or adds the window (unit, seconds) in `m`, refusing a conflicting
+// second definition.
+absl::Status SetWindow(ModelLimits& m, Unit unit, int64_t seconds,
+                       uint64_t limit, const std::string& key,
+                       std::set<std::pair<Unit, int64_t>>& seen) {
+  if (!seen.insert({unit, seconds}).second) {
+    return ConfigError(absl::StrCat("config key '", key, "': the window ",
+                                    WindowName(unit, seconds),
+                                    " is defined twice"));
+  }
+  for (auto& w : m.windows) {
+    if (w.unit == unit && w.seconds == seconds) {
+      w.limit = limit;
+      return absl::OkStatus();
+    }
+  }
+  if (static_cast<int>(m.windows.size()) >= ModelLimits::kMaxWindows) {
+    return ConfigError(absl::StrCat("config key '", key, "': more than ",
+                                    ModelLimits::kMaxExtraWindows,
+                                    " extra windows"));
+  }
+  m.windows.push_back({unit, seconds, limit});
+  return absl::OkStatus();
+}
+
+// Parses one model's limits object. `allow_split` accepts "itpm"/"otpm" (the
+// built-in tables carry them for the coming input/output windows; they are
+// not enforced yet).
+absl::StatusOr<ModelLimits> ParseModelLimits(const json& v,
+                                             const std::string& key,
+                                             bool allow_split) {
+  if (!v.is_object()) {
+    return ConfigError(absl::StrCat("config key '", key,
+                                    "': must be an object such as {\"rpm\": 500}"));
+  }
+  ModelLimits m = ModelLimits::Unlimited();
+  std::set<std::pair<Unit, int64_t>> seen;
+  static const struct {
+    const char* name;
+    Unit unit;
+    int64_t seconds;
+  } kShort[] = {{"rpm", Unit::kRequests, kMinute},
+                {"tpm", Unit::kTokens, kMinute},
+                {"rpd", Unit::kRequests, kDay},
+                {"tpd", Unit::kTokens, kDay}};
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string k = KeyPath(key, it.key());
+    bool known = false;
+    for (const auto& s : kShort) {
+      if (it.key() == s.name) {
+        auto limit = ParseLimit(it.value(), k);
+        if (!limit.ok()) return limit.status();
+        auto st = SetWindow(m, s.unit, s.seconds, *limit, k, seen);
+        if (!st.ok()) return st;
+        known = true;
+      }
+    }
+    if (known) continue;
+    if (allow_split && (it.key() == "itpm" || it.key() == "otpm")) {
+      auto limit = ParseLimit(it.value(), k);
+      if (!limit.ok()) return limit.status();
+      continue;
+    }
+    if (it.key() != "windows") {
+      return ConfigError(absl::StrCat("unknown config key '", k,
+                                      "' (expected rpm, tpm, rpd, tpd or windows)"));
+    }
+    if (!it.value().is_array()) {
+      return ConfigError(absl::StrCat("config key '", k, "': must be an array"));
+    }
+    int index = 0;
+    for (const json& w : it.value()) {
+      const std::string wk = absl::StrCat(k, "[", index++, "]");
+      if (!w.is_object()) {
+        return ConfigError(absl::StrCat("config key '", wk, "': must be an object"));
+      }
+      std::optional<Unit> unit;
+      std::optional<int64_t> seconds;
+      std::optional<uint64_t> limit;
+      for (auto f = w.begin(); f != w.end(); ++f) {
+        const std::string fk = KeyPath(wk, f.key());
+        if (f.key() == "unit") {
+          if (f.value() == "requests") unit = Unit::kRequests;
+          else if (f.value() == "tokens") unit = Unit::kTokens;
+          else return ConfigError(absl::StrCat("config key '", fk,
+                                               "': must be \"requests\" or \"tokens\""));
+        } else if (f.key() == "seconds") {
+          if (!f.value().is_number_unsigned() || f.value().get<uint64_t>() < 1 ||
+              f.value().get<uint64_t>() > static_cast<uint64_t>(kMaxWindowSeconds)) {
+            return ConfigError(absl::StrCat("config key '", fk,
+                                            "': must be a whole number of seconds from 1 to ",
+                                            kMaxWindowSeconds));
+          }
+          seconds = f.value().get<int64_t>();
+        } else if (f.key() == "limit") {
+          auto l = ParseLimit(f.value(), fk);
+          if (!l.ok()) return l.status();
+          limit = *l;
+        } else {
+          return ConfigError(absl::StrCat("unknown config key '", fk,
+                                          "' (expected unit, limit, seconds)"));
+        }
+      }
+      if (!unit || !seconds || !limit) {
+        return ConfigError(absl::StrCat("config key '", wk,
+                                         "': needs \"unit\", \"limit\" and \"seconds\""));
+      }
+      auto st = SetWindow(m, *unit, *seconds, *limit, wk, seen);
+      if (!st.ok()) return st;
+    }
+  }
+  return m;
+}
+
+BuiltinTables LoadBuiltinTables() {
+  BuiltinTables t;
+  json doc = json::parse(kBuiltinTiersJson, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) std::abort();  // the build embeds a checked file
+  for (auto p = doc.begin(); p != doc.end(); ++p) {
+    const json& prov = p.value();
+    if (prov.contains("aliases")) {
+      for (auto a = prov["aliases"].begin(); a != prov["aliases"].end(); ++a) {
+        t.aliases[p.key()][a.key()] = a.value().get<std::string>();
+      }
+    }
+    for (auto tier = prov["tiers"].begin(); tier != prov["tiers"].end(); ++tier) {
+      auto& models = t.tiers[p.key()][tier.key()];
+      for (auto m = tier.value().begin(); m != tier.value().end(); ++m) {
+        auto limits = ParseModelLimits(m.value(), m.key(), /*allow_split=*/true);
+        if (!limits.ok()) std::abort();  // tests/tiers_test checks the file
+        models[m.key()] = *limits;
+      }
+    }
+  }
+  return t;
+}
+
+// Parsed once, at library load, so no lock is ever needed (nor held at fork).
+const BuiltinTables& Builtins() {
+  static const BuiltinTables* tables = new BuiltinTables(LoadBuiltinTables());
+  return *tables;
+}
+[[maybe_unused]] const BuiltinTables& kLoadAtStartup = Builtins();
+
+absl::string_view ProviderOf(absl::string_view model) {
+  size_t slash = model.find('/');
+  return slash == absl::string_view::npos ? absl::string_view() : model.substr(0, slash);
+}
+
+}  // namespace
+
+ModelLimits ModelLimits::Unlimited() {
+  ModelLimits m;
+  m.windows = {{Unit::kRequests, kMinute, kUnlimited},
+               {Unit::kTokens, kMinute, kUnlimited},
+               {Unit::kRequests, kDay, kUnlimited},
+               {Unit::kTokens, kDay, kUnlimited}};
+  return m;
+}
+
+std::string WindowName(Unit unit, int64_t seconds) {
+  const char* u = unit == Unit::kRequests ? "requests" : "tokens";
+  if (seconds == kMinute) return absl::StrCat(u, "_per_minute");
+  if (seconds == kDay) return absl::StrCat(u, "_per_day");
+  return absl::StrCat(u, "_per_", seconds, "s");
+}
+
+void Config::Merge(const Config& patch) {
+  if (patch.tier) tier = patch.tier;
+  if (patch.backend) backend = patch.backend;
+  if (patch.builtin_tiers) builtin_tiers = patch.builtin_tiers;
+  if (patch.limits) limits = patch.limits;
+}
+
+absl::StatusOr<Config> ParseConfig(const char* text) {
+  Config c;
+  if (text == nullptr || *text == '\0') return c;
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) {
+    return ConfigError("configuration is not valid JSON");
+  }
+  if (!doc.is_object()) {
+    return ConfigError("configuration must be a JSON object");
+  }
+  for (auto it = doc.begin(); it != doc.end(); ++it) {
+    const std::string& key = it.key();
+    const json& v = it.value();
+    if (key == "tier") {
+      if (!v.is_string()) return ConfigError("config key 'tier': must be a string");
+      auto sel = ParseTier(v.get<std::string>());
+      if (!sel.ok()) return sel.status();
+      c.tier = v.get<std::string>();
+    } else if (key == "backend") {
+      if (!v.is_string()) return ConfigError("config key 'backend': must be a string");
+      std::string b = v.get<std::string>();
+      if (b != "memory") {
+        return ConfigError(absl::StrCat("config key 'backend': unsupported backend '", b,
+                                        "' (this version supports \"memory\")"));
+      }
+      c.backend = b;
+    } else if (key == "builtin_tiers") {
+      if (!v.is_boolean()) return ConfigError("config key 'builtin_tiers': must be true or false");
+      c.builtin_tiers = v.get<bool>();
+    } else if (key == "limits") {
+      if (!v.is_object()) return ConfigError("config key 'limits': must be an object");
+      std::map<std::string, ModelLimits> limits;
+      for (auto m = v.begin(); m != v.end(); ++m) {
+        if (m.key().empty()) {
+          return ConfigError("config key 'limits': a model name is empty");
+        }
+        if (m.key().find('*') != std::string::npos &&
+            (m.key().size() < 3 || m.key().compare(m.key().size() - 2, 2, "/*") != 0 ||
+             m.key().find('*') != m.key().size() - 1 ||
+             m.key().find('/') != m.key().size() - 2)) {
+          return ConfigError(absl::StrCat("config key 'limits.", m.key(),
+                                          "': a wildcard must be \"provider/*\""));
+        }
+        auto ml = ParseModelLimits(m.value(), KeyPath("limits", m.key()), false);
+        if (!ml.ok()) return ml.status();
+        limits[m.key()] = std::move(*ml);
+      }
+      c.limits = std::move(limits);
+    } else {
+      return ConfigError(absl::StrCat("unknown config key '", key,
+                                      "' (expected tier, backend, builtin_tiers, limits)"));
+    }
+  }
+  return c;
+}
+
+absl::StatusOr<Config> ConfigFromEnvironment() {
+  const char* path = std::getenv("RATETRACK_CONFIG");
+  if (path == nullptr || *path == '\0') return Config();
+  std::ifstream in(path);
+  if (!in) {
+    return ConfigError(absl::StrCat("RATETRACK_CONFIG: cannot read '", path,
+                                    "': ", std::strerror(errno)));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto c = ParseConfig(ss.str().c_str());
+  if (!c.ok()) {
+    return ConfigError(absl::StrCat("RATETRACK_CONFIG '", path, "': ", c.status().message()));
+  }
+  return c;
+}
+
+absl::StatusOr<TierSelection> ParseTier(absl::string_view tier) {
+  const BuiltinTables& b = Builtins();
+  TierSelection sel;
+  sel.text = std::string(tier);
+  auto resolve = [&](const std::string& provider, std::string name) -> bool {
+    auto al = b.aliases.find(provider);
+    if (al != b.aliases.end()) {
+      auto a = al->second.find(name);
+      if (a != al->second.end()) name = a->second;
+    }
+    auto p = b.tiers.find(provider);
+    if (p == b.tiers.end() || p->second.count(name) == 0) return false;
+    sel.by_provider[provider] = name;
+    return true;
+  };
+  if (tier.empty()) return ConfigError("tier: empty tier name");
+  if (tier.find('=') == absl::string_view::npos) {
+    std::string name(absl::StripAsciiWhitespace(tier));
+    bool any = false;
+    for (const auto& p : b.tiers) any |= resolve(p.first, name);
+    if (!any) {
+      return ConfigError(absl::StrCat("tier: unknown tier '", tier,
+                                      "' (no provider has it; known: free, tier1 ... tier5)"));
+    }
+    return sel;
+  }
+  for (absl::string_view part : absl::StrSplit(tier, ',')) {
+    std::vector<std::string> kv =
+        absl::StrSplit(absl::StripAsciiWhitespace(part), absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty() || kv[1].empty()) {
+      return ConfigError(absl::StrCat("tier: '", part, "' is not provider=tier"));
+    }
+    if (b.tiers.count(kv[0]) == 0) {
+      return ConfigError(absl::StrCat("tier: unknown provider '", kv[0],
+                                      "' (known: anthropic, gemini, openai)"));
+    }
+    if (!resolve(kv[0], kv[1])) {
+      return ConfigError(absl::StrCat("tier: provider '", kv[0], "' has no tier '",
+                                      kv[1], "'"));
+    }
+  }
+  return sel;
+}
+
+absl::StatusOr<EffectiveConfig> EffectiveConfig::From(const Config& c) {
+  EffectiveConfig e;
+  auto sel = ParseTier(c.tier.value_or("tier1"));
+  if (!sel.ok()) return sel.status();
+  e.tier = std::move(*sel);
+  if (c.backend) e.backend = *c.backend;
+  if (c.builtin_tiers) e.builtin_tiers = *c.builtin_tiers;
+  if (c.limits) e.limits = *c.limits;
+  return e;
+}
+
+ModelLimits EffectiveConfig::Resolve(absl::string_view model) const {
+  auto exact = limits.find(std::string(model));
+  if (exact != limits.end()) return exact->second;
+  absl::string_view provider = ProviderOf(model);
+  if (builtin_tiers && !provider.empty()) {
+    auto t = tier.by_provider.find(std::string(provider));
+    if (t != tier.by_provider.end()) {
+      const auto& table = Builtins().tiers.at(t->first).at(t->second);
+      auto m = table.find(std::string(model.substr(provider.size() + 1)));
+      if (m != table.end()) return m->second;
+    }
+  }
+  if (!provider.empty()) {
+    auto wild = limits.find(absl::StrCat(provider, "/*"));
+    if (wild != limits.end()) return wild->second;
+  }
+  return ModelLimits::Unlimited();
+}
+
+std::vector<std::string> EffectiveConfig::ListedModels() const {
+  std::set<std::string> out;
+  for (const auto& [name, l] : limits) {
+    if (name.back() != '*') out.insert(name);
+  }
+  if (builtin_tiers) {
+    for (const auto& [provider, tier_name] : tier.by_provider) {
+      for (const auto& [m, l] : Builtins().tiers.at(provider).at(tier_name)) {
+        out.insert(absl::StrCat(provider, "/", m));
+      }
+    }
+  }
+  return {out.begin(), out.end()};
+}
+
+}  // namespace ratetrack

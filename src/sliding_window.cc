@@ -1,0 +1,79 @@
+#include "sliding_window.h"
+
+#include <algorithm>
+
+namespace ratetrack {
+
+SlidingWindow::SlidingWindow(int64_t span_ms, int64_t guard_ms)
+    : span_ms_(std::max<int64_t>(span_ms, 1)),
+      guard_ms_(std::max<int64_t>(guard_ms, 0)) {
+  width_ms_ = (span_ms_ + kTargetBuckets - 1) / kTargetBuckets;
+  // The guard must stay below one bucket so the ring fits kMaxRing.
+  if (guard_ms_ > width_ms_) width_ms_ = guard_ms_;
+  int64_t n = (span_ms_ + guard_ms_ + width_ms_ - 1) / width_ms_;
+  ring_ = static_cast<int>(n) + 1;  // <= 62
+  Clear();
+}
+
+void SlidingWindow::Clear() {
+  for (int i = 0; i < ring_; ++i) counts_[i] = 0;
+  used_ = 0;
+  head_ = 0;
+  head_slot_ = 0;
+  head_end_ms_ = 0;  // the first Advance positions the ring
+}
+
+void SlidingWindow::AdvanceSlow(int64_t now_ms) {
+  const int64_t k = now_ms / width_ms_;
+  if (head_end_ms_ == 0 || k - head_ >= ring_) {
+    // First use, or every bucket has expired.
+    for (int i = 0; i < ring_; ++i) counts_[i] = 0;
+    used_ = 0;
+  } else {
+    for (int64_t j = head_ + 1; j <= k; ++j) {
+      int slot = static_cast<int>(j % ring_);
+      used_ -= counts_[slot];
+      counts_[slot] = 0;
+    }
+  }
+  head_ = k;
+  head_slot_ = static_cast<int>(k % ring_);
+  head_end_ms_ = (k + 1) * width_ms_;
+}
+
+int64_t SlidingWindow::WaitMs(int64_t now_ms, uint64_t cost,
+                              uint64_t limit) const {
+  if (cost > limit) return -1;
+  if (Fits(cost, limit)) return 0;
+  // Oldest bucket first: bucket j stops counting at (j + ring) * width.
+  uint64_t remaining = used_;
+  for (int64_t j = head_ - ring_ + 1; j <= head_; ++j) {
+    if (j < 0) continue;
+    remaining -= counts_[static_cast<int>(j % ring_)];
+    if (remaining <= limit && cost <= limit - remaining) {
+      int64_t at = (j + ring_) * width_ms_;
+      return std::max<int64_t>(at - now_ms, 1);
+    }
+  }
+  // Only reachable when the newest bucket alone is over: it expires last.
+  return std::max<int64_t>((head_ + ring_) * width_ms_ - now_ms, 1);
+}
+
+bool SlidingWindow::Adjust(int64_t at_ms, uint64_t amount, bool top_up) {
+  if (at_ms < 0) return false;
+  int64_t j = at_ms / width_ms_;
+  if (j > head_) j = head_;  // booked like Add does for stale times
+  if (head_end_ms_ == 0 || head_ - j >= ring_) return false;
+  uint64_t& c = counts_[static_cast<int>(j % ring_)];
+  if (top_up) {
+    c = SatAdd(c, amount);
+    used_ = SatAdd(used_, amount);
+  } else {
+    uint64_t d = std::min(c, amount);
+    c -= d;
+    used_ -= d;
+  }
+  return true;
+}
+
+}  // namespace ratetrack

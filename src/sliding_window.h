@@ -1,0 +1,93 @@
+// SlidingWindow: the window arithmetic, a pure value type.
+//
+// A window of `span` milliseconds is cut into buckets of `width` ms (about
+// 1/60 of the span). Each bucket counts what was admitted while it was the
+// newest. A check at time t counts every bucket that may still hold an event
+// from (t - span - guard, t]; that is the newest `ring` buckets, ring =
+// ceil((span + guard) / width) + 1. So in every interval of `span` ms at most
+// `limit` units are admitted (never more), and an admitted unit may keep
+// counting up to `width + guard` ms after it left the window: that is the
+// resolution, the only under-admission. `guard` absorbs the clock's
+// resolution (a coarse clock can lag real time by one tick).
+//
+// No clock, no lock, no allocation: time is an argument, the caller holds
+// whatever lock protects the value. Times are non-negative milliseconds of
+// one monotonic clock. A time older than the newest bucket is booked into the
+// newest bucket (it will count a little longer: conservative).
+#ifndef RATETRACK_SRC_SLIDING_WINDOW_H_
+#define RATETRACK_SRC_SLIDING_WINDOW_H_
+
+#include <cstdint>
+
+namespace ratetrack {
+
+class SlidingWindow {
+ public:
+  static constexpr int kTargetBuckets = 60;
+  static constexpr int kMaxRing = 64;
+
+  SlidingWindow() : SlidingWindow(60000, 0) {}
+  SlidingWindow(int64_t span_ms, int64_t guard_ms);
+
+  int64_t span_ms() const { return span_ms_; }
+  int64_t width_ms() const { return width_ms_; }
+  int ring() const { return ring_; }
+  // How long after it leaves the window a unit may still count.
+  int64_t resolution_ms() const { return width_ms_ + guard_ms_; }
+
+  // Moves the window to `now_ms`, dropping buckets that no longer count.
+  void Advance(int64_t now_ms) {
+    if (now_ms < head_end_ms_) return;
+    AdvanceSlow(now_ms);
+  }
+
+  // Units currently counted (call Advance first).
+  uint64_t used() const { return used_; }
+
+  // Whether `cost` more units stay within `limit` (call Advance first).
+  bool Fits(uint64_t cost, uint64_t limit) const {
+    return used_ <= limit && cost <= limit - used_;
+  }
+
+  // Books `cost` units in the newest bucket (saturating; call Advance first).
+  void Add(uint64_t cost) {
+    counts_[head_slot_] = SatAdd(counts_[head_slot_], cost);
+    used_ = SatAdd(used_, cost);
+  }
+
+  // Milliseconds from `now_ms` until `cost` more units fit under `limit`,
+  // assuming nothing else is added (call Advance(now_ms) first). 0 if they
+  // fit now; -1 if they never can (cost > limit).
+  int64_t WaitMs(int64_t now_ms, uint64_t cost, uint64_t limit) const;
+
+  // Books `amount` more (top_up) or fewer (!top_up, clamped at 0) units at
+  // time `at_ms`, a past time of the same clock. Only while the bucket of
+  // `at_ms` still counts; otherwise nothing changes (the units have left the
+  // window). Returns whether the bucket still counted. Call Advance first.
+  bool Adjust(int64_t at_ms, uint64_t amount, bool top_up);
+
+  // Forgets everything.
+  void Clear();
+
+  static uint64_t SatAdd(uint64_t a, uint64_t b) {
+    uint64_t s = a + b;
+    return s < a ? UINT64_MAX : s;
+  }
+
+ private:
+  void AdvanceSlow(int64_t now_ms);
+
+  int64_t span_ms_;
+  int64_t guard_ms_;
+  int64_t width_ms_;
+  int ring_;
+  int head_slot_ = 0;
+  int64_t head_ = 0;         // bucket index (time / width) of the newest bucket
+  int64_t head_end_ms_ = 0;  // (head_ + 1) * width_ms_: first time past head
+  uint64_t used_ = 0;        // sum of counts_ over the ring
+  uint64_t counts_[kMaxRing] = {};
+};
+
+}  // namespace ratetrack
+
+#endif  // RATETRACK_SRC_SLIDING_WINDOW_H_

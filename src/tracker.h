@@ -1,0 +1,102 @@
+// Tracker: the in-process ("memory") rate-limit tracker behind rt_tracker.
+//
+// Models live in an insert-only open-addressing table that readers probe
+// without a lock (slots are atomic pointers; the table is replaced, never
+// rehashed in place, and old tables are kept until the tracker dies). Each
+// model has its own SpinLock around its windows, so callers on different
+// models never share a lock and the hot path is: hash, probe, lock, read the
+// clock, check and book every window, unlock. Nothing on it allocates.
+#ifndef RATETRACK_SRC_TRACKER_H_
+#define RATETRACK_SRC_TRACKER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "config.h"
+#include "sliding_window.h"
+#include "spin_lock.h"
+
+namespace ratetrack {
+
+// Milliseconds of a monotonic clock. The default reads
+// CLOCK_MONOTONIC_COARSE; tests pass a manual clock.
+struct Clock {
+  int64_t (*now_ms)(void* ctx);
+  void* ctx;
+  int64_t resolution_ms;  // how far a reading may lag real time
+  static Clock Monotonic();
+};
+
+// Outcome of one decision on a model's windows.
+struct Decision {
+  int code;             // RT_OK, RT_LIMITED, RT_E_TOO_LARGE
+  uint64_t wait_ms;     // RT_LIMITED: > 0; RT_E_TOO_LARGE: RT_WAIT_NEVER
+  uint64_t grant;       // RT_OK from TryAcquire: the ticket
+};
+
+class Tracker {
+ public:
+  static absl::StatusOr<std::unique_ptr<Tracker>> Create(const Config& config,
+                                                         Clock clock);
+  ~Tracker();
+  Tracker(const Tracker&) = delete;
+  Tracker& operator=(const Tracker&) = delete;
+
+  // The hot path. `model` must be non-empty (the C shim checks).
+  Decision TryAcquire(absl::string_view model, uint64_t tokens);
+  Decision Check(absl::string_view model, uint64_t tokens);  // books nothing
+  absl::Status Record(absl::string_view model, uint64_t tokens);
+  absl::Status Settle(absl::string_view model, uint64_t grant,
+                      uint64_t granted_tokens, uint64_t actual_tokens);
+
+  // Applies a configuration patch on top of the current one (validated
+  // first; nothing changes on error). Recorded usage is kept.
+  absl::Status Configure(const Config& patch);
+  // Replaces the configuration as a whole (usage kept).
+  absl::Status Reconfigure(const Config& config);
+  absl::Status SetTier(absl::string_view tier);
+  std::string tier() const;
+
+  void Reset();                   // forget all usage
+  std::string StatsJson() const;  // see rt_stats_json
+
+  // fork(): every lock of every live tracker is taken before and released
+  // after (fork_guard.cc).
+  static void LockAllForFork();
+  static void UnlockAllForFork();
+
+ private:
+  struct ModelState;
+  struct Table;
+
+  Tracker(EffectiveConfig config, Config raw, Clock clock);
+
+  ModelState* Find(absl::string_view model, size_t hash) const;
+  absl::StatusOr<ModelState*> FindOrCreate(absl::string_view model);
+  ModelState* CreateLocked(absl::string_view model, size_t hash)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Decision Decide(ModelState* m, uint64_t tokens, bool book);
+
+  const Clock clock_;
+  mutable SpinLock mu_;  // configuration, table growth, the model list
+  EffectiveConfig config_ ABSL_GUARDED_BY(mu_);
+  Config raw_ ABSL_GUARDED_BY(mu_);  // merged configuration documents
+  std::atomic<Table*> table_;
+  std::vector<std::unique_ptr<Table>> tables_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<ModelState>> models_ ABSL_GUARDED_BY(mu_);
+
+  // Intrusive list of live trackers, for fork handling.
+  Tracker* prev_ = nullptr;
+  Tracker* next_ = nullptr;
+};
+
+}  // namespace ratetrack
+
+#endif  // RATETRACK_SRC_TRACKER_H_

@@ -135,6 +135,12 @@ typedef struct rt_tracker rt_tracker;
  * (rt_last_error says which). Race-free when many threads call it at once. */
 RT_EXPORT rt_tracker *rt_global_get(const char *tier);
 
+/* rt_global_get with a status code: RT_OK and *out set, or RT_E_CONFIG (an
+ * unknown tier, a bad RATETRACK_CONFIG file), RT_E_INVALID (out is NULL),
+ * RT_E_NOMEM, with *out set to NULL. Prefer it where the kind of failure
+ * matters (language bindings). */
+RT_EXPORT int rt_global_get_ex(const char *tier, rt_tracker **out);
+
 /* Applies a JSON configuration (see rt_open) to the global tracker, before
  * or after it is created. Keys present replace the global's current values;
  * "limits" replaces the configured limits as a whole. Recorded usage is kept.
@@ -167,6 +173,10 @@ RT_EXPORT int rt_global_configure(const char *config_json);
 // (RT_E_CONFIG: the message names the offending key).
 RT_EXPORT rt_tracker *rt_open(const char *config_json);
 
+/* rt_open with a status code: RT_OK and *out set, or RT_E_CONFIG,
+ * RT_E_INVALID (out is NULL), RT_E_NOMEM, with *out set to NULL. */
+RT_EXPORT int rt_open_ex(const char *config_json, rt_tracker **out);
+
 /* Applies a configuration to any tracker, as rt_global_configure does for the
  * global. Returns RT_OK, RT_E_INVALID or RT_E_CONFIG (nothing changed). */
 RT_EXPORT int rt_configure(rt_tracker *t, const char *config_json);
@@ -193,7 +203,9 @@ RT_EXPORT int rt_record(rt_tracker *t, const char *model, uint64_t tokens);
  *   RT_OK           admitted and recorded (one request, `tokens` tokens);
  *   RT_LIMITED      nothing recorded; *retry_after_ms (optional) is how long
  *                   until the same request would fit as far as the tracker
- *                   knows now; never 0;
+ *                   knows now; never 0. It can exceed the window by the
+ *                   window's resolution (about 1/60 of it: usage is counted
+ *                   in buckets, see the README);
  *   RT_E_TOO_LARGE  `tokens` exceeds a token limit outright (never fits);
  *   RT_E_INVALID    NULL handle, NULL or empty model.
  * *retry_after_ms is set to 0 on RT_OK and RT_WAIT_NEVER on RT_E_TOO_LARGE. */
@@ -221,14 +233,17 @@ RT_EXPORT int rt_acquire(rt_tracker *t, const char *model, uint64_t tokens,
 
 /* Settles a grant to the real token count once it is known: callers acquire
  * with an estimate (prompt + max_tokens) and learn the real count afterwards.
- * `granted_tokens` is what the grant was acquired with, `actual_tokens` what
- * the request really used. The difference (refund or top-up) is booked at the
+ * `granted_tokens` must be exactly what the grant was acquired with (the
+ * ticket carries a check of it), `actual_tokens` is what the request really
+ * used. The difference (refund or top-up) is booked at the
  * moment of the grant, not now: a refund frees capacity only while the grant
  * is still inside a window, so it never lets more through later than the
  * limit allows, and a top-up counts against the same windows the grant did.
  * Where the grant has already left a window, that window is unchanged.
- * Returns RT_OK, or RT_E_INVALID (NULL handle or model, ticket 0 or not from
- * this tracker's clock, granted_tokens larger than can have been granted). */
+ * Settle each grant once: settling twice books the difference twice.
+ * Returns RT_OK, or RT_E_INVALID with nothing changed: NULL handle or model,
+ * ticket 0, a ticket from another tracker, or a granted_tokens that is not
+ * the grant's own. */
 RT_EXPORT int rt_settle(rt_tracker *t, const char *model, uint64_t grant,
                         uint64_t granted_tokens, uint64_t actual_tokens);
 
@@ -240,10 +255,12 @@ RT_EXPORT int rt_wait_time(rt_tracker *t, const char *model, uint64_t tokens,
                            uint64_t *wait_ms);
 
 /* Clears all recorded usage of `t`; keeps its limits, tier and handle.
- * rt_reset(NULL) returns the global tracker to "never created": its usage and
- * tier are forgotten and rt_stats_json(NULL) returns "null" until the next
- * rt_global_get(); configuration from rt_global_configure is kept, and global
- * handles already handed out stay valid (they act on the emptied global).
+ * rt_reset(NULL) returns the global tracker to "never created": its usage is
+ * forgotten, rt_stats_json(NULL) returns "null" until the next
+ * rt_global_get(), and that call chooses the tier again as at first creation
+ * (until then the old tier's limits stay in force). Configuration from
+ * rt_global_configure is kept. Global handles already handed out stay valid:
+ * they act on the emptied global.
  * Returns RT_OK or a negative status. */
 RT_EXPORT int rt_reset(rt_tracker *t);
 
@@ -255,12 +272,18 @@ RT_EXPORT int rt_reset(rt_tracker *t);
  *        "tokens_per_minute": {...}, "requests_per_day": {...},
  *        "tokens_per_day": {...}, "requests_per_2s": {...}}}}
  * Every model with limits in the current tier or configuration, and every
- * model that was used, is listed. A window with no limit has "limit": null
- * and "remaining": null. Extra windows are named requests_per_<N>s and
- * tokens_per_<N>s.
+ * model that was used, is listed. A window with no limit has "limit": null,
+ * "remaining": null and "usage_percent": null. usage_percent is rounded to
+ * three decimals. Extra windows are named requests_per_<N>s and
+ * tokens_per_<N>s. Object keys come in a fixed order; models sorted by name.
  * rt_stats_json(NULL) gives the global's stats, or the JSON text "null" when
  * the global has not been created. Returns NULL on error (rt_last_error). */
 RT_EXPORT char *rt_stats_json(rt_tracker *t);
+
+/* rt_stats_json with a status code: RT_OK and *json_out set (free it with
+ * rt_free), or a negative status (RT_E_INVALID: json_out is NULL or the
+ * handle is not open; RT_E_NOMEM) with *json_out set to NULL. */
+RT_EXPORT int rt_stats_json_ex(rt_tracker *t, char **json_out);
 
 #ifdef __cplusplus
 } /* extern "C" */

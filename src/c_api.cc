@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
 
@@ -156,12 +157,14 @@ const char* rt_last_error(void) { return t_last_error.c_str(); }
 
 void rt_free(void* p) { std::free(p); }
 
-rt_tracker* rt_global_get(const char* tier) {
+int rt_global_get_ex(const char* tier, rt_tracker** out) {
+  if (out == nullptr) return Invalid("rt_global_get", "out is NULL");
+  *out = nullptr;
   if (tier == nullptr && g_global.created.load(std::memory_order_acquire)) {
-    return &g_handle;
+    *out = &g_handle;
+    return RT_OK;
   }
-  rt_tracker* out = nullptr;
-  Guard("rt_global_get", [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> int {
+  return Guard("rt_global_get", [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> int {
     SpinLockHolder l(&g_global.mu);
     Tracker* impl = g_handle.impl.load(std::memory_order_acquire);
     if (!g_global.created.load(std::memory_order_relaxed)) {
@@ -188,9 +191,14 @@ rt_tracker* rt_global_get(const char* tier) {
       absl::Status s = impl->SetTier(tier);
       if (!s.ok()) return Fail("rt_global_get", s);
     }
-    out = &g_handle;
+    *out = &g_handle;
     return RT_OK;
   });
+}
+
+rt_tracker* rt_global_get(const char* tier) {
+  rt_tracker* out = nullptr;
+  rt_global_get_ex(tier, &out);
   return out;
 }
 
@@ -215,17 +223,24 @@ int rt_global_configure(const char* config_json) {
   });
 }
 
-rt_tracker* rt_open(const char* config_json) {
-  rt_tracker* out = nullptr;
-  Guard("rt_open", [&]() -> int {
+int rt_open_ex(const char* config_json, rt_tracker** out) {
+  if (out == nullptr) return Invalid("rt_open", "out is NULL");
+  *out = nullptr;
+  return Guard("rt_open", [&]() -> int {
     auto config = ratetrack::ParseConfig(config_json);
     if (!config.ok()) return Fail("rt_open", config.status());
     auto made = Tracker::Create(*config, ratetrack::Clock::Monotonic());
     if (!made.ok()) return Fail("rt_open", made.status());
-    out = new rt_tracker;
-    out->impl.store(made->release(), std::memory_order_release);
+    auto handle = std::make_unique<rt_tracker>();
+    handle->impl.store(made->release(), std::memory_order_release);
+    *out = handle.release();
     return RT_OK;
   });
+}
+
+rt_tracker* rt_open(const char* config_json) {
+  rt_tracker* out = nullptr;
+  rt_open_ex(config_json, &out);
   return out;
 }
 
@@ -352,22 +367,28 @@ int rt_reset(rt_tracker* t) {
   });
 }
 
-char* rt_stats_json(rt_tracker* t) {
-  char* out = nullptr;
-  Guard("rt_stats_json", [&]() -> int {
+int rt_stats_json_ex(rt_tracker* t, char** json_out) {
+  if (json_out == nullptr) return Invalid("rt_stats_json", "json_out is NULL");
+  *json_out = nullptr;
+  return Guard("rt_stats_json", [&]() -> int {
     if (t == nullptr) {
       Tracker* impl = g_handle.impl.load(std::memory_order_acquire);
       if (!g_global.created.load(std::memory_order_acquire) || impl == nullptr) {
-        out = CopyOut("null");
+        *json_out = CopyOut("null");
         return RT_OK;
       }
       t = &g_handle;
     }
     Tracker* impl = t->impl.load(std::memory_order_acquire);
     if (impl == nullptr) return Invalid("rt_stats_json", "tracker handle is not open");
-    out = CopyOut(impl->StatsJson());
+    *json_out = CopyOut(impl->StatsJson());
     return RT_OK;
   });
+}
+
+char* rt_stats_json(rt_tracker* t) {
+  char* out = nullptr;
+  rt_stats_json_ex(t, &out);
   return out;
 }
 

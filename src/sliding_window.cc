@@ -7,11 +7,12 @@ namespace ratetrack {
 SlidingWindow::SlidingWindow(int64_t span_ms, int64_t guard_ms)
     : span_ms_(std::max<int64_t>(span_ms, 1)),
       guard_ms_(std::max<int64_t>(guard_ms, 0)) {
-  width_ms_ = (span_ms_ + kTargetBuckets - 1) / kTargetBuckets;
-  // The guard must stay below one bucket so the ring fits kMaxRing.
-  if (guard_ms_ > width_ms_) width_ms_ = guard_ms_;
-  int64_t n = (span_ms_ + guard_ms_ + width_ms_ - 1) / width_ms_;
-  ring_ = static_cast<int>(n) + 1;  // <= 62
+  // kTargetBuckets buckets cover span + guard; one more is the partly
+  // elapsed newest bucket.
+  const int64_t reach = span_ms_ + guard_ms_;
+  width_ms_ = (reach + kTargetBuckets - 1) / kTargetBuckets;
+  const int64_t n = (reach + width_ms_ - 1) / width_ms_;  // <= kTargetBuckets
+  ring_ = static_cast<int>(n) + 1;
   Clear();
 }
 
@@ -23,6 +24,12 @@ void SlidingWindow::Clear() {
   head_end_ms_ = 0;  // the first Advance positions the ring
 }
 
+// A saturated sum no longer equals the sum of the buckets; recount it.
+void SlidingWindow::Resum() {
+  used_ = 0;
+  for (int i = 0; i < ring_; ++i) used_ = SatAdd(used_, counts_[i]);
+}
+
 void SlidingWindow::AdvanceSlow(int64_t now_ms) {
   const int64_t k = now_ms / width_ms_;
   if (head_end_ms_ == 0 || k - head_ >= ring_) {
@@ -30,11 +37,13 @@ void SlidingWindow::AdvanceSlow(int64_t now_ms) {
     for (int i = 0; i < ring_; ++i) counts_[i] = 0;
     used_ = 0;
   } else {
+    const bool saturated = used_ == UINT64_MAX;
     for (int64_t j = head_ + 1; j <= k; ++j) {
       int slot = static_cast<int>(j % ring_);
-      used_ -= counts_[slot];
+      used_ -= std::min(used_, counts_[slot]);
       counts_[slot] = 0;
     }
+    if (saturated) Resum();
   }
   head_ = k;
   head_slot_ = static_cast<int>(k % ring_);
@@ -69,9 +78,11 @@ bool SlidingWindow::Adjust(int64_t at_ms, uint64_t amount, bool top_up) {
     c = SatAdd(c, amount);
     used_ = SatAdd(used_, amount);
   } else {
+    const bool saturated = used_ == UINT64_MAX;
     uint64_t d = std::min(c, amount);
     c -= d;
-    used_ -= d;
+    used_ -= std::min(used_, d);
+    if (saturated) Resum();
   }
   return true;
 }

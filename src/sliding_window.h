@@ -1,14 +1,14 @@
 // SlidingWindow: the window arithmetic, a pure value type.
 //
-// A window of `span` milliseconds is cut into buckets of `width` ms (about
-// 1/60 of the span). Each bucket counts what was admitted while it was the
-// newest. A check at time t counts every bucket that may still hold an event
-// from (t - span - guard, t]; that is the newest `ring` buckets, ring =
-// ceil((span + guard) / width) + 1. So in every interval of `span` ms at most
-// `limit` units are admitted (never more), and an admitted unit may keep
-// counting up to `width + guard` ms after it left the window: that is the
-// resolution, the only under-admission. `guard` absorbs the clock's
-// resolution (a coarse clock can lag real time by one tick).
+// A window of `span` milliseconds is cut into buckets of `width` ms, about
+// (span + guard) / 60. Each bucket counts what was admitted while it was the
+// newest. A check at time t counts the newest `ring` buckets, which reach
+// back at least span + guard from t. So in every interval of `span` ms at
+// most `limit` units are admitted, never more. The price is resolution: an
+// admitted unit keeps counting for up to `resolution_ms() = ring * width -
+// span` after it left the window (about 1/60 of the span: 1 s for a minute,
+// 24 min for a day). `guard` absorbs the clock's own resolution (a coarse
+// clock can lag real time by a tick).
 //
 // No clock, no lock, no allocation: time is an argument, the caller holds
 // whatever lock protects the value. Times are non-negative milliseconds of
@@ -32,8 +32,8 @@ class SlidingWindow {
   int64_t span_ms() const { return span_ms_; }
   int64_t width_ms() const { return width_ms_; }
   int ring() const { return ring_; }
-  // How long after it leaves the window a unit may still count.
-  int64_t resolution_ms() const { return width_ms_ + guard_ms_; }
+  // How long after it leaves the window a unit may still count, at most.
+  int64_t resolution_ms() const { return ring_ * width_ms_ - span_ms_; }
 
   // Moves the window to `now_ms`, dropping buckets that no longer count.
   void Advance(int64_t now_ms) {
@@ -76,6 +76,7 @@ class SlidingWindow {
 
  private:
   void AdvanceSlow(int64_t now_ms);
+  void Resum();
 
   int64_t span_ms_;
   int64_t guard_ms_;

@@ -1,6 +1,7 @@
 #include "tracker.h"
 
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -23,6 +24,24 @@ constexpr size_t kMaxModels = 1 << 16;
 
 SpinLock g_registry_mu;
 Tracker* g_registry_head ABSL_GUARDED_BY(g_registry_mu) = nullptr;
+
+uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
+uint64_t NewSecret(const void* self) {
+  static std::atomic<uint64_t> counter{0};
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return Mix(reinterpret_cast<uintptr_t>(self) ^ Mix(counter.fetch_add(1) + 1) ^
+             Mix(static_cast<uint64_t>(ts.tv_nsec) ^ (static_cast<uint64_t>(ts.tv_sec) << 30)) ^
+             Mix(static_cast<uint64_t>(getpid())));
+}
 
 int64_t MonotonicCoarseMs(void*) {
   struct timespec ts;
@@ -101,7 +120,10 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
 }
 
 Tracker::Tracker(EffectiveConfig config, Config raw, Clock clock)
-    : clock_(clock), config_(std::move(config)), raw_(std::move(raw)) {
+    : clock_(clock),
+      secret_(NewSecret(this)),
+      config_(std::move(config)),
+      raw_(std::move(raw)) {
   auto t = std::make_unique<Table>(kInitialSlots);
   table_.store(t.get(), std::memory_order_release);
   tables_.push_back(std::move(t));
@@ -116,6 +138,13 @@ Tracker::~Tracker() {
   if (prev_ != nullptr) prev_->next_ = next_;
   else g_registry_head = next_;
   if (next_ != nullptr) next_->prev_ = prev_;
+}
+
+uint64_t Tracker::MakeTicket(int64_t at_ms, uint64_t tokens) const {
+  const uint64_t t = static_cast<uint64_t>(at_ms) + 1;
+  const uint64_t check = Mix(secret_ ^ Mix(t) ^ Mix(tokens ^ 0x5bd1e995ULL)) &
+                         ((uint64_t{1} << kCheckBits) - 1);
+  return t << kCheckBits | check;
 }
 
 Tracker::ModelState* Tracker::Find(absl::string_view model, size_t hash) const {
@@ -209,7 +238,7 @@ Decision Tracker::Decide(ModelState* m, uint64_t tokens, bool book) {
   for (int i = 0; i < n; ++i) {
     m->windows[i].Add(m->limits[i].unit == Unit::kRequests ? 1 : tokens);
   }
-  return {RT_OK, 0, static_cast<uint64_t>(now) + 1};
+  return {RT_OK, 0, MakeTicket(now, tokens)};
 }
 
 Decision Tracker::TryAcquire(absl::string_view model, uint64_t tokens) {
@@ -239,16 +268,19 @@ absl::Status Tracker::Record(absl::string_view model, uint64_t tokens) {
 
 absl::Status Tracker::Settle(absl::string_view model, uint64_t grant,
                              uint64_t granted_tokens, uint64_t actual_tokens) {
-  if (grant == 0) return InvalidError("rt_settle: grant ticket 0 is not a grant");
+  if (grant == 0) return InvalidError("grant ticket 0 is not a grant");
+  const int64_t at = static_cast<int64_t>(grant >> kCheckBits) - 1;
+  if (at < 0 || MakeTicket(at, granted_tokens) != grant) {
+    return InvalidError(
+        "the grant ticket does not match this tracker and granted_tokens "
+        "(a ticket from another tracker, or not the tokens it was granted for)");
+  }
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   SpinLockHolder l(&m->mu);
   const int64_t now = clock_.now_ms(clock_.ctx);
-  const uint64_t at = grant - 1;
-  if (at > static_cast<uint64_t>(now)) {
-    return InvalidError("rt_settle: the grant ticket is not from this tracker");
-  }
+  if (at > now) return InvalidError("the grant ticket is from the future");
   if (granted_tokens == actual_tokens) return absl::OkStatus();
   const bool top_up = actual_tokens > granted_tokens;
   const uint64_t delta =
@@ -256,7 +288,7 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant,
   for (int i = 0; i < m->nwin; ++i) {
     if (m->limits[i].unit != Unit::kTokens) continue;
     m->windows[i].Advance(now);
-    m->windows[i].Adjust(static_cast<int64_t>(at), delta, top_up);
+    m->windows[i].Adjust(at, delta, top_up);
   }
   return absl::OkStatus();
 }

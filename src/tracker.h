@@ -84,7 +84,14 @@ class Tracker {
   void ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Decision Decide(ModelState* m, uint64_t tokens, bool book);
 
+  // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time and
+  // the granted tokens, so settling with another tracker's ticket or with
+  // the wrong token count is refused.
+  static constexpr int kCheckBits = 23;
+  uint64_t MakeTicket(int64_t at_ms, uint64_t tokens) const;
+
   const Clock clock_;
+  const uint64_t secret_;
   mutable SpinLock mu_;  // configuration, table growth, the model list
   EffectiveConfig config_ ABSL_GUARDED_BY(mu_);
   Config raw_ ABSL_GUARDED_BY(mu_);  // merged configuration documents

@@ -1,0 +1,189 @@
+#include "config.h"
+
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace ratetrack {
+namespace {
+
+// The status message of a configuration that must be refused.
+std::string Refusal(const char* json) {
+  auto c = ParseConfig(json);
+  if (c.ok()) {
+    auto e = EffectiveConfig::From(*c);
+    if (e.ok()) return "(accepted)";
+    EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition);
+    return std::string(e.status().message());
+  }
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+  return std::string(c.status().message());
+}
+
+TEST(ConfigTest, EmptyAndFullConfigurationsParse) {
+  EXPECT_TRUE(ParseConfig(nullptr).ok());
+  EXPECT_TRUE(ParseConfig("").ok());
+  EXPECT_TRUE(ParseConfig("{}").ok());
+  auto c = ParseConfig(R"({
+    "tier": "tier1", "backend": "memory", "builtin_tiers": true,
+    "limits": {
+      "openai/gpt-4o-mini": {"rpm": 500, "tpm": 200000, "rpd": 10000, "tpd": null},
+      "openai/*": {"rpm": 100},
+      "acme/model": {"windows": [{"unit": "requests", "limit": 10, "seconds": 2},
+                                 {"unit": "tokens", "limit": 5000, "seconds": 60}]}}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto e = EffectiveConfig::From(*c);
+  ASSERT_TRUE(e.ok());
+  ModelLimits acme = e->Resolve("acme/model");
+  ASSERT_EQ(acme.windows.size(), 5u);  // four built-in + the 2 s window
+  EXPECT_EQ(acme.windows[1].limit, 5000u) << "a 60 s token window is the tpm";
+  EXPECT_EQ(acme.windows[4].seconds, 2);
+  EXPECT_EQ(e->Resolve("openai/gpt-4o-mini").windows[3].limit, kUnlimited);
+  EXPECT_EQ(e->Resolve("openai/unknown-model").windows[0].limit, 100u);
+  EXPECT_EQ(e->Resolve("openai/gpt-4o").windows[0].limit, 500u) << "built-in beats wildcard";
+  EXPECT_EQ(e->Resolve("nobody/m").windows[0].limit, kUnlimited);
+  EXPECT_EQ(e->Resolve("no-provider").windows[0].limit, kUnlimited);
+}
+
+TEST(ConfigTest, ErrorsNameTheOffendingKey) {
+  struct Case {
+    const char* json;
+    const char* must_mention;
+  } cases[] = {
+      {"not json", "not valid JSON"},
+      {"[1, 2]", "JSON object"},
+      {R"({"tier": 3})", "'tier'"},
+      {R"({"tier": "tier9"})", "tier9"},
+      {R"({"tier": ""})", "empty"},
+      {R"({"tier": "openai=tier9"})", "tier9"},
+      {R"({"tier": "nobody=tier1"})", "nobody"},
+      {R"({"tier": "openai"})", "unknown tier 'openai'"},
+      {R"({"tier": "openai=tier2,gemini"})", "'gemini'"},
+      {R"({"backend": "redis://x"})", "'backend'"},
+      {R"({"backend": "shm:x"})", "'backend'"},
+      {R"({"builtin_tiers": "yes"})", "'builtin_tiers'"},
+      {R"({"limit": {}})", "unknown config key 'limit'"},
+      {R"({"limits": []})", "'limits'"},
+      {R"({"limits": {"": {"rpm": 1}}})", "empty"},
+      {R"({"limits": {"a/b": 5}})", "'limits.a/b'"},
+      {R"({"limits": {"a/b": {"rpm": -1}}})", "'limits.a/b.rpm'"},
+      {R"({"limits": {"a/b": {"tpm": 1.5}}})", "'limits.a/b.tpm'"},
+      {R"({"limits": {"a/b": {"tpd": "many"}}})", "'limits.a/b.tpd'"},
+      {R"({"limits": {"a/b": {"rpm": 18446744073709551615}}})", "null for unlimited"},
+      {R"({"limits": {"a/b": {"rph": 1}}})", "'limits.a/b.rph'"},
+      {R"({"limits": {"a/b": {"itpm": 1}}})", "'limits.a/b.itpm'"},
+      {R"({"limits": {"a/b": {"windows": {}}}})", "'limits.a/b.windows'"},
+      {R"({"limits": {"a/b": {"windows": [3]}}})", "'limits.a/b.windows[0]'"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "requests", "limit": 1}]}}})",
+       "'limits.a/b.windows[0]'"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "bytes", "limit": 1, "seconds": 1}]}}})",
+       "'limits.a/b.windows[0].unit'"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "tokens", "limit": 1, "seconds": 0}]}}})",
+       "'limits.a/b.windows[0].seconds'"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "tokens", "limit": 1, "seconds": 1.5}]}}})",
+       "'limits.a/b.windows[0].seconds'"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "tokens", "limit": 1, "seconds": 99999999}]}}})",
+       "'limits.a/b.windows[0].seconds'"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "tokens", "limit": 1, "seconds": 1, "x": 1}]}}})",
+       "'limits.a/b.windows[0].x'"},
+      {R"({"limits": {"a/b": {"rpm": 5, "windows": [{"unit": "requests", "limit": 1, "seconds": 60}]}}})",
+       "defined twice"},
+      {R"({"limits": {"a/*x": {"rpm": 1}}})", "wildcard"},
+      {R"({"limits": {"*": {"rpm": 1}}})", "wildcard"},
+  };
+  for (const Case& c : cases) {
+    std::string msg = Refusal(c.json);
+    EXPECT_NE(msg.find(c.must_mention), std::string::npos)
+        << c.json << " -> " << msg;
+  }
+}
+
+TEST(ConfigTest, AtMostEightExtraWindows) {
+  std::string json = R"({"limits": {"a/b": {"windows": [)";
+  for (int i = 1; i <= 9; ++i) {
+    json += (i > 1 ? "," : "") + std::string(R"({"unit": "requests", "limit": 1, "seconds": )") +
+            std::to_string(i) + "}";
+  }
+  json += "]}}}";
+  EXPECT_NE(Refusal(json.c_str()).find("more than 8"), std::string::npos);
+}
+
+TEST(ConfigTest, TierSelection) {
+  auto all = ParseTier("tier1");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->by_provider.at("openai"), "tier1");
+  EXPECT_EQ(all->by_provider.at("anthropic"), "tier1");
+  EXPECT_EQ(all->by_provider.at("gemini"), "tier1");
+  auto free_tier = ParseTier("free");
+  ASSERT_TRUE(free_tier.ok());
+  EXPECT_EQ(free_tier->by_provider.count("anthropic"), 0u) << "anthropic has no free tier";
+  auto per = ParseTier("openai=tier2, anthropic=tier1,gemini=paid");
+  ASSERT_TRUE(per.ok()) << per.status();
+  EXPECT_EQ(per->by_provider.at("openai"), "tier2");
+  EXPECT_EQ(per->by_provider.at("gemini"), "tier1") << "alias";
+  EXPECT_EQ(per->text, "openai=tier2, anthropic=tier1,gemini=paid");
+}
+
+// The seed's tables, as the issue requires them.
+TEST(ConfigTest, BuiltinTablesCarryTheSeedNumbers) {
+  struct Row {
+    const char* tier;
+    const char* model;
+    uint64_t rpm, tpm, rpd;
+  } rows[] = {
+      {"tier1", "openai/gpt-4o", 500, 30000, 10000},
+      {"tier1", "openai/gpt-4o-mini", 500, 200000, 10000},
+      {"tier1", "openai/gpt-3.5-turbo", 500, 60000, 10000},
+      {"tier1", "openai/gpt-4.1", 100, 100000, 1000},
+      {"tier1", "openai/o1", 20, 100000, 500},
+      {"tier1", "openai/o1-mini", 30, 150000, 1000},
+      {"tier2", "openai/gpt-4o", 5000, 450000, 10000},
+      {"tier2", "openai/gpt-4o-mini", 5000, 2000000, 10000},
+      {"tier2", "openai/o1", 40, 200000, 1000},
+      {"tier2", "openai/o1-mini", 60, 300000, 2000},
+      {"free", "gemini/gemini-2.5-pro", 5, 250000, 100},
+      {"free", "gemini/gemini-2.5-flash", 15, 1000000, 1500},
+      {"free", "gemini/gemini-2.5-flash-lite", 15, 250000, 1000},
+      {"free", "gemini/gemini-1.5-pro", 2, 32768, 50},
+      {"free", "gemini/gemini-1.5-flash", 15, 1000000, 1500},
+  };
+  for (const Row& r : rows) {
+    Config c;
+    c.tier = r.tier;
+    auto e = EffectiveConfig::From(c);
+    ASSERT_TRUE(e.ok());
+    ModelLimits l = e->Resolve(r.model);
+    EXPECT_EQ(l.windows[0].limit, r.rpm) << r.tier << " " << r.model;
+    EXPECT_EQ(l.windows[1].limit, r.tpm) << r.tier << " " << r.model;
+    EXPECT_EQ(l.windows[2].limit, r.rpd) << r.tier << " " << r.model;
+  }
+  // The seed's -1 ("unlimited") is null: paid Gemini 2.5 Pro has no token cap.
+  Config paid;
+  paid.tier = "gemini=paid";
+  auto e = EffectiveConfig::From(paid);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->Resolve("gemini/gemini-2.5-pro").windows[1].limit, kUnlimited);
+  EXPECT_NE(e->Resolve("gemini/gemini-2.5-pro").windows[0].limit, kUnlimited);
+}
+
+TEST(ConfigTest, BuiltinTiersOffIgnoresTheTables) {
+  auto c = ParseConfig(R"({"builtin_tiers": false})");
+  ASSERT_TRUE(c.ok());
+  auto e = EffectiveConfig::From(*c);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->Resolve("openai/gpt-4o").windows[0].limit, kUnlimited);
+  EXPECT_TRUE(e->ListedModels().empty());
+}
+
+TEST(ConfigTest, MergeReplacesPresentKeysOnly) {
+  Config a = *ParseConfig(R"({"tier": "tier2", "limits": {"a/b": {"rpm": 1}}})");
+  a.Merge(*ParseConfig(R"({"builtin_tiers": false})"));
+  EXPECT_EQ(*a.tier, "tier2");
+  EXPECT_FALSE(*a.builtin_tiers);
+  a.Merge(*ParseConfig(R"({"limits": {"c/d": {"rpm": 2}}})"));
+  EXPECT_EQ(a.limits->count("a/b"), 0u) << "limits replace as a whole";
+  EXPECT_EQ(a.limits->count("c/d"), 1u);
+}
+
+}  // namespace
+}  // namespace ratetrack

@@ -1,0 +1,254 @@
+// The tracker with a manual clock: the seed's tests and the semantics of
+// settle, reconfiguration and stats, with no sleeping.
+#include "tracker.h"
+
+#include <atomic>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "ratetrack.h"
+
+namespace ratetrack {
+namespace {
+
+using nlohmann::json;
+
+class ManualClock {
+ public:
+  Clock clock() { return Clock{&Read, this, 0}; }
+  void Set(int64_t ms) { now_.store(ms); }
+  void Advance(int64_t ms) { now_.fetch_add(ms); }
+  int64_t now() const { return now_.load(); }
+
+ private:
+  static int64_t Read(void* self) {
+    return static_cast<ManualClock*>(self)->now_.load();
+  }
+  std::atomic<int64_t> now_{1000000};
+};
+
+class TrackerTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Tracker> Make(const char* json_config) {
+    auto c = ParseConfig(json_config);
+    EXPECT_TRUE(c.ok()) << c.status();
+    auto t = Tracker::Create(*c, clock_.clock());
+    EXPECT_TRUE(t.ok()) << t.status();
+    return std::move(*t);
+  }
+  static bool CanMake(Tracker& t, const char* m, uint64_t tokens) {
+    return t.Check(m, tokens).code == RT_OK;
+  }
+  static json Stats(const Tracker& t) { return json::parse(t.StatsJson()); }
+  ManualClock clock_;
+};
+
+// Seed test: RPM 10, then blocked.
+TEST_F(TrackerTest, RequestsPerMinuteLimit) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"rpm": 10}}})");
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(CanMake(*t, "m/x", 100));
+    ASSERT_TRUE(t->Record("m/x", 100).ok());
+  }
+  EXPECT_FALSE(CanMake(*t, "m/x", 100));
+  EXPECT_EQ(t->TryAcquire("m/x", 1).code, RT_LIMITED);
+}
+
+// Seed test: TPM 1000: 900 used, 200 blocked, 50 allowed.
+TEST_F(TrackerTest, TokensPerMinuteLimit) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"tpm": 1000}}})");
+  ASSERT_TRUE(t->Record("m/x", 900).ok());
+  EXPECT_FALSE(CanMake(*t, "m/x", 200));
+  EXPECT_TRUE(CanMake(*t, "m/x", 50));
+  EXPECT_EQ(t->TryAcquire("m/x", 101).code, RT_LIMITED);
+  EXPECT_EQ(t->TryAcquire("m/x", 100).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("m/x", 1).code, RT_LIMITED);
+}
+
+// Seed test: daily limit 100, which outlives the minute.
+TEST_F(TrackerTest, DailyLimit) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"rpm": 1000, "rpd": 100}}})");
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(t->TryAcquire("m/x", 1).code, RT_OK);
+  EXPECT_FALSE(CanMake(*t, "m/x", 1));
+  clock_.Advance(61 * 1000 + 1000);
+  EXPECT_FALSE(CanMake(*t, "m/x", 1)) << "the day window still counts";
+  clock_.Advance(86400 * 1000 - 62 * 1000 + 24 * 60 * 1000);  // + resolution
+  EXPECT_TRUE(CanMake(*t, "m/x", 1));
+}
+
+// Seed test: usage expires with the window.
+TEST_F(TrackerTest, UsageExpires) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"rpm": 10}}})");
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(t->Record("m/x", 1).ok());
+  EXPECT_FALSE(CanMake(*t, "m/x", 1));
+  clock_.Advance(59 * 1000);
+  EXPECT_FALSE(CanMake(*t, "m/x", 1));
+  clock_.Advance(3 * 1000);  // 62 s: past span + resolution (1 s)
+  EXPECT_TRUE(CanMake(*t, "m/x", 1));
+  EXPECT_EQ(Stats(*t)["models"]["m/x"]["requests_per_minute"]["current"], 0);
+}
+
+// Seed test: the wait time after filling the minute.
+TEST_F(TrackerTest, WaitTime) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"rpm": 10, "tpm": 500}}})");
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(t->Record("m/x", 10).ok());
+  clock_.Advance(5000);
+  Decision d = t->Check("m/x", 1);
+  ASSERT_EQ(d.code, RT_LIMITED);
+  EXPECT_GT(d.wait_ms, 55000u);
+  EXPECT_LE(d.wait_ms, 57000u);  // 60 s + 1 s resolution - 5 s, within a bucket
+  clock_.Advance(static_cast<int64_t>(d.wait_ms));
+  EXPECT_EQ(t->Check("m/x", 1).code, RT_OK);
+  // Never: more tokens than the limit.
+  d = t->Check("m/x", 501);
+  EXPECT_EQ(d.code, RT_E_TOO_LARGE);
+  EXPECT_EQ(d.wait_ms, RT_WAIT_NEVER);
+}
+
+TEST_F(TrackerTest, ShortWindowsAndEveryWindowChecked) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"a/m": {"windows": [
+      {"unit": "requests", "limit": 3, "seconds": 2},
+      {"unit": "tokens", "limit": 100, "seconds": 10}]}}})");
+  EXPECT_EQ(t->TryAcquire("a/m", 60).code, RT_OK);
+  // Refused by the token window: consumes nothing from the request window.
+  EXPECT_EQ(t->TryAcquire("a/m", 60).code, RT_LIMITED);
+  EXPECT_EQ(t->TryAcquire("a/m", 10).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("a/m", 10).code, RT_OK);
+  Decision d = t->TryAcquire("a/m", 10);
+  ASSERT_EQ(d.code, RT_LIMITED);  // 3 requests in 2 s
+  EXPECT_LE(d.wait_ms, 2100u);
+  clock_.Advance(static_cast<int64_t>(d.wait_ms));
+  EXPECT_EQ(t->TryAcquire("a/m", 10).code, RT_OK);
+  json s = Stats(*t);
+  EXPECT_EQ(s["models"]["a/m"]["requests_per_2s"]["limit"], 3);
+  EXPECT_EQ(s["models"]["a/m"]["tokens_per_10s"]["current"], 90);
+}
+
+TEST_F(TrackerTest, SettleRefundsAtTheGrantTime) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"tpm": 1000}}})");
+  Decision g = t->TryAcquire("m/x", 1000);  // estimate
+  ASSERT_EQ(g.code, RT_OK);
+  ASSERT_NE(g.grant, 0u);
+  clock_.Advance(1000);
+  ASSERT_TRUE(t->Settle("m/x", g.grant, 1000, 100).ok());  // really 100
+  clock_.Advance(29000);
+  EXPECT_EQ(t->TryAcquire("m/x", 900).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("m/x", 1).code, RT_LIMITED);
+  // The first grant (now 100) leaves: exactly 100 free, not 1000.
+  clock_.Advance(32000);
+  EXPECT_EQ(t->TryAcquire("m/x", 101).code, RT_LIMITED);
+  EXPECT_EQ(t->TryAcquire("m/x", 100).code, RT_OK);
+}
+
+TEST_F(TrackerTest, SettleTopsUpAndValidates) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"tpm": 1000, "rpm": 5}}})");
+  Decision g = t->TryAcquire("m/x", 100);
+  ASSERT_EQ(g.code, RT_OK);
+  ASSERT_TRUE(t->Settle("m/x", g.grant, 100, 700).ok());
+  json s = Stats(*t);
+  EXPECT_EQ(s["models"]["m/x"]["tokens_per_minute"]["current"], 700);
+  EXPECT_EQ(s["models"]["m/x"]["requests_per_minute"]["current"], 1);
+  EXPECT_EQ(t->Settle("m/x", 0, 1, 2).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(t->Settle("m/x", g.grant + 1, 100, 2).code(),
+            absl::StatusCode::kInvalidArgument) << "a forged ticket";
+  // The wrong granted count would refund usage the grant never had.
+  EXPECT_EQ(t->Settle("m/x", g.grant, 5000, 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Stats(*t)["models"]["m/x"]["tokens_per_minute"]["current"], 700);
+  // Another tracker's ticket.
+  auto other = Make(R"({"builtin_tiers": false})");
+  Decision og = other->TryAcquire("m/x", 100);
+  EXPECT_EQ(t->Settle("m/x", og.grant, 100, 1).code(), absl::StatusCode::kInvalidArgument);
+  // A grant that left every window: settling changes nothing.
+  clock_.Advance(200 * 1000);
+  ASSERT_TRUE(t->Settle("m/x", g.grant, 100, 5000).ok());
+  EXPECT_EQ(Stats(*t)["models"]["m/x"]["tokens_per_minute"]["current"], 0);
+}
+
+TEST_F(TrackerTest, ConfigureKeepsUsageAndAppliesNewLimits) {
+  auto t = Make(R"({"tier": "tier1"})");
+  for (int i = 0; i < 400; ++i) ASSERT_TRUE(t->Record("openai/gpt-4o-mini", 10).ok());
+  json s = Stats(*t);
+  EXPECT_EQ(s["models"]["openai/gpt-4o-mini"]["requests_per_minute"]["limit"], 500);
+  ASSERT_TRUE(t->SetTier("tier2").ok());
+  s = Stats(*t);
+  EXPECT_EQ(s["tier"], "tier2");
+  EXPECT_EQ(s["models"]["openai/gpt-4o-mini"]["requests_per_minute"]["limit"], 5000);
+  EXPECT_EQ(s["models"]["openai/gpt-4o-mini"]["requests_per_minute"]["current"], 400);
+  EXPECT_EQ(t->SetTier("tier9").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(t->tier(), "tier2");
+  // A configured entry wins over the built-in one; a window that stays keeps
+  // its usage.
+  auto patch = ParseConfig(R"({"limits": {"openai/gpt-4o-mini": {"rpm": 401}}})");
+  ASSERT_TRUE(patch.ok());
+  ASSERT_TRUE(t->Configure(*patch).ok());
+  EXPECT_EQ(t->TryAcquire("openai/gpt-4o-mini", 1).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("openai/gpt-4o-mini", 1).code, RT_LIMITED);
+}
+
+TEST_F(TrackerTest, ProviderWildcardAndUnknownModels) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"acme/*": {"rpm": 2}}})");
+  EXPECT_EQ(t->TryAcquire("acme/one", 0).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("acme/one", 0).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("acme/one", 0).code, RT_LIMITED);
+  EXPECT_EQ(t->TryAcquire("acme/two", 0).code, RT_OK) << "per model, not per provider";
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(t->TryAcquire("other/m", 5).code, RT_OK);
+  json s = Stats(*t);
+  EXPECT_EQ(s["models"]["other/m"]["requests_per_minute"]["current"], 1000);
+  EXPECT_TRUE(s["models"]["other/m"]["requests_per_minute"]["limit"].is_null());
+  EXPECT_TRUE(s["models"]["other/m"]["tokens_per_day"]["remaining"].is_null());
+  EXPECT_EQ(s["models"]["other/m"]["tokens_per_day"]["current"], 5000);
+  EXPECT_FALSE(s["models"].contains("acme/*"));
+}
+
+TEST_F(TrackerTest, StatsListConfiguredModelsAndUsagePercent) {
+  auto t = Make(R"({"tier": "tier1"})");
+  ASSERT_EQ(t->TryAcquire("openai/gpt-4o-mini", 100).code, RT_OK);
+  json s = Stats(*t);
+  EXPECT_EQ(s["backend"], "memory");
+  auto w = s["models"]["openai/gpt-4o-mini"]["requests_per_minute"];
+  EXPECT_EQ(w["current"], 1);
+  EXPECT_EQ(w["limit"], 500);
+  EXPECT_EQ(w["remaining"], 499);
+  EXPECT_DOUBLE_EQ(w["usage_percent"].get<double>(), 0.2);
+  // Built-in models of the tier are listed before they are used.
+  EXPECT_EQ(s["models"]["openai/gpt-4o"]["requests_per_minute"]["current"], 0);
+  EXPECT_EQ(s["models"]["openai/gpt-4o"]["tokens_per_minute"]["limit"], 30000);
+  EXPECT_TRUE(s["models"].contains("gemini/gemini-2.5-flash"));
+}
+
+TEST_F(TrackerTest, ResetClearsUsageKeepsLimits) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"rpm": 1}}})");
+  ASSERT_EQ(t->TryAcquire("m/x", 0).code, RT_OK);
+  ASSERT_EQ(t->TryAcquire("m/x", 0).code, RT_LIMITED);
+  t->Reset();
+  EXPECT_EQ(t->TryAcquire("m/x", 0).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("m/x", 0).code, RT_LIMITED);
+}
+
+TEST_F(TrackerTest, AbsurdTokenCountsDoNotOverflow) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"tpm": 1000}}})");
+  EXPECT_EQ(t->TryAcquire("m/x", UINT64_MAX).code, RT_E_TOO_LARGE);
+  ASSERT_TRUE(t->Record("m/x", UINT64_MAX).ok());
+  ASSERT_TRUE(t->Record("m/x", UINT64_MAX).ok());
+  EXPECT_EQ(t->TryAcquire("m/x", 1).code, RT_LIMITED);
+  EXPECT_EQ(Stats(*t)["models"]["m/x"]["tokens_per_minute"]["current"].get<uint64_t>(),
+            UINT64_MAX);
+  auto u = Make(R"({"builtin_tiers": false})");
+  ASSERT_TRUE(u->Record("m/y", UINT64_MAX).ok());
+  EXPECT_EQ(u->TryAcquire("m/y", UINT64_MAX).code, RT_OK);
+}
+
+TEST_F(TrackerTest, ManyModelsGrowTheTable) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"p/*": {"rpm": 1}}})");
+  for (int i = 0; i < 5000; ++i) {
+    ASSERT_EQ(t->TryAcquire("p/m" + std::to_string(i), 0).code, RT_OK);
+  }
+  for (int i = 0; i < 5000; ++i) {
+    ASSERT_EQ(t->TryAcquire("p/m" + std::to_string(i), 0).code, RT_LIMITED) << i;
+  }
+}
+
+}  // namespace
+}  // namespace ratetrack

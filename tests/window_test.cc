@@ -1,0 +1,162 @@
+#include "sliding_window.h"
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace ratetrack {
+namespace {
+
+TEST(SlidingWindowTest, GeometryCoversSpanPlusGuard) {
+  for (int64_t span : {int64_t{1000}, int64_t{2000}, int64_t{60000}, int64_t{86400000},
+                       int64_t{31} * 86400000}) {
+    for (int64_t guard : {int64_t{0}, int64_t{4}, int64_t{5}}) {
+      SlidingWindow w(span, guard);
+      EXPECT_LE(w.ring(), SlidingWindow::kMaxRing);
+      // The counted buckets reach back at least span + guard from any time.
+      EXPECT_GE((w.ring() - 1) * w.width_ms(), span + guard) << span;
+      EXPECT_LE(w.ring(), SlidingWindow::kTargetBuckets + 1);
+      // Resolution: about 1/60 of the span, plus the guard.
+      EXPECT_LE(w.resolution_ms(), span / 60 + 2 * guard + 62) << span;
+    }
+  }
+  EXPECT_EQ(SlidingWindow(60000, 0).width_ms(), 1000);
+}
+
+TEST(SlidingWindowTest, CountsUntilTheBucketLeaves) {
+  SlidingWindow w(60000, 0);  // 1 s buckets, 61 counted
+  w.Advance(500);
+  w.Add(10);
+  w.Advance(59999);
+  EXPECT_EQ(w.used(), 10u);
+  w.Advance(60999);  // bucket 0 still within (t - 60 s - 1 s, t]
+  EXPECT_EQ(w.used(), 10u);
+  w.Advance(61000);  // bucket 0 ends 61 s later: gone
+  EXPECT_EQ(w.used(), 0u);
+}
+
+TEST(SlidingWindowTest, FitsAndWait) {
+  SlidingWindow w(60000, 0);
+  w.Advance(0);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(w.Fits(1, 10));
+    w.Add(1);
+  }
+  EXPECT_FALSE(w.Fits(1, 10));
+  w.Advance(5000);
+  int64_t wait = w.WaitMs(5000, 1, 10);
+  EXPECT_EQ(wait, 61000 - 5000);  // bucket 0 stops counting at 61 s
+  EXPECT_EQ(w.WaitMs(5000, 11, 10), -1);
+  EXPECT_EQ(w.WaitMs(5000, 0, 10), 0);  // nothing more fits within 10 exactly
+}
+
+TEST(SlidingWindowTest, WaitSkipsOnlyAsManyBucketsAsNeeded) {
+  SlidingWindow w(10000, 0);  // width 167 ms
+  w.Advance(0);
+  w.Add(5);
+  w.Advance(3000);
+  w.Add(5);
+  w.Advance(4000);
+  // Limit 10, full. One more unit needs the first bucket gone; eleven more
+  // can never fit.
+  int64_t first_gone = (0 + w.ring()) * w.width_ms();
+  EXPECT_EQ(w.WaitMs(4000, 1, 10), first_gone - 4000);
+  EXPECT_EQ(w.WaitMs(4000, 6, 10),
+            (3000 / w.width_ms() + w.ring()) * w.width_ms() - 4000);
+}
+
+TEST(SlidingWindowTest, SaturatesInsteadOfOverflowing) {
+  SlidingWindow w(60000, 0);
+  w.Advance(0);
+  w.Add(UINT64_MAX);
+  w.Add(UINT64_MAX);
+  EXPECT_EQ(w.used(), UINT64_MAX);
+  EXPECT_FALSE(w.Fits(1, UINT64_MAX - 1));
+  EXPECT_FALSE(w.Fits(UINT64_MAX, UINT64_MAX - 1));
+  w.Advance(30000);
+  w.Add(7);
+  w.Advance(61500);  // the saturated bucket left; the sum is recounted
+  EXPECT_EQ(w.used(), 7u);
+}
+
+TEST(SlidingWindowTest, AdjustBooksAtTheGrantTime) {
+  SlidingWindow w(60000, 0);
+  w.Advance(0);
+  w.Add(1000);
+  w.Advance(1500);
+  EXPECT_TRUE(w.Adjust(0, 900, /*top_up=*/false));  // refund
+  EXPECT_EQ(w.used(), 100u);
+  w.Advance(30000);
+  w.Add(900);
+  EXPECT_EQ(w.used(), 1000u);
+  w.Advance(61000);  // the grant's bucket leaves with 100, not 1000
+  EXPECT_EQ(w.used(), 900u);
+  EXPECT_FALSE(w.Adjust(0, 5, true));  // long gone: nothing changes
+  EXPECT_EQ(w.used(), 900u);
+  EXPECT_TRUE(w.Adjust(30000, 50, true));  // top-up
+  EXPECT_EQ(w.used(), 950u);
+  EXPECT_TRUE(w.Adjust(30000, 10000, false));  // refund clamps at the bucket
+  EXPECT_EQ(w.used(), 0u);
+}
+
+TEST(SlidingWindowTest, ClearForgetsEverything) {
+  SlidingWindow w(2000, 4);
+  w.Advance(100);
+  w.Add(3);
+  w.Clear();
+  w.Advance(150);
+  EXPECT_EQ(w.used(), 0u);
+  EXPECT_TRUE(w.Fits(3, 3));
+}
+
+// Property: random traffic against one window, checked against an exact
+// sliding count. Never more than `limit` in any `span` interval, and a refusal
+// only when the exact count over the last span + resolution would overflow.
+TEST(SlidingWindowTest, RandomTrafficNeverOverAdmits) {
+  std::mt19937_64 rng(12345);
+  for (int round = 0; round < 40; ++round) {
+    const int64_t span = 1000 + static_cast<int64_t>(rng() % 120000);
+    const uint64_t limit = 1 + rng() % 50;
+    SlidingWindow w(span, 0);
+    std::vector<std::pair<int64_t, uint64_t>> admitted;
+    int64_t now = static_cast<int64_t>(rng() % 100000);
+    for (int i = 0; i < 3000; ++i) {
+      now += static_cast<int64_t>(rng() % (span / 20 + 1));
+      const uint64_t cost = 1 + rng() % 5;
+      w.Advance(now);
+      auto exact = [&](int64_t back) {
+        uint64_t sum = 0;
+        for (auto& [t, c] : admitted) {
+          if (t > now - back) sum += c;
+        }
+        return sum;
+      };
+      if (w.Fits(cost, limit)) {
+        w.Add(cost);
+        admitted.push_back({now, cost});
+        ASSERT_LE(exact(span), limit) << "over-admitted at " << now;
+      } else {
+        // Refused: the count within span + resolution must justify it.
+        ASSERT_GT(exact(span + w.resolution_ms()) + cost, limit)
+            << "refused without cause at " << now;
+        int64_t wait = w.WaitMs(now, cost, limit);
+        if (cost <= limit) {
+          ASSERT_GT(wait, 0);
+          SlidingWindow probe = w;
+          probe.Advance(now + wait);
+          ASSERT_TRUE(probe.Fits(cost, limit)) << "wait too short";
+          if (wait > 1) {
+            SlidingWindow early = w;
+            early.Advance(now + wait - 1);
+            ASSERT_FALSE(early.Fits(cost, limit)) << "wait too long";
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ratetrack

@@ -111,7 +111,7 @@ int Acquire(const char* fn, rt_tracker* t, const char* model, uint64_t tokens,
   Tracker* impl = Resolve(fn, t, model, &rc);
   if (impl == nullptr) return rc;
   return Guard(fn, [&]() -> int {
-    Decision d = impl->TryAcquire(model, tokens);
+    Decision d = impl->TryAcquire(model, tokens, grant != nullptr);
     if (retry_after_ms != nullptr) *retry_after_ms = d.wait_ms;
     if (grant != nullptr) *grant = d.grant;
     if (d.code == RT_E_TOO_LARGE) {

@@ -19,14 +19,14 @@ SlidingWindow::SlidingWindow(int64_t span_ms, int64_t guard_ms)
 void SlidingWindow::Clear() {
   for (int i = 0; i < ring_; ++i) counts_[i] = 0;
   used_ = 0;
+  head_count_ = 0;
   head_ = 0;
-  head_slot_ = 0;
   head_end_ms_ = 0;  // the first Advance positions the ring
 }
 
 // A saturated sum no longer equals the sum of the buckets; recount it.
 void SlidingWindow::Resum() {
-  used_ = 0;
+  used_ = head_count_;
   for (int i = 0; i < ring_; ++i) used_ = SatAdd(used_, counts_[i]);
 }
 
@@ -37,16 +37,18 @@ void SlidingWindow::AdvanceSlow(int64_t now_ms) {
     for (int i = 0; i < ring_; ++i) counts_[i] = 0;
     used_ = 0;
   } else {
+    counts_[head_ % ring_] = head_count_;  // the old head joins the ring
     const bool saturated = used_ == UINT64_MAX;
     for (int64_t j = head_ + 1; j <= k; ++j) {
       int slot = static_cast<int>(j % ring_);
       used_ -= std::min(used_, counts_[slot]);
       counts_[slot] = 0;
     }
+    head_count_ = 0;
     if (saturated) Resum();
   }
+  head_count_ = 0;
   head_ = k;
-  head_slot_ = static_cast<int>(k % ring_);
   head_end_ms_ = (k + 1) * width_ms_;
 }
 
@@ -58,7 +60,7 @@ int64_t SlidingWindow::WaitMs(int64_t now_ms, uint64_t cost,
   uint64_t remaining = used_;
   for (int64_t j = head_ - ring_ + 1; j <= head_; ++j) {
     if (j < 0) continue;
-    remaining -= counts_[static_cast<int>(j % ring_)];
+    remaining -= std::min(remaining, Count(j));
     if (remaining <= limit && cost <= limit - remaining) {
       int64_t at = (j + ring_) * width_ms_;
       return std::max<int64_t>(at - now_ms, 1);
@@ -73,7 +75,7 @@ bool SlidingWindow::Adjust(int64_t at_ms, uint64_t amount, bool top_up) {
   int64_t j = at_ms / width_ms_;
   if (j > head_) j = head_;  // booked like Add does for stale times
   if (head_end_ms_ == 0 || head_ - j >= ring_) return false;
-  uint64_t& c = counts_[static_cast<int>(j % ring_)];
+  uint64_t& c = j == head_ ? head_count_ : counts_[j % ring_];
   if (top_up) {
     c = SatAdd(c, amount);
     used_ = SatAdd(used_, amount);

@@ -51,7 +51,7 @@ class SlidingWindow {
 
   // Books `cost` units in the newest bucket (saturating; call Advance first).
   void Add(uint64_t cost) {
-    counts_[head_slot_] = SatAdd(counts_[head_slot_], cost);
+    head_count_ = SatAdd(head_count_, cost);
     used_ = SatAdd(used_, cost);
   }
 
@@ -77,16 +77,22 @@ class SlidingWindow {
  private:
   void AdvanceSlow(int64_t now_ms);
   void Resum();
+  uint64_t Count(int64_t bucket) const {
+    return bucket == head_ ? head_count_ : counts_[bucket % ring_];
+  }
 
+  // The hot path reads and writes only these three (one cache line with the
+  // caller's limit): the newest bucket's count lives here, not in counts_,
+  // until the window moves on.
+  int64_t head_end_ms_ = 0;  // (head_ + 1) * width_ms_: first time past head
+  uint64_t used_ = 0;        // sum over the ring, newest bucket included
+  uint64_t head_count_ = 0;  // the newest bucket's count
+  int64_t head_ = 0;         // bucket index (time / width) of the newest bucket
   int64_t span_ms_;
   int64_t guard_ms_;
   int64_t width_ms_;
   int ring_;
-  int head_slot_ = 0;
-  int64_t head_ = 0;         // bucket index (time / width) of the newest bucket
-  int64_t head_end_ms_ = 0;  // (head_ + 1) * width_ms_: first time past head
-  uint64_t used_ = 0;        // sum of counts_ over the ring
-  uint64_t counts_[kMaxRing] = {};
+  uint64_t counts_[kMaxRing] = {};  // older buckets; counts_[head_ % ring_] is 0
 };
 
 }  // namespace ratetrack

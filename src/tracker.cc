@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
-#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "ratetrack.h"
@@ -43,7 +43,9 @@ uint64_t NewSecret(const void* self) {
              Mix(static_cast<uint64_t>(getpid())));
 }
 
-int64_t MonotonicCoarseMs(void*) {
+}  // namespace
+
+int64_t Clock::MonotonicCoarseMs() {
   struct timespec ts;
 #ifdef CLOCK_MONOTONIC_COARSE
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -52,8 +54,6 @@ int64_t MonotonicCoarseMs(void*) {
 #endif
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
-
-}  // namespace
 
 Clock Clock::Monotonic() {
   struct timespec res = {0, 1000000};
@@ -65,8 +65,14 @@ Clock Clock::Monotonic() {
   // A reading lags real time by less than one tick, plus the ms truncation.
   int64_t res_ms = static_cast<int64_t>(res.tv_sec) * 1000 +
                    (res.tv_nsec + 999999) / 1000000 + 1;
-  return Clock{&MonotonicCoarseMs, nullptr, res_ms};
+  return Clock{nullptr, nullptr, res_ms};
 }
+
+// A window and its limit, together in the cache line the hot path touches.
+struct alignas(64) WindowSlot {
+  WindowLimit limit;
+  SlidingWindow window;
+};
 
 struct Tracker::ModelState {
   ModelState(absl::string_view n, size_t h) : name(n), hash(h) {}
@@ -74,31 +80,25 @@ struct Tracker::ModelState {
   const size_t hash;
   SpinLock mu;
   int nwin ABSL_GUARDED_BY(mu) = 0;
-  WindowLimit limits[ModelLimits::kMaxWindows] ABSL_GUARDED_BY(mu);
-  SlidingWindow windows[ModelLimits::kMaxWindows] ABSL_GUARDED_BY(mu);
+  WindowSlot slots[ModelLimits::kMaxWindows] ABSL_GUARDED_BY(mu);
 
   // Installs new limits, keeping the usage of windows whose (unit, length)
   // stays the same; new windows start empty.
   void SetLimits(const ModelLimits& l, int64_t guard_ms)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    WindowLimit new_limits[ModelLimits::kMaxWindows];
-    SlidingWindow new_windows[ModelLimits::kMaxWindows];
-    int n = static_cast<int>(l.windows.size());
-    for (int i = 0; i < n; ++i) {
-      new_limits[i] = l.windows[i];
-      new_windows[i] = SlidingWindow(l.windows[i].seconds * 1000, guard_ms);
+    std::vector<WindowSlot> next(l.windows.size());
+    for (size_t i = 0; i < next.size(); ++i) {
+      next[i].limit = l.windows[i];
+      next[i].window = SlidingWindow(l.windows[i].seconds * 1000, guard_ms);
       for (int j = 0; j < nwin; ++j) {
-        if (limits[j].unit == l.windows[i].unit &&
-            limits[j].seconds == l.windows[i].seconds) {
-          new_windows[i] = windows[j];
+        if (slots[j].limit.unit == l.windows[i].unit &&
+            slots[j].limit.seconds == l.windows[i].seconds) {
+          next[i].window = slots[j].window;
         }
       }
     }
-    for (int i = 0; i < n; ++i) {
-      limits[i] = new_limits[i];
-      windows[i] = new_windows[i];
-    }
-    nwin = n;
+    for (size_t i = 0; i < next.size(); ++i) slots[i] = next[i];
+    nwin = static_cast<int>(next.size());
   }
 };
 
@@ -147,18 +147,43 @@ uint64_t Tracker::MakeTicket(int64_t at_ms, uint64_t tokens) const {
   return t << kCheckBits | check;
 }
 
+// Model names are short; an inlined multiply-mix hash over 8-byte words
+// costs a few cycles, where a call into a hashing library costs dozens. The
+// table only needs spread, not resistance to chosen collisions (a caller can
+// always slow itself down by inventing names; kMaxModels bounds the harm).
+size_t Tracker::HashName(absl::string_view name) {
+  const char* p = name.data();
+  size_t n = name.size();
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 29;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, p, n);
+  h = (h ^ w) * 0x94d049bb133111ebULL;
+  return static_cast<size_t>(h ^ (h >> 31));
+}
+
 Tracker::ModelState* Tracker::Find(absl::string_view model, size_t hash) const {
   const Table* t = table_.load(std::memory_order_acquire);
   for (size_t i = hash & t->mask;; i = (i + 1) & t->mask) {
     ModelState* s = t->slots[i].load(std::memory_order_acquire);
     if (s == nullptr) return nullptr;
-    if (s->hash == hash && s->name == model) return s;
+    if (s->hash == hash && s->name.size() == model.size() &&
+        std::memcmp(s->name.data(), model.data(), model.size()) == 0) {
+      return s;
+    }
   }
 }
 
 absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(
     absl::string_view model) {
-  const size_t hash = absl::Hash<absl::string_view>{}(model);
+  const size_t hash = HashName(model);
   ModelState* s = Find(model, hash);
   if (s != nullptr) return s;
   SpinLockHolder l(&mu_);
@@ -208,49 +233,55 @@ Tracker::ModelState* Tracker::CreateLocked(absl::string_view model,
   return s;
 }
 
-Decision Tracker::Decide(ModelState* m, uint64_t tokens, bool book) {
+Decision Tracker::Decide(ModelState* m, uint64_t tokens, Mode mode) {
   SpinLockHolder l(&m->mu);
   // Read under the lock: the time booked is the time of the decision, so
   // buckets are filled in time order whatever the scheduler does.
-  const int64_t now = clock_.now_ms(clock_.ctx);
+  const int64_t now = clock_.Now();
   bool fits = true;
   const int n = m->nwin;
   for (int i = 0; i < n; ++i) {
-    SlidingWindow& w = m->windows[i];
+    SlidingWindow& w = m->slots[i].window;
     w.Advance(now);
-    const uint64_t limit = m->limits[i].limit;
+    const uint64_t limit = m->slots[i].limit.limit;
     if (limit == kUnlimited) continue;
-    const uint64_t cost = m->limits[i].unit == Unit::kRequests ? 1 : tokens;
+    const uint64_t cost = m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens;
     if (cost > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
     fits &= w.Fits(cost, limit);
   }
   if (!fits) {
     int64_t wait = 1;
     for (int i = 0; i < n; ++i) {
-      const uint64_t limit = m->limits[i].limit;
+      const uint64_t limit = m->slots[i].limit.limit;
       if (limit == kUnlimited) continue;
-      const uint64_t cost = m->limits[i].unit == Unit::kRequests ? 1 : tokens;
-      wait = std::max(wait, m->windows[i].WaitMs(now, cost, limit));
+      const uint64_t cost = m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens;
+      wait = std::max(wait, m->slots[i].window.WaitMs(now, cost, limit));
     }
     return {RT_LIMITED, static_cast<uint64_t>(wait), 0};
   }
-  if (!book) return {RT_OK, 0, 0};
+  if (mode == Mode::kCheck) return {RT_OK, 0, 0};
   for (int i = 0; i < n; ++i) {
-    m->windows[i].Add(m->limits[i].unit == Unit::kRequests ? 1 : tokens);
+    m->slots[i].window.Add(m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens);
   }
-  return {RT_OK, 0, MakeTicket(now, tokens)};
+  return {RT_OK, 0, mode == Mode::kAcquireWithGrant ? MakeTicket(now, tokens) : 0};
 }
 
-Decision Tracker::TryAcquire(absl::string_view model, uint64_t tokens) {
-  auto m = FindOrCreate(model);
-  if (!m.ok()) return {RT_E_NOMEM, 0, 0};
-  return Decide(*m, tokens, /*book=*/true);
+Decision Tracker::TryAcquire(absl::string_view model, uint64_t tokens,
+                             bool want_grant) {
+  const Mode mode = want_grant ? Mode::kAcquireWithGrant : Mode::kAcquire;
+  ModelState* m = Find(model, HashName(model));
+  if (m != nullptr) return Decide(m, tokens, mode);
+  auto made = FindOrCreate(model);
+  if (!made.ok()) return {RT_E_NOMEM, 0, 0};
+  return Decide(*made, tokens, mode);
 }
 
 Decision Tracker::Check(absl::string_view model, uint64_t tokens) {
-  auto m = FindOrCreate(model);
-  if (!m.ok()) return {RT_E_NOMEM, 0, 0};
-  return Decide(*m, tokens, /*book=*/false);
+  ModelState* m = Find(model, HashName(model));
+  if (m != nullptr) return Decide(m, tokens, Mode::kCheck);
+  auto made = FindOrCreate(model);
+  if (!made.ok()) return {RT_E_NOMEM, 0, 0};
+  return Decide(*made, tokens, Mode::kCheck);
 }
 
 absl::Status Tracker::Record(absl::string_view model, uint64_t tokens) {
@@ -258,10 +289,10 @@ absl::Status Tracker::Record(absl::string_view model, uint64_t tokens) {
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   SpinLockHolder l(&m->mu);
-  const int64_t now = clock_.now_ms(clock_.ctx);
+  const int64_t now = clock_.Now();
   for (int i = 0; i < m->nwin; ++i) {
-    m->windows[i].Advance(now);
-    m->windows[i].Add(m->limits[i].unit == Unit::kRequests ? 1 : tokens);
+    m->slots[i].window.Advance(now);
+    m->slots[i].window.Add(m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens);
   }
   return absl::OkStatus();
 }
@@ -279,16 +310,16 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant,
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   SpinLockHolder l(&m->mu);
-  const int64_t now = clock_.now_ms(clock_.ctx);
+  const int64_t now = clock_.Now();
   if (at > now) return InvalidError("the grant ticket is from the future");
   if (granted_tokens == actual_tokens) return absl::OkStatus();
   const bool top_up = actual_tokens > granted_tokens;
   const uint64_t delta =
       top_up ? actual_tokens - granted_tokens : granted_tokens - actual_tokens;
   for (int i = 0; i < m->nwin; ++i) {
-    if (m->limits[i].unit != Unit::kTokens) continue;
-    m->windows[i].Advance(now);
-    m->windows[i].Adjust(at, delta, top_up);
+    if (m->slots[i].limit.unit != Unit::kTokens) continue;
+    m->slots[i].window.Advance(now);
+    m->slots[i].window.Adjust(at, delta, top_up);
   }
   return absl::OkStatus();
 }
@@ -336,7 +367,7 @@ void Tracker::Reset() {
   SpinLockHolder l(&mu_);
   for (const auto& m : models_) {
     SpinLockHolder ml(&m->mu);
-    for (int i = 0; i < m->nwin; ++i) m->windows[i].Clear();
+    for (int i = 0; i < m->nwin; ++i) m->slots[i].window.Clear();
   }
 }
 
@@ -352,13 +383,13 @@ std::string Tracker::StatsJson() const {
     SpinLockHolder l(&mu_);
     tier_text = config_.tier.text;
     backend = config_.backend;
-    const int64_t now = clock_.now_ms(clock_.ctx);
+    const int64_t now = clock_.Now();
     for (const auto& m : models_) {
       SpinLockHolder ml(&m->mu);
       auto& r = rows[m->name];
       for (int i = 0; i < m->nwin; ++i) {
-        m->windows[i].Advance(now);
-        r.push_back({m->limits[i], m->windows[i].used()});
+        m->slots[i].window.Advance(now);
+        r.push_back({m->slots[i].limit, m->slots[i].window.used()});
       }
     }
     for (const std::string& name : config_.ListedModels()) {

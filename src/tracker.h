@@ -27,10 +27,12 @@ namespace ratetrack {
 // Milliseconds of a monotonic clock. The default reads
 // CLOCK_MONOTONIC_COARSE; tests pass a manual clock.
 struct Clock {
-  int64_t (*now_ms)(void* ctx);
+  int64_t (*now_ms)(void* ctx);  // nullptr: the default clock, called inline
   void* ctx;
   int64_t resolution_ms;  // how far a reading may lag real time
   static Clock Monotonic();
+  static int64_t MonotonicCoarseMs();
+  int64_t Now() const { return now_ms == nullptr ? MonotonicCoarseMs() : now_ms(ctx); }
 };
 
 // Outcome of one decision on a model's windows.
@@ -48,8 +50,10 @@ class Tracker {
   Tracker(const Tracker&) = delete;
   Tracker& operator=(const Tracker&) = delete;
 
-  // The hot path. `model` must be non-empty (the C shim checks).
-  Decision TryAcquire(absl::string_view model, uint64_t tokens);
+  // The hot path. `model` must be non-empty (the C shim checks). The grant
+  // ticket is computed only when `want_grant`.
+  Decision TryAcquire(absl::string_view model, uint64_t tokens,
+                      bool want_grant = true);
   Decision Check(absl::string_view model, uint64_t tokens);  // books nothing
   absl::Status Record(absl::string_view model, uint64_t tokens);
   absl::Status Settle(absl::string_view model, uint64_t grant,
@@ -82,7 +86,9 @@ class Tracker {
   ModelState* CreateLocked(absl::string_view model, size_t hash)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Decision Decide(ModelState* m, uint64_t tokens, bool book);
+  enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
+  Decision Decide(ModelState* m, uint64_t tokens, Mode mode);
+  static size_t HashName(absl::string_view name);
 
   // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time and
   // the granted tokens, so settling with another tracker's ticket or with

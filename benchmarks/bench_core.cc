@@ -1,0 +1,118 @@
+// The per-call cost of the C API next to a plain reference in the same run:
+// a mutex-guarded single-limit token bucket that reads CLOCK_MONOTONIC per
+// call (the simplest one-limit limiter). Compare ratios, not absolutes.
+//
+//   build/benchmarks/bench_core [--benchmark_filter=...]
+//   scripts/bench.sh   (runs this and prints the ratios)
+#include <time.h>
+
+#include <mutex>
+#include <string>
+
+#include "benchmark/benchmark.h"
+#include "ratetrack.h"
+
+namespace {
+
+// The reference: one limit, one mutex, a clock read per call.
+class MutexBucket {
+ public:
+  MutexBucket(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst) {}
+  bool TryTake(double n) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    std::lock_guard<std::mutex> l(mu_);
+    tokens_ += static_cast<double>(now - last_) * rate_ * 1e-9;
+    if (tokens_ > burst_) tokens_ = burst_;
+    last_ = now;
+    if (tokens_ < n) return false;
+    tokens_ -= n;
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  const double rate_, burst_;
+  double tokens_ = 0;
+  int64_t last_ = 0;
+};
+
+// All four windows finite, far from their limits.
+const char* const kConfig = R"({"builtin_tiers": false, "limits": {
+  "bench/m0": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000},
+  "bench/m1": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000}}})";
+
+rt_tracker* Shared() {
+  static rt_tracker* t = rt_open(kConfig);
+  return t;
+}
+
+MutexBucket& SharedBucket() {
+  static MutexBucket b(1e12, 1e12);
+  return b;
+}
+
+// Threads >= 2 with `separate`: thread i uses model i % 2 (and bucket i % 2).
+const char* ModelFor(const benchmark::State& state, bool separate) {
+  return separate && state.thread_index() % 2 == 1 ? "bench/m1" : "bench/m0";
+}
+
+void BM_Reference_MutexBucket(benchmark::State& state) {
+  static MutexBucket other(1e12, 1e12);
+  MutexBucket& b = state.range(0) && state.thread_index() % 2 ? other : SharedBucket();
+  for (auto _ : state) benchmark::DoNotOptimize(b.TryTake(1));
+}
+
+void BM_rt_try_acquire(benchmark::State& state) {
+  rt_tracker* t = Shared();
+  const char* model = ModelFor(state, state.range(0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(rt_try_acquire(t, model, 100, nullptr));
+  }
+}
+
+void BM_rt_can_make(benchmark::State& state) {
+  rt_tracker* t = Shared();
+  const char* model = ModelFor(state, state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(rt_can_make(t, model, 100));
+}
+
+void BM_rt_record(benchmark::State& state) {
+  rt_tracker* t = Shared();
+  const char* model = ModelFor(state, state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(rt_record(t, model, 100));
+}
+
+void BM_clock_monotonic(benchmark::State& state) {
+  struct timespec ts;
+  for (auto _ : state) {
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    benchmark::DoNotOptimize(ts);
+  }
+}
+
+void BM_clock_monotonic_coarse(benchmark::State& state) {
+  struct timespec ts;
+  for (auto _ : state) {
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    benchmark::DoNotOptimize(ts);
+  }
+}
+
+// Arg 0: one model (or bucket) shared by all threads; 1: one per thread.
+#define RT_BENCH(fn)                                                  \
+  BENCHMARK(fn)->ArgName("separate")->Arg(0)->Threads(1)->UseRealTime(); \
+  BENCHMARK(fn)->ArgName("separate")->Arg(0)->Threads(2)->UseRealTime(); \
+  BENCHMARK(fn)->ArgName("separate")->Arg(1)->Threads(2)->UseRealTime()
+
+RT_BENCH(BM_Reference_MutexBucket);
+RT_BENCH(BM_rt_try_acquire);
+RT_BENCH(BM_rt_can_make);
+RT_BENCH(BM_rt_record);
+BENCHMARK(BM_clock_monotonic);
+BENCHMARK(BM_clock_monotonic_coarse);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -242,8 +242,9 @@ RT_EXPORT int rt_acquire(rt_tracker *t, const char *model, uint64_t tokens,
  * Where the grant has already left a window, that window is unchanged.
  * Settle each grant once: settling twice books the difference twice.
  * Returns RT_OK, or RT_E_INVALID with nothing changed: NULL handle or model,
- * ticket 0, a ticket from another tracker, or a granted_tokens that is not
- * the grant's own. */
+ * ticket 0, a ticket from another tracker or for another model, or a
+ * granted_tokens that is not the grant's own (the check is 23 bits wide: a
+ * wrong combination slips through once in about 8 million tries). */
 RT_EXPORT int rt_settle(rt_tracker *t, const char *model, uint64_t grant,
                         uint64_t granted_tokens, uint64_t actual_tokens);
 

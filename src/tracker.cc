@@ -140,10 +140,12 @@ Tracker::~Tracker() {
   if (next_ != nullptr) next_->prev_ = prev_;
 }
 
-uint64_t Tracker::MakeTicket(int64_t at_ms, uint64_t tokens) const {
+uint64_t Tracker::MakeTicket(int64_t at_ms, size_t model_hash,
+                             uint64_t tokens) const {
   const uint64_t t = static_cast<uint64_t>(at_ms) + 1;
-  const uint64_t check = Mix(secret_ ^ Mix(t) ^ Mix(tokens ^ 0x5bd1e995ULL)) &
-                         ((uint64_t{1} << kCheckBits) - 1);
+  const uint64_t check =
+      Mix(secret_ ^ Mix(t) ^ Mix(tokens ^ 0x5bd1e995ULL) ^ Mix(model_hash + 1)) &
+      ((uint64_t{1} << kCheckBits) - 1);
   return t << kCheckBits | check;
 }
 
@@ -263,7 +265,7 @@ Decision Tracker::Decide(ModelState* m, uint64_t tokens, Mode mode) {
   for (int i = 0; i < n; ++i) {
     m->slots[i].window.Add(m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens);
   }
-  return {RT_OK, 0, mode == Mode::kAcquireWithGrant ? MakeTicket(now, tokens) : 0};
+  return {RT_OK, 0, mode == Mode::kAcquireWithGrant ? MakeTicket(now, m->hash, tokens) : 0};
 }
 
 Decision Tracker::TryAcquire(absl::string_view model, uint64_t tokens,
@@ -301,10 +303,10 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant,
                              uint64_t granted_tokens, uint64_t actual_tokens) {
   if (grant == 0) return InvalidError("grant ticket 0 is not a grant");
   const int64_t at = static_cast<int64_t>(grant >> kCheckBits) - 1;
-  if (at < 0 || MakeTicket(at, granted_tokens) != grant) {
+  if (at < 0 || MakeTicket(at, HashName(model), granted_tokens) != grant) {
     return InvalidError(
-        "the grant ticket does not match this tracker and granted_tokens "
-        "(a ticket from another tracker, or not the tokens it was granted for)");
+        "the grant ticket does not match this tracker, model and granted_tokens "
+        "(a ticket from another tracker or model, or not the tokens it was granted for)");
   }
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();

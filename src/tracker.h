@@ -90,11 +90,12 @@ class Tracker {
   Decision Decide(ModelState* m, uint64_t tokens, Mode mode);
   static size_t HashName(absl::string_view name);
 
-  // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time and
-  // the granted tokens, so settling with another tracker's ticket or with
-  // the wrong token count is refused.
+  // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time, the
+  // model and the granted tokens, so settling another tracker's ticket, or
+  // with another model or the wrong token count, is refused (but for a
+  // 1 in 2^23 chance).
   static constexpr int kCheckBits = 23;
-  uint64_t MakeTicket(int64_t at_ms, uint64_t tokens) const;
+  uint64_t MakeTicket(int64_t at_ms, size_t model_hash, uint64_t tokens) const;
 
   const Clock clock_;
   const uint64_t secret_;

@@ -1,0 +1,31 @@
+package ratetrack
+
+import "testing"
+
+// benchConfig gives bench/m all four windows with limits never reached.
+const benchConfig = `{"builtin_tiers": false, "limits": {"bench/m": {"rpm": 1000000000, "tpm": 1000000000000, "rpd": 1000000000000, "tpd": 1000000000000}}}`
+
+// BenchmarkTryAcquire measures one TryAcquire through the binding (string
+// conversion, thread pinning, cgo call, status mapping). run-bench.sh turns
+// its ns/op into the "BENCH go try_acquire_ns=<x>" line.
+func BenchmarkTryAcquire(b *testing.B) {
+	tr := open(b, benchConfig)
+	for b.Loop() {
+		if ok, _, err := tr.TryAcquire("bench/m", 10); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+// BenchmarkTryAcquireParallel is the same from GOMAXPROCS goroutines.
+func BenchmarkTryAcquireParallel(b *testing.B) {
+	tr := open(b, benchConfig)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if ok, _, err := tr.TryAcquire("bench/m", 10); !ok || err != nil {
+				b.Error(ok, err)
+				return
+			}
+		}
+	})
+}

@@ -1,0 +1,3 @@
+module github.com/libratetrack/libratetrack/bindings/go
+
+go 1.26

@@ -1,0 +1,537 @@
+package ratetrack
+
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+// The library is opened with dlopen at run time: nothing here links against
+// libratetrack. Every rt_ function is resolved with dlsym into a void* and
+// called through one of the small trampolines below, which cast it back to
+// its C signature (cgo cannot call a C function pointer directly).
+
+// rtgo_dlopen opens path; on failure copies dlerror() into err (same C call,
+// so on the same OS thread as the failure).
+static void *rtgo_dlopen(const char *path, char *err, size_t errlen) {
+	dlerror();
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		const char *e = dlerror();
+		strncpy(err, e ? e : "unknown dlopen error", errlen - 1);
+		err[errlen - 1] = 0;
+	}
+	return h;
+}
+
+static void *rtgo_dlsym(void *h, const char *name, char *err, size_t errlen) {
+	dlerror();
+	void *f = dlsym(h, name);
+	if (f == NULL) {
+		const char *e = dlerror();
+		strncpy(err, e ? e : "symbol is NULL", errlen - 1);
+		err[errlen - 1] = 0;
+	}
+	return f;
+}
+
+static void rtgo_dlclose(void *h) { dlclose(h); }
+
+typedef struct rt_tracker rt_tracker;
+
+static int rtgo_int_void(void *f) { return ((int (*)(void))f)(); }
+static const char *rtgo_cstr_void(void *f) { return ((const char *(*)(void))f)(); }
+static const char *rtgo_cstr_int(void *f, int s) { return ((const char *(*)(int))f)(s); }
+static void rtgo_free(void *f, void *p) { ((void (*)(void *))f)(p); }
+static int rtgo_int_cstr(void *f, const char *s) { return ((int (*)(const char *))f)(s); }
+static int rtgo_int_t_cstr(void *f, void *t, const char *s) {
+	return ((int (*)(void *, const char *))f)(t, s);
+}
+static void rtgo_close(void *f, void *t) { ((void (*)(void *))f)(t); }
+static int rtgo_int_t(void *f, void *t) { return ((int (*)(void *))f)(t); }
+static int rtgo_int_t_m_n(void *f, void *t, const char *m, uint64_t n) {
+	return ((int (*)(void *, const char *, uint64_t))f)(t, m, n);
+}
+// Out-parameters are returned by value in a struct, so no Go pointer is
+// passed to C (and nothing escapes to the heap).
+typedef struct { int rc; uint64_t a; uint64_t b; } rtgo_res;
+static rtgo_res rtgo_try_acquire(void *f, void *t, const char *m, uint64_t n) {
+	rtgo_res r = {0, 0, 0};
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *))f)(t, m, n, &r.a);
+	return r;
+}
+static rtgo_res rtgo_try_acquire_grant(void *f, void *t, const char *m, uint64_t n) {
+	rtgo_res r = {0, 0, 0};
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *, uint64_t *))f)(t, m, n, &r.a, &r.b);
+	return r;
+}
+static rtgo_res rtgo_wait_time(void *f, void *t, const char *m, uint64_t n) {
+	rtgo_res r = {0, 0, 0};
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *))f)(t, m, n, &r.a);
+	return r;
+}
+// rt_open_ex / rt_global_get_ex (a string in, a handle out) and
+// rt_stats_json_ex (a handle in, a string out): the status and the pointer.
+typedef struct { int rc; void *p; } rtgo_pres;
+static rtgo_pres rtgo_int_cstr_outptr(void *f, const char *s) {
+	rtgo_pres r = {0, NULL};
+	rt_tracker *out = NULL;
+	r.rc = ((int (*)(const char *, rt_tracker **))f)(s, &out);
+	r.p = out;
+	return r;
+}
+static rtgo_pres rtgo_stats_ex(void *f, void *t) {
+	rtgo_pres r = {0, NULL};
+	char *out = NULL;
+	r.rc = ((int (*)(void *, char **))f)(t, &out);
+	r.p = out;
+	return r;
+}
+static int rtgo_settle(void *f, void *t, const char *m, uint64_t g, uint64_t granted, uint64_t actual) {
+	return ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t))f)(t, m, g, granted, actual);
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// The version of the C API this binding is written for. A library whose
+// major.minor differs is refused (until 1.0 the ABI may change with the minor).
+const (
+	BindingVersionMajor = 0
+	BindingVersionMinor = 1
+)
+
+// EnvLibrary is the environment variable naming the library file to load
+// when no explicit path is given to Load.
+const EnvLibrary = "RATETRACK_LIBRARY"
+
+// SystemLibrary is the name handed to the system loader as the last resort.
+const SystemLibrary = "libratetrack.so.0"
+
+// ErrLibraryNotFound matches (errors.Is) a *LoadError: no candidate loaded.
+var ErrLibraryNotFound = errors.New("ratetrack: library not found")
+
+// ErrVersionMismatch matches (errors.Is) a *VersionError.
+var ErrVersionMismatch = errors.New("ratetrack: library version mismatch")
+
+// LoadError reports that no library could be loaded. Tried lists every place
+// that was tried, each with the loader's message.
+type LoadError struct {
+	Tried []string
+}
+
+func (e *LoadError) Error() string {
+	return "ratetrack: cannot load libratetrack; tried:\n  " + strings.Join(e.Tried, "\n  ")
+}
+
+// Is makes errors.Is(err, ErrLibraryNotFound) true.
+func (e *LoadError) Is(target error) bool { return target == ErrLibraryNotFound }
+
+// VersionError reports a library whose major.minor differs from the binding's.
+type VersionError struct {
+	Path    string // the file that was loaded
+	Library string // the library's version, "MAJOR.MINOR.PATCH"
+	Binding string // the binding's version, "MAJOR.MINOR"
+}
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("ratetrack: %s is libratetrack %s, but this binding needs %s.x",
+		e.Path, e.Library, e.Binding)
+}
+
+// Is makes errors.Is(err, ErrVersionMismatch) true.
+func (e *VersionError) Is(target error) bool { return target == ErrVersionMismatch }
+
+// library is one dlopen'ed libratetrack and its resolved functions.
+type library struct {
+	path   string
+	handle unsafe.Pointer
+
+	// rt_ function pointers from dlsym, called through the rtgo_ trampolines.
+	fnVersionNumber, fnVersionString, fnStatusString, fnLastError, fnFree unsafe.Pointer
+	fnGlobalGetEx, fnGlobalConfigure, fnOpenEx, fnConfigure, fnClose      unsafe.Pointer
+	fnCanMake, fnRecord, fnTryAcquire, fnTryAcquireGrant, fnSettle        unsafe.Pointer
+	fnWaitTime, fnReset, fnStatsJSONEx                                    unsafe.Pointer
+}
+
+var (
+	loaded atomic.Pointer[library] // set once, never cleared
+	loadMu sync.Mutex
+)
+
+// Load loads libratetrack now, instead of lazily at the first call. The
+// library is looked for, in this order: path (if not ""), the file named by
+// the environment variable RATETRACK_LIBRARY (if set), then the system
+// loader's "libratetrack.so.0". The first file that opens is used; if none
+// does, the *LoadError names every place tried with the loader's message.
+// A library whose major.minor differs from the binding's 0.1 is refused with
+// a *VersionError.
+//
+// The library is loaded once per process and shared: once loaded, Load("")
+// and Load(samePath) return nil, and Load(otherPath) returns an error. A
+// failed load is not remembered, so Load may be called again.
+func Load(path string) error {
+	_, err := loadLib(path)
+	return err
+}
+
+func loadLib(path string) (*library, error) {
+	if l := loaded.Load(); l != nil {
+		if path != "" && path != l.path {
+			return nil, fmt.Errorf("ratetrack: library already loaded from %s, cannot load %s", l.path, path)
+		}
+		return l, nil
+	}
+	loadMu.Lock()
+	defer loadMu.Unlock()
+	if l := loaded.Load(); l != nil {
+		return loadLib(path)
+	}
+	l, err := openLibrary(path)
+	if err != nil {
+		return nil, err
+	}
+	loaded.Store(l)
+	return l, nil
+}
+
+// lib returns the process's library, loading it lazily.
+func lib() (*library, error) {
+	if l := loaded.Load(); l != nil {
+		return l, nil
+	}
+	return loadLib("")
+}
+
+// candidates is the lookup order, as (description, dlopen argument) pairs.
+func candidates(path string) [][2]string {
+	var c [][2]string
+	if path != "" {
+		c = append(c, [2]string{"path " + path, path})
+	}
+	if env := os.Getenv(EnvLibrary); env != "" {
+		c = append(c, [2]string{"$" + EnvLibrary + "=" + env, env})
+	}
+	return append(c, [2]string{"system loader " + SystemLibrary, SystemLibrary})
+}
+
+// openLibrary tries every candidate (without caching the result).
+func openLibrary(path string) (*library, error) {
+	var tried []string
+	for _, c := range candidates(path) {
+		h, err := dlopen(c[1])
+		if err != nil {
+			tried = append(tried, c[0]+": "+err.Error())
+			continue
+		}
+		l, err := resolve(h, c[1])
+		if err != nil {
+			C.rtgo_dlclose(h)
+			return nil, err
+		}
+		return l, nil
+	}
+	return nil, &LoadError{Tried: tried}
+}
+
+func dlopen(path string) (unsafe.Pointer, error) {
+	var buf [512]C.char
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	h := C.rtgo_dlopen(cpath, &buf[0], C.size_t(len(buf)))
+	if h == nil {
+		return nil, errors.New(C.GoString(&buf[0]))
+	}
+	return h, nil
+}
+
+// resolve looks up every rt_ symbol and checks the version. Only the
+// status-returning rt_open_ex, rt_global_get_ex and rt_stats_json_ex are used
+// (not rt_open, rt_global_get, rt_stats_json, whose NULL has no status code);
+// a 0.1 library lacking them is an earlier build, refused as a version
+// mismatch.
+func resolve(h unsafe.Pointer, path string) (*library, error) {
+	l := &library{path: path, handle: h}
+	syms := []struct {
+		name string
+		dst  *unsafe.Pointer
+	}{
+		{"rt_version_number", &l.fnVersionNumber}, {"rt_version_string", &l.fnVersionString},
+		{"rt_status_string", &l.fnStatusString}, {"rt_last_error", &l.fnLastError},
+		{"rt_free", &l.fnFree}, {"rt_global_get_ex", &l.fnGlobalGetEx},
+		{"rt_global_configure", &l.fnGlobalConfigure}, {"rt_open_ex", &l.fnOpenEx},
+		{"rt_configure", &l.fnConfigure}, {"rt_close", &l.fnClose},
+		{"rt_can_make", &l.fnCanMake}, {"rt_record", &l.fnRecord},
+		{"rt_try_acquire", &l.fnTryAcquire}, {"rt_try_acquire_grant", &l.fnTryAcquireGrant},
+		{"rt_settle", &l.fnSettle}, {"rt_wait_time", &l.fnWaitTime},
+		{"rt_reset", &l.fnReset}, {"rt_stats_json_ex", &l.fnStatsJSONEx},
+	}
+	// Check the version first: an older or newer library may lack symbols,
+	// and "wrong version" is the more useful message then.
+	var buf [512]C.char
+	for _, s := range syms[:2] {
+		name := C.CString(s.name)
+		*s.dst = C.rtgo_dlsym(h, name, &buf[0], C.size_t(len(buf)))
+		C.free(unsafe.Pointer(name))
+		if *s.dst == nil {
+			return nil, fmt.Errorf("ratetrack: %s is not libratetrack: %s", path, C.GoString(&buf[0]))
+		}
+	}
+	n := int(C.rtgo_int_void(l.fnVersionNumber))
+	version := C.GoString(C.rtgo_cstr_void(l.fnVersionString))
+	if err := checkVersion(n, version, path); err != nil {
+		return nil, err
+	}
+	for _, s := range syms[2:] {
+		name := C.CString(s.name)
+		*s.dst = C.rtgo_dlsym(h, name, &buf[0], C.size_t(len(buf)))
+		C.free(unsafe.Pointer(name))
+		if *s.dst == nil {
+			return nil, fmt.Errorf("%w: %s (libratetrack %s) lacks %s, so it is not the build this binding needs: %s",
+				ErrVersionMismatch, path, version, s.name, C.GoString(&buf[0]))
+		}
+	}
+	return l, nil
+}
+
+// checkVersion refuses a library version number (as rt_version_number:
+// major*10000 + minor*100 + patch) whose major.minor is not the binding's.
+func checkVersion(number int, version, path string) error {
+	if number/100 == BindingVersionMajor*100+BindingVersionMinor {
+		return nil
+	}
+	if version == "" {
+		version = fmt.Sprintf("%d.%d.%d", number/10000, number/100%100, number%100)
+	}
+	return &VersionError{Path: path, Library: version,
+		Binding: fmt.Sprintf("%d.%d", BindingVersionMajor, BindingVersionMinor)}
+}
+
+// LibraryVersion returns the version of the loaded library, as
+// "MAJOR.MINOR.PATCH" and as MAJOR*10000+MINOR*100+PATCH. It loads the
+// library if needed.
+func LibraryVersion() (version string, number int, err error) {
+	l, err := lib()
+	if err != nil {
+		return "", 0, err
+	}
+	return C.GoString(C.rtgo_cstr_void(l.fnVersionString)), int(C.rtgo_int_void(l.fnVersionNumber)), nil
+}
+
+// LibraryPath returns the path or name the library was loaded from, or "" if
+// it has not been loaded yet.
+func LibraryPath() string {
+	if l := loaded.Load(); l != nil {
+		return l.path
+	}
+	return ""
+}
+
+// statusString is the library's static description of a status code.
+func (l *library) statusString(code int) string {
+	return C.GoString(C.rtgo_cstr_int(l.fnStatusString, C.int(code)))
+}
+
+// fail builds the error for a negative status. It must be called on the OS
+// thread that made the failing call (the caller holds runtime.LockOSThread),
+// because rt_last_error is thread-local.
+func (l *library) fail(code int) error {
+	msg := C.GoString(C.rtgo_cstr_void(l.fnLastError))
+	if msg == "" {
+		msg = l.statusString(code)
+	}
+	return newError(code, msg)
+}
+
+// cstr returns s as a NUL-terminated C string in Go memory (valid for one
+// cgo call: cgo pins it while the call runs; the library only borrows it).
+// This avoids malloc/free per call. Strings with NUL bytes are refused.
+func cstr(s string) (*C.char, error) {
+	if strings.IndexByte(s, 0) >= 0 {
+		return nil, newError(CodeInvalid, fmt.Sprintf("string %q contains a NUL byte", s))
+	}
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	return (*C.char)(unsafe.Pointer(&b[0])), nil
+}
+
+// cstrOrNil is cstr, with "" as NULL.
+func cstrOrNil(s string) (*C.char, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return cstr(s)
+}
+
+// The calls below are the thin layer over the C functions. Each one that can
+// fail locks the goroutine to its OS thread from the call until rt_last_error
+// has been read (rt_last_error is thread-local), and frees what it must.
+// Handles are passed as unsafe.Pointer (C memory, never Go memory).
+
+// check turns a status into an error. Call it with the OS thread locked.
+func (l *library) check(rc C.int) error {
+	if rc < 0 {
+		return l.fail(int(rc))
+	}
+	return nil
+}
+
+func (l *library) globalGet(tier string) (unsafe.Pointer, error) {
+	ct, err := cstrOrNil(tier)
+	if err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.handleOrError(C.rtgo_int_cstr_outptr(l.fnGlobalGetEx, ct))
+}
+
+func (l *library) open(config string) (unsafe.Pointer, error) {
+	cc, err := cstrOrNil(config)
+	if err != nil {
+		return nil, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.handleOrError(C.rtgo_int_cstr_outptr(l.fnOpenEx, cc))
+}
+
+// handleOrError is the handle from rt_open_ex / rt_global_get_ex, or the
+// error of their status code (RT_E_CONFIG, RT_E_INVALID, RT_E_NOMEM, ...).
+// Call it with the OS thread locked.
+func (l *library) handleOrError(r C.rtgo_pres) (unsafe.Pointer, error) {
+	if err := l.check(r.rc); err != nil {
+		return nil, err
+	}
+	if r.rc != 0 || r.p == nil {
+		return nil, newError(CodeInternal, fmt.Sprintf("status %d without a handle", int(r.rc)))
+	}
+	return r.p, nil
+}
+
+func (l *library) globalConfigure(config string) error {
+	cc, err := cstr(config)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_int_cstr(l.fnGlobalConfigure, cc))
+}
+
+func (l *library) configure(h unsafe.Pointer, config string) error {
+	cc, err := cstr(config)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_int_t_cstr(l.fnConfigure, h, cc))
+}
+
+func (l *library) closeHandle(h unsafe.Pointer) { C.rtgo_close(l.fnClose, h) }
+
+func (l *library) canMake(h unsafe.Pointer, model string, tokens uint64) (bool, error) {
+	cm, err := cstr(model)
+	if err != nil {
+		return false, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	rc := C.rtgo_int_t_m_n(l.fnCanMake, h, cm, C.uint64_t(tokens))
+	return rc == 1, l.check(rc)
+}
+
+func (l *library) record(h unsafe.Pointer, model string, tokens uint64) error {
+	cm, err := cstr(model)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_int_t_m_n(l.fnRecord, h, cm, C.uint64_t(tokens)))
+}
+
+// tryAcquire returns the status (RT_OK or RT_LIMITED) and the retry-after in ms.
+func (l *library) tryAcquire(h unsafe.Pointer, model string, tokens uint64) (int, uint64, error) {
+	cm, err := cstr(model)
+	if err != nil {
+		return 0, 0, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.rtgo_try_acquire(l.fnTryAcquire, h, cm, C.uint64_t(tokens))
+	return int(r.rc), uint64(r.a), l.check(r.rc)
+}
+
+// tryAcquireGrant returns the status, the retry-after in ms and the ticket.
+func (l *library) tryAcquireGrant(h unsafe.Pointer, model string, tokens uint64) (int, uint64, uint64, error) {
+	cm, err := cstr(model)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.rtgo_try_acquire_grant(l.fnTryAcquireGrant, h, cm, C.uint64_t(tokens))
+	return int(r.rc), uint64(r.a), uint64(r.b), l.check(r.rc)
+}
+
+func (l *library) settle(h unsafe.Pointer, model string, ticket, granted, actual uint64) error {
+	cm, err := cstr(model)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_settle(l.fnSettle, h, cm, C.uint64_t(ticket), C.uint64_t(granted), C.uint64_t(actual)))
+}
+
+// waitTime returns the wait in ms.
+func (l *library) waitTime(h unsafe.Pointer, model string, tokens uint64) (uint64, error) {
+	cm, err := cstr(model)
+	if err != nil {
+		return 0, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.rtgo_wait_time(l.fnWaitTime, h, cm, C.uint64_t(tokens))
+	return uint64(r.a), l.check(r.rc)
+}
+
+// reset calls rt_reset; h == nil is the global.
+func (l *library) reset(h unsafe.Pointer) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_int_t(l.fnReset, h))
+}
+
+// statsJSON calls rt_stats_json_ex (h == nil: the global), copies the text
+// and frees the library's string with rt_free. The error kind is the status
+// code's (RT_E_INVALID, RT_E_NOMEM, ...).
+func (l *library) statsJSON(h unsafe.Pointer) ([]byte, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.rtgo_stats_ex(l.fnStatsJSONEx, h)
+	if r.p != nil {
+		defer C.rtgo_free(l.fnFree, r.p)
+	}
+	if err := l.check(r.rc); err != nil {
+		return nil, err
+	}
+	if r.rc != 0 || r.p == nil {
+		return nil, newError(CodeInternal, fmt.Sprintf("rt_stats_json_ex: status %d without a string", int(r.rc)))
+	}
+	p := (*C.char)(r.p)
+	return C.GoBytes(r.p, C.int(C.strlen(p))), nil
+}

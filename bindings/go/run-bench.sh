@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the Go benchmark and prints "BENCH go try_acquire_ns=<ns per TryAcquire>".
+# Needs RATETRACK_LIBRARY (or libratetrack.so.0 on the loader path).
+set -euo pipefail
+# A relative RATETRACK_LIBRARY is made absolute before the cd.
+if [[ -n "${RATETRACK_LIBRARY:-}" && -e "$RATETRACK_LIBRARY" ]]; then
+	RATETRACK_LIBRARY=$(cd "$(dirname "$RATETRACK_LIBRARY")" && pwd)/$(basename "$RATETRACK_LIBRARY")
+	export RATETRACK_LIBRARY
+fi
+cd "$(dirname "${BASH_SOURCE[0]}")"
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+out=$(go test -run '^$' -bench '^BenchmarkTryAcquire' -benchtime 2s -count 1 .)
+echo "$out"
+ns=$(awk '$1 ~ /^BenchmarkTryAcquire(-[0-9]+)?$/ { print $3 }' <<<"$out")
+[[ -n "$ns" ]] || { echo "no BenchmarkTryAcquire result" >&2; exit 1; }
+echo "BENCH go try_acquire_ns=$ns"

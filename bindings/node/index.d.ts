@@ -1,0 +1,185 @@
+// Type definitions for ratetrack, the Node.js binding of libratetrack.
+
+/** A count of requests or tokens (uint64): a safe non-negative integer or a bigint. */
+export type Count = number | bigint;
+
+/** A configuration: an object (sent as JSON) or a JSON string. */
+export type Config = string | ConfigObject;
+
+export interface ConfigObject {
+  /** Built-in tier(s): "tier1", or per provider "openai=tier2,anthropic=tier1". */
+  tier?: string;
+  /** Where the counters live ("memory": in-process). */
+  backend?: string;
+  /** false: use only `limits`. */
+  builtin_tiers?: boolean;
+  /** Per model ("provider/model") or per provider ("provider/*"). */
+  limits?: Record<string, ModelLimits>;
+}
+
+export interface ModelLimits {
+  rpm?: number | null;
+  tpm?: number | null;
+  rpd?: number | null;
+  tpd?: number | null;
+  windows?: Array<{ unit: 'requests' | 'tokens'; limit: number | null; seconds: number }>;
+}
+
+/** One window of a model's usage; limit, remaining and usage_percent are null when unlimited. */
+export interface Window {
+  current: number;
+  limit: number | null;
+  remaining: number | null;
+  usage_percent: number | null;
+}
+
+/** Usage of a tracker: models -> window name ("requests_per_minute", "tokens_per_2s", ...) -> Window. */
+export interface Stats {
+  tier: string;
+  backend: string;
+  models: Record<string, Record<string, Window>>;
+}
+
+export interface TryAcquireResult {
+  /** true: admitted and recorded. false: nothing recorded. */
+  ok: boolean;
+  /** When not ok: milliseconds until it would fit (> 0). 0 when ok. */
+  retryAfterMs: number;
+}
+
+export interface TryAcquireGrantResult extends TryAcquireResult {
+  /** The grant when ok, else null. */
+  grant: Grant | null;
+}
+
+export interface AcquireOptions {
+  /** Give up (resolve null) after this many ms; 0 tries once; omitted waits as long as needed. */
+  timeoutMs?: number;
+  /** Rejects with signal.reason when aborted. */
+  signal?: AbortSignal;
+}
+
+/** A ticket for an admitted request, to settle with its real token count (tokens: what it was granted with). */
+export class Grant {
+  constructor(model: string, ticket: bigint, tokens: Count);
+  readonly model: string;
+  readonly ticket: bigint;
+  readonly tokens: Count;
+}
+
+/** A rate-limit tracker: the global one or a private one from open(). */
+export class Tracker {
+  private constructor();
+  /** Whether this is the process-wide global tracker (close() is a no-op). */
+  readonly isGlobal: boolean;
+  /** Whether close() was called on this private tracker. */
+  readonly closed: boolean;
+  /** Whether the request fits every window now (records nothing). Throws RT_E_TOO_LARGE if it never can. */
+  canMake(model: string, tokens?: Count): boolean;
+  /** Records a request that happened now (even past a limit). */
+  record(model: string, tokens?: Count): void;
+  /** Checks and records atomically. Throws RT_E_TOO_LARGE if it never fits. */
+  tryAcquire(model: string, tokens?: Count): TryAcquireResult;
+  /** tryAcquire that also returns a Grant for settle(). */
+  tryAcquireGrant(model: string, tokens?: Count): TryAcquireGrantResult;
+  /**
+   * Settles a grant to the tokens really used (refund or top-up at the grant's time), passing
+   * grant.tokens as the granted count. Throws RT_E_INVALID, changing nothing, for a ticket of 0,
+   * a forged ticket, one from another tracker, or a grant whose tokens are not the grant's own.
+   */
+  settle(grant: Grant, actualTokens: Count): void;
+  /** Milliseconds until the request would fit (0: now). Throws RT_E_TOO_LARGE if never. */
+  waitTime(model: string, tokens?: Count): number;
+  /** Waits (setTimeout, never blocking the event loop) until admitted; null on timeout. */
+  acquire(model: string, tokens?: Count, options?: AcquireOptions): Promise<Grant | null>;
+  /** Clears recorded usage; keeps limits and tier. */
+  reset(): void;
+  /** Usage as native data. */
+  stats(): Stats;
+  /** Applies a configuration (RT_E_CONFIG and nothing changed if bad). */
+  configure(config: Config): void;
+  /** Frees a private tracker (idempotent); no-op on the global one. */
+  close(): void;
+  [Symbol.dispose](): void;
+}
+
+export type StatusName =
+  | 'RT_E_INVALID'
+  | 'RT_E_CONFIG'
+  | 'RT_E_TOO_LARGE'
+  | 'RT_E_BACKEND'
+  | 'RT_E_NOMEM'
+  | 'RT_E_INTERNAL';
+
+/** A negative status from libratetrack: .code is the int, .status its name. */
+export class RateTrackError extends Error {
+  constructor(code: number, message?: string);
+  readonly code: number;
+  readonly status: StatusName | string;
+  /** rt_last_error() text read right after the failing call ('' if none). */
+  readonly detail: string;
+}
+
+/** The library could not be loaded; `tried` lists every place with the loader's message. */
+export class LoadError extends Error {
+  readonly tried: Array<{ source: string; path: string; error: string }>;
+}
+
+/** The library's major.minor differs from the binding's. */
+export class VersionMismatchError extends LoadError {
+  readonly path: string;
+  readonly libraryVersion: string;
+  readonly bindingVersion: string;
+}
+
+export interface LoadedLibrary {
+  path: string;
+  /** 'explicit path', '$RATETRACK_LIBRARY' or 'system loader'. */
+  source: string;
+  version: string;
+  versionNumber: number;
+}
+
+/** Loads the library now: `path`, then $RATETRACK_LIBRARY, then libratetrack.so.0. Once per process. */
+export function load(path?: string): LoadedLibrary;
+/** The process-wide global tracker; `tier` applies that tier from now on. */
+export function globalTracker(tier?: string | null): Tracker;
+/** A private tracker (defaults when config is omitted). */
+export function open(config?: Config | null): Tracker;
+/** Configures the global tracker, before or after it is created. */
+export function configureGlobal(config: Config): void;
+/** The global tracker's stats, or null before it exists (and after resetGlobal(), until the next globalTracker()). */
+export function globalStats(): Stats | null;
+/**
+ * Returns the global tracker to "never created": usage forgotten, globalStats() null until the
+ * next globalTracker(), which chooses the tier again as at first creation (until then the old
+ * tier's limits stay in force). Configuration kept; existing handles stay valid.
+ */
+export function resetGlobal(): void;
+/** Loaded library version "MAJOR.MINOR.PATCH". */
+export function version(): string;
+/** Loaded library version as MAJOR*10000 + MINOR*100 + PATCH. */
+export function versionNumber(): number;
+/** The library's description of a status code. */
+export function statusString(code: number): string;
+/** The name of a status code ('RT_E_CONFIG'). */
+export function statusName(code: number): string;
+/** The error for a negative status code. */
+export function errorFromStatus(code: number, message?: string): RateTrackError;
+/** Whether a library version number has this binding's major.minor. */
+export function isCompatible(libraryVersionNumber: number, bindingVersion?: string): boolean;
+
+export const Status: Readonly<{
+  RT_OK: 0;
+  RT_LIMITED: 1;
+  RT_E_INVALID: -1;
+  RT_E_CONFIG: -2;
+  RT_E_TOO_LARGE: -3;
+  RT_E_BACKEND: -4;
+  RT_E_NOMEM: -5;
+  RT_E_INTERNAL: -6;
+}>;
+/** This binding's version; the library's major.minor must match. */
+export const BINDING_VERSION: string;
+/** RT_WAIT_NEVER (UINT64_MAX). */
+export const WAIT_NEVER: bigint;

@@ -1,0 +1,79 @@
+"""ratetrack: Python binding of libratetrack, a rate-limit tracker for LLM APIs.
+
+A thin, pure-ctypes layer over the C ABI of ``libratetrack.so.0``, loaded at
+run time (explicit :func:`load` path, then ``$RATETRACK_LIBRARY``, then the
+system loader)::
+
+    import ratetrack
+
+    tracker = ratetrack.global_tracker("tier1")     # shared by the whole process
+    if tracker.try_acquire("openai/gpt-4o-mini", tokens=1200):
+        ...                                         # call the API
+    grant = tracker.acquire("openai/gpt-4o-mini", 1200, timeout=30)  # blocks
+    tracker.settle(grant, actual_tokens=900)
+    print(tracker.stats()["models"]["openai/gpt-4o-mini"]["requests_per_minute"])
+"""
+
+from ._library import BINDING_VERSION
+from ._tracker import (
+    Acquire,
+    Config,
+    Grant,
+    Stats,
+    Tracker,
+    WindowStats,
+    configure_global,
+    global_stats,
+    global_tracker,
+    load,
+    open,
+    reset_global,
+    status_string,
+    version,
+    version_number,
+)
+from .errors import (
+    AcquireTimeout,
+    BackendError,
+    ConfigError,
+    InternalError,
+    InvalidArgument,
+    LibraryError,
+    LibraryNotFound,
+    NoMemory,
+    RateTrackError,
+    TooLarge,
+    VersionMismatch,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BINDING_VERSION",
+    "Acquire",
+    "AcquireTimeout",
+    "BackendError",
+    "Config",
+    "ConfigError",
+    "Grant",
+    "InternalError",
+    "InvalidArgument",
+    "LibraryError",
+    "LibraryNotFound",
+    "NoMemory",
+    "RateTrackError",
+    "Stats",
+    "TooLarge",
+    "Tracker",
+    "VersionMismatch",
+    "WindowStats",
+    "configure_global",
+    "global_stats",
+    "global_tracker",
+    "load",
+    "open",
+    "reset_global",
+    "status_string",
+    "version",
+    "version_number",
+]

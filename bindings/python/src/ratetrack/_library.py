@@ -1,0 +1,145 @@
+"""Finding, loading and declaring libratetrack (ctypes only, no compiler).
+
+Lookup order: an explicit path, then the environment variable
+``RATETRACK_LIBRARY``, then the system loader name ``libratetrack.so.0``. The
+first candidate that loads is used; if none does, :class:`LibraryNotFound`
+names every place tried with the loader's message for each. A library whose
+major.minor differs from the binding's is refused (:class:`VersionMismatch`);
+one that lacks a function of the API (an earlier build without ``rt_open_ex``,
+``rt_global_get_ex``, ``rt_stats_json_ex``...) is passed over like one that
+does not load, with the missing symbol named.
+The library is loaded once per process, lazily, and shared.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from ctypes import POINTER, c_char_p, c_int, c_uint64, c_void_p
+from typing import List, Mapping, Optional, Tuple
+
+from .errors import LibraryNotFound, VersionMismatch
+
+#: major.minor of the C API this binding was written for (ratetrack.h 0.1.x).
+BINDING_VERSION: Tuple[int, int] = (0, 1)
+
+#: Environment variable naming the library file.
+ENV_VAR = "RATETRACK_LIBRARY"
+
+#: Name given to the system loader last.
+SYSTEM_NAME = "libratetrack.so.0"
+
+_u64p = POINTER(c_uint64)
+
+# name: (restype, argtypes). rt_tracker* is an opaque c_void_p.
+# Owned strings (rt_stats_json_ex's *json_out) are c_void_p so that they can be
+# rt_free'd; const char* (static or thread-local) strings are c_char_p.
+# Every symbol is resolved at load: a library lacking one (e.g. a build before
+# the *_ex functions) is not the version this binding was written for.
+# Trackers and stats come from the *_ex forms only, so that the kind of a
+# failure always comes from a status code, never from a bare NULL.
+_PROTOTYPES = {
+    "rt_version_number": (c_int, []),
+    "rt_version_string": (c_char_p, []),
+    "rt_status_string": (c_char_p, [c_int]),
+    "rt_last_error": (c_char_p, []),
+    "rt_free": (None, [c_void_p]),
+    "rt_global_get_ex": (c_int, [c_char_p, POINTER(c_void_p)]),
+    "rt_global_configure": (c_int, [c_char_p]),
+    "rt_open_ex": (c_int, [c_char_p, POINTER(c_void_p)]),
+    "rt_configure": (c_int, [c_void_p, c_char_p]),
+    "rt_close": (None, [c_void_p]),
+    "rt_can_make": (c_int, [c_void_p, c_char_p, c_uint64]),
+    "rt_record": (c_int, [c_void_p, c_char_p, c_uint64]),
+    "rt_try_acquire": (c_int, [c_void_p, c_char_p, c_uint64, _u64p]),
+    "rt_try_acquire_grant": (c_int, [c_void_p, c_char_p, c_uint64, _u64p, _u64p]),
+    "rt_acquire": (c_int, [c_void_p, c_char_p, c_uint64, c_uint64, _u64p]),
+    "rt_settle": (c_int, [c_void_p, c_char_p, c_uint64, c_uint64, c_uint64]),
+    "rt_wait_time": (c_int, [c_void_p, c_char_p, c_uint64, _u64p]),
+    "rt_reset": (c_int, [c_void_p]),
+    "rt_stats_json_ex": (c_int, [c_void_p, POINTER(c_void_p)]),
+}
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Sets restype/argtypes of every C function (AttributeError if one is missing)."""
+    for name, (restype, argtypes) in _PROTOTYPES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def check_version(number: int, binding: Tuple[int, int] = BINDING_VERSION) -> None:
+    """Raises :class:`VersionMismatch` unless ``number`` (as from
+    ``rt_version_number()``: major*10000 + minor*100 + patch) has the binding's
+    major.minor."""
+    major, minor = divmod(number // 100, 100)
+    if (major, minor) != tuple(binding):
+        raise VersionMismatch(
+            f"libratetrack {major}.{minor}.{number % 100} (rt_version_number() = {number}) "
+            f"is not compatible with this binding, which needs {binding[0]}.{binding[1]}.x"
+        )
+
+
+def find_library(
+    path: Optional[str] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    binding: Tuple[int, int] = BINDING_VERSION,
+) -> Tuple[ctypes.CDLL, str]:
+    """Loads libratetrack without caching it; returns ``(library, where)``.
+
+    Tries ``path`` (if given), then ``environ[RATETRACK_LIBRARY]`` (``environ``
+    defaults to ``os.environ``), then the system loader. Raises
+    :class:`LibraryNotFound` listing every place tried, or
+    :class:`VersionMismatch` for a library of another major.minor.
+    """
+    env = os.environ if environ is None else environ
+    candidates: List[Tuple[str, Optional[str]]] = []
+    if path:
+        candidates.append(("explicit path", os.fspath(path)))
+    candidates.append((f"${ENV_VAR}", env.get(ENV_VAR) or None))
+    candidates.append(("system loader", SYSTEM_NAME))
+
+    tried: List[str] = []
+    for label, candidate in candidates:
+        if candidate is None:
+            tried.append(f"  {label}: not set")
+            continue
+        try:
+            lib = ctypes.CDLL(candidate)
+            _declare(lib)
+        except (OSError, AttributeError) as exc:
+            tried.append(f"  {label} {candidate!r}: {exc}")
+            continue
+        check_version(lib.rt_version_number(), binding)
+        return lib, candidate
+    raise LibraryNotFound(
+        "could not load libratetrack; tried, in order:\n" + "\n".join(tried)
+    )
+
+
+_lock = threading.Lock()
+_loaded: Optional[ctypes.CDLL] = None
+_loaded_from: Optional[str] = None
+
+
+def load(path: Optional[str] = None) -> ctypes.CDLL:
+    """The process's libratetrack, loaded on first use and then shared.
+
+    ``path`` is only used by the first load; later calls return the library
+    already loaded, whatever ``path`` says.
+    """
+    global _loaded, _loaded_from
+    lib = _loaded
+    if lib is not None:
+        return lib
+    with _lock:
+        if _loaded is None:
+            _loaded, _loaded_from = find_library(path)
+        return _loaded
+
+
+def loaded_from() -> Optional[str]:
+    """Where the shared library was loaded from (None before it is loaded)."""
+    return _loaded_from

@@ -1,0 +1,164 @@
+"""Library lookup: explicit path, $RATETRACK_LIBRARY, system loader; error messages; versions."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+import ratetrack
+from ratetrack import _library
+
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def _fresh(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter (nothing loaded yet: in this process the
+    loader would match the already-loaded libratetrack.so.0 by its SONAME)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("RATETRACK_LIBRARY", "LD_LIBRARY_PATH")}
+    environ["PYTHONPATH"] = SRC
+    environ.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=60)
+
+
+def _system_has_library() -> bool:
+    return _fresh("import ctypes; ctypes.CDLL('libratetrack.so.0')").returncode == 0
+
+
+FIND = """
+import ratetrack
+from ratetrack import _library
+try:
+    _library.find_library({path!r}, {env!r})
+except ratetrack.LibraryNotFound as e:
+    print(e)
+    raise SystemExit(3)
+"""
+
+
+def test_bad_paths_list_every_place_tried() -> None:
+    if _system_has_library():
+        pytest.skip("libratetrack.so.0 is installed system-wide: the system loader would find it")
+    proc = _fresh(FIND.format(path="/nonexistent/explicit.so", env={"RATETRACK_LIBRARY": "/nonexistent/env.so"}))
+    assert proc.returncode == 3, proc.stderr
+    text = proc.stdout
+    assert "/nonexistent/explicit.so" in text
+    assert "/nonexistent/env.so" in text
+    assert "libratetrack.so.0" in text
+    assert text.count("cannot open shared object file") == 3  # the loader's message for each
+    assert text.index("explicit.so") < text.index("env.so") < text.index("libratetrack.so.0")
+
+
+def test_unset_env_var_is_reported() -> None:
+    if _system_has_library():
+        pytest.skip("libratetrack.so.0 is installed system-wide")
+    proc = _fresh(FIND.format(path=None, env={}))
+    assert proc.returncode == 3, proc.stderr
+    assert "RATETRACK_LIBRARY: not set" in proc.stdout
+    assert "libratetrack.so.0" in proc.stdout
+
+
+def test_a_library_without_the_symbols_is_passed_over(library_path: str) -> None:
+    libc = ctypes.util.find_library("c")
+    assert libc
+    lib, where = _library.find_library(libc, {"RATETRACK_LIBRARY": library_path})
+    assert where == library_path
+
+
+def test_a_bad_load_in_a_fresh_process_names_all_places() -> None:
+    if _system_has_library():
+        pytest.skip("libratetrack.so.0 is installed system-wide")
+    code = (
+        "import ratetrack\n"
+        "try:\n"
+        "    ratetrack.global_tracker()\n"
+        "except ratetrack.LibraryNotFound as e:\n"
+        "    print(e)\n"
+        "    raise SystemExit(3)\n"
+    )
+    proc = _fresh(code, RATETRACK_LIBRARY="/nonexistent/env.so")
+    assert proc.returncode == 3, proc.stderr
+    for place in ("$RATETRACK_LIBRARY '/nonexistent/env.so'", "system loader 'libratetrack.so.0'"):
+        assert place in proc.stdout
+
+
+def test_the_system_loader_is_the_last_resort(library_path: str) -> None:
+    code = "import ratetrack, ratetrack._library as l; print(ratetrack.version(), l.loaded_from())"
+    proc = _fresh(code, LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(library_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [ratetrack.version(), "libratetrack.so.0"]
+
+
+def test_the_env_var_in_a_fresh_process(library_path: str) -> None:
+    code = "import ratetrack, ratetrack._library as l; ratetrack.load(); print(l.loaded_from())"
+    proc = _fresh(code, RATETRACK_LIBRARY=library_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == library_path
+
+
+def test_the_ex_functions_are_resolved_at_load(library_path: str) -> None:
+    for name in ("rt_open_ex", "rt_global_get_ex", "rt_stats_json_ex"):
+        assert name in _library._PROTOTYPES
+        assert getattr(_library.load(), name).restype is ctypes.c_int
+    # The NULL-only forms are not used: every failure kind comes from a status code.
+    for name in ("rt_open", "rt_global_get", "rt_stats_json"):
+        assert name not in _library._PROTOTYPES
+
+
+def test_a_library_without_the_ex_functions_is_not_this_version(library_path: str) -> None:
+    """An earlier build (every symbol but the *_ex ones) is refused by _declare,
+    so find_library passes it over and names the missing symbol."""
+
+    class EarlierBuild:
+        def __init__(self, missing: str) -> None:
+            self.missing = missing
+
+        def __getattr__(self, name: str) -> object:
+            if name == self.missing:
+                raise AttributeError(f"earlier-build.so: undefined symbol: {name}")
+            fn = types.SimpleNamespace()
+            setattr(self, name, fn)
+            return fn
+
+    for missing in ("rt_open_ex", "rt_global_get_ex", "rt_stats_json_ex"):
+        with pytest.raises(AttributeError, match=missing):
+            _library._declare(EarlierBuild(missing))  # type: ignore[arg-type]
+    real = ctypes.CDLL(library_path)
+    _library._declare(real)  # the real library has them all
+
+
+def test_lookup_order(library_path: str) -> None:
+    _, where = _library.find_library(None, {"RATETRACK_LIBRARY": library_path})
+    assert where == library_path
+    _, where = _library.find_library(library_path, {"RATETRACK_LIBRARY": "/nonexistent/env.so"})
+    assert where == library_path
+    # A bad explicit path falls through to the next place in the lookup order.
+    _, where = _library.find_library("/nonexistent/explicit.so", {"RATETRACK_LIBRARY": library_path})
+    assert where == library_path
+
+
+def test_version_mismatch_with_the_real_library(library_path: str) -> None:
+    with pytest.raises(ratetrack.VersionMismatch) as info:
+        _library.find_library(library_path, {}, binding=(0, 2))
+    text = str(info.value)
+    assert ratetrack.version() in text  # the library's version
+    assert "0.2" in text  # the binding's
+
+
+def test_version_info(library_path: str) -> None:
+    assert ratetrack.version_number() // 100 == 1  # 0.1.x
+    assert ratetrack.version().startswith("0.1.")
+    assert ratetrack.version() == "0.1.%d" % (ratetrack.version_number() % 100)
+    assert _library.loaded_from() == library_path
+    assert ratetrack.status_string(0)
+    assert ratetrack.status_string(-2)
+
+
+def test_load_is_shared(library_path: str) -> None:
+    assert _library.load() is _library.load("/ignored/after/first/load.so")

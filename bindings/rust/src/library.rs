@@ -1,0 +1,275 @@
+//! Finding, loading and version-checking `libratetrack.so.0` at run time.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, Result};
+
+/// The major version of the C API this binding was written for.
+pub const BINDING_MAJOR: i32 = 0;
+/// The minor version of the C API this binding was written for. Until 1.0
+/// the ABI may change with the minor version, so major.minor must match.
+pub const BINDING_MINOR: i32 = 1;
+
+/// The environment variable naming the library file to load.
+pub const ENV_VAR: &str = "RATETRACK_LIBRARY";
+/// The name handed to the system loader as the last resort.
+pub const SYSTEM_NAME: &str = "libratetrack.so.0";
+
+/// Opaque `rt_tracker`.
+#[repr(C)]
+pub(crate) struct RawTracker {
+    _private: [u8; 0],
+}
+
+pub(crate) type Handle = *mut RawTracker;
+
+/// The loaded library and its resolved entry points (plain fn pointers, so
+/// calls cost no lookup). The `Library` is kept so they stay valid.
+pub(crate) struct Lib {
+    pub version_number: unsafe extern "C" fn() -> c_int,
+    pub version_string: unsafe extern "C" fn() -> *const c_char,
+    pub status_string: unsafe extern "C" fn(c_int) -> *const c_char,
+    pub last_error: unsafe extern "C" fn() -> *const c_char,
+    pub free: unsafe extern "C" fn(*mut c_void),
+    /// `rt_global_get_ex`: status code, handle in `*out`.
+    pub global_get_ex: unsafe extern "C" fn(*const c_char, *mut Handle) -> c_int,
+    pub global_configure: unsafe extern "C" fn(*const c_char) -> c_int,
+    /// `rt_open_ex`: status code, handle in `*out`.
+    pub open_ex: unsafe extern "C" fn(*const c_char, *mut Handle) -> c_int,
+    pub configure: unsafe extern "C" fn(Handle, *const c_char) -> c_int,
+    pub close: unsafe extern "C" fn(Handle),
+    pub can_make: unsafe extern "C" fn(Handle, *const c_char, u64) -> c_int,
+    pub record: unsafe extern "C" fn(Handle, *const c_char, u64) -> c_int,
+    pub try_acquire: unsafe extern "C" fn(Handle, *const c_char, u64, *mut u64) -> c_int,
+    pub try_acquire_grant:
+        unsafe extern "C" fn(Handle, *const c_char, u64, *mut u64, *mut u64) -> c_int,
+    pub settle: unsafe extern "C" fn(Handle, *const c_char, u64, u64, u64) -> c_int,
+    pub wait_time: unsafe extern "C" fn(Handle, *const c_char, u64, *mut u64) -> c_int,
+    pub reset: unsafe extern "C" fn(Handle) -> c_int,
+    /// `rt_stats_json_ex`: status code, owned string in `*json_out`.
+    pub stats_json_ex: unsafe extern "C" fn(Handle, *mut *mut c_char) -> c_int,
+    /// Where the library was found (for messages).
+    pub origin: String,
+    _library: libloading::Library,
+}
+
+impl Lib {
+    /// Resolves every entry point of `library`. The binding uses only the
+    /// status-code variants `rt_open_ex`, `rt_global_get_ex` and
+    /// `rt_stats_json_ex`; a library without them is an older build, not the
+    /// version this binding was written for, and is refused.
+    fn resolve(library: libloading::Library, origin: String) -> std::result::Result<Lib, String> {
+        macro_rules! sym {
+            ($name:literal) => {
+                // SAFETY: the types above are those of ratetrack.h; the
+                // pointer is copied out and `library` is kept alive in Lib.
+                unsafe {
+                    *library.get(concat!($name, "\0").as_bytes()).map_err(|e| {
+                        format!(
+                            "missing symbol {} (not the libratetrack build this binding \
+                                 needs): {}",
+                            $name,
+                            with_sources(&e)
+                        )
+                    })?
+                }
+            };
+        }
+        Ok(Lib {
+            version_number: sym!("rt_version_number"),
+            version_string: sym!("rt_version_string"),
+            status_string: sym!("rt_status_string"),
+            last_error: sym!("rt_last_error"),
+            free: sym!("rt_free"),
+            global_get_ex: sym!("rt_global_get_ex"),
+            global_configure: sym!("rt_global_configure"),
+            open_ex: sym!("rt_open_ex"),
+            configure: sym!("rt_configure"),
+            close: sym!("rt_close"),
+            can_make: sym!("rt_can_make"),
+            record: sym!("rt_record"),
+            try_acquire: sym!("rt_try_acquire"),
+            try_acquire_grant: sym!("rt_try_acquire_grant"),
+            settle: sym!("rt_settle"),
+            wait_time: sym!("rt_wait_time"),
+            reset: sym!("rt_reset"),
+            stats_json_ex: sym!("rt_stats_json_ex"),
+            origin,
+            _library: library,
+        })
+    }
+
+    /// The calling thread's last error message. Call it right after the
+    /// failing call, on the same thread (Rust calls never switch threads).
+    pub fn last_error(&self) -> String {
+        // SAFETY: never NULL per the header; copied before the next call.
+        unsafe { cstr_to_string((self.last_error)()) }
+    }
+
+    /// `Ok(status)` for RT_OK / RT_LIMITED (and other non-negative answers),
+    /// else the error of that code with the thread's detail message.
+    pub fn check(&self, status: c_int) -> Result<c_int> {
+        if status >= 0 {
+            Ok(status)
+        } else {
+            Err(Error::from_code(status, self.last_error()))
+        }
+    }
+}
+
+/// Copies a NUL-terminated C string (NULL gives "").
+pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+/// Where to look, in order: the explicit path, then `$RATETRACK_LIBRARY`,
+/// then the system loader name. Each entry is (description, file name).
+pub(crate) fn candidates(explicit: Option<&Path>, env: Option<&str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(p) = explicit {
+        let p = p.to_string_lossy().into_owned();
+        out.push((format!("explicit path {p:?}"), p));
+    }
+    if let Some(e) = env.filter(|e| !e.is_empty()) {
+        out.push((format!("{ENV_VAR}={e:?}"), e.to_string()));
+    }
+    out.push((
+        format!("system loader {SYSTEM_NAME:?}"),
+        SYSTEM_NAME.to_string(),
+    ));
+    out
+}
+
+/// Checks the loaded library's `rt_version_number()` against the binding's
+/// major.minor (number / 100, e.g. 0.1.x = 1).
+pub(crate) fn check_version(number: i32, origin: &str) -> std::result::Result<(), String> {
+    let want = BINDING_MAJOR * 100 + BINDING_MINOR;
+    if number / 100 == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{origin} is libratetrack {}.{}.{} but this binding needs {BINDING_MAJOR}.{BINDING_MINOR}.x \
+             (major.minor must match before 1.0)",
+            number / 10000,
+            number / 100 % 100,
+            number % 100
+        ))
+    }
+}
+
+/// An error and its chain of causes (libloading puts dlerror() in `source`).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Tries each candidate in order; the first that loads is used (and must have
+/// the right version and every symbol). Otherwise the error lists every place
+/// tried with the loader's message for each.
+pub(crate) fn open_first(candidates: &[(String, String)]) -> Result<Lib> {
+    let mut tried = Vec::new();
+    for (what, file) in candidates {
+        // SAFETY: loading runs the library's initialisers; libratetrack's are
+        // benign. This is the inherent risk of any FFI loader.
+        match unsafe { libloading::Library::new(file) } {
+            Ok(library) => {
+                // The version first: another version may lack our symbols.
+                // SAFETY: rt_version_number's type per ratetrack.h; a plain call.
+                let number = unsafe {
+                    let f: libloading::Symbol<unsafe extern "C" fn() -> c_int> = library
+                        .get(b"rt_version_number\0")
+                        .map_err(|e| Error::Load(format!("{what}: {}", with_sources(&e))))?;
+                    f()
+                };
+                check_version(number, what).map_err(Error::Load)?;
+                return Lib::resolve(library, what.clone())
+                    .map_err(|e| Error::Load(format!("{what}: {e}")));
+            }
+            Err(e) => tried.push(format!("{what}: {}", with_sources(&e))),
+        }
+    }
+    Err(Error::Load(format!(
+        "libratetrack not found; tried {}",
+        tried.join("; ")
+    )))
+}
+
+static LIB: OnceLock<std::result::Result<Arc<Lib>, Error>> = OnceLock::new();
+
+/// The process-wide library, loading it on first use (explicit `path`, then
+/// the environment, then the system loader). Later calls return the same
+/// library (or the same error) whatever `path` they pass.
+pub(crate) fn get(path: Option<&Path>) -> Result<Arc<Lib>> {
+    LIB.get_or_init(|| {
+        let env = std::env::var(ENV_VAR).ok();
+        open_first(&candidates(path, env.as_deref()))
+            .map(Arc::new)
+            .map_err(|e| match e {
+                Error::Load(m)
+                    if m.starts_with("libratetrack not found")
+                        && env.as_deref().is_none_or(str::is_empty) =>
+                {
+                    Error::Load(format!("{m} ({ENV_VAR} is not set)"))
+                }
+                other => other,
+            })
+    })
+    .clone()
+}
+
+/// The library's version, as reported by the loaded `libratetrack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// `rt_version_number()`: major * 10000 + minor * 100 + patch.
+    pub number: i32,
+    /// `rt_version_string()`: "MAJOR.MINOR.PATCH".
+    pub string: String,
+    /// Where the library was found ("explicit path ...", "RATETRACK_LIBRARY=...",
+    /// or "system loader ...").
+    pub origin: String,
+}
+
+/// Loads libratetrack now (it is otherwise loaded lazily by the first call)
+/// and returns its version.
+///
+/// `path` is tried first, then the file named by `RATETRACK_LIBRARY`, then
+/// `libratetrack.so.0` through the system loader. The library is loaded once
+/// per process: once loading has been attempted, `path` is ignored and the
+/// first outcome (library or error) is returned again. A library whose
+/// major.minor differs from the binding's (0.1) is refused with
+/// [`Error::Load`].
+pub fn load(path: Option<&Path>) -> Result<Version> {
+    let lib = get(path)?;
+    // SAFETY: plain calls; the version string is static.
+    unsafe {
+        Ok(Version {
+            number: (lib.version_number)(),
+            string: cstr_to_string((lib.version_string)()),
+            origin: lib.origin.clone(),
+        })
+    }
+}
+
+/// The library's version (loading it if needed).
+pub fn version() -> Result<Version> {
+    load(None)
+}
+
+/// The library's static description of a status code (any code).
+pub fn status_string(code: i32) -> Result<String> {
+    let lib = get(None)?;
+    // SAFETY: never NULL, static.
+    Ok(unsafe { cstr_to_string((lib.status_string)(code)) })
+}

@@ -1,0 +1,383 @@
+//! Trackers: the global one and private ones, over the C handles.
+
+use std::ffi::{c_char, c_int, CString};
+use std::fmt;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result, RT_E_TOO_LARGE, RT_LIMITED};
+use crate::library::{self, cstr_to_string, Handle, Lib, RawTracker};
+use crate::stats::Stats;
+
+/// `RT_WAIT_NEVER`: the request can never be admitted.
+const WAIT_NEVER: u64 = u64::MAX;
+
+/// The answer of [`Tracker::try_acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquire {
+    /// Admitted and recorded.
+    Granted,
+    /// Not now; nothing recorded. `retry_after` (never zero) is how long
+    /// until the same request would fit, as far as the tracker knows now.
+    Limited {
+        /// How long to wait before trying again.
+        retry_after: Duration,
+    },
+}
+
+impl Acquire {
+    /// Whether the request was admitted.
+    pub fn is_granted(&self) -> bool {
+        matches!(self, Acquire::Granted)
+    }
+
+    /// The wait suggested by a refusal (zero when granted).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Acquire::Granted => Duration::ZERO,
+            Acquire::Limited { retry_after } => *retry_after,
+        }
+    }
+}
+
+/// An admitted request that can later be settled to its real token count
+/// with [`Tracker::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The model the grant is for.
+    pub model: String,
+    /// The library's opaque ticket (non-zero).
+    pub ticket: u64,
+    /// The tokens the grant was acquired with (the estimate).
+    pub tokens: u64,
+}
+
+/// The answer of [`Tracker::try_acquire_grant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantAttempt {
+    /// Admitted and recorded; settle the grant when the real count is known.
+    Granted(Grant),
+    /// Not now; nothing recorded.
+    Limited {
+        /// How long to wait before trying again (never zero).
+        retry_after: Duration,
+    },
+}
+
+/// A rate-limit tracker: the process-wide global one ([`Tracker::global`])
+/// or a private one ([`Tracker::open`]).
+///
+/// A `Tracker` is `Send + Sync`: share it between threads by reference or in
+/// an `Arc`; every method takes `&self` and the C library is thread-safe.
+/// Dropping a private tracker closes it; dropping a global handle does
+/// nothing (the global lives as long as the process). Each tracker keeps the
+/// loaded library alive.
+pub struct Tracker {
+    lib: Arc<Lib>,
+    handle: NonNull<RawTracker>,
+    global: bool,
+}
+
+// SAFETY: libratetrack is thread-safe for every call on a handle except
+// rt_close, which only Drop calls, and Drop has exclusive ownership.
+unsafe impl Send for Tracker {}
+unsafe impl Sync for Tracker {}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracker")
+            .field("handle", &self.handle)
+            .field("global", &self.global)
+            .finish()
+    }
+}
+
+/// A C string for a model name or configuration; a NUL byte inside is
+/// `Error::Invalid` (the C API cannot see past it).
+fn c_string(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Invalid(format!("{what} contains a NUL byte")))
+}
+
+/// The stats of `h` (NULL: the global) through `rt_stats_json_ex`, parsed.
+/// `Ok(None)` for the JSON text `null` (the global does not exist). The error
+/// kind is the status code's.
+fn stats_of(lib: &Lib, h: *mut RawTracker) -> Result<Option<Stats>> {
+    let mut p: *mut c_char = ptr::null_mut();
+    // SAFETY: h is a live handle or NULL (the global); p is a valid out pointer.
+    let st = unsafe { (lib.stats_json_ex)(h, &mut p) };
+    lib.check(st)?;
+    if p.is_null() {
+        return Err(Error::Internal(
+            "rt_stats_json_ex returned RT_OK without a string".into(),
+        ));
+    }
+    // SAFETY: p is a NUL-terminated string owned by us; freed once, here.
+    let text = unsafe {
+        let s = cstr_to_string(p);
+        (lib.free)(p.cast());
+        s
+    };
+    serde_json::from_str::<Option<Stats>>(&text)
+        .map_err(|e| Error::Internal(format!("unexpected stats JSON ({e}): {text}")))
+}
+
+/// The handle set by a successful `rt_open_ex` / `rt_global_get_ex`, or the
+/// error of its status code.
+fn handle_from(lib: &Lib, what: &str, st: c_int, h: Handle) -> Result<NonNull<RawTracker>> {
+    lib.check(st)?;
+    NonNull::new(h)
+        .ok_or_else(|| Error::Internal(format!("{what} returned RT_OK without a handle")))
+}
+
+impl Tracker {
+    /// The process-wide global tracker, created on first use and shared by
+    /// every caller in the process (whatever their language, for one loaded
+    /// copy of the library).
+    ///
+    /// `tier`: `None` keeps the current tier (or, on creation, uses
+    /// `RATETRACK_TIER`, the configuration's tier, else "tier1"); `Some(t)`
+    /// applies tier `t` ("tier1", or "openai=tier2,anthropic=tier1").
+    /// Unknown tier or bad configuration: [`Error::Config`]; the error is
+    /// always the status code of `rt_global_get_ex`.
+    pub fn global(tier: Option<&str>) -> Result<Tracker> {
+        let lib = library::get(None)?;
+        let tier = tier.map(|t| c_string("tier", t)).transpose()?;
+        let mut h: Handle = ptr::null_mut();
+        // SAFETY: tier is NULL or a valid C string for the call; h is a valid out pointer.
+        let st = unsafe {
+            (lib.global_get_ex)(tier.as_ref().map_or(ptr::null(), |t| t.as_ptr()), &mut h)
+        };
+        let handle = handle_from(&lib, "rt_global_get_ex", st, h)?;
+        Ok(Tracker {
+            lib,
+            handle,
+            global: true,
+        })
+    }
+
+    /// A private tracker, independent of the global one, configured by the
+    /// JSON `config` ("" for the defaults). See `rt_open` in ratetrack.h for
+    /// the keys, e.g.
+    /// `{"builtin_tiers": false, "limits": {"acme/m": {"rpm": 100, "tpm": 1000}}}`.
+    /// Malformed JSON or an unknown key: [`Error::Config`]; the error is
+    /// always the status code of `rt_open_ex` (e.g. [`Error::NoMem`]).
+    pub fn open(config: &str) -> Result<Tracker> {
+        let lib = library::get(None)?;
+        let config = c_string("config", config)?;
+        let mut h: Handle = ptr::null_mut();
+        // SAFETY: valid C string for the call; h is a valid out pointer.
+        let st = unsafe { (lib.open_ex)(config.as_ptr(), &mut h) };
+        let handle = handle_from(&lib, "rt_open_ex", st, h)?;
+        Ok(Tracker {
+            lib,
+            handle,
+            global: false,
+        })
+    }
+
+    /// Whether this is a handle to the global tracker.
+    pub fn is_global(&self) -> bool {
+        self.global
+    }
+
+    fn h(&self) -> *mut RawTracker {
+        self.handle.as_ptr()
+    }
+
+    /// Applies a JSON configuration to this tracker (keys present replace
+    /// the current values; usage is kept). Nothing changes on error.
+    pub fn configure(&self, config: &str) -> Result<()> {
+        let config = c_string("config", config)?;
+        // SAFETY: live handle, valid C string.
+        let st = unsafe { (self.lib.configure)(self.h(), config.as_ptr()) };
+        self.lib.check(st).map(drop)
+    }
+
+    /// Whether a request of `tokens` tokens to `model` fits every window now.
+    /// Records nothing. [`Error::TooLarge`] if it can never fit.
+    pub fn can_make(&self, model: &str, tokens: u64) -> Result<bool> {
+        let model = c_string("model", model)?;
+        // SAFETY: live handle, valid C string.
+        let st = unsafe { (self.lib.can_make)(self.h(), model.as_ptr(), tokens) };
+        self.lib.check(st).map(|v| v == 1)
+    }
+
+    /// Records that a request of `tokens` tokens to `model` happened now
+    /// (always recorded, even past a limit).
+    pub fn record(&self, model: &str, tokens: u64) -> Result<()> {
+        let model = c_string("model", model)?;
+        // SAFETY: live handle, valid C string.
+        let st = unsafe { (self.lib.record)(self.h(), model.as_ptr(), tokens) };
+        self.lib.check(st).map(drop)
+    }
+
+    /// Checks and records in one atomic step: two callers never both take
+    /// the last slot. [`Acquire::Limited`] is the "not now" answer (not an
+    /// error); [`Error::TooLarge`] means it never fits.
+    pub fn try_acquire(&self, model: &str, tokens: u64) -> Result<Acquire> {
+        let model = c_string("model", model)?;
+        let mut retry_ms = 0u64;
+        // SAFETY: live handle, valid C string, valid out pointer.
+        let st = unsafe { (self.lib.try_acquire)(self.h(), model.as_ptr(), tokens, &mut retry_ms) };
+        Ok(match self.lib.check(st)? {
+            RT_LIMITED => Acquire::Limited {
+                retry_after: Duration::from_millis(retry_ms),
+            },
+            _ => Acquire::Granted,
+        })
+    }
+
+    /// [`try_acquire`](Self::try_acquire) that also returns a [`Grant`] to
+    /// [`settle`](Self::settle) once the real token count is known.
+    pub fn try_acquire_grant(&self, model: &str, tokens: u64) -> Result<GrantAttempt> {
+        let cmodel = c_string("model", model)?;
+        let (mut retry_ms, mut ticket) = (0u64, 0u64);
+        // SAFETY: live handle, valid C string, valid out pointers.
+        let st = unsafe {
+            (self.lib.try_acquire_grant)(
+                self.h(),
+                cmodel.as_ptr(),
+                tokens,
+                &mut retry_ms,
+                &mut ticket,
+            )
+        };
+        Ok(match self.lib.check(st)? {
+            RT_LIMITED => GrantAttempt::Limited {
+                retry_after: Duration::from_millis(retry_ms),
+            },
+            _ => GrantAttempt::Granted(Grant {
+                model: model.to_string(),
+                ticket,
+                tokens,
+            }),
+        })
+    }
+
+    /// Blocking acquire: retries [`try_acquire_grant`](Self::try_acquire_grant),
+    /// sleeping the thread for the suggested retry-after, until the request is
+    /// admitted (`Ok(Some(grant))`) or `timeout` has passed (`Ok(None)`,
+    /// nothing recorded). `timeout: None` waits as long as it takes;
+    /// `Some(Duration::ZERO)` tries once. [`Error::TooLarge`] at once if the
+    /// request can never fit.
+    pub fn acquire(
+        &self,
+        model: &str,
+        tokens: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Grant>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let retry_after = match self.try_acquire_grant(model, tokens)? {
+                GrantAttempt::Granted(grant) => return Ok(Some(grant)),
+                GrantAttempt::Limited { retry_after } => retry_after.max(Duration::from_millis(1)),
+            };
+            let nap = match deadline {
+                None => retry_after,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    retry_after.min(left)
+                }
+            };
+            thread::sleep(nap);
+        }
+    }
+
+    /// Settles `grant` to the tokens the request really used: the refund or
+    /// top-up is booked at the time of the grant (see `rt_settle`). Passes
+    /// `grant.tokens` as the granted count, which the library checks against
+    /// the ticket: a grant from another tracker, a forged ticket or an edited
+    /// `tokens` is [`Error::Invalid`] and changes nothing. Settle each grant
+    /// once (settling twice books the difference twice).
+    pub fn settle(&self, grant: &Grant, actual_tokens: u64) -> Result<()> {
+        let model = c_string("model", &grant.model)?;
+        // SAFETY: live handle, valid C string.
+        let st = unsafe {
+            (self.lib.settle)(
+                self.h(),
+                model.as_ptr(),
+                grant.ticket,
+                grant.tokens,
+                actual_tokens,
+            )
+        };
+        self.lib.check(st).map(drop)
+    }
+
+    /// How long until a request of `tokens` tokens to `model` would fit
+    /// (zero: now). Records nothing. "Never" is [`Error::TooLarge`].
+    pub fn wait_time(&self, model: &str, tokens: u64) -> Result<Duration> {
+        let model = c_string("model", model)?;
+        let mut wait_ms = 0u64;
+        // SAFETY: live handle, valid C string, valid out pointer.
+        let st = unsafe { (self.lib.wait_time)(self.h(), model.as_ptr(), tokens, &mut wait_ms) };
+        self.lib.check(st)?;
+        if wait_ms == WAIT_NEVER {
+            // Not expected with RT_OK, but never turn "never" into 584 million years.
+            return Err(Error::from_code(RT_E_TOO_LARGE, "wait time is never"));
+        }
+        Ok(Duration::from_millis(wait_ms))
+    }
+
+    /// Clears this tracker's recorded usage (limits and tier are kept). On a
+    /// global handle this resets only the usage, not the global itself; see
+    /// [`reset_global`] for that.
+    pub fn reset(&self) -> Result<()> {
+        // SAFETY: live handle.
+        let st = unsafe { (self.lib.reset)(self.h()) };
+        self.lib.check(st).map(drop)
+    }
+
+    /// This tracker's usage, per model and window.
+    pub fn stats(&self) -> Result<Stats> {
+        stats_of(&self.lib, self.h())?
+            .ok_or_else(|| Error::Internal("rt_stats_json_ex gave null for a live handle".into()))
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if !self.global {
+            // SAFETY: a private handle from rt_open_ex, closed exactly once, and
+            // &mut self means no other thread is using it.
+            unsafe { (self.lib.close)(self.h()) }
+        }
+    }
+}
+
+/// The global tracker's usage, or `None` if the global has not been created
+/// (or was reset with [`reset_global`] and not used since).
+pub fn global_stats() -> Result<Option<Stats>> {
+    let lib = library::get(None)?;
+    // NULL means the global.
+    stats_of(&lib, ptr::null_mut())
+}
+
+/// Returns the global tracker to "never created" (`rt_reset(NULL)`): its
+/// usage is forgotten and [`global_stats`] is `None` until the next
+/// [`Tracker::global`], which chooses the tier again as at first creation
+/// (its `tier`, else `RATETRACK_TIER`, else the configuration's, else
+/// "tier1"). Until then the old tier's limits stay in force. Configuration
+/// from [`configure_global`] is kept, and handles already handed out stay
+/// valid (they act on the emptied global).
+pub fn reset_global() -> Result<()> {
+    let lib = library::get(None)?;
+    // SAFETY: NULL means the global.
+    let st = unsafe { (lib.reset)(ptr::null_mut()) };
+    lib.check(st).map(drop)
+}
+
+/// Applies a JSON configuration (as for [`Tracker::open`]) to the global
+/// tracker, before or after it is created. Recorded usage is kept.
+pub fn configure_global(config: &str) -> Result<()> {
+    let lib = library::get(None)?;
+    let config = c_string("config", config)?;
+    // SAFETY: valid C string.
+    let st = unsafe { (lib.global_configure)(config.as_ptr()) };
+    lib.check(st).map(drop)
+}

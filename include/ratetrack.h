@@ -286,6 +286,44 @@ RT_EXPORT char *rt_stats_json(rt_tracker *t);
  * handle is not open; RT_E_NOMEM) with *json_out set to NULL. */
 RT_EXPORT int rt_stats_json_ex(rt_tracker *t, char **json_out);
 
+/* ------------------------------------------------------- shared memory */
+
+/* The "shm:NAME" backend keeps the counters in a shared-memory segment,
+ * /dev/shm/ratetrack.NAME, that every process on the host maps: all trackers
+ * opened with the same NAME share one usage state, whatever language or
+ * copy of the library they come from. RATETRACK_BACKEND=shm:NAME in the
+ * environment does the same for the global tracker.
+ *
+ * Configuration keys of the backend (see rt_open):
+ *   "backend": "shm:NAME"    NAME: 1 to 64 of [A-Za-z0-9_.-], no leading '.'
+ *   "shm_models": 512        model slots, fixed when the segment is created
+ *   "shm_mode": "0600"       permissions at creation: "0600" (this user),
+ *                            "0640" or "0660" (this user's group too)
+ *   "shm_limits": "segment"  a model's limits are stored in the segment by
+ *                            the first process that uses it; a process whose
+ *                            configuration differs gets RT_E_CONFIG (from
+ *                            rt_open, rt_configure, rt_global_get, and from
+ *                            decisions on that model; records still book).
+ *                            "update": this configuration's limits replace
+ *                            the segment's, for every process.
+ * A segment of an incompatible layout, or a full one, is RT_E_BACKEND with a
+ * message. A process killed at any instant leaves no lock held: the next
+ * locker repairs the state. Stats list every model of the segment, and
+ * "backend": "shm:NAME". rt_reset clears the usage of the whole segment. */
+
+/* Removes the segment NAME (unlinks it: processes that have it mapped keep
+ * using their mapping, so stop them first or the budget splits in two).
+ * Returns RT_OK, RT_E_INVALID (bad or unknown NAME) or RT_E_BACKEND. */
+RT_EXPORT int rt_shm_remove(const char *name);
+
+/* The segments in /dev/shm as a JSON array, caller-owned (free with rt_free):
+ *   [{"name": "agents", "path": "/dev/shm/ratetrack.agents", "bytes": 4096,
+ *     "mode": "0600", "uid": 1000, "compatible": true, "layout_version": 1,
+ *     "models": 3, "capacity": 512, "creator_pid": 4242,
+ *     "created_unix_ms": 1764300000000}]
+ * Returns RT_OK, or RT_E_INVALID (json_out NULL) / RT_E_NOMEM. */
+RT_EXPORT int rt_shm_list(char **json_out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

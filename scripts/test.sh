@@ -32,8 +32,9 @@ run() {  # run NAME COMMAND...
 
 cmake_suite() {  # cmake_suite BUILD_DIR [cmake args...]
   local dir=$1; shift
-  cmake -S . -B "$dir" -G Ninja "$@" > "$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; return 1; }
-  cmake --build "$dir" > "$dir.build.log" 2>&1 || { tail -50 "$dir.build.log"; return 1; }
+  mkdir -p "$dir"
+  cmake -S . -B "$dir" -G Ninja "$@" > "$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; return 1; }
+  cmake --build "$dir" > "$dir/build.log" 2>&1 || { tail -50 "$dir/build.log"; return 1; }
   (cd "$dir" && ctest --output-on-failure -j2 --timeout 300)
 }
 

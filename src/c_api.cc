@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "config.h"
+#include "shm_segment.h"
 #include "ratetrack.h"
 #include "spin_lock.h"
 #include "status.h"
@@ -117,8 +118,8 @@ int Acquire(const char* fn, rt_tracker* t, const char* model, uint64_t tokens,
     if (d.code == RT_E_TOO_LARGE) {
       SetError(fn, absl::StrCat(tokens, " tokens exceed a limit of '", model,
                                 "' outright"));
-    } else if (d.code == RT_E_NOMEM) {
-      SetError(fn, "too many distinct models");
+    } else if (d.code < 0) {
+      SetError(fn, impl->Explain(model, d.code));
     }
     return d.code;
   });
@@ -171,6 +172,15 @@ int rt_global_get_ex(const char* tier, rt_tracker** out) {
       auto env = ratetrack::ConfigFromEnvironment();
       if (!env.ok()) return Fail("rt_global_get", env.status());
       Config c = *env;
+      const char* env_backend = std::getenv("RATETRACK_BACKEND");
+      if (env_backend != nullptr && env_backend[0] != '\0') {
+        absl::Status b = ratetrack::CheckBackend(env_backend);
+        if (!b.ok()) {
+          return Fail("rt_global_get",
+                      ratetrack::ConfigError(absl::StrCat("RATETRACK_BACKEND: ", b.message())));
+        }
+        c.backend = env_backend;
+      }
       c.Merge(g_global.configured);
       const char* env_tier = std::getenv("RATETRACK_TIER");
       if (tier != nullptr) {
@@ -178,7 +188,10 @@ int rt_global_get_ex(const char* tier, rt_tracker** out) {
       } else if (env_tier != nullptr && env_tier[0] != '\0') {
         c.tier = env_tier;
       }
-      if (impl == nullptr) {
+      if (impl == nullptr || impl->backend() != c.backend.value_or("memory")) {
+        // First creation, or re-creation (after rt_reset(NULL)) on another
+        // backend. A replaced tracker is never freed: a thread may still be
+        // using it through the handle.
         auto made = Tracker::Create(c, ratetrack::Clock::Monotonic());
         if (!made.ok()) return Fail("rt_global_get", made.status());
         g_handle.impl.store(made->release(), std::memory_order_release);
@@ -273,7 +286,7 @@ int rt_can_make(rt_tracker* t, const char* model, uint64_t tokens) {
     SetError("rt_can_make", d.code == RT_E_TOO_LARGE
                                 ? absl::StrCat(tokens, " tokens exceed a limit of '",
                                                model, "' outright")
-                                : std::string("too many distinct models"));
+                                : impl->Explain(model, d.code));
     return d.code;
   });
 }
@@ -346,7 +359,7 @@ int rt_wait_time(rt_tracker* t, const char* model, uint64_t tokens,
     SetError("rt_wait_time", d.code == RT_E_TOO_LARGE
                                  ? absl::StrCat(tokens, " tokens exceed a limit of '",
                                                 model, "' outright: never")
-                                 : std::string("too many distinct models"));
+                                 : impl->Explain(model, d.code));
     return d.code;
   });
 }
@@ -356,14 +369,14 @@ int rt_reset(rt_tracker* t) {
     if (t == nullptr) {
       SpinLockHolder l(&g_global.mu);
       Tracker* impl = g_handle.impl.load(std::memory_order_acquire);
-      if (impl != nullptr) impl->Reset();
+      absl::Status s = impl != nullptr ? impl->Reset() : absl::OkStatus();
       g_global.created.store(false, std::memory_order_release);
-      return RT_OK;
+      return s.ok() ? RT_OK : Fail("rt_reset", s);
     }
     Tracker* impl = t->impl.load(std::memory_order_acquire);
     if (impl == nullptr) return Invalid("rt_reset", "tracker handle is not open");
-    impl->Reset();
-    return RT_OK;
+    absl::Status s = impl->Reset();
+    return s.ok() ? RT_OK : Fail("rt_reset", s);
   });
 }
 
@@ -390,6 +403,23 @@ char* rt_stats_json(rt_tracker* t) {
   char* out = nullptr;
   rt_stats_json_ex(t, &out);
   return out;
+}
+
+int rt_shm_remove(const char* name) {
+  if (name == nullptr) return Invalid("rt_shm_remove", "name is NULL");
+  return Guard("rt_shm_remove", [&]() -> int {
+    absl::Status s = ratetrack::ShmSegment::Remove(name);
+    return s.ok() ? RT_OK : Fail("rt_shm_remove", s);
+  });
+}
+
+int rt_shm_list(char** json_out) {
+  if (json_out == nullptr) return Invalid("rt_shm_list", "json_out is NULL");
+  *json_out = nullptr;
+  return Guard("rt_shm_list", [&]() -> int {
+    *json_out = CopyOut(ratetrack::ShmSegment::ListJson());
+    return RT_OK;
+  });
 }
 
 }  // extern "C"

@@ -11,7 +11,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/ascii.h"
 #include "nlohmann/json.hpp"
+#include "shm_segment.h"
 #include "status.h"
+#include "absl/strings/match.h"
 
 namespace ratetrack {
 
@@ -228,6 +230,9 @@ void Config::Merge(const Config& patch) {
   if (patch.backend) backend = patch.backend;
   if (patch.builtin_tiers) builtin_tiers = patch.builtin_tiers;
   if (patch.limits) limits = patch.limits;
+  if (patch.shm_models) shm_models = patch.shm_models;
+  if (patch.shm_mode) shm_mode = patch.shm_mode;
+  if (patch.shm_update) shm_update = patch.shm_update;
 }
 
 absl::StatusOr<Config> ParseConfig(const char* text) {
@@ -251,11 +256,30 @@ absl::StatusOr<Config> ParseConfig(const char* text) {
     } else if (key == "backend") {
       if (!v.is_string()) return ConfigError("config key 'backend': must be a string");
       std::string b = v.get<std::string>();
-      if (b != "memory") {
-        return ConfigError(absl::StrCat("config key 'backend': unsupported backend '", b,
-                                        "' (this version supports \"memory\")"));
-      }
+      auto st = CheckBackend(b);
+      if (!st.ok()) return st;
       c.backend = b;
+    } else if (key == "shm_models") {
+      if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > (1u << 20)) {
+        return ConfigError("config key 'shm_models': must be a whole number from 1 to 1048576");
+      }
+      c.shm_models = v.get<uint32_t>();
+    } else if (key == "shm_mode") {
+      static const std::map<std::string, uint32_t> kModes = {
+          {"0600", 0600}, {"0640", 0640}, {"0660", 0660}};
+      auto m = v.is_string() ? kModes.find(v.get<std::string>()) : kModes.end();
+      if (m == kModes.end()) {
+        return ConfigError("config key 'shm_mode': must be \"0600\" (this user), "
+                           "\"0640\" or \"0660\" (this user's group too)");
+      }
+      c.shm_mode = m->second;
+    } else if (key == "shm_limits") {
+      if (v != "segment" && v != "update") {
+        return ConfigError("config key 'shm_limits': must be \"segment\" (the segment's "
+                           "limits stand; a different configuration is an error) or "
+                           "\"update\" (this configuration's limits replace them)");
+      }
+      c.shm_update = v == "update";
     } else if (key == "builtin_tiers") {
       if (!v.is_boolean()) return ConfigError("config key 'builtin_tiers': must be true or false");
       c.builtin_tiers = v.get<bool>();
@@ -280,10 +304,22 @@ absl::StatusOr<Config> ParseConfig(const char* text) {
       c.limits = std::move(limits);
     } else {
       return ConfigError(absl::StrCat("unknown config key '", key,
-                                      "' (expected tier, backend, builtin_tiers, limits)"));
+                                      "' (expected tier, backend, builtin_tiers, limits, "
+                                      "shm_models, shm_mode, shm_limits)"));
     }
   }
   return c;
+}
+
+absl::Status CheckBackend(absl::string_view b) {
+  if (b == "memory") return absl::OkStatus();
+  if (absl::StartsWith(b, "shm:")) {
+    absl::Status st = ShmSegment::CheckName(b.substr(4));
+    if (!st.ok()) return ConfigError(absl::StrCat("config key 'backend': ", st.message()));
+    return absl::OkStatus();
+  }
+  return ConfigError(absl::StrCat("config key 'backend': unsupported backend '", b,
+                                  "' (expected \"memory\" or \"shm:NAME\")"));
 }
 
 absl::StatusOr<Config> ConfigFromEnvironment() {
@@ -353,6 +389,9 @@ absl::StatusOr<EffectiveConfig> EffectiveConfig::From(const Config& c) {
   if (!sel.ok()) return sel.status();
   e.tier = std::move(*sel);
   if (c.backend) e.backend = *c.backend;
+  if (c.shm_models) e.shm_models = *c.shm_models;
+  if (c.shm_mode) e.shm_mode = *c.shm_mode;
+  if (c.shm_update) e.shm_update = *c.shm_update;
   if (c.builtin_tiers) e.builtin_tiers = *c.builtin_tiers;
   if (c.limits) e.limits = *c.limits;
   return e;
@@ -375,6 +414,21 @@ ModelLimits EffectiveConfig::Resolve(absl::string_view model) const {
     if (wild != limits.end()) return wild->second;
   }
   return ModelLimits::Unlimited();
+}
+
+bool EffectiveConfig::Knows(absl::string_view model) const {
+  if (limits.count(std::string(model)) != 0) return true;
+  absl::string_view provider = ProviderOf(model);
+  if (provider.empty()) return false;
+  if (builtin_tiers) {
+    auto t = tier.by_provider.find(std::string(provider));
+    if (t != tier.by_provider.end() &&
+        Builtins().tiers.at(t->first).at(t->second).count(
+            std::string(model.substr(provider.size() + 1))) != 0) {
+      return true;
+    }
+  }
+  return limits.count(absl::StrCat(provider, "/*")) != 0;
 }
 
 std::vector<std::string> EffectiveConfig::ListedModels() const {

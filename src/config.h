@@ -50,6 +50,9 @@ struct Config {
   std::optional<std::string> backend;
   std::optional<bool> builtin_tiers;
   std::optional<std::map<std::string, ModelLimits>> limits;
+  std::optional<uint32_t> shm_models;  // slots of a segment created here
+  std::optional<uint32_t> shm_mode;    // its permission bits
+  std::optional<bool> shm_update;      // "shm_limits": "update"
 
   // Keys present in `patch` replace ours.
   void Merge(const Config& patch);
@@ -58,6 +61,9 @@ struct Config {
 // Parses a JSON configuration (NULL or empty: an empty Config). Errors are
 // ConfigError statuses naming the offending key.
 absl::StatusOr<Config> ParseConfig(const char* json);
+
+// "memory" or "shm:NAME" with a valid NAME; otherwise a ConfigError.
+absl::Status CheckBackend(absl::string_view backend);
 
 // Reads and parses the file named by RATETRACK_CONFIG, if set.
 absl::StatusOr<Config> ConfigFromEnvironment();
@@ -74,7 +80,10 @@ absl::StatusOr<TierSelection> ParseTier(absl::string_view tier);
 // Everything that decides a model's limits.
 struct EffectiveConfig {
   TierSelection tier;
-  std::string backend = "memory";
+  std::string backend = "memory";  // or "shm:NAME"
+  uint32_t shm_models = 512;
+  uint32_t shm_mode = 0600;
+  bool shm_update = false;  // this configuration's limits replace a segment's
   bool builtin_tiers = true;
   std::map<std::string, ModelLimits> limits;  // exact names and "p/*"
 
@@ -82,6 +91,10 @@ struct EffectiveConfig {
   static absl::StatusOr<EffectiveConfig> From(const Config& c);
 
   ModelLimits Resolve(absl::string_view model) const;
+  // Whether this configuration says anything about `model` (its own entry,
+  // a built-in one, or a provider wildcard), rather than "unlimited" by
+  // default. A shared segment's limits are compared only where it does.
+  bool Knows(absl::string_view model) const;
   // Every model that has limits of its own (not wildcards), for stats.
   std::vector<std::string> ListedModels() const;
 };

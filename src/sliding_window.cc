@@ -30,6 +30,21 @@ void SlidingWindow::Resum() {
   for (int i = 0; i < ring_; ++i) used_ = SatAdd(used_, counts_[i]);
 }
 
+void SlidingWindow::Repair() {
+  if (width_ms_ <= 0 || ring_ < 2 || ring_ > kMaxRing) {
+    *this = SlidingWindow(span_ms_ > 0 ? span_ms_ : 60000, 0);
+    return;
+  }
+  if (head_ < 0) head_ = 0;
+  // AdvanceSlow copies head_count_ into the ring before moving head_; a
+  // writer killed in between left the same count in both places.
+  uint64_t& stray = counts_[head_ % ring_];
+  head_count_ = std::max(head_count_, stray);
+  stray = 0;
+  if (head_end_ms_ != 0) head_end_ms_ = (head_ + 1) * width_ms_;
+  Resum();
+}
+
 void SlidingWindow::AdvanceSlow(int64_t now_ms) {
   const int64_t k = now_ms / width_ms_;
   if (head_end_ms_ == 0 || k - head_ >= ring_) {

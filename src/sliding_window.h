@@ -69,6 +69,11 @@ class SlidingWindow {
   // Forgets everything.
   void Clear();
 
+  // Restores the invariants after a writer died mid-update (shared memory):
+  // the newest bucket's count in head_count_ only, head_end_ms_ matching
+  // head_, used_ the sum of the buckets.
+  void Repair();
+
   static uint64_t SatAdd(uint64_t a, uint64_t b) {
     uint64_t s = a + b;
     return s < a ? UINT64_MAX : s;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "ratetrack.h"
@@ -68,38 +69,17 @@ Clock Clock::Monotonic() {
   return Clock{nullptr, nullptr, res_ms};
 }
 
-// A window and its limit, together in the cache line the hot path touches.
-struct alignas(64) WindowSlot {
-  WindowLimit limit;
-  SlidingWindow window;
-};
-
 struct Tracker::ModelState {
   ModelState(absl::string_view n, size_t h) : name(n), hash(h) {}
   const std::string name;
   const size_t hash;
   SpinLock mu;
-  int nwin ABSL_GUARDED_BY(mu) = 0;
-  WindowSlot slots[ModelLimits::kMaxWindows] ABSL_GUARDED_BY(mu);
-
-  // Installs new limits, keeping the usage of windows whose (unit, length)
-  // stays the same; new windows start empty.
-  void SetLimits(const ModelLimits& l, int64_t guard_ms)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    std::vector<WindowSlot> next(l.windows.size());
-    for (size_t i = 0; i < next.size(); ++i) {
-      next[i].limit = l.windows[i];
-      next[i].window = SlidingWindow(l.windows[i].seconds * 1000, guard_ms);
-      for (int j = 0; j < nwin; ++j) {
-        if (slots[j].limit.unit == l.windows[i].unit &&
-            slots[j].limit.seconds == l.windows[i].seconds) {
-          next[i].window = slots[j].window;
-        }
-      }
-    }
-    for (size_t i = 0; i < next.size(); ++i) slots[i] = next[i];
-    nwin = static_cast<int>(next.size());
-  }
+  WindowSet local ABSL_GUARDED_BY(mu);  // "memory" backend
+  ShmModel* shared = nullptr;           // "shm:" backend: the segment's slot
+  // This process's configuration disagrees with the segment's limits:
+  // decisions fail with RT_E_CONFIG (records still book).
+  std::atomic<bool> conflict{false};
+  std::string problem;  // why, guarded by the tracker's mu_
 };
 
 struct Tracker::Table {
@@ -116,12 +96,27 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
                                                          Clock clock) {
   auto eff = EffectiveConfig::From(config);
   if (!eff.ok()) return eff.status();
-  return std::unique_ptr<Tracker>(new Tracker(std::move(*eff), config, clock));
+  std::unique_ptr<ShmSegment> shm;
+  if (absl::StartsWith(eff->backend, "shm:")) {
+    auto opened = ShmSegment::Open(absl::string_view(eff->backend).substr(4),
+                                   ShmOptions{eff->shm_models, eff->shm_mode});
+    if (!opened.ok()) return opened.status();
+    shm = std::move(*opened);
+  }
+  std::unique_ptr<Tracker> t(new Tracker(*eff, config, clock, std::move(shm)));
+  if (t->shm_ != nullptr) {
+    SpinLockHolder l(&t->mu_);
+    absl::Status st = t->ReconcileShmLocked(*eff);
+    if (!st.ok()) return st;
+  }
+  return t;
 }
 
-Tracker::Tracker(EffectiveConfig config, Config raw, Clock clock)
+Tracker::Tracker(EffectiveConfig config, Config raw, Clock clock,
+                 std::unique_ptr<ShmSegment> shm)
     : clock_(clock),
-      secret_(NewSecret(this)),
+      shm_(std::move(shm)),
+      secret_(shm_ != nullptr ? shm_->secret() : NewSecret(this)),
       config_(std::move(config)),
       raw_(std::move(raw)) {
   auto t = std::make_unique<Table>(kInitialSlots);
@@ -198,13 +193,44 @@ absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(
   return CreateLocked(model, hash);
 }
 
-Tracker::ModelState* Tracker::CreateLocked(absl::string_view model,
-                                           size_t hash) {
+namespace {
+std::string ConflictMessage(absl::string_view model, absl::string_view segment,
+                            const ModelLimits& ours, const ModelLimits& theirs) {
+  return absl::StrCat(
+      "model '", model, "': this configuration says ", DescribeLimits(ours),
+      ", but shared-memory segment '", segment, "' holds ", DescribeLimits(theirs),
+      " (set by the process that first used the model). Give every process the "
+      "same limits, set \"shm_limits\": \"update\" to replace the segment's, or "
+      "remove the segment (rt_shm_remove)");
+}
+}  // namespace
+
+absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view model,
+                                                           size_t hash) {
   auto owned = std::make_unique<ModelState>(model, hash);
   ModelState* s = owned.get();
-  {
+  const ModelLimits limits = config_.Resolve(model);
+  if (shm_ != nullptr) {
+    bool created = false;
+    auto slot = shm_->FindOrCreate(model, hash, limits, clock_.resolution_ms, &created);
+    if (!slot.ok()) return slot.status();
+    s->shared = *slot;
+    if (!created && config_.Knows(model)) {
+      ShmModelLock sl(s->shared);
+      if (!sl.status().ok()) return sl.status();
+      WindowSet& ws = ShmSegment::Windows(s->shared);
+      if (!ws.HasLimits(limits)) {
+        if (config_.shm_update) {
+          ws.SetLimits(limits, clock_.resolution_ms);
+        } else {
+          s->problem = ConflictMessage(model, shm_->name(), limits, ws.Limits());
+          s->conflict.store(true, std::memory_order_release);
+        }
+      }
+    }
+  } else {
     SpinLockHolder ml(&s->mu);
-    s->SetLimits(config_.Resolve(model), clock_.resolution_ms);
+    s->local.SetLimits(limits, clock_.resolution_ms);
   }
   Table* t = table_.load(std::memory_order_relaxed);
   if ((t->count + 1) * 2 > t->mask + 1) {
@@ -236,36 +262,25 @@ Tracker::ModelState* Tracker::CreateLocked(absl::string_view model,
 }
 
 Decision Tracker::Decide(ModelState* m, uint64_t tokens, Mode mode) {
-  SpinLockHolder l(&m->mu);
-  // Read under the lock: the time booked is the time of the decision, so
-  // buckets are filled in time order whatever the scheduler does.
-  const int64_t now = clock_.Now();
-  bool fits = true;
-  const int n = m->nwin;
-  for (int i = 0; i < n; ++i) {
-    SlidingWindow& w = m->slots[i].window;
-    w.Advance(now);
-    const uint64_t limit = m->slots[i].limit.limit;
-    if (limit == kUnlimited) continue;
-    const uint64_t cost = m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens;
-    if (cost > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
-    fits &= w.Fits(cost, limit);
+  Decision d;
+  int64_t now;
+  if (m->shared == nullptr) {
+    SpinLockHolder l(&m->mu);
+    // Read under the lock: the time booked is the time of the decision, so
+    // buckets are filled in time order whatever the scheduler does.
+    now = clock_.Now();
+    d = m->local.Decide(now, tokens, mode != Mode::kCheck);
+  } else {
+    if (m->conflict.load(std::memory_order_acquire)) return {RT_E_CONFIG, 0, 0};
+    ShmModelLock l(m->shared);
+    if (!l.status().ok()) return {RT_E_BACKEND, 0, 0};
+    now = clock_.Now();
+    d = ShmSegment::Windows(m->shared).Decide(now, tokens, mode != Mode::kCheck);
   }
-  if (!fits) {
-    int64_t wait = 1;
-    for (int i = 0; i < n; ++i) {
-      const uint64_t limit = m->slots[i].limit.limit;
-      if (limit == kUnlimited) continue;
-      const uint64_t cost = m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens;
-      wait = std::max(wait, m->slots[i].window.WaitMs(now, cost, limit));
-    }
-    return {RT_LIMITED, static_cast<uint64_t>(wait), 0};
+  if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
+    d.grant = MakeTicket(now, m->hash, tokens);
   }
-  if (mode == Mode::kCheck) return {RT_OK, 0, 0};
-  for (int i = 0; i < n; ++i) {
-    m->slots[i].window.Add(m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens);
-  }
-  return {RT_OK, 0, mode == Mode::kAcquireWithGrant ? MakeTicket(now, m->hash, tokens) : 0};
+  return d;
 }
 
 Decision Tracker::TryAcquire(absl::string_view model, uint64_t tokens,
@@ -274,7 +289,7 @@ Decision Tracker::TryAcquire(absl::string_view model, uint64_t tokens,
   ModelState* m = Find(model, HashName(model));
   if (m != nullptr) return Decide(m, tokens, mode);
   auto made = FindOrCreate(model);
-  if (!made.ok()) return {RT_E_NOMEM, 0, 0};
+  if (!made.ok()) return {StatusToCode(made.status()), 0, 0};
   return Decide(*made, tokens, mode);
 }
 
@@ -282,20 +297,41 @@ Decision Tracker::Check(absl::string_view model, uint64_t tokens) {
   ModelState* m = Find(model, HashName(model));
   if (m != nullptr) return Decide(m, tokens, Mode::kCheck);
   auto made = FindOrCreate(model);
-  if (!made.ok()) return {RT_E_NOMEM, 0, 0};
+  if (!made.ok()) return {StatusToCode(made.status()), 0, 0};
   return Decide(*made, tokens, Mode::kCheck);
+}
+
+std::string Tracker::Explain(absl::string_view model, int code) const {
+  const size_t hash = HashName(model);
+  ModelState* m = Find(model, hash);
+  if (code == RT_E_CONFIG && m != nullptr) {
+    SpinLockHolder l(&mu_);
+    return m->problem;
+  }
+  if (code == RT_E_BACKEND) {
+    return absl::StrCat("the shared state of '", model, "' in segment '",
+                        shm_ != nullptr ? shm_->name() : "", "' cannot be locked");
+  }
+  if (code == RT_E_NOMEM) return "too many distinct models";
+  if (code == RT_E_INVALID) {
+    return absl::StrCat("model name longer than ", ShmSegment::kMaxName,
+                        " bytes cannot be shared");
+  }
+  return "";
 }
 
 absl::Status Tracker::Record(absl::string_view model, uint64_t tokens) {
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();
   ModelState* m = *found;
-  SpinLockHolder l(&m->mu);
-  const int64_t now = clock_.Now();
-  for (int i = 0; i < m->nwin; ++i) {
-    m->slots[i].window.Advance(now);
-    m->slots[i].window.Add(m->slots[i].limit.unit == Unit::kRequests ? 1 : tokens);
+  if (m->shared != nullptr) {
+    ShmModelLock l(m->shared);
+    if (!l.status().ok()) return l.status();
+    ShmSegment::Windows(m->shared).Record(clock_.Now(), tokens);
+    return absl::OkStatus();
   }
+  SpinLockHolder l(&m->mu);
+  m->local.Record(clock_.Now(), tokens);
   return absl::OkStatus();
 }
 
@@ -311,27 +347,67 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant,
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();
   ModelState* m = *found;
+  if (m->shared != nullptr) {
+    ShmModelLock l(m->shared);
+    if (!l.status().ok()) return l.status();
+    const int64_t now = clock_.Now();
+    if (at > now) return InvalidError("the grant ticket is from the future");
+    ShmSegment::Windows(m->shared).Settle(now, at, granted_tokens, actual_tokens);
+    return absl::OkStatus();
+  }
   SpinLockHolder l(&m->mu);
   const int64_t now = clock_.Now();
   if (at > now) return InvalidError("the grant ticket is from the future");
-  if (granted_tokens == actual_tokens) return absl::OkStatus();
-  const bool top_up = actual_tokens > granted_tokens;
-  const uint64_t delta =
-      top_up ? actual_tokens - granted_tokens : granted_tokens - actual_tokens;
-  for (int i = 0; i < m->nwin; ++i) {
-    if (m->slots[i].limit.unit != Unit::kTokens) continue;
-    m->slots[i].window.Advance(now);
-    m->slots[i].window.Adjust(at, delta, top_up);
-  }
+  m->local.Settle(now, at, granted_tokens, actual_tokens);
   return absl::OkStatus();
 }
 
-void Tracker::ApplyLocked(EffectiveConfig config) {
+absl::Status Tracker::ReconcileShmLocked(const EffectiveConfig& config) {
+  std::string conflict;
+  absl::Status lock_error = absl::OkStatus();
+  shm_->ForEach([&](ShmModel* slot) {
+    const absl::string_view name = ShmSegment::Name(slot);
+    if (!config.Knows(name) || !conflict.empty() || !lock_error.ok()) return;
+    const ModelLimits ours = config.Resolve(name);
+    ShmModelLock l(slot);
+    if (!l.status().ok()) {
+      lock_error = l.status();
+      return;
+    }
+    WindowSet& ws = ShmSegment::Windows(slot);
+    if (ws.HasLimits(ours)) return;
+    if (config.shm_update) {
+      ws.SetLimits(ours, clock_.resolution_ms);
+    } else {
+      conflict = ConflictMessage(name, shm_->name(), ours, ws.Limits());
+    }
+  });
+  if (!lock_error.ok()) return lock_error;
+  if (!conflict.empty()) return ConfigError(conflict);
+  return absl::OkStatus();
+}
+
+absl::Status Tracker::ApplyLocked(EffectiveConfig config) {
+  if (config.backend != config_.backend) {
+    return ConfigError(absl::StrCat("config key 'backend': a tracker's backend cannot change (it is '",
+                                    config_.backend, "', not '", config.backend, "')"));
+  }
+  if (shm_ != nullptr) {
+    absl::Status st = ReconcileShmLocked(config);
+    if (!st.ok()) return st;
+  }
   config_ = std::move(config);
   for (const auto& m : models_) {
+    if (m->shared != nullptr) {
+      // Reconciled above: the segment now agrees with this configuration.
+      m->problem.clear();
+      m->conflict.store(false, std::memory_order_release);
+      continue;
+    }
     SpinLockHolder ml(&m->mu);
-    m->SetLimits(config_.Resolve(m->name), clock_.resolution_ms);
+    m->local.SetLimits(config_.Resolve(m->name), clock_.resolution_ms);
   }
+  return absl::OkStatus();
 }
 
 absl::Status Tracker::Configure(const Config& patch) {
@@ -340,18 +416,18 @@ absl::Status Tracker::Configure(const Config& patch) {
   merged.Merge(patch);
   auto eff = EffectiveConfig::From(merged);
   if (!eff.ok()) return eff.status();
-  raw_ = std::move(merged);
-  ApplyLocked(std::move(*eff));
-  return absl::OkStatus();
+  absl::Status st = ApplyLocked(std::move(*eff));
+  if (st.ok()) raw_ = std::move(merged);
+  return st;
 }
 
 absl::Status Tracker::Reconfigure(const Config& config) {
   SpinLockHolder l(&mu_);
   auto eff = EffectiveConfig::From(config);
   if (!eff.ok()) return eff.status();
-  raw_ = config;
-  ApplyLocked(std::move(*eff));
-  return absl::OkStatus();
+  absl::Status st = ApplyLocked(std::move(*eff));
+  if (st.ok()) raw_ = config;
+  return st;
 }
 
 absl::Status Tracker::SetTier(absl::string_view tier) {
@@ -365,12 +441,30 @@ std::string Tracker::tier() const {
   return config_.tier.text;
 }
 
-void Tracker::Reset() {
+std::string Tracker::backend() const {
   SpinLockHolder l(&mu_);
+  return config_.backend;
+}
+
+absl::Status Tracker::Reset() {
+  SpinLockHolder l(&mu_);
+  if (shm_ != nullptr) {
+    absl::Status st = absl::OkStatus();
+    shm_->ForEach([&](ShmModel* slot) {
+      ShmModelLock sl(slot);
+      if (!sl.status().ok()) {
+        st = sl.status();
+        return;
+      }
+      ShmSegment::Windows(slot).Clear();
+    });
+    return st;
+  }
   for (const auto& m : models_) {
     SpinLockHolder ml(&m->mu);
-    for (int i = 0; i < m->nwin; ++i) m->slots[i].window.Clear();
+    m->local.Clear();
   }
+  return absl::OkStatus();
 }
 
 std::string Tracker::StatsJson() const {
@@ -381,17 +475,26 @@ std::string Tracker::StatsJson() const {
   };
   std::map<std::string, std::vector<Row>> rows;
   std::string tier_text, backend;
+  auto snapshot = [&](absl::string_view name, WindowSet& ws, int64_t now) {
+    auto& r = rows[std::string(name)];
+    for (int i = 0; i < ws.nwin; ++i) {
+      ws.slots[i].window.Advance(now);
+      r.push_back({ws.slots[i].limit, ws.slots[i].window.used()});
+    }
+  };
   {
     SpinLockHolder l(&mu_);
     tier_text = config_.tier.text;
     backend = config_.backend;
-    const int64_t now = clock_.Now();
-    for (const auto& m : models_) {
-      SpinLockHolder ml(&m->mu);
-      auto& r = rows[m->name];
-      for (int i = 0; i < m->nwin; ++i) {
-        m->slots[i].window.Advance(now);
-        r.push_back({m->slots[i].limit, m->slots[i].window.used()});
+    if (shm_ != nullptr) {
+      shm_->ForEach([&](ShmModel* slot) {
+        ShmModelLock sl(slot);
+        if (sl.status().ok()) snapshot(ShmSegment::Name(slot), ShmSegment::Windows(slot), clock_.Now());
+      });
+    } else {
+      for (const auto& m : models_) {
+        SpinLockHolder ml(&m->mu);
+        snapshot(m->name, m->local, clock_.Now());
       }
     }
     for (const std::string& name : config_.ListedModels()) {

@@ -1,11 +1,14 @@
-// Tracker: the in-process ("memory") rate-limit tracker behind rt_tracker.
+// Tracker: the rate-limit tracker behind rt_tracker.
 //
 // Models live in an insert-only open-addressing table that readers probe
 // without a lock (slots are atomic pointers; the table is replaced, never
 // rehashed in place, and old tables are kept until the tracker dies). Each
-// model has its own SpinLock around its windows, so callers on different
-// models never share a lock and the hot path is: hash, probe, lock, read the
-// clock, check and book every window, unlock. Nothing on it allocates.
+// model's windows (a WindowSet) live either in the model's own entry, behind
+// a SpinLock ("memory" backend), or in a shared-memory segment slot behind a
+// robust process-shared mutex ("shm:NAME" backend). Either way callers on
+// different models never share a lock, and the hot path is: hash, probe,
+// lock, read the clock, check and book every window, unlock. Nothing on it
+// allocates.
 #ifndef RATETRACK_SRC_TRACKER_H_
 #define RATETRACK_SRC_TRACKER_H_
 
@@ -13,19 +16,20 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "config.h"
-#include "sliding_window.h"
+#include "shm_segment.h"
 #include "spin_lock.h"
+#include "window_set.h"
 
 namespace ratetrack {
 
-// Milliseconds of a monotonic clock. The default reads
-// CLOCK_MONOTONIC_COARSE; tests pass a manual clock.
+// Milliseconds of a monotonic clock shared by every process of the host.
+// The default reads CLOCK_MONOTONIC_COARSE; tests pass a manual clock.
 struct Clock {
   int64_t (*now_ms)(void* ctx);  // nullptr: the default clock, called inline
   void* ctx;
@@ -33,13 +37,6 @@ struct Clock {
   static Clock Monotonic();
   static int64_t MonotonicCoarseMs();
   int64_t Now() const { return now_ms == nullptr ? MonotonicCoarseMs() : now_ms(ctx); }
-};
-
-// Outcome of one decision on a model's windows.
-struct Decision {
-  int code;             // RT_OK, RT_LIMITED, RT_E_TOO_LARGE
-  uint64_t wait_ms;     // RT_LIMITED: > 0; RT_E_TOO_LARGE: RT_WAIT_NEVER
-  uint64_t grant;       // RT_OK from TryAcquire: the ticket
 };
 
 class Tracker {
@@ -51,27 +48,34 @@ class Tracker {
   Tracker& operator=(const Tracker&) = delete;
 
   // The hot path. `model` must be non-empty (the C shim checks). The grant
-  // ticket is computed only when `want_grant`.
+  // ticket is computed only when `want_grant`. A code other than RT_OK,
+  // RT_LIMITED and RT_E_TOO_LARGE is explained by Explain().
   Decision TryAcquire(absl::string_view model, uint64_t tokens,
                       bool want_grant = true);
   Decision Check(absl::string_view model, uint64_t tokens);  // books nothing
+  // Always books (it happened), even when the model's configuration
+  // conflicts with a shared segment's.
   absl::Status Record(absl::string_view model, uint64_t tokens);
   absl::Status Settle(absl::string_view model, uint64_t grant,
                       uint64_t granted_tokens, uint64_t actual_tokens);
+  // Why the last decision on `model` returned `code`.
+  std::string Explain(absl::string_view model, int code) const;
 
   // Applies a configuration patch on top of the current one (validated
-  // first; nothing changes on error). Recorded usage is kept.
+  // first; nothing changes on error). Recorded usage is kept. The backend
+  // cannot change.
   absl::Status Configure(const Config& patch);
   // Replaces the configuration as a whole (usage kept).
   absl::Status Reconfigure(const Config& config);
   absl::Status SetTier(absl::string_view tier);
   std::string tier() const;
+  std::string backend() const;
 
-  void Reset();                   // forget all usage
+  absl::Status Reset();           // forget all usage (of the whole segment)
   std::string StatsJson() const;  // see rt_stats_json
 
-  // fork(): every lock of every live tracker is taken before and released
-  // after (fork_guard.cc).
+  // fork(): every SpinLock of every live tracker is taken before and
+  // released after (shared-memory mutexes are not: their owners live on).
   static void LockAllForFork();
   static void UnlockAllForFork();
 
@@ -79,13 +83,18 @@ class Tracker {
   struct ModelState;
   struct Table;
 
-  Tracker(EffectiveConfig config, Config raw, Clock clock);
+  Tracker(EffectiveConfig config, Config raw, Clock clock,
+          std::unique_ptr<ShmSegment> shm);
 
   ModelState* Find(absl::string_view model, size_t hash) const;
   absl::StatusOr<ModelState*> FindOrCreate(absl::string_view model);
-  ModelState* CreateLocked(absl::string_view model, size_t hash)
+  absl::StatusOr<ModelState*> CreateLocked(absl::string_view model, size_t hash)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checks `config` against the shared segment (every model in it); with
+  // shm_update, writes its limits there instead.
+  absl::Status ReconcileShmLocked(const EffectiveConfig& config)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
   Decision Decide(ModelState* m, uint64_t tokens, Mode mode);
   static size_t HashName(absl::string_view name);
@@ -93,11 +102,12 @@ class Tracker {
   // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time, the
   // model and the granted tokens, so settling another tracker's ticket, or
   // with another model or the wrong token count, is refused (but for a
-  // 1 in 2^23 chance).
+  // 1 in 2^23 chance). Trackers on one segment share the key.
   static constexpr int kCheckBits = 23;
   uint64_t MakeTicket(int64_t at_ms, size_t model_hash, uint64_t tokens) const;
 
   const Clock clock_;
+  const std::unique_ptr<ShmSegment> shm_;  // null for "memory"
   const uint64_t secret_;
   mutable SpinLock mu_;  // configuration, table growth, the model list
   EffectiveConfig config_ ABSL_GUARDED_BY(mu_);

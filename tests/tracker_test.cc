@@ -222,7 +222,7 @@ TEST_F(TrackerTest, ResetClearsUsageKeepsLimits) {
   auto t = Make(R"({"builtin_tiers": false, "limits": {"m/x": {"rpm": 1}}})");
   ASSERT_EQ(t->TryAcquire("m/x", 0).code, RT_OK);
   ASSERT_EQ(t->TryAcquire("m/x", 0).code, RT_LIMITED);
-  t->Reset();
+  ASSERT_TRUE(t->Reset().ok());
   EXPECT_EQ(t->TryAcquire("m/x", 0).code, RT_OK);
   EXPECT_EQ(t->TryAcquire("m/x", 0).code, RT_LIMITED);
 }

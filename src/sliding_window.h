@@ -80,6 +80,7 @@ class SlidingWindow {
   }
 
  private:
+  friend class SlidingWindowTestPeer;  // tests/shm_test.cc: torn states
   void AdvanceSlow(int64_t now_ms);
   void Resum();
   uint64_t Count(int64_t bucket) const {

@@ -292,7 +292,7 @@ absl::string_view ShmSegment::Name(const ShmModel* m) {
 
 absl::Status ShmSegment::Remove(absl::string_view name) {
   absl::Status st = CheckName(name);
-  if (!st.ok()) return st;
+  if (!st.ok()) return InvalidError(st.message());  // an argument, not a config
   const std::string path = PathOf(name);
   if (unlink(path.c_str()) != 0) {
     if (errno == ENOENT) {

@@ -35,6 +35,7 @@ class CApiTest : public ::testing::Test {
   void SetUp() override {
     unsetenv("RATETRACK_TIER");
     unsetenv("RATETRACK_CONFIG");
+    unsetenv("RATETRACK_BACKEND");
     ASSERT_EQ(rt_reset(nullptr), RT_OK);
   }
   void TearDown() override { rt_reset(nullptr); }
@@ -157,6 +158,47 @@ TEST_F(CApiTest, EnvironmentTierAndConfigFile) {
   EXPECT_EQ(rt_global_get(nullptr), nullptr) << "missing file";
   unsetenv("RATETRACK_CONFIG");
   EXPECT_NE(rt_global_get(nullptr), nullptr);
+}
+
+TEST_F(CApiTest, EnvironmentBackendMakesTheGlobalCrossProcess) {
+  const std::string name = "gtest-env-" + std::to_string(getpid());
+  rt_shm_remove(name.c_str());
+  setenv("RATETRACK_BACKEND", ("shm:" + name).c_str(), 1);
+  rt_tracker* g = rt_global_get("tier1");
+  ASSERT_NE(g, nullptr) << rt_last_error();
+  EXPECT_EQ(StatsOf(nullptr)["backend"], "shm:" + name);
+  ASSERT_EQ(rt_record(g, kMini, 7), RT_OK);
+  // Another process (a child) sees the usage through the same NAME.
+  pid_t pid = fork();
+  if (pid == 0) {
+    rt_tracker* t = rt_open(("{\"backend\": \"shm:" + name + "\"}").c_str());
+    char* s = t ? rt_stats_json(t) : nullptr;
+    bool ok = s && json::parse(s)["models"][kMini]["tokens_per_minute"]["current"] == 7;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // Re-created after a reset without the variable: back in memory, same handle.
+  unsetenv("RATETRACK_BACKEND");
+  ASSERT_EQ(rt_reset(nullptr), RT_OK);
+  EXPECT_EQ(rt_global_get(nullptr), g);
+  EXPECT_EQ(StatsOf(nullptr)["backend"], "memory");
+  rt_reset(nullptr);
+  setenv("RATETRACK_BACKEND", "shm:../../etc", 1);
+  EXPECT_EQ(rt_global_get(nullptr), nullptr);
+  EXPECT_NE(std::string(rt_last_error()).find("RATETRACK_BACKEND"), std::string::npos);
+  rt_tracker* out = nullptr;
+  EXPECT_EQ(rt_global_get_ex(nullptr, &out), RT_E_CONFIG);
+  unsetenv("RATETRACK_BACKEND");
+  EXPECT_EQ(rt_shm_remove(name.c_str()), RT_OK);
+  char* list = nullptr;
+  ASSERT_EQ(rt_shm_list(&list), RT_OK);
+  EXPECT_EQ(json::parse(list).is_array(), true);
+  rt_free(list);
+  EXPECT_EQ(rt_shm_list(nullptr), RT_E_INVALID);
+  EXPECT_EQ(rt_shm_remove(nullptr), RT_E_INVALID);
+  EXPECT_EQ(rt_shm_remove("a/b"), RT_E_INVALID);
 }
 
 TEST_F(CApiTest, GlobalConfigureBeforeAndAfterCreation) {

@@ -80,17 +80,15 @@ run_racer() {  # run_racer LANG NAME MODEL LIMIT ATTEMPTS START_FILE
     go) exec "$work/go-racer" "$@" ;;
     rust) exec "$rust_racer" "$@" ;;
     node) exec node "$root/bindings/node/examples/racer.js" "$@" ;;
-    python) shift; PYTHONPATH=$root/bindings/python/src exec "$python" "$root/bindings/python/examples/racer.py" "other-$$" "$@" ;;
+    python) PYTHONPATH=$root/bindings/python/src exec "$python" "$root/bindings/python/examples/racer.py" "$@" ;;
   esac
 }
 
-# Whether process $1 has the segment file $2 mapped (compared by inode: the
-# creator maps the file under its temporary name before publishing it).
-has_mapped() {
-  local ino
-  ino=$(stat -c %i "$2" 2>/dev/null) || return 1
-  awk -v ino="$ino" '$5 == ino && $6 ~ /^\/dev\/shm\// { found = 1 } END { exit !found }' \
-    "/proc/$1/maps" 2>/dev/null
+# Whether process $1 has a ratetrack segment mapped, i.e. has opened its
+# tracker and is now waiting for the start file. (A creator maps the segment
+# under a temporary name, /dev/shm/.ratetrack.NAME.*, before publishing it.)
+has_segment() {
+  grep -qE ' /dev/shm/\.?ratetrack\.' "/proc/$1/maps" 2>/dev/null
 }
 
 # ------------------------------------------------------------------ rounds
@@ -112,16 +110,17 @@ for limit in "${LIMITS[@]}"; do
     pids+=($!)
   done
 
-  # Start the race once every racer has opened the segment (or after 30 s).
-  for ((i = 0; i < 3000; i++)); do
+  # Start the race once every racer has opened its tracker (at most 10 s).
+  deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
     ready=0
     for pid in "${pids[@]}"; do
-      if has_mapped "$pid" "/dev/shm/ratetrack.$name" || ! kill -0 "$pid" 2>/dev/null; then
+      if has_segment "$pid" || ! kill -0 "$pid" 2>/dev/null; then
         ready=$((ready + 1))
       fi
     done
-    [[ $ready -eq ${#pids[@]} ]] && break
-    sleep 0.01
+    ((ready == ${#pids[@]})) && break
+    sleep 0.005
   done
   touch "$start"
 

@@ -1,10 +1,17 @@
 // The per-call cost of the C API next to a plain reference in the same run:
 // a mutex-guarded single-limit token bucket that reads CLOCK_MONOTONIC per
 // call (the simplest one-limit limiter). Compare ratios, not absolutes.
+// BM_rt_try_acquire_shm is the same call on a tracker of the shared-memory
+// backend (segment ratetrack.bench-<pid>, removed at exit); with processes
+// instead of threads, see bench_shm_procs.cc.
 //
 //   build/benchmarks/bench_core [--benchmark_filter=...]
 //   scripts/bench.sh   (runs this and prints the ratios)
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <mutex>
 #include <string>
@@ -48,6 +55,39 @@ rt_tracker* Shared() {
   return t;
 }
 
+// The same limits on the shared-memory backend, in a segment of this run's
+// own: ratetrack.bench-<pid>. It is removed at exit (atexit, registered after
+// rt_open so it runs before the library's own exit-time teardown) and on
+// SIGINT/SIGTERM/SIGHUP (unlink(2) of the path: async-signal-safe).
+char g_shm_name[32];
+char g_shm_path[64];
+std::string g_shm_error;  // rt_last_error() of a failed rt_open
+
+void RemoveShmAtExit() { rt_shm_remove(g_shm_name); }
+
+void RemoveShmOnSignal(int sig) {
+  unlink(g_shm_path);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+rt_tracker* OpenShm() {
+  snprintf(g_shm_name, sizeof g_shm_name, "bench-%ld", static_cast<long>(getpid()));
+  snprintf(g_shm_path, sizeof g_shm_path, "/dev/shm/ratetrack.%s", g_shm_name);
+  std::string config = kConfig;
+  config.insert(1, std::string("\"backend\": \"shm:") + g_shm_name + "\", ");
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, &RemoveShmOnSignal);
+  rt_tracker* t = rt_open(config.c_str());
+  if (t == nullptr) g_shm_error = std::string("rt_open: ") + rt_last_error();
+  atexit(&RemoveShmAtExit);  // even on failure: rt_open may have created it
+  return t;
+}
+
+rt_tracker* SharedShm() {
+  static rt_tracker* t = OpenShm();
+  return t;
+}
+
 MutexBucket& SharedBucket() {
   static MutexBucket b(1e12, 1e12);
   return b;
@@ -67,6 +107,23 @@ void BM_Reference_MutexBucket(benchmark::State& state) {
 void BM_rt_try_acquire(benchmark::State& state) {
   rt_tracker* t = Shared();
   const char* model = ModelFor(state, state.range(0));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(rt_try_acquire(t, model, 100, nullptr));
+  }
+}
+
+void BM_rt_try_acquire_shm(benchmark::State& state) {
+  rt_tracker* t = SharedShm();
+  if (t == nullptr) {
+    state.SkipWithError(g_shm_error.c_str());
+    return;
+  }
+  const char* model = ModelFor(state, state.range(0));
+  // A failing call would be timed as a fast one: check that it admits.
+  if (int rc = rt_try_acquire(t, model, 100, nullptr); rc != RT_OK) {
+    state.SkipWithError(rt_status_string(rc));
+    return;
+  }
   for (auto _ : state) {
     benchmark::DoNotOptimize(rt_try_acquire(t, model, 100, nullptr));
   }
@@ -108,6 +165,7 @@ void BM_clock_monotonic_coarse(benchmark::State& state) {
 
 RT_BENCH(BM_Reference_MutexBucket);
 RT_BENCH(BM_rt_try_acquire);
+RT_BENCH(BM_rt_try_acquire_shm);
 RT_BENCH(BM_rt_can_make);
 RT_BENCH(BM_rt_record);
 BENCHMARK(BM_clock_monotonic);

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Prints the benchmark figures as ratios to references measured in the same
 # run: the C API next to a mutex-guarded one-limit token bucket (Google
-# Benchmark, median of repetitions), and each binding's try_acquire next to
-# the same call made from C. Figures, not tests: nothing here can fail on a
-# slow machine.
+# Benchmark, median of repetitions), the shared-memory backend with 1 and 2
+# processes next to the in-process tracker (bench_shm_procs), and each
+# binding's try_acquire next to the same call made from C. Figures, not
+# tests: nothing here can fail on a slow machine.
 #
 #   scripts/bench.sh            core and every binding
-#   scripts/bench.sh core       core only
+#   scripts/bench.sh core       core only (bench_core and bench_shm_procs)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build --target bench_core ratetrack > /dev/null
+cmake --build build --target bench_core bench_shm_procs ratetrack > /dev/null
 what=${1:-all}
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -33,8 +34,14 @@ for name, b in rows.items():
     ratio = f"{t / r:6.2f}" if r and not name.startswith("BM_Reference") else "     -"
     print(f"{name:58} {t:8.1f} {ratio}")
 c = rows["BM_rt_try_acquire/separate:0/real_time/threads:1"]["real_time"]
+shm = rows.get("BM_rt_try_acquire_shm/separate:0/real_time/threads:1")
+if shm:
+    print(f"shm / in-process try_acquire, 1 thread: {shm['real_time'] / c:.2f}")
 open("/tmp/rt-bench-c-ns", "w").write(str(c))
 PY
+
+# The shm backend with processes (fork) next to threads and the reference.
+build/benchmarks/bench_shm_procs || echo "(bench_shm_procs failed)"
 [ "$what" = core ] && exit 0
 
 c_ns=$(cat /tmp/rt-bench-c-ns)

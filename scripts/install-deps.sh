@@ -7,7 +7,8 @@
 set -euo pipefail
 
 want=(build-essential cmake ninja-build pkg-config binutils
-      libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev)
+      libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
+      libhiredis-dev redis-server redis-tools)
 bindings=0
 for arg in "$@"; do
   case "$arg" in

@@ -82,12 +82,16 @@ void ForkPrepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   g_global.mu.Lock();
   Tracker::LockAllForFork();
 }
-void ForkRelease() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  Tracker::UnlockAllForFork();
+void ForkParent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  Tracker::UnlockAllForFork(/*child=*/false);
+  g_global.mu.Unlock();
+}
+void ForkChild() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  Tracker::UnlockAllForFork(/*child=*/true);
   g_global.mu.Unlock();
 }
 [[maybe_unused]] const int g_fork_registered =
-    pthread_atfork(&ForkPrepare, &ForkRelease, &ForkRelease);
+    pthread_atfork(&ForkPrepare, &ForkParent, &ForkChild);
 
 // Checks the common arguments; returns the tracker or nullptr (error set).
 Tracker* Resolve(const char* fn, rt_tracker* t, const char* model, int* rc) {
@@ -121,6 +125,8 @@ int Acquire(const char* fn, rt_tracker* t, const char* model, uint64_t tokens,
     } else if (d.code < 0) {
       SetError(fn, impl->Explain(model, d.code));
     }
+    std::string failure;
+    if (d.degraded && impl->TakeBackendFailure(&failure)) SetError(fn, failure);
     return d.code;
   });
 }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/ascii.h"
 #include "nlohmann/json.hpp"
+#include "redis_store.h"
 #include "shm_segment.h"
 #include "status.h"
 #include "absl/strings/match.h"
@@ -318,8 +319,15 @@ absl::Status CheckBackend(absl::string_view b) {
     if (!st.ok()) return ConfigError(absl::StrCat("config key 'backend': ", st.message()));
     return absl::OkStatus();
   }
-  return ConfigError(absl::StrCat("config key 'backend': unsupported backend '", b,
-                                  "' (expected \"memory\" or \"shm:NAME\")"));
+  if (absl::StartsWith(b, "redis://")) {
+    auto url = ParseRedisUrl(b);
+    return url.ok() ? absl::OkStatus() : url.status();
+  }
+  // Never echo a URL that may carry a password.
+  return ConfigError(absl::StrCat("config key 'backend': unsupported backend '",
+                                  b.substr(0, b.find(':')),
+                                  "...' (expected \"memory\", \"shm:NAME\" or "
+                                  "\"redis://host:port\")"));
 }
 
 absl::StatusOr<Config> ConfigFromEnvironment() {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -76,6 +77,7 @@ struct Tracker::ModelState {
   SpinLock mu;
   WindowSet local ABSL_GUARDED_BY(mu);  // "memory" backend
   ShmModel* shared = nullptr;           // "shm:" backend: the segment's slot
+  RemoteSpec spec ABSL_GUARDED_BY(mu);  // "redis:" backend: limits to send
   // This process's configuration disagrees with the segment's limits:
   // decisions fail with RT_E_CONFIG (records still book).
   std::atomic<bool> conflict{false};
@@ -103,7 +105,14 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
     if (!opened.ok()) return opened.status();
     shm = std::move(*opened);
   }
-  std::unique_ptr<Tracker> t(new Tracker(*eff, config, clock, std::move(shm)));
+  std::unique_ptr<RedisStore> redis;
+  if (absl::StartsWith(eff->backend, "redis://")) {
+    auto url = ParseRedisUrl(eff->backend);
+    if (!url.ok()) return url.status();
+    redis = std::make_unique<RedisStore>(std::move(*url));
+  }
+  std::unique_ptr<Tracker> t(
+      new Tracker(*eff, config, clock, std::move(shm), std::move(redis)));
   if (t->shm_ != nullptr) {
     SpinLockHolder l(&t->mu_);
     absl::Status st = t->ReconcileShmLocked(*eff);
@@ -113,9 +122,10 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
 }
 
 Tracker::Tracker(EffectiveConfig config, Config raw, Clock clock,
-                 std::unique_ptr<ShmSegment> shm)
+                 std::unique_ptr<ShmSegment> shm, std::unique_ptr<RedisStore> redis)
     : clock_(clock),
       shm_(std::move(shm)),
+      redis_(std::move(redis)),
       secret_(shm_ != nullptr ? shm_->secret() : NewSecret(this)),
       config_(std::move(config)),
       raw_(std::move(raw)) {
@@ -136,10 +146,11 @@ Tracker::~Tracker() {
 }
 
 uint64_t Tracker::MakeTicket(int64_t at_ms, size_t model_hash,
-                             uint64_t tokens) const {
+                             uint64_t tokens, bool remote) const {
   const uint64_t t = static_cast<uint64_t>(at_ms) + 1;
   const uint64_t check =
-      Mix(secret_ ^ Mix(t) ^ Mix(tokens ^ 0x5bd1e995ULL) ^ Mix(model_hash + 1)) &
+      Mix(secret_ ^ Mix(t) ^ Mix(tokens ^ 0x5bd1e995ULL) ^ Mix(model_hash + 1) ^
+          (remote ? 0x7f4a7c15ULL : 0)) &
       ((uint64_t{1} << kCheckBits) - 1);
   return t << kCheckBits | check;
 }
@@ -203,6 +214,14 @@ std::string ConflictMessage(absl::string_view model, absl::string_view segment,
       "same limits, set \"shm_limits\": \"update\" to replace the segment's, or "
       "remove the segment (rt_shm_remove)");
 }
+
+std::string RedisConflictMessage(absl::string_view model, absl::string_view ours,
+                                 absl::string_view theirs) {
+  return absl::StrCat(
+      "model '", model, "': this configuration says ", ours, ", but Redis holds ", theirs,
+      " (set by the first host that used the model). Give every host the same limits, "
+      "add limits=update to the Redis URL to replace them, or delete the model's key");
+}
 }  // namespace
 
 absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view model,
@@ -231,6 +250,7 @@ absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view mod
   } else {
     SpinLockHolder ml(&s->mu);
     s->local.SetLimits(limits, clock_.resolution_ms);
+    if (redis_ != nullptr) s->spec = RemoteSpec::From(s->local);
   }
   Table* t = table_.load(std::memory_order_relaxed);
   if ((t->count + 1) * 2 > t->mask + 1) {
@@ -261,7 +281,51 @@ absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view mod
   return s;
 }
 
+RemoteSpec Tracker::SpecOf(ModelState* m) {
+  SpinLockHolder l(&m->mu);
+  return m->spec;
+}
+
+Decision Tracker::DecideRemote(ModelState* m, uint64_t tokens, Mode mode) {
+  const RemoteSpec spec = SpecOf(m);
+  auto r = redis_->Run(mode == Mode::kCheck ? RedisStore::Op::kCheck : RedisStore::Op::kAcquire,
+                       m->name, spec, tokens);
+  if (r.ok()) {
+    if (r->code == RT_E_CONFIG) {
+      SpinLockHolder l(&mu_);
+      m->problem = RedisConflictMessage(m->name, spec.fingerprint, r->stored_limits);
+      return {RT_E_CONFIG, 0, 0};
+    }
+    Decision d{r->code, r->code == RT_E_TOO_LARGE ? RT_WAIT_NEVER : r->wait_ms, 0};
+    if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
+      d.grant = MakeTicket(r->now_ms, m->hash, tokens, /*remote=*/true);
+    }
+    return d;
+  }
+  // Redis could not be asked: the on_error policy decides.
+  switch (redis_->url().on_error) {
+    case RedisUrl::OnError::kClosed:
+      return {RT_E_BACKEND, 0, 0, true};
+    case RedisUrl::OnError::kOpen: {
+      Decision d{RT_OK, 0, 0, true};
+      if (mode == Mode::kAcquireWithGrant) d.grant = MakeTicket(clock_.Now(), m->hash, tokens);
+      return d;
+    }
+    case RedisUrl::OnError::kLocal:
+      break;
+  }
+  SpinLockHolder l(&m->mu);
+  const int64_t now = clock_.Now();
+  Decision d = m->local.Decide(now, tokens, mode != Mode::kCheck);
+  if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
+    d.grant = MakeTicket(now, m->hash, tokens);
+  }
+  d.degraded = true;
+  return d;
+}
+
 Decision Tracker::Decide(ModelState* m, uint64_t tokens, Mode mode) {
+  if (redis_ != nullptr) return DecideRemote(m, tokens, mode);
   Decision d;
   int64_t now;
   if (m->shared == nullptr) {
@@ -308,6 +372,9 @@ std::string Tracker::Explain(absl::string_view model, int code) const {
     SpinLockHolder l(&mu_);
     return m->problem;
   }
+  if (code == RT_E_BACKEND && redis_ != nullptr) {
+    return absl::StrCat(redis_->health().last_error, " (on_error=closed)");
+  }
   if (code == RT_E_BACKEND) {
     return absl::StrCat("the shared state of '", model, "' in segment '",
                         shm_ != nullptr ? shm_->name() : "", "' cannot be locked");
@@ -330,6 +397,15 @@ absl::Status Tracker::Record(absl::string_view model, uint64_t tokens) {
     ShmSegment::Windows(m->shared).Record(clock_.Now(), tokens);
     return absl::OkStatus();
   }
+  if (redis_ != nullptr) {
+    auto r = redis_->Run(RedisStore::Op::kRecord, m->name, SpecOf(m), tokens);
+    if (r.ok()) return absl::OkStatus();
+    // Not lost: this process's own windows keep it.
+    SpinLockHolder l(&m->mu);
+    m->local.Record(clock_.Now(), tokens);
+    if (redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+    return absl::OkStatus();
+  }
   SpinLockHolder l(&m->mu);
   m->local.Record(clock_.Now(), tokens);
   return absl::OkStatus();
@@ -339,6 +415,19 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant,
                              uint64_t granted_tokens, uint64_t actual_tokens) {
   if (grant == 0) return InvalidError("grant ticket 0 is not a grant");
   const int64_t at = static_cast<int64_t>(grant >> kCheckBits) - 1;
+  const bool remote = redis_ != nullptr && at >= 0 &&
+                      MakeTicket(at, HashName(model), granted_tokens, true) == grant;
+  if (remote) {
+    auto found = FindOrCreate(model);
+    if (!found.ok()) return found.status();
+    if (granted_tokens == actual_tokens) return absl::OkStatus();
+    const bool top_up = actual_tokens > granted_tokens;
+    auto r = redis_->Run(RedisStore::Op::kSettle, model, SpecOf(*found), 0, at,
+                         top_up ? actual_tokens - granted_tokens : granted_tokens - actual_tokens,
+                         top_up);
+    if (!r.ok() && redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+    return absl::OkStatus();  // a grant made in Redis is settled there or not at all
+  }
   if (at < 0 || MakeTicket(at, HashName(model), granted_tokens) != grant) {
     return InvalidError(
         "the grant ticket does not match this tracker, model and granted_tokens "
@@ -406,6 +495,10 @@ absl::Status Tracker::ApplyLocked(EffectiveConfig config) {
     }
     SpinLockHolder ml(&m->mu);
     m->local.SetLimits(config_.Resolve(m->name), clock_.resolution_ms);
+    if (redis_ != nullptr) {
+      m->spec = RemoteSpec::From(m->local);
+      m->problem.clear();
+    }
   }
   return absl::OkStatus();
 }
@@ -446,7 +539,30 @@ std::string Tracker::backend() const {
   return config_.backend;
 }
 
+bool Tracker::TakeBackendFailure(std::string* message) {
+  if (redis_ == nullptr || !redis_->TakeFirstFailure()) return false;
+  *message = redis_->health().last_error;
+  return true;
+}
+
 absl::Status Tracker::Reset() {
+  if (redis_ != nullptr) {
+    std::vector<std::pair<std::string, RemoteSpec>> todo;
+    {
+      SpinLockHolder l(&mu_);
+      for (const auto& m : models_) {
+        SpinLockHolder ml(&m->mu);
+        m->local.Clear();
+        todo.push_back({m->name, m->spec});
+      }
+    }
+    absl::Status st = absl::OkStatus();
+    for (const auto& [name, spec] : todo) {
+      auto r = redis_->Run(RedisStore::Op::kReset, name, spec, 0);
+      if (!r.ok() && st.ok()) st = r.status();
+    }
+    return st;
+  }
   SpinLockHolder l(&mu_);
   if (shm_ != nullptr) {
     absl::Status st = absl::OkStatus();
@@ -474,6 +590,7 @@ std::string Tracker::StatsJson() const {
     uint64_t current;
   };
   std::map<std::string, std::vector<Row>> rows;
+  std::vector<std::pair<std::string, RemoteSpec>> remote;  // Redis: ask outside mu_
   std::string tier_text, backend;
   auto snapshot = [&](absl::string_view name, WindowSet& ws, int64_t now) {
     auto& r = rows[std::string(name)];
@@ -491,6 +608,18 @@ std::string Tracker::StatsJson() const {
         ShmModelLock sl(slot);
         if (sl.status().ok()) snapshot(ShmSegment::Name(slot), ShmSegment::Windows(slot), clock_.Now());
       });
+    } else if (redis_ != nullptr) {
+      for (const auto& m : models_) {
+        SpinLockHolder ml(&m->mu);
+        remote.push_back({m->name, m->spec});
+        snapshot(m->name, m->local, clock_.Now());  // replaced below if Redis answers
+      }
+      for (const std::string& name : config_.ListedModels()) {
+        if (rows.count(name) != 0) continue;
+        WindowSet ws;
+        ws.SetLimits(config_.Resolve(name), clock_.resolution_ms);
+        remote.push_back({name, RemoteSpec::From(ws)});
+      }
     } else {
       for (const auto& m : models_) {
         SpinLockHolder ml(&m->mu);
@@ -503,9 +632,35 @@ std::string Tracker::StatsJson() const {
       for (const WindowLimit& w : config_.Resolve(name).windows) r.push_back({w, 0});
     }
   }
+  for (const auto& [name, spec] : remote) {
+    auto r = redis_->Run(RedisStore::Op::kStats, name, spec, 0);
+    if (!r.ok() || r->used.size() != static_cast<size_t>(spec.n)) continue;
+    auto& row = rows[name];
+    row.clear();
+    for (int i = 0; i < spec.n; ++i) {
+      const WindowLimit w = {spec.w[i].tokens ? Unit::kTokens : Unit::kRequests,
+                             std::strtoll(spec.w[i].name + 1, nullptr, 10),
+                             spec.w[i].limit < 0 ? kUnlimited
+                                                 : static_cast<uint64_t>(spec.w[i].limit)};
+      row.push_back({w, r->used[i]});
+    }
+  }
   ordered_json out;
   out["tier"] = tier_text;
-  out["backend"] = backend;
+  out["backend"] = redis_ != nullptr ? redis_->url().Redacted() : backend;
+  if (redis_ != nullptr) {
+    const RedisStore::Health h = redis_->health();
+    ordered_json state;
+    state["connected"] = h.connected;
+    state["degraded_since_unix_ms"] =
+        h.degraded_since_unix_ms != 0 ? ordered_json(h.degraded_since_unix_ms) : ordered_json();
+    state["on_error"] = redis_->url().on_error == RedisUrl::OnError::kLocal   ? "local"
+                        : redis_->url().on_error == RedisUrl::OnError::kOpen ? "open"
+                                                                             : "closed";
+    state["errors"] = h.errors;
+    state["last_error"] = h.last_error;
+    out["backend_state"] = std::move(state);
+  }
   ordered_json models = ordered_json::object();
   for (const auto& [name, windows] : rows) {
     ordered_json mj = ordered_json::object();
@@ -535,15 +690,17 @@ std::string Tracker::StatsJson() const {
 void Tracker::LockAllForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   g_registry_mu.Lock();
   for (Tracker* t = g_registry_head; t != nullptr; t = t->next_) {
+    if (t->redis_ != nullptr) t->redis_->LockForFork();
     t->mu_.Lock();
     for (const auto& m : t->models_) m->mu.Lock();
   }
 }
 
-void Tracker::UnlockAllForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+void Tracker::UnlockAllForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   for (Tracker* t = g_registry_head; t != nullptr; t = t->next_) {
     for (const auto& m : t->models_) m->mu.Unlock();
     t->mu_.Unlock();
+    if (t->redis_ != nullptr) t->redis_->UnlockForFork(child);
   }
   g_registry_mu.Unlock();
 }

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "config.h"
+#include "redis_store.h"
 #include "shm_segment.h"
 #include "spin_lock.h"
 #include "window_set.h"
@@ -70,6 +71,8 @@ class Tracker {
   absl::Status SetTier(absl::string_view tier);
   std::string tier() const;
   std::string backend() const;
+  // Redis: true once when the backend has just failed; *message says how.
+  bool TakeBackendFailure(std::string* message);
 
   absl::Status Reset();           // forget all usage (of the whole segment)
   std::string StatsJson() const;  // see rt_stats_json
@@ -77,14 +80,14 @@ class Tracker {
   // fork(): every SpinLock of every live tracker is taken before and
   // released after (shared-memory mutexes are not: their owners live on).
   static void LockAllForFork();
-  static void UnlockAllForFork();
+  static void UnlockAllForFork(bool child);
 
  private:
   struct ModelState;
   struct Table;
 
   Tracker(EffectiveConfig config, Config raw, Clock clock,
-          std::unique_ptr<ShmSegment> shm);
+          std::unique_ptr<ShmSegment> shm, std::unique_ptr<RedisStore> redis);
 
   ModelState* Find(absl::string_view model, size_t hash) const;
   absl::StatusOr<ModelState*> FindOrCreate(absl::string_view model);
@@ -97,6 +100,8 @@ class Tracker {
   absl::Status ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
   Decision Decide(ModelState* m, uint64_t tokens, Mode mode);
+  Decision DecideRemote(ModelState* m, uint64_t tokens, Mode mode);
+  RemoteSpec SpecOf(ModelState* m);
   static size_t HashName(absl::string_view name);
 
   // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time, the
@@ -104,10 +109,14 @@ class Tracker {
   // with another model or the wrong token count, is refused (but for a
   // 1 in 2^23 chance). Trackers on one segment share the key.
   static constexpr int kCheckBits = 23;
-  uint64_t MakeTicket(int64_t at_ms, size_t model_hash, uint64_t tokens) const;
+  // `remote`: the time is the Redis server's (Unix ms), not this host's
+  // monotonic clock.
+  uint64_t MakeTicket(int64_t at_ms, size_t model_hash, uint64_t tokens,
+                      bool remote = false) const;
 
   const Clock clock_;
-  const std::unique_ptr<ShmSegment> shm_;  // null for "memory"
+  const std::unique_ptr<ShmSegment> shm_;  // "shm:NAME", else null
+  const std::unique_ptr<RedisStore> redis_;  // "redis://...", else null
   const uint64_t secret_;
   mutable SpinLock mu_;  // configuration, table growth, the model list
   EffectiveConfig config_ ABSL_GUARDED_BY(mu_);

@@ -21,6 +21,7 @@ struct Decision {
   int code;          // RT_OK, RT_LIMITED, RT_E_TOO_LARGE (or another status)
   uint64_t wait_ms;  // RT_LIMITED: > 0; RT_E_TOO_LARGE: RT_WAIT_NEVER
   uint64_t grant;    // RT_OK from an acquire that asked for one: the ticket
+  bool degraded = false;  // decided by the on_error policy: Redis failed
 };
 
 // A window and its limit, together in the cache line the hot path touches.

@@ -1,4 +1,5 @@
 #include "config.h"
+#include "redis_store.h"
 
 #include <string>
 
@@ -59,7 +60,14 @@ TEST(ConfigTest, ErrorsNameTheOffendingKey) {
       {R"({"tier": "nobody=tier1"})", "nobody"},
       {R"({"tier": "openai"})", "unknown tier 'openai'"},
       {R"({"tier": "openai=tier2,gemini"})", "'gemini'"},
-      {R"({"backend": "redis://x"})", "'backend'"},
+      {R"({"backend": "redis://h:99999"})", "port"},
+      {R"({"backend": "redis://h:6379/x"})", "database"},
+      {R"({"backend": "redis://h?on_error=maybe"})", "on_error"},
+      {R"({"backend": "redis://h?timeout_ms=0"})", "timeout_ms"},
+      {R"({"backend": "redis://h?prefix={x}"})", "prefix"},
+      {R"({"backend": "redis://h?colour=red"})", "colour"},
+      {R"({"backend": "redis://"})", "no host"},
+      {R"({"backend": "carrier-pigeon"})", "'backend'"},
       {R"({"backend": "shm:../x"})", "'backend'"},
       {R"({"backend": "shm:a/b"})", "no '/'"},
       {R"({"backend": "shm:"})", "'backend'"},
@@ -103,6 +111,36 @@ TEST(ConfigTest, ErrorsNameTheOffendingKey) {
     std::string msg = Refusal(c.json);
     EXPECT_NE(msg.find(c.must_mention), std::string::npos)
         << c.json << " -> " << msg;
+  }
+}
+
+TEST(ConfigTest, RedisUrlsParseAndNeverShowThePassword) {
+  auto u = ParseRedisUrl("redis://app:hunter2@cache.local:6380/3?prefix=agents&timeout_ms=20&on_error=closed");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->host, "cache.local");
+  EXPECT_EQ(u->port, 6380);
+  EXPECT_EQ(u->db, 3);
+  EXPECT_EQ(u->user, "app");
+  EXPECT_EQ(u->password, "hunter2");
+  EXPECT_EQ(u->prefix, "agents");
+  EXPECT_EQ(u->timeout_ms, 20);
+  EXPECT_EQ(u->on_error, RedisUrl::OnError::kClosed);
+  EXPECT_EQ(u->Redacted().find("hunter2"), std::string::npos);
+  EXPECT_EQ(u->Redacted().find("app"), std::string::npos);
+  auto d = ParseRedisUrl("redis://127.0.0.1");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->port, 6379);
+  EXPECT_EQ(d->timeout_ms, 50);
+  EXPECT_EQ(d->on_error, RedisUrl::OnError::kLocal);
+  auto p = ParseRedisUrl("redis://secretonly@h:1");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->password, "secretonly");
+  for (const char* bad : {"redis://u:hunter2@h:99999", "redis://u:hunter2@h?x=1",
+                          "redis://u:hunter2@:1", "rediss://u:hunter2@h"}) {
+    std::string json = std::string(R"({"backend": ")") + bad + "\"}";
+    std::string msg = Refusal(json.c_str());
+    EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
+    EXPECT_NE(msg, "(accepted)") << bad;
   }
 }
 

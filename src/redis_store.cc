@@ -1,0 +1,397 @@
+#include "redis_store.h"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "ratetrack.h"
+#include "status.h"
+
+namespace ratetrack {
+
+extern const char kRedisScript[];  // generated from src/redis_script.lua
+
+namespace {
+
+constexpr int kPoolSize = 4;
+constexpr int64_t kMinBackoffMs = 50;
+constexpr int64_t kMaxBackoffMs = 2000;
+// Lua numbers are doubles: integers are exact up to 2^53.
+constexpr uint64_t kMaxExact = uint64_t{1} << 53;
+
+int64_t NowUs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t UnixMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct timeval Tv(int64_t us) {
+  if (us < 1000) us = 1000;
+  return {static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
+}
+
+std::string Clamp(uint64_t v) { return std::to_string(std::min(v, kMaxExact)); }
+
+}  // namespace
+
+std::string RedisUrl::Redacted() const {
+  const char* policy = on_error == OnError::kLocal ? "local"
+                       : on_error == OnError::kOpen ? "open"
+                                                    : "closed";
+  return absl::StrCat("redis://", host, ":", port, "/", db, "?prefix=", prefix,
+                      "&timeout_ms=", timeout_ms, "&on_error=", policy);
+}
+
+absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
+  RedisUrl u;
+  auto bad = [](absl::string_view what) {
+    return ConfigError(absl::StrCat("config key 'backend': bad Redis URL: ", what,
+                                    " (expected redis://[user:password@]host:port[/db]"
+                                    "[?prefix=P&timeout_ms=T&on_error=local|open|closed])"));
+  };
+  if (!absl::StartsWith(url, "redis://")) return bad("it must start with redis://");
+  absl::string_view rest = url.substr(8);
+  absl::string_view query;
+  if (size_t q = rest.find('?'); q != absl::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+  if (size_t at = rest.rfind('@'); at != absl::string_view::npos) {
+    absl::string_view cred = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    if (size_t colon = cred.find(':'); colon != absl::string_view::npos) {
+      u.user = std::string(cred.substr(0, colon));
+      u.password = std::string(cred.substr(colon + 1));
+    } else {
+      u.password = std::string(cred);  // redis://password@host
+    }
+  }
+  if (size_t slash = rest.find('/'); slash != absl::string_view::npos) {
+    absl::string_view db = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    if (!db.empty() && (!absl::SimpleAtoi(db, &u.db) || u.db < 0 || u.db > 1000)) {
+      return bad(absl::StrCat("database '", db, "' is not a number"));
+    }
+  }
+  if (size_t colon = rest.rfind(':'); colon != absl::string_view::npos) {
+    if (!absl::SimpleAtoi(rest.substr(colon + 1), &u.port) || u.port < 1 || u.port > 65535) {
+      return bad(absl::StrCat("port '", rest.substr(colon + 1), "'"));
+    }
+    rest = rest.substr(0, colon);
+  }
+  if (rest.empty()) return bad("no host");
+  u.host = std::string(rest);
+  for (absl::string_view kv : absl::StrSplit(query, '&', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first == "prefix") {
+      if (p.second.empty() || p.second.find_first_of("{}") != std::string::npos) {
+        return bad("prefix must be non-empty, without braces");
+      }
+      u.prefix = p.second;
+    } else if (p.first == "timeout_ms") {
+      if (!absl::SimpleAtoi(p.second, &u.timeout_ms) || u.timeout_ms < 1 ||
+          u.timeout_ms > 60000) {
+        return bad("timeout_ms must be from 1 to 60000");
+      }
+    } else if (p.first == "on_error") {
+      if (p.second == "local") u.on_error = RedisUrl::OnError::kLocal;
+      else if (p.second == "open") u.on_error = RedisUrl::OnError::kOpen;
+      else if (p.second == "closed") u.on_error = RedisUrl::OnError::kClosed;
+      else return bad(absl::StrCat("on_error '", p.second, "'"));
+    } else if (p.first == "limits") {
+      if (p.second != "segment" && p.second != "update") return bad("limits=segment|update");
+      u.update_limits = p.second == "update";
+    } else {
+      return bad(absl::StrCat("unknown parameter '", p.first, "'"));
+    }
+  }
+  return u;
+}
+
+RemoteSpec RemoteSpec::From(const WindowSet& ws) {
+  RemoteSpec s;
+  s.n = ws.nwin;
+  int64_t longest = 0;
+  for (int i = 0; i < ws.nwin; ++i) {
+    const WindowSlot& slot = ws.slots[i];
+    RemoteSpec::Window& w = s.w[i];
+    std::snprintf(w.name, sizeof w.name, "%c%lld",
+                  slot.limit.unit == Unit::kTokens ? 't' : 'r',
+                  static_cast<long long>(slot.limit.seconds));
+    w.width_ms = slot.window.width_ms();
+    w.ring = slot.window.ring();
+    w.limit = slot.limit.limit == kUnlimited
+                  ? -1
+                  : static_cast<int64_t>(std::min(slot.limit.limit, kMaxExact));
+    w.tokens = slot.limit.unit == Unit::kTokens;
+    longest = std::max(longest, w.width_ms * w.ring);
+  }
+  s.ttl_ms = longest + 60000;  // a little longer than the longest window
+  s.fingerprint = DescribeLimits(ws.Limits());
+  return s;
+}
+
+struct RedisStore::Conn {
+  std::atomic<bool> busy{false};
+  redisContext* ctx = nullptr;
+  pid_t pid = 0;
+  void Drop() {
+    if (ctx != nullptr) redisFree(ctx);
+    ctx = nullptr;
+  }
+};
+
+RedisStore::RedisStore(RedisUrl url) : url_(std::move(url)) {
+  for (int i = 0; i < kPoolSize; ++i) pool_.push_back(std::make_unique<Conn>());
+}
+
+RedisStore::~RedisStore() {
+  for (auto& c : pool_) {
+    if (c->pid == getpid()) c->Drop();
+  }
+}
+
+void RedisStore::NoteFailure(const std::string& message) {
+  errors_.fetch_add(1);
+  connected_.store(false);
+  int64_t expected = 0;
+  if (degraded_since_ms_.compare_exchange_strong(expected, UnixMs())) {
+    first_failure_pending_.store(true);
+  }
+  const int64_t b = std::clamp(backoff_ms_.load() * 2, kMinBackoffMs, kMaxBackoffMs);
+  backoff_ms_.store(b);
+  next_attempt_us_.store(NowUs() + b * 1000);
+  std::lock_guard<std::mutex> l(last_error_mu_);
+  last_error_ = message;
+}
+
+void RedisStore::NoteSuccess() {
+  connected_.store(true, std::memory_order_relaxed);
+  if (degraded_since_ms_.load(std::memory_order_relaxed) != 0) {
+    degraded_since_ms_.store(0);
+    backoff_ms_.store(0);
+    first_failure_pending_.store(false);
+  }
+}
+
+bool RedisStore::TakeFirstFailure() {
+  return first_failure_pending_.load(std::memory_order_relaxed) &&
+         first_failure_pending_.exchange(false);
+}
+
+RedisStore::Health RedisStore::health() const {
+  std::lock_guard<std::mutex> l(last_error_mu_);
+  return {connected_.load(), degraded_since_ms_.load(), errors_.load(), last_error_};
+}
+
+void RedisStore::LockForFork() {
+  for (auto& c : pool_) {
+    bool expected = false;
+    while (!c->busy.compare_exchange_weak(expected, true)) {
+      expected = false;
+      std::this_thread::yield();
+    }
+  }
+}
+
+void RedisStore::UnlockForFork(bool child) {
+  for (auto& c : pool_) {
+    if (child) c->pid = 0;  // reconnect: never share the parent's socket
+    c->busy.store(false);
+  }
+}
+
+absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us,
+                                                    const std::vector<std::string>& argv) {
+  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
+  auto remaining = [&] { return deadline_us - NowUs(); };
+  auto command = [&](const std::vector<std::string>& args) -> redisReply* {
+    if (remaining() <= 0) return nullptr;
+    redisSetTimeout(c.ctx, Tv(remaining()));
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (const auto& a : args) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    return static_cast<redisReply*>(
+        redisCommandArgv(c.ctx, static_cast<int>(args.size()), ptrs.data(), lens.data()));
+  };
+  auto io_error = [&](const char* during) {
+    std::string msg = absl::StrCat(where, ": ", during, ": ",
+                                   c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
+    if (c.ctx && (c.ctx->err == REDIS_ERR_IO) && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
+    }
+    c.Drop();
+    return BackendError(msg);
+  };
+  if (c.ctx != nullptr && c.pid != getpid()) {
+    c.ctx = nullptr;  // the parent's socket: leave it to the parent
+  }
+  if (c.ctx == nullptr) {
+    if (remaining() <= 0) return BackendError(absl::StrCat(where, ": timed out"));
+    c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(remaining()));
+    c.pid = getpid();
+    if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
+    if (c.ctx->err) return io_error("cannot connect");
+    auto check = [&](redisReply* r, const char* during) -> absl::Status {
+      if (r == nullptr) return io_error(during);
+      std::string err = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "";
+      freeReplyObject(r);
+      if (!err.empty()) {
+        c.Drop();
+        return BackendError(absl::StrCat(where, ": ", during, ": ", err));
+      }
+      return absl::OkStatus();
+    };
+    if (!url_.password.empty()) {
+      std::vector<std::string> auth = {"AUTH"};
+      if (!url_.user.empty()) auth.push_back(url_.user);
+      auth.push_back(url_.password);
+      absl::Status st = check(command(auth), "AUTH");
+      if (!st.ok()) return st;
+    }
+    if (url_.db != 0) {
+      absl::Status st = check(command({"SELECT", std::to_string(url_.db)}), "SELECT");
+      if (!st.ok()) return st;
+    }
+    redisReply* loaded = command({"SCRIPT", "LOAD", kRedisScript});
+    if (loaded == nullptr) return io_error("SCRIPT LOAD");
+    if (loaded->type == REDIS_REPLY_STRING && !sha_known_.load()) {
+      std::lock_guard<std::mutex> l(last_error_mu_);
+      if (!sha_known_.load()) {
+        sha_.assign(loaded->str, loaded->len);
+        sha_known_.store(true, std::memory_order_release);
+      }
+    }
+    const bool failed = loaded->type == REDIS_REPLY_ERROR;
+    std::string err = failed ? std::string(loaded->str, loaded->len) : "";
+    freeReplyObject(loaded);
+    if (failed) {
+      c.Drop();
+      return BackendError(absl::StrCat(where, ": SCRIPT LOAD: ", err));
+    }
+  }
+  redisReply* r = command(argv);
+  if (r == nullptr) return io_error(argv[0] == "EVAL" ? "EVAL" : "EVALSHA");
+  if (r->type == REDIS_REPLY_ERROR && absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
+    // Not loaded yet on this server (or flushed, or a restarted server):
+    // EVAL loads and runs it.
+    freeReplyObject(r);
+    std::vector<std::string> eval = argv;
+    eval[0] = "EVAL";
+    eval[1] = kRedisScript;
+    r = command(eval);
+    if (r == nullptr) return io_error("EVAL");
+  }
+  if (r->type == REDIS_REPLY_ERROR) {
+    std::string err(r->str, r->len);
+    freeReplyObject(r);
+    c.Drop();
+    return BackendError(absl::StrCat(where, ": ", err));
+  }
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
+    freeReplyObject(r);
+    c.Drop();
+    return BackendError(absl::StrCat(where, ": unexpected reply to the script"));
+  }
+  Reply out;
+  const int64_t code = r->element[0]->integer;
+  out.code = code == 0 ? RT_OK : code == 1 ? RT_LIMITED : code == -3 ? RT_E_TOO_LARGE : RT_E_CONFIG;
+  out.wait_ms = static_cast<uint64_t>(std::max<long long>(r->element[1]->integer, 0));
+  out.now_ms = r->element[2]->integer;
+  for (size_t i = 3; i < r->elements; ++i) {
+    redisReply* e = r->element[i];
+    if (e->type == REDIS_REPLY_STRING) out.stored_limits.assign(e->str, e->len);
+    if (e->type == REDIS_REPLY_INTEGER) out.used.push_back(static_cast<uint64_t>(e->integer));
+  }
+  freeReplyObject(r);
+  return out;
+}
+
+absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model,
+                                                  const RemoteSpec& spec, uint64_t tokens,
+                                                  int64_t settle_at_ms, uint64_t settle_delta,
+                                                  bool top_up) {
+  const int64_t start = NowUs();
+  const int64_t next = next_attempt_us_.load(std::memory_order_relaxed);
+  if (start < next) {
+    std::lock_guard<std::mutex> l(last_error_mu_);
+    return BackendError(absl::StrCat(last_error_, " (retrying in ", (next - start) / 1000 + 1,
+                                     " ms)"));
+  }
+  const int64_t deadline = start + static_cast<int64_t>(url_.timeout_ms) * 1000;
+  static const char* const kOps[] = {"acquire", "check", "record", "settle", "stats", "reset"};
+  std::vector<std::string> argv;
+  argv.reserve(12 + spec.n * 5);
+  // By SHA once a connection has loaded the script (SCRIPT LOAD at connect);
+  // the whole script before that.
+  if (sha_known_.load(std::memory_order_acquire)) {
+    argv.push_back("EVALSHA");
+    argv.push_back(sha_);
+  } else {
+    argv.push_back("EVAL");
+    argv.push_back(kRedisScript);
+  }
+  argv.push_back("1");
+  argv.push_back(absl::StrCat("{", url_.prefix, ":", model, "}"));
+  argv.push_back(kOps[static_cast<int>(op)]);
+  argv.push_back(Clamp(tokens));
+  argv.push_back(spec.fingerprint);
+  argv.push_back(url_.update_limits ? "1" : "0");
+  argv.push_back(std::to_string(settle_at_ms));
+  argv.push_back(Clamp(settle_delta));
+  argv.push_back(top_up ? "1" : "0");
+  argv.push_back(std::to_string(spec.ttl_ms));
+  argv.push_back(std::to_string(spec.n));
+  for (int i = 0; i < spec.n; ++i) {
+    const RemoteSpec::Window& w = spec.w[i];
+    argv.push_back(w.name);
+    argv.push_back(std::to_string(w.width_ms));
+    argv.push_back(std::to_string(w.ring));
+    argv.push_back(std::to_string(w.limit));
+    argv.push_back(w.tokens ? "t" : "r");
+  }
+  // A free connection of the pool, starting from this thread's own.
+  static thread_local unsigned home = static_cast<unsigned>(
+      std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  for (;;) {
+    for (int k = 0; k < kPoolSize; ++k) {
+      Conn& c = *pool_[(home + k) % kPoolSize];
+      bool expected = false;
+      if (!c.busy.compare_exchange_strong(expected, true, std::memory_order_acquire)) continue;
+      auto reply = RunOn(c, deadline, argv);
+      c.busy.store(false, std::memory_order_release);
+      if (reply.ok()) {
+        NoteSuccess();
+      } else if (reply.status().code() == absl::StatusCode::kUnavailable) {
+        NoteFailure(std::string(reply.status().message()));
+      }
+      return reply;
+    }
+    if (NowUs() >= deadline) {
+      return BackendError(absl::StrCat("Redis ", url_.host, ":", url_.port,
+                                       ": every pooled connection stayed busy for ",
+                                       url_.timeout_ms, " ms"));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+}  // namespace ratetrack

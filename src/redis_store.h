@@ -1,0 +1,127 @@
+// RedisStore: one budget across machines. Every decision is one atomic Lua
+// script over all windows of a model (src/redis_script.lua), run by its SHA
+// on a small pool of connections, on the Redis server's clock.
+//
+// Bounded latency: connecting and every command share one deadline of
+// timeout_ms; a caller never waits longer for Redis (or for a pooled
+// connection). After a failure, connections are retried with exponential
+// backoff (50 ms to 2 s); until then calls fail fast, and the tracker
+// applies the on_error policy.
+#ifndef RATETRACK_SRC_REDIS_STORE_H_
+#define RATETRACK_SRC_REDIS_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "window_set.h"
+
+namespace ratetrack {
+
+struct RedisUrl {
+  enum class OnError { kLocal, kOpen, kClosed };
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int db = 0;
+  std::string user;      // ACL user, or empty
+  std::string password;  // never printed
+  std::string prefix = "ratetrack";
+  int timeout_ms = 50;
+  OnError on_error = OnError::kLocal;
+  bool update_limits = false;  // ?limits=update
+
+  // "redis://host:port/db?prefix=P&timeout_ms=T&on_error=E", no credentials.
+  std::string Redacted() const;
+};
+
+// Parses "redis://[user:password@]host:port[/db][?prefix=P&timeout_ms=T&
+// on_error=local|open|closed&limits=segment|update]". Errors never repeat
+// the password.
+absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url);
+
+// What the script needs of a model's windows, copied per call (the limits
+// may change under the tracker's lock; this is a snapshot).
+struct RemoteSpec {
+  struct Window {
+    char name[24];  // "r60", "t86400": unit and seconds
+    int64_t width_ms;
+    int32_t ring;
+    int64_t limit;  // -1: unlimited
+    bool tokens;
+  };
+  int n = 0;
+  Window w[ModelLimits::kMaxWindows];
+  int64_t ttl_ms = 0;
+  std::string fingerprint;  // DescribeLimits: "conflict" detection
+
+  static RemoteSpec From(const WindowSet& windows);
+};
+
+class RedisStore {
+ public:
+  enum class Op { kAcquire, kCheck, kRecord, kSettle, kStats, kReset };
+  struct Reply {
+    int code = 0;          // RT_OK, RT_LIMITED, RT_E_TOO_LARGE, RT_E_CONFIG
+    uint64_t wait_ms = 0;  // RT_LIMITED
+    int64_t now_ms = 0;    // the server's time of the decision (Unix ms)
+    std::string stored_limits;   // RT_E_CONFIG: what Redis holds
+    std::vector<uint64_t> used;  // kStats: per window
+  };
+  struct Health {
+    bool connected;
+    int64_t degraded_since_unix_ms;  // 0: not degraded
+    uint64_t errors;
+    std::string last_error;
+  };
+
+  explicit RedisStore(RedisUrl url);
+  ~RedisStore();
+  RedisStore(const RedisStore&) = delete;
+  RedisStore& operator=(const RedisStore&) = delete;
+
+  const RedisUrl& url() const { return url_; }
+
+  // One atomic step over `windows` (their limits and geometry) of `model`.
+  // An error status means Redis could not be asked (the policy decides).
+  absl::StatusOr<Reply> Run(Op op, absl::string_view model, const RemoteSpec& spec,
+                            uint64_t tokens, int64_t settle_at_ms = 0,
+                            uint64_t settle_delta = 0, bool top_up = false);
+
+  Health health() const;
+  // True exactly once per failure streak: the caller reports the first
+  // failure's message (rt_last_error) when Redis goes away.
+  bool TakeFirstFailure();
+
+  // fork(): no connection is mid-command across a fork, and the child
+  // reconnects (a socket shared by two processes would mix their replies).
+  void LockForFork();
+  void UnlockForFork(bool child);
+
+ private:
+  struct Conn;
+  absl::StatusOr<Reply> RunOn(Conn& c, int64_t deadline_us, const std::vector<std::string>& argv);
+  void NoteFailure(const std::string& message);
+  void NoteSuccess();
+
+  const RedisUrl url_;
+  std::vector<std::unique_ptr<Conn>> pool_;
+  std::atomic<int64_t> next_attempt_us_{0};  // backoff: fail fast until then
+  std::atomic<int64_t> backoff_ms_{0};
+  std::atomic<int64_t> degraded_since_ms_{0};
+  std::atomic<uint64_t> errors_{0};
+  std::atomic<bool> first_failure_pending_{false};
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> sha_known_{false};
+  std::string sha_;  // written once, before sha_known_
+  mutable std::mutex last_error_mu_;
+  std::string last_error_;
+};
+
+}  // namespace ratetrack
+
+#endif  // RATETRACK_SRC_REDIS_STORE_H_

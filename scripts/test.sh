@@ -8,14 +8,14 @@
 #   scripts/test.sh                 everything
 #   RT_SKIP_SANITIZERS=1 scripts/test.sh   without the two sanitizer builds
 #   RT_ONLY="core go" scripts/test.sh      only some suites
-#                                   (core asan tsan go rust node python)
+#                                   (core asan tsan go rust node python shm-languages)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 scripts/install-deps.sh --bindings || exit 1
 
-suites=(core asan tsan go rust node python)
-[ "${RT_SKIP_SANITIZERS:-0}" = 1 ] && suites=(core go rust node python)
+suites=(core asan tsan go rust node python shm-languages)
+[ "${RT_SKIP_SANITIZERS:-0}" = 1 ] && suites=(core go rust node python shm-languages)
 [ -n "${RT_ONLY:-}" ] && read -r -a suites <<< "$RT_ONLY"
 
 passed=0 failed=0 failed_names=()
@@ -56,6 +56,10 @@ for s in "${suites[@]}"; do
     go|rust|node|python)
       [ -e "$lib" ] || run core-for-bindings build_core
       run "$s" binding "$s" ;;
+    shm-languages)  # C, Go, Rust, Node.js and Python processes on one segment
+      [ -e "$lib" ] || run core-for-bindings build_core
+      run "$s" env RATETRACK_LIBRARY="$lib" SHM_RACER_C="$root/build/examples/shm_racer" \
+        tests/shm_languages_test.sh ;;
     *) echo "unknown suite '$s'"; failed=$((failed + 1)) ;;
   esac
 done

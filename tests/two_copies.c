@@ -13,6 +13,7 @@ struct lib {
   rt_tracker *(*open)(const char *);
   int (*try_acquire)(rt_tracker *, const char *, uint64_t, uint64_t *);
   int (*shm_remove)(const char *);
+  void (*close)(rt_tracker *);
   const char *(*last_error)(void);
 };
 
@@ -27,7 +28,8 @@ static int load(const char *path, struct lib *l) {
   *(void **)&l->try_acquire = dlsym(h, "rt_try_acquire");
   *(void **)&l->shm_remove = dlsym(h, "rt_shm_remove");
   *(void **)&l->last_error = dlsym(h, "rt_last_error");
-  return l->global_get && l->open && l->try_acquire && l->shm_remove ? 0 : -1;
+  *(void **)&l->close = dlsym(h, "rt_close");
+  return l->global_get && l->open && l->try_acquire && l->shm_remove && l->close ? 0 : -1;
 }
 
 int main(int argc, char **argv) {
@@ -65,6 +67,10 @@ int main(int argc, char **argv) {
     shared += b.try_acquire(sb, "x/m", 1, NULL) == 0;
   }
   b.shm_remove(name);
+  a.close(ma);
+  b.close(mb);
+  a.close(sa);
+  b.close(sb);
   printf("two copies in memory: %d admitted against 10 (two budgets)\n", in_memory);
   printf("two copies through shm: %d admitted against 10 (one budget)\n", shared);
   return in_memory == 20 && shared == 10 ? 0 : 1;

@@ -1,0 +1,341 @@
+// The Redis backend against real redis-server processes, started here on
+// free loopback ports (never a mock): racing processes, atomic windows,
+// Redis killed and restarted, SCRIPT FLUSH and FLUSHALL, passwords,
+// unreachable and frozen servers, TTLs and hash tags, fork.
+#include <arpa/inet.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "ratetrack.h"
+
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+int FreePort() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+// A redis-server of our own, on loopback.
+class RedisServer {
+ public:
+  explicit RedisServer(std::vector<std::string> extra = {}, int port = 0)
+      : port_(port ? port : FreePort()), extra_(std::move(extra)) {
+    Start();
+  }
+  ~RedisServer() { Kill(); }
+  int port() const { return port_; }
+  void Start() {
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_),
+                                       "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--loglevel", "warning"};
+      args.insert(args.end(), extra_.begin(), extra_.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execvp("redis-server", argv.data());
+      _exit(127);
+    }
+    for (int i = 0; i < 200; ++i) {
+      redisContext* c = redisConnect("127.0.0.1", port_);
+      bool up = c != nullptr && c->err == 0;
+      if (c) redisFree(c);
+      if (up) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "redis-server did not start on port " << port_;
+  }
+  void Kill() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  void Stop() { kill(pid_, SIGSTOP); }
+  void Continue() { kill(pid_, SIGCONT); }
+  // A raw command, as a string ("" for nil), for checks.
+  std::string Command(const std::vector<std::string>& args,
+                      const std::string& password = "") {
+    redisContext* c = redisConnect("127.0.0.1", port_);
+    if (c == nullptr || c->err) return "connect error";
+    if (!password.empty()) freeReplyObject(redisCommand(c, "AUTH %s", password.c_str()));
+    std::vector<const char*> p;
+    std::vector<size_t> l;
+    for (auto& a : args) {
+      p.push_back(a.data());
+      l.push_back(a.size());
+    }
+    auto* r = static_cast<redisReply*>(redisCommandArgv(c, p.size(), p.data(), l.data()));
+    std::string out;
+    if (r == nullptr) out = "io error";
+    else if (r->type == REDIS_REPLY_INTEGER) out = std::to_string(r->integer);
+    else if (r->str != nullptr) out = std::string(r->str, r->len);
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return out;
+  }
+  std::string Url(const std::string& query = "", const std::string& cred = "") const {
+    return "redis://" + cred + "127.0.0.1:" + std::to_string(port_) + "/0" + query;
+  }
+
+ private:
+  int port_;
+  std::vector<std::string> extra_;
+  pid_t pid_ = -1;
+};
+
+std::string Config(const std::string& url, const std::string& limits) {
+  return R"({"backend": ")" + url + R"(", "builtin_tiers": false, "limits": )" + limits + "}";
+}
+
+json Stats(rt_tracker* t) {
+  char* s = rt_stats_json(t);
+  json j = json::parse(s);
+  rt_free(s);
+  return j;
+}
+
+TEST(RedisTest, ProcessesRacingAdmitExactlyTheLimit) {
+  RedisServer redis;
+  const std::string cfg = Config(redis.Url("?prefix=race"),
+      R"({"a/b": {"windows": [{"unit": "requests", "limit": 500, "seconds": 3600}]}})");
+  int pipes[2];
+  ASSERT_EQ(pipe(pipes), 0);
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 4; ++i) {  // four "hosts", each with its own tracker
+    pid_t p = fork();
+    if (p == 0) {
+      rt_tracker* t = rt_open(cfg.c_str());
+      int n = 0;
+      for (int j = 0; j < 400 && t != nullptr; ++j) {
+        int rc = rt_try_acquire(t, "a/b", 1, nullptr);
+        if (rc == RT_OK) ++n;
+        else if (rc != RT_LIMITED) n = -100000;
+      }
+      (void)!write(pipes[1], &n, sizeof n);
+      _exit(0);
+    }
+    kids.push_back(p);
+  }
+  int total = 0;
+  for (size_t i = 0; i < kids.size(); ++i) {
+    int n = 0;
+    ASSERT_EQ(read(pipes[0], &n, sizeof n), static_cast<ssize_t>(sizeof n));
+    total += n;
+  }
+  for (pid_t p : kids) waitpid(p, nullptr, 0);
+  EXPECT_EQ(total, 500);
+}
+
+TEST(RedisTest, ARequestRefusedByOneWindowConsumesNothing) {
+  RedisServer redis;
+  rt_tracker* t = rt_open(Config(redis.Url(), R"({"a/b": {"rpm": 1000, "tpm": 100}})").c_str());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 60, nullptr), RT_OK);
+  uint64_t retry = 0;
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 60, &retry), RT_LIMITED);
+  EXPECT_GT(retry, 50000u);
+  EXPECT_LE(retry, 62000u);
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 101, nullptr), RT_E_TOO_LARGE);
+  json s = Stats(t);
+  EXPECT_EQ(s["models"]["a/b"]["requests_per_minute"]["current"], 1);
+  EXPECT_EQ(s["models"]["a/b"]["tokens_per_minute"]["current"], 60);
+  EXPECT_EQ(s["backend_state"]["connected"], true);
+  // Keys: one hash per model, with the model in the hash tag, and a TTL a
+  // little longer than the longest window (a day).
+  EXPECT_EQ(redis.Command({"EXISTS", "{ratetrack:a/b}"}), "1");
+  long long ttl = std::stoll(redis.Command({"PTTL", "{ratetrack:a/b}"}));
+  EXPECT_GT(ttl, 86400LL * 1000);
+  EXPECT_LT(ttl, 86400LL * 1000 + 30LL * 60 * 1000 + 120000);
+  // Settle in Redis, at the grant's time.
+  rt_tracker* u = rt_open(Config(redis.Url("?prefix=s"), R"({"x/y": {"tpm": 1000}})").c_str());
+  uint64_t grant = 0;
+  ASSERT_EQ(rt_try_acquire_grant(u, "x/y", 1000, nullptr, &grant), RT_OK);
+  EXPECT_EQ(rt_try_acquire(u, "x/y", 1, nullptr), RT_LIMITED);
+  ASSERT_EQ(rt_settle(u, "x/y", grant, 1000, 100), RT_OK);
+  EXPECT_EQ(rt_try_acquire(u, "x/y", 900, nullptr), RT_OK);
+  EXPECT_EQ(rt_try_acquire(u, "x/y", 1, nullptr), RT_LIMITED);
+  EXPECT_EQ(rt_settle(u, "x/y", grant, 999, 100), RT_E_INVALID);
+  // rt_reset empties Redis for the tracker's models.
+  ASSERT_EQ(rt_reset(u), RT_OK);
+  EXPECT_EQ(rt_try_acquire(u, "x/y", 1000, nullptr), RT_OK);
+  rt_close(t);
+  rt_close(u);
+}
+
+TEST(RedisTest, DisagreeingHostsAreToldSo) {
+  RedisServer redis;
+  rt_tracker* a = rt_open(Config(redis.Url(), R"({"a/b": {"rpm": 5}})").c_str());
+  rt_tracker* b = rt_open(Config(redis.Url(), R"({"a/b": {"rpm": 6}})").c_str());
+  ASSERT_EQ(rt_try_acquire(a, "a/b", 1, nullptr), RT_OK);
+  EXPECT_EQ(rt_try_acquire(b, "a/b", 1, nullptr), RT_E_CONFIG);
+  EXPECT_NE(std::string(rt_last_error()).find("requests_per_minute 5"), std::string::npos);
+  EXPECT_EQ(rt_record(b, "a/b", 1), RT_OK) << "records still book";
+  EXPECT_EQ(Stats(a)["models"]["a/b"]["requests_per_minute"]["current"], 2);
+  rt_tracker* c = rt_open(Config(redis.Url("?limits=update"), R"({"a/b": {"rpm": 3}})").c_str());
+  EXPECT_EQ(rt_try_acquire(c, "a/b", 1, nullptr), RT_OK);
+  EXPECT_EQ(rt_try_acquire(c, "a/b", 1, nullptr), RT_LIMITED) << "3 now, for everyone";
+  rt_close(a);
+  rt_close(b);
+  rt_close(c);
+}
+
+TEST(RedisTest, KilledAndRestartedRedis) {
+  auto redis = std::make_unique<RedisServer>();
+  const int port = redis->port();
+  const std::string limits = R"({"a/b": {"windows": [{"unit": "requests", "limit": 3, "seconds": 3600}]}})";
+  rt_tracker* local = rt_open(Config(redis->Url("?prefix=l&timeout_ms=50"), limits).c_str());
+  rt_tracker* open = rt_open(Config(redis->Url("?prefix=o&timeout_ms=50&on_error=open"), limits).c_str());
+  rt_tracker* closed = rt_open(Config(redis->Url("?prefix=c&timeout_ms=50&on_error=closed"), limits).c_str());
+  ASSERT_EQ(rt_try_acquire(local, "a/b", 1, nullptr), RT_OK);
+  ASSERT_EQ(rt_try_acquire(closed, "a/b", 1, nullptr), RT_OK);
+  redis->Kill();
+  // Every call returns within the timeout, and follows its policy.
+  auto start = Clock::now();
+  EXPECT_EQ(rt_try_acquire(closed, "a/b", 1, nullptr), RT_E_BACKEND);
+  EXPECT_NE(std::string(rt_last_error()).find("127.0.0.1:" + std::to_string(port)),
+            std::string::npos) << rt_last_error();
+  int local_ok = 0;
+  for (int i = 0; i < 5; ++i) local_ok += rt_try_acquire(local, "a/b", 1, nullptr) == RT_OK;
+  EXPECT_EQ(local_ok, 3) << "local: the same limits, in this process";
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(rt_try_acquire(open, "a/b", 1, nullptr), RT_OK);
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1000));
+  json s = Stats(local);
+  EXPECT_EQ(s["backend_state"]["connected"], false);
+  EXPECT_TRUE(s["backend_state"]["degraded_since_unix_ms"].is_number());
+  EXPECT_GT(s["backend_state"]["errors"].get<int>(), 0);
+  EXPECT_NE(s["backend_state"]["last_error"].get<std::string>().find(
+                "127.0.0.1:" + std::to_string(port)),
+            std::string::npos);
+  // Redis comes back, empty: the tracker returns to it by itself, the script
+  // is loaded again, and the limits hold there.
+  redis = std::make_unique<RedisServer>(std::vector<std::string>{}, port);
+  // (Stats asks Redis too, so polling it reconnects without spending.)
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (Clock::now() < deadline && Stats(closed)["backend_state"]["connected"] != true) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(Stats(closed)["backend_state"]["connected"], true);
+  EXPECT_TRUE(Stats(closed)["backend_state"]["degraded_since_unix_ms"].is_null());
+  int admitted = 0;
+  for (int i = 0; i < 6; ++i) admitted += rt_try_acquire(closed, "a/b", 1, nullptr) == RT_OK;
+  EXPECT_EQ(admitted, 3) << "the new, empty Redis: the limit, from zero";
+  rt_close(local);
+  rt_close(open);
+  rt_close(closed);
+}
+
+TEST(RedisTest, ScriptFlushAndFlushAllAreSurvived) {
+  RedisServer redis;
+  rt_tracker* t = rt_open(Config(redis.Url(), R"({"a/b": {"rpm": 10}})").c_str());
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+  EXPECT_EQ(redis.Command({"SCRIPT", "FLUSH"}), "OK");
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK) << "NOSCRIPT: loaded again";
+  EXPECT_EQ(Stats(t)["models"]["a/b"]["requests_per_minute"]["current"], 5);
+  EXPECT_EQ(redis.Command({"FLUSHALL"}), "OK");
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK) << "state rebuilt from zero";
+  EXPECT_EQ(Stats(t)["models"]["a/b"]["requests_per_minute"]["current"], 1);
+  EXPECT_EQ(Stats(t)["backend_state"]["errors"], 0);
+  rt_close(t);
+}
+
+TEST(RedisTest, PasswordsAndUnreachableServers) {
+  RedisServer redis({"--requirepass", "s3cr3t-pw"});
+  const std::string limits = R"({"a/b": {"rpm": 10}})";
+  rt_tracker* wrong = rt_open(
+      Config(redis.Url("?on_error=closed", ":wrong-pw@"), limits).c_str());
+  ASSERT_NE(wrong, nullptr);
+  EXPECT_EQ(rt_try_acquire(wrong, "a/b", 1, nullptr), RT_E_BACKEND);
+  std::string err = rt_last_error();
+  EXPECT_NE(err.find("AUTH"), std::string::npos) << err;
+  EXPECT_EQ(err.find("wrong-pw"), std::string::npos) << err;
+  char* s = rt_stats_json(wrong);
+  EXPECT_EQ(std::string(s).find("wrong-pw"), std::string::npos);
+  rt_free(s);
+  rt_tracker* none = rt_open(Config(redis.Url("?on_error=closed"), limits).c_str());
+  EXPECT_EQ(rt_try_acquire(none, "a/b", 1, nullptr), RT_E_BACKEND);
+  EXPECT_NE(std::string(rt_last_error()).find("NOAUTH"), std::string::npos) << rt_last_error();
+  rt_tracker* right = rt_open(Config(redis.Url("", ":s3cr3t-pw@"), limits).c_str());
+  EXPECT_EQ(rt_try_acquire(right, "a/b", 1, nullptr), RT_OK);
+  s = rt_stats_json(right);
+  EXPECT_EQ(std::string(s).find("s3cr3t"), std::string::npos);
+  rt_free(s);
+  // An ACL user.
+  EXPECT_EQ(redis.Command({"ACL", "SETUSER", "agent", "on", ">agent-pw", "~*", "+@all"},
+                          "s3cr3t-pw"), "OK");
+  rt_tracker* acl = rt_open(Config(redis.Url("", "agent:agent-pw@"), limits).c_str());
+  EXPECT_EQ(rt_try_acquire(acl, "a/b", 1, nullptr), RT_OK) << rt_last_error();
+  // Nobody listening.
+  rt_tracker* far = rt_open(
+      Config("redis://127.0.0.1:" + std::to_string(FreePort()) + "?on_error=closed", limits).c_str());
+  EXPECT_EQ(rt_try_acquire(far, "a/b", 1, nullptr), RT_E_BACKEND);
+  EXPECT_NE(std::string(rt_last_error()).find("cannot connect"), std::string::npos);
+  for (rt_tracker* t : {wrong, none, right, acl, far}) rt_close(t);
+}
+
+TEST(RedisTest, AFrozenServerNeverBlocksLongerThanTheTimeout) {
+  RedisServer redis;
+  rt_tracker* t = rt_open(Config(redis.Url("?timeout_ms=100&on_error=closed"),
+                                 R"({"a/b": {"rpm": 10}})").c_str());
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+  redis.Stop();  // accepts nothing, answers nothing
+  std::vector<std::thread> threads;
+  std::atomic<int> slow{0}, backend{0};
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&] {
+      auto start = Clock::now();
+      int rc = rt_try_acquire(t, "a/b", 1, nullptr);
+      if (Clock::now() - start > std::chrono::milliseconds(400)) slow++;
+      if (rc == RT_E_BACKEND) backend++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  redis.Continue();
+  EXPECT_EQ(slow.load(), 0) << "a caller waited past the timeout";
+  EXPECT_EQ(backend.load(), 6);
+  rt_close(t);
+}
+
+TEST(RedisTest, AForkedChildUsesItsOwnConnection) {
+  RedisServer redis;
+  rt_tracker* t = rt_open(Config(redis.Url(), R"({"a/b": {"rpm": 100}})").c_str());
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+  pid_t p = fork();
+  if (p == 0) {
+    int ok = 0;
+    for (int i = 0; i < 10; ++i) ok += rt_try_acquire(t, "a/b", 1, nullptr) == RT_OK;
+    _exit(ok == 10 ? 0 : 1);
+  }
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+  int status = 0;
+  waitpid(p, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(Stats(t)["models"]["a/b"]["requests_per_minute"]["current"], 21);
+  rt_close(t);
+}
+
+}  // namespace

@@ -320,6 +320,22 @@ TEST(RedisTest, AFrozenServerNeverBlocksLongerThanTheTimeout) {
   rt_close(t);
 }
 
+TEST(RedisTest, EnvironmentBackendPutsTheGlobalOnRedis) {
+  RedisServer redis;
+  rt_reset(nullptr);
+  setenv("RATETRACK_BACKEND", redis.Url("?prefix=env", ":any-pw-is-hidden@").c_str(), 1);
+  rt_tracker* g = rt_global_get("tier1");
+  unsetenv("RATETRACK_BACKEND");
+  ASSERT_NE(g, nullptr) << rt_last_error();
+  json s = Stats(nullptr);
+  EXPECT_EQ(s["backend"].get<std::string>().rfind("redis://127.0.0.1:", 0), 0u);
+  EXPECT_EQ(s.dump().find("any-pw-is-hidden"), std::string::npos);
+  // The password is wrong for a server without one: Redis says so, and the
+  // global keeps working on its own (on_error=local).
+  EXPECT_EQ(rt_try_acquire(g, "openai/gpt-4o-mini", 10, nullptr), RT_OK);
+  rt_reset(nullptr);
+}
+
 TEST(RedisTest, AForkedChildUsesItsOwnConnection) {
   RedisServer redis;
   rt_tracker* t = rt_open(Config(redis.Url(), R"({"a/b": {"rpm": 100}})").c_str());

@@ -53,6 +53,7 @@
 #ifndef RATETRACK_H_
 #define RATETRACK_H_
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -276,7 +277,12 @@ RT_EXPORT int rt_reset(rt_tracker *t);
  * model that was used, is listed. A window with no limit has "limit": null,
  * "remaining": null and "usage_percent": null. usage_percent is rounded to
  * three decimals. Extra windows are named requests_per_<N>s and
- * tokens_per_<N>s. Object keys come in a fixed order; models sorted by name.
+ * tokens_per_<N>s (input_tokens_..., output_tokens_..., ..._per_calendar_day).
+ * A window may carry "observed_limit" (the provider's own, where it differs)
+ * and "resets_at_midnight" (a calendar day's zone). What the provider said
+ * is under a top-level "provider": {"model": {"blocked_for_ms": N,
+ * "requests": {"remaining": R, "reset_in_ms": T, "limit": L}, ...}}.
+ * Object keys come in a fixed order; models sorted by name.
  * rt_stats_json(NULL) gives the global's stats, or the JSON text "null" when
  * the global has not been created. Returns NULL on error (rt_last_error). */
 RT_EXPORT char *rt_stats_json(rt_tracker *t);
@@ -285,6 +291,79 @@ RT_EXPORT char *rt_stats_json(rt_tracker *t);
  * rt_free), or a negative status (RT_E_INVALID: json_out is NULL or the
  * handle is not open; RT_E_NOMEM) with *json_out set to NULL. */
 RT_EXPORT int rt_stats_json_ex(rt_tracker *t, char **json_out);
+
+/* ------------------------------------------------ input and output tokens */
+
+/* Windows can count requests, tokens (input and output together), or one
+ * side: "unit": "input_tokens" / "output_tokens" in "windows", or the
+ * shorthands "itpm", "otpm", "itpd", "otpd" (Anthropic's ITPM and OTPM;
+ * Gemini counts input only). The functions above that take one `tokens`
+ * count treat it as input tokens (output 0).
+ *
+ * Calendar days: {"unit": "requests", "limit": N, "calendar_day":
+ * "America/Los_Angeles"} counts from local midnight to local midnight in
+ * that IANA zone (the system's time zone database; daylight-saving days are
+ * 23 or 25 hours long), for providers that reset at a fixed time (Gemini's
+ * requests per day reset at midnight Pacific). It is named
+ * "<unit>_per_calendar_day" in the stats, with "resets_at_midnight": zone. */
+
+/* rt_try_acquire_grant with the two sides counted apart: reserve the
+ * prompt's `input_tokens` and `output_tokens` = max_tokens, then settle to
+ * the real counts with rt_settle_io. Same returns as rt_try_acquire_grant. */
+RT_EXPORT int rt_try_acquire_io(rt_tracker *t, const char *model,
+                                uint64_t input_tokens, uint64_t output_tokens,
+                                uint64_t *retry_after_ms, uint64_t *grant);
+
+/* rt_settle with the two sides: `granted_*` must be exactly what the grant
+ * was acquired with; `actual_*` is what the response reported. Each window
+ * is settled for its own unit. Same returns as rt_settle. */
+RT_EXPORT int rt_settle_io(rt_tracker *t, const char *model, uint64_t grant,
+                           uint64_t granted_input, uint64_t granted_output,
+                           uint64_t actual_input, uint64_t actual_output);
+
+/* -------------------------------------------------------- picking a model */
+
+/* Acquires on the first of `models` (in order of preference, `count` of
+ * them) that can take the request now, and says which: RT_OK with *picked
+ * its index (and *grant, optional, its ticket). When none can, RT_LIMITED
+ * with *picked the candidate that frees up first and *retry_after_ms its
+ * wait; RT_E_TOO_LARGE when the request exceeds a limit of every candidate
+ * outright. Each candidate is tried with one atomic acquire, so two callers
+ * never both take the last slot of a model. RT_E_INVALID: NULL handle, no
+ * candidates, a NULL or empty name, picked NULL. */
+RT_EXPORT int rt_pick(rt_tracker *t, const char *const *models, size_t count,
+                      uint64_t input_tokens, uint64_t output_tokens,
+                      size_t *picked, uint64_t *retry_after_ms,
+                      uint64_t *grant);
+
+/* ------------------------------------------------------- provider truth */
+
+/* Feeds a response's headers back: `count` name/value pairs, names
+ * case-insensitive. Understood: OpenAI x-ratelimit-{limit,remaining,reset}-
+ * {requests,tokens} (resets as Go durations, "6m0s") and Anthropic
+ * anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-
+ * {limit,remaining,reset} (resets as RFC 3339 times). Afterwards the tracker
+ * never believes in more capacity than the provider reported: if it said R
+ * remain until a reset in T, at most R more are admitted before then,
+ * whatever the windows say (a newer report replaces an older one). A
+ * reported limit that differs from the configured one is shown in the stats
+ * ("observed_limit" on the per-minute window), not adopted. Unknown or
+ * malformed headers, and NULL names or values, are skipped one by one.
+ * Works on every backend: through "shm:" and Redis, every process sees it.
+ * Returns RT_OK, or RT_E_INVALID (NULL handle or model; names or values
+ * NULL with count > 0), RT_E_BACKEND. */
+RT_EXPORT int rt_observe_headers(rt_tracker *t, const char *model,
+                                 const char *const *names,
+                                 const char *const *values, size_t count);
+
+/* Reports a 429 (rate limited) from the provider: the model is refused
+ * (RT_LIMITED, with the remaining time as the retry) until the
+ * `retry_after` header's time: delay seconds ("30", "1.5") or an HTTP date
+ * ("Wed, 21 Oct 2026 07:28:00 GMT"). NULL, empty or unreadable: 1 second.
+ * At most a day. Through "shm:" and Redis one process's 429 stops the others
+ * too. Returns RT_OK, or RT_E_INVALID (NULL handle or model), RT_E_BACKEND. */
+RT_EXPORT int rt_report_limited(rt_tracker *t, const char *model,
+                                const char *retry_after);
 
 /* ------------------------------------------------------- shared memory */
 

@@ -12,9 +12,11 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "config.h"
+#include "provider_headers.h"
 #include "shm_segment.h"
 #include "ratetrack.h"
 #include "spin_lock.h"
@@ -35,6 +37,9 @@ struct rt_tracker {
 namespace {
 
 thread_local std::string t_last_error;
+
+// A 429 without a usable Retry-After holds the model back this long.
+constexpr uint64_t kDefaultRetryAfterMs = 1000;
 
 void SetError(const char* fn, absl::string_view msg) {
   t_last_error = absl::StrCat(fn, ": ", msg);
@@ -108,7 +113,7 @@ Tracker* Resolve(const char* fn, rt_tracker* t, const char* model, int* rc) {
   return impl;
 }
 
-int Acquire(const char* fn, rt_tracker* t, const char* model, uint64_t tokens,
+int Acquire(const char* fn, rt_tracker* t, const char* model, const ratetrack::Cost& cost,
             uint64_t* retry_after_ms, uint64_t* grant) {
   if (retry_after_ms != nullptr) *retry_after_ms = 0;
   if (grant != nullptr) *grant = 0;
@@ -116,12 +121,12 @@ int Acquire(const char* fn, rt_tracker* t, const char* model, uint64_t tokens,
   Tracker* impl = Resolve(fn, t, model, &rc);
   if (impl == nullptr) return rc;
   return Guard(fn, [&]() -> int {
-    Decision d = impl->TryAcquire(model, tokens, grant != nullptr);
+    Decision d = impl->TryAcquire(model, cost, grant != nullptr);
     if (retry_after_ms != nullptr) *retry_after_ms = d.wait_ms;
     if (grant != nullptr) *grant = d.grant;
     if (d.code == RT_E_TOO_LARGE) {
-      SetError(fn, absl::StrCat(tokens, " tokens exceed a limit of '", model,
-                                "' outright"));
+      SetError(fn, absl::StrCat(cost.input, " input and ", cost.output,
+                                " output tokens exceed a limit of '", model, "' outright"));
     } else if (d.code < 0) {
       SetError(fn, impl->Explain(model, d.code));
     }
@@ -286,7 +291,7 @@ int rt_can_make(rt_tracker* t, const char* model, uint64_t tokens) {
   Tracker* impl = Resolve("rt_can_make", t, model, &rc);
   if (impl == nullptr) return rc;
   return Guard("rt_can_make", [&]() -> int {
-    Decision d = impl->Check(model, tokens);
+    Decision d = impl->Check(model, ratetrack::Cost{tokens, 0});
     if (d.code == RT_OK) return 1;
     if (d.code == RT_LIMITED) return 0;
     SetError("rt_can_make", d.code == RT_E_TOO_LARGE
@@ -302,19 +307,21 @@ int rt_record(rt_tracker* t, const char* model, uint64_t tokens) {
   Tracker* impl = Resolve("rt_record", t, model, &rc);
   if (impl == nullptr) return rc;
   return Guard("rt_record", [&]() -> int {
-    absl::Status s = impl->Record(model, tokens);
+    absl::Status s = impl->Record(model, ratetrack::Cost{tokens, 0});
     return s.ok() ? RT_OK : Fail("rt_record", s);
   });
 }
 
 int rt_try_acquire(rt_tracker* t, const char* model, uint64_t tokens,
                    uint64_t* retry_after_ms) {
-  return Acquire("rt_try_acquire", t, model, tokens, retry_after_ms, nullptr);
+  return Acquire("rt_try_acquire", t, model, ratetrack::Cost{tokens, 0}, retry_after_ms,
+                 nullptr);
 }
 
 int rt_try_acquire_grant(rt_tracker* t, const char* model, uint64_t tokens,
                          uint64_t* retry_after_ms, uint64_t* grant) {
-  return Acquire("rt_try_acquire_grant", t, model, tokens, retry_after_ms, grant);
+  return Acquire("rt_try_acquire_grant", t, model, ratetrack::Cost{tokens, 0}, retry_after_ms,
+                 grant);
 }
 
 int rt_acquire(rt_tracker* t, const char* model, uint64_t tokens,
@@ -324,7 +331,7 @@ int rt_acquire(rt_tracker* t, const char* model, uint64_t tokens,
   const auto start = steady_clock::now();
   for (;;) {
     uint64_t wait = 0;
-    int rc = Acquire("rt_acquire", t, model, tokens, &wait, grant);
+    int rc = Acquire("rt_acquire", t, model, ratetrack::Cost{tokens, 0}, &wait, grant);
     if (rc != RT_LIMITED) return rc;
     const uint64_t elapsed = static_cast<uint64_t>(
         std::chrono::duration_cast<milliseconds>(steady_clock::now() - start).count());
@@ -346,7 +353,8 @@ int rt_settle(rt_tracker* t, const char* model, uint64_t grant,
   Tracker* impl = Resolve("rt_settle", t, model, &rc);
   if (impl == nullptr) return rc;
   return Guard("rt_settle", [&]() -> int {
-    absl::Status s = impl->Settle(model, grant, granted_tokens, actual_tokens);
+    absl::Status s = impl->Settle(model, grant, ratetrack::Cost{granted_tokens, 0},
+                                  ratetrack::Cost{actual_tokens, 0});
     return s.ok() ? RT_OK : Fail("rt_settle", s);
   });
 }
@@ -359,7 +367,7 @@ int rt_wait_time(rt_tracker* t, const char* model, uint64_t tokens,
   Tracker* impl = Resolve("rt_wait_time", t, model, &rc);
   if (impl == nullptr) return rc;
   return Guard("rt_wait_time", [&]() -> int {
-    Decision d = impl->Check(model, tokens);
+    Decision d = impl->Check(model, ratetrack::Cost{tokens, 0});
     *wait_ms = d.wait_ms;
     if (d.code == RT_LIMITED || d.code == RT_OK) return RT_OK;
     SetError("rt_wait_time", d.code == RT_E_TOO_LARGE
@@ -409,6 +417,93 @@ char* rt_stats_json(rt_tracker* t) {
   char* out = nullptr;
   rt_stats_json_ex(t, &out);
   return out;
+}
+
+int rt_try_acquire_io(rt_tracker* t, const char* model, uint64_t input_tokens,
+                      uint64_t output_tokens, uint64_t* retry_after_ms, uint64_t* grant) {
+  return Acquire("rt_try_acquire_io", t, model, ratetrack::Cost{input_tokens, output_tokens},
+                 retry_after_ms, grant);
+}
+
+int rt_settle_io(rt_tracker* t, const char* model, uint64_t grant, uint64_t granted_input,
+                 uint64_t granted_output, uint64_t actual_input, uint64_t actual_output) {
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_settle_io", t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard("rt_settle_io", [&]() -> int {
+    absl::Status s = impl->Settle(model, grant, ratetrack::Cost{granted_input, granted_output},
+                                  ratetrack::Cost{actual_input, actual_output});
+    return s.ok() ? RT_OK : Fail("rt_settle_io", s);
+  });
+}
+
+int rt_pick(rt_tracker* t, const char* const* models, size_t count, uint64_t input_tokens,
+            uint64_t output_tokens, size_t* picked, uint64_t* retry_after_ms, uint64_t* grant) {
+  if (retry_after_ms != nullptr) *retry_after_ms = 0;
+  if (grant != nullptr) *grant = 0;
+  if (t == nullptr) return Invalid("rt_pick", "tracker handle is NULL");
+  if (models == nullptr || count == 0) return Invalid("rt_pick", "no candidate models");
+  if (picked == nullptr) return Invalid("rt_pick", "picked is NULL");
+  std::vector<absl::string_view> names;
+  for (size_t i = 0; i < count; ++i) {
+    if (models[i] == nullptr || models[i][0] == '\0') {
+      SetError("rt_pick", absl::StrCat("candidate ", i, " is NULL or empty"));
+      return RT_E_INVALID;
+    }
+    names.push_back(models[i]);
+  }
+  Tracker* impl = t->impl.load(std::memory_order_acquire);
+  if (impl == nullptr) return Invalid("rt_pick", "tracker handle is not open");
+  return Guard("rt_pick", [&]() -> int {
+    size_t index = 0;
+    Decision d = impl->Pick(names, ratetrack::Cost{input_tokens, output_tokens},
+                            grant != nullptr, &index);
+    *picked = index;
+    if (retry_after_ms != nullptr) *retry_after_ms = d.wait_ms;
+    if (grant != nullptr) *grant = d.grant;
+    if (d.code == RT_E_TOO_LARGE) {
+      SetError("rt_pick", "the request exceeds a limit of every candidate outright");
+    } else if (d.code < 0) {
+      SetError("rt_pick", impl->Explain(names[index], d.code));
+    }
+    std::string failure;
+    if (d.degraded && impl->TakeBackendFailure(&failure)) SetError("rt_pick", failure);
+    return d.code;
+  });
+}
+
+int rt_observe_headers(rt_tracker* t, const char* model, const char* const* names,
+                       const char* const* values, size_t count) {
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_observe_headers", t, model, &rc);
+  if (impl == nullptr) return rc;
+  if (count > 0 && (names == nullptr || values == nullptr)) {
+    return Invalid("rt_observe_headers", "names or values is NULL");
+  }
+  return Guard("rt_observe_headers", [&]() -> int {
+    std::vector<ratetrack::HeaderView> headers;
+    for (size_t i = 0; i < count; ++i) {
+      if (names[i] == nullptr || values[i] == nullptr) continue;  // skipped, like a bad header
+      headers.push_back({names[i], values[i]});
+    }
+    auto used = impl->Observe(model, headers);
+    return used.ok() ? RT_OK : Fail("rt_observe_headers", used.status());
+  });
+}
+
+int rt_report_limited(rt_tracker* t, const char* model, const char* retry_after) {
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_report_limited", t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard("rt_report_limited", [&]() -> int {
+    uint64_t ms = kDefaultRetryAfterMs;
+    if (retry_after != nullptr && retry_after[0] != '\0') {
+      auto parsed = ratetrack::ParseRetryAfterMs(retry_after, ratetrack::Clock::RealtimeMs());
+      if (parsed) ms = *parsed;
+    }
+    absl::Status s = impl->ReportLimited(model, ms);
+    return s.ok() ? RT_OK : Fail("rt_report_limited", s);
+  });
 }
 
 int rt_shm_remove(const char* name) {

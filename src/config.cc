@@ -15,6 +15,8 @@
 #include "shm_segment.h"
 #include "status.h"
 #include "absl/strings/match.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
 
 namespace ratetrack {
 
@@ -59,72 +61,79 @@ absl::StatusOr<uint64_t> ParseLimit(const json& v, const std::string& key) {
                                   v.dump()));
 }
 
-// Sets or adds the window (unit, seconds) in `m`, refusing a conflicting
-// second definition.
-absl::Status SetWindow(ModelLimits& m, Unit unit, int64_t seconds,
-                       uint64_t limit, const std::string& key,
-                       std::set<std::pair<Unit, int64_t>>& seen) {
-  if (!seen.insert({unit, seconds}).second) {
-    return ConfigError(absl::StrCat("config key '", key, "': the window ",
-                                    WindowName(unit, seconds),
+WindowLimit MakeWindow(Unit unit, int64_t seconds, uint64_t limit, const std::string& tz = "") {
+  WindowLimit w{unit, seconds, limit, {}};
+  std::strncpy(w.calendar_tz, tz.c_str(), sizeof w.calendar_tz - 1);
+  return w;
+}
+
+// Sets or adds `w` in `m`, refusing a second definition of the same window.
+absl::Status SetWindow(ModelLimits& m, const WindowLimit& w, const std::string& key,
+                       std::set<std::string>& seen) {
+  if (!seen.insert(WindowName(w)).second) {
+    return ConfigError(absl::StrCat("config key '", key, "': the window ", WindowName(w),
                                     " is defined twice"));
   }
-  for (auto& w : m.windows) {
-    if (w.unit == unit && w.seconds == seconds) {
-      w.limit = limit;
+  for (auto& have : m.windows) {
+    if (have.SameWindow(w)) {
+      have.limit = w.limit;
       return absl::OkStatus();
     }
   }
   if (static_cast<int>(m.windows.size()) >= ModelLimits::kMaxWindows) {
     return ConfigError(absl::StrCat("config key '", key, "': more than ",
-                                    ModelLimits::kMaxExtraWindows,
-                                    " extra windows"));
+                                    ModelLimits::kMaxExtraWindows, " extra windows"));
   }
-  m.windows.push_back({unit, seconds, limit});
+  m.windows.push_back(w);
   return absl::OkStatus();
 }
 
-// Parses one model's limits object. `allow_split` accepts "itpm"/"otpm" (the
-// built-in tables carry them for the coming input/output windows; they are
-// not enforced yet).
-absl::StatusOr<ModelLimits> ParseModelLimits(const json& v,
-                                             const std::string& key,
-                                             bool allow_split) {
+// Parses one model's limits object. `builtin` also accepts "rpd_calendar"
+// (the built-in tables' way to say the day resets at local midnight).
+absl::StatusOr<ModelLimits> ParseModelLimits(const json& v, const std::string& key,
+                                             bool builtin) {
   if (!v.is_object()) {
     return ConfigError(absl::StrCat("config key '", key,
                                     "': must be an object such as {\"rpm\": 500}"));
   }
   ModelLimits m = ModelLimits::Unlimited();
-  std::set<std::pair<Unit, int64_t>> seen;
+  std::set<std::string> seen;
   static const struct {
     const char* name;
     Unit unit;
     int64_t seconds;
-  } kShort[] = {{"rpm", Unit::kRequests, kMinute},
-                {"tpm", Unit::kTokens, kMinute},
-                {"rpd", Unit::kRequests, kDay},
-                {"tpd", Unit::kTokens, kDay}};
+  } kShort[] = {{"rpm", Unit::kRequests, kMinute},        {"tpm", Unit::kTokens, kMinute},
+                {"rpd", Unit::kRequests, kDay},           {"tpd", Unit::kTokens, kDay},
+                {"itpm", Unit::kInputTokens, kMinute},    {"otpm", Unit::kOutputTokens, kMinute},
+                {"itpd", Unit::kInputTokens, kDay},       {"otpd", Unit::kOutputTokens, kDay}};
+  std::string rpd_calendar;
+  if (builtin && v.contains("rpd_calendar")) {
+    if (!v["rpd_calendar"].is_string() || !IsKnownTimeZone(v["rpd_calendar"].get<std::string>())) {
+      return ConfigError(absl::StrCat("config key '", key, ".rpd_calendar': unknown time zone"));
+    }
+    rpd_calendar = v["rpd_calendar"].get<std::string>();
+  }
   for (auto it = v.begin(); it != v.end(); ++it) {
     const std::string k = KeyPath(key, it.key());
+    if (builtin && it.key() == "rpd_calendar") continue;
     bool known = false;
     for (const auto& s : kShort) {
-      if (it.key() == s.name) {
-        auto limit = ParseLimit(it.value(), k);
-        if (!limit.ok()) return limit.status();
-        auto st = SetWindow(m, s.unit, s.seconds, *limit, k, seen);
-        if (!st.ok()) return st;
-        known = true;
-      }
-    }
-    if (known) continue;
-    if (allow_split && (it.key() == "itpm" || it.key() == "otpm")) {
+      if (it.key() != s.name) continue;
       auto limit = ParseLimit(it.value(), k);
       if (!limit.ok()) return limit.status();
-      continue;
+      // A calendar day: the sliding day stays unlimited, a calendar window
+      // carries the limit.
+      const bool calendar = !rpd_calendar.empty() && std::string(s.name) == "rpd";
+      auto st = SetWindow(m, MakeWindow(s.unit, s.seconds, *limit, calendar ? rpd_calendar : ""),
+                          k, seen);
+      if (!st.ok()) return st;
+      known = true;
     }
+    if (known) continue;
     if (it.key() != "windows") {
-      return ConfigError(absl::StrCat("unknown config key '", k,
-                                      "' (expected rpm, tpm, rpd, tpd or windows)"));
+      return ConfigError(absl::StrCat(
+          "unknown config key '", k,
+          "' (expected rpm, tpm, rpd, tpd, itpm, otpm, itpd, otpd or windows)"));
     }
     if (!it.value().is_array()) {
       return ConfigError(absl::StrCat("config key '", k, "': must be an array"));
@@ -138,13 +147,17 @@ absl::StatusOr<ModelLimits> ParseModelLimits(const json& v,
       std::optional<Unit> unit;
       std::optional<int64_t> seconds;
       std::optional<uint64_t> limit;
+      std::string tz;
       for (auto f = w.begin(); f != w.end(); ++f) {
         const std::string fk = KeyPath(wk, f.key());
         if (f.key() == "unit") {
           if (f.value() == "requests") unit = Unit::kRequests;
           else if (f.value() == "tokens") unit = Unit::kTokens;
-          else return ConfigError(absl::StrCat("config key '", fk,
-                                               "': must be \"requests\" or \"tokens\""));
+          else if (f.value() == "input_tokens") unit = Unit::kInputTokens;
+          else if (f.value() == "output_tokens") unit = Unit::kOutputTokens;
+          else return ConfigError(absl::StrCat(
+                   "config key '", fk,
+                   "': must be \"requests\", \"tokens\", \"input_tokens\" or \"output_tokens\""));
         } else if (f.key() == "seconds") {
           if (!f.value().is_number_unsigned() || f.value().get<uint64_t>() < 1 ||
               f.value().get<uint64_t>() > static_cast<uint64_t>(kMaxWindowSeconds)) {
@@ -153,20 +166,34 @@ absl::StatusOr<ModelLimits> ParseModelLimits(const json& v,
                                             kMaxWindowSeconds));
           }
           seconds = f.value().get<int64_t>();
+        } else if (f.key() == "calendar_day") {
+          if (!f.value().is_string() || f.value().get<std::string>().empty() ||
+              f.value().get<std::string>().size() >= sizeof(WindowLimit{}.calendar_tz) ||
+              !IsKnownTimeZone(f.value().get<std::string>())) {
+            return ConfigError(absl::StrCat(
+                "config key '", fk,
+                "': must name a time zone of the system's database, e.g. \"America/Los_Angeles\""));
+          }
+          tz = f.value().get<std::string>();
         } else if (f.key() == "limit") {
           auto l = ParseLimit(f.value(), fk);
           if (!l.ok()) return l.status();
           limit = *l;
         } else {
           return ConfigError(absl::StrCat("unknown config key '", fk,
-                                          "' (expected unit, limit, seconds)"));
+                                          "' (expected unit, limit, seconds or calendar_day)"));
         }
       }
-      if (!unit || !seconds || !limit) {
+      if (!tz.empty() && seconds) {
         return ConfigError(absl::StrCat("config key '", wk,
-                                         "': needs \"unit\", \"limit\" and \"seconds\""));
+                                        "': \"seconds\" and \"calendar_day\" exclude each other"));
       }
-      auto st = SetWindow(m, *unit, *seconds, *limit, wk, seen);
+      if (!tz.empty()) seconds = kDay;
+      if (!unit || !seconds || !limit) {
+        return ConfigError(absl::StrCat(
+            "config key '", wk, "': needs \"unit\", \"limit\" and \"seconds\" (or \"calendar_day\")"));
+      }
+      auto st = SetWindow(m, MakeWindow(*unit, *seconds, *limit, tz), wk, seen);
       if (!st.ok()) return st;
     }
   }
@@ -187,7 +214,7 @@ BuiltinTables LoadBuiltinTables() {
     for (auto tier = prov["tiers"].begin(); tier != prov["tiers"].end(); ++tier) {
       auto& models = t.tiers[p.key()][tier.key()];
       for (auto m = tier.value().begin(); m != tier.value().end(); ++m) {
-        auto limits = ParseModelLimits(m.value(), m.key(), /*allow_split=*/true);
+        auto limits = ParseModelLimits(m.value(), m.key(), /*builtin=*/true);
         if (!limits.ok()) std::abort();  // tests/tiers_test checks the file
         models[m.key()] = *limits;
       }
@@ -212,18 +239,36 @@ absl::string_view ProviderOf(absl::string_view model) {
 
 ModelLimits ModelLimits::Unlimited() {
   ModelLimits m;
-  m.windows = {{Unit::kRequests, kMinute, kUnlimited},
-               {Unit::kTokens, kMinute, kUnlimited},
-               {Unit::kRequests, kDay, kUnlimited},
-               {Unit::kTokens, kDay, kUnlimited}};
+  m.windows = {MakeWindow(Unit::kRequests, kMinute, kUnlimited),
+               MakeWindow(Unit::kTokens, kMinute, kUnlimited),
+               MakeWindow(Unit::kRequests, kDay, kUnlimited),
+               MakeWindow(Unit::kTokens, kDay, kUnlimited)};
   return m;
 }
 
-std::string WindowName(Unit unit, int64_t seconds) {
-  const char* u = unit == Unit::kRequests ? "requests" : "tokens";
+std::string WindowName(Unit unit, int64_t seconds, bool calendar) {
+  const char* u = unit == Unit::kRequests       ? "requests"
+                  : unit == Unit::kTokens       ? "tokens"
+                  : unit == Unit::kInputTokens  ? "input_tokens"
+                                                : "output_tokens";
+  if (calendar) return absl::StrCat(u, "_per_calendar_day");
   if (seconds == kMinute) return absl::StrCat(u, "_per_minute");
   if (seconds == kDay) return absl::StrCat(u, "_per_day");
   return absl::StrCat(u, "_per_", seconds, "s");
+}
+
+bool IsKnownTimeZone(absl::string_view tz) {
+  absl::TimeZone zone;
+  return absl::LoadTimeZone(std::string(tz), &zone);
+}
+
+int64_t NextLocalMidnightMs(const char* tz, int64_t unix_ms) {
+  // Zones are loaded rarely (a window's day ends once a day); absl caches them.
+  absl::TimeZone zone;
+  if (!absl::LoadTimeZone(tz, &zone)) zone = absl::UTCTimeZone();
+  const absl::Time now = absl::FromUnixMillis(unix_ms);
+  const absl::CivilDay tomorrow = absl::ToCivilDay(now, zone) + 1;
+  return absl::ToUnixMillis(absl::FromCivil(tomorrow, zone));
 }
 
 void Config::Merge(const Config& patch) {
@@ -298,7 +343,7 @@ absl::StatusOr<Config> ParseConfig(const char* text) {
           return ConfigError(absl::StrCat("config key 'limits.", m.key(),
                                           "': a wildcard must be \"provider/*\""));
         }
-        auto ml = ParseModelLimits(m.value(), KeyPath("limits", m.key()), false);
+        auto ml = ParseModelLimits(m.value(), KeyPath("limits", m.key()), /*builtin=*/false);
         if (!ml.ok()) return ml.status();
         limits[m.key()] = std::move(*ml);
       }

@@ -5,6 +5,7 @@
 #define RATETRACK_SRC_CONFIG_H_
 
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -17,15 +18,42 @@ namespace ratetrack {
 
 inline constexpr uint64_t kUnlimited = UINT64_MAX;
 
-enum class Unit : uint8_t { kRequests, kTokens };
+// What a window counts. kTokens counts input and output tokens together;
+// kInputTokens and kOutputTokens count one side (Anthropic's ITPM/OTPM).
+enum class Unit : uint8_t { kRequests, kTokens, kInputTokens, kOutputTokens };
+
+// The cost of one request in each unit.
+struct Cost {
+  // A plain token count is input tokens (what rt_try_acquire and friends
+  // pass), so the implicit conversion is the documented meaning.
+  constexpr Cost(uint64_t in = 0, uint64_t out = 0) : input(in), output(out) {}  // NOLINT
+  uint64_t input;
+  uint64_t output;
+  uint64_t In(Unit u) const {
+    switch (u) {
+      case Unit::kRequests: return 1;
+      case Unit::kInputTokens: return input;
+      case Unit::kOutputTokens: return output;
+      case Unit::kTokens: break;
+    }
+    const uint64_t sum = input + output;
+    return sum < input ? UINT64_MAX : sum;
+  }
+};
 
 struct WindowLimit {
   Unit unit;
-  int64_t seconds;
-  uint64_t limit;  // kUnlimited: no limit (the window is still tracked)
-  bool operator==(const WindowLimit& o) const {
-    return unit == o.unit && seconds == o.seconds && limit == o.limit;
+  int64_t seconds;  // the sliding window's length; 86400 for a calendar day
+  uint64_t limit;   // kUnlimited: no limit (the window is still tracked)
+  // Non-empty: a calendar-day window that resets at local midnight in this
+  // IANA time zone (e.g. "America/Los_Angeles"), instead of sliding.
+  char calendar_tz[48];
+  bool calendar() const { return calendar_tz[0] != '\0'; }
+  bool SameWindow(const WindowLimit& o) const {
+    return unit == o.unit && seconds == o.seconds &&
+           std::strncmp(calendar_tz, o.calendar_tz, sizeof calendar_tz) == 0;
   }
+  bool operator==(const WindowLimit& o) const { return SameWindow(o) && limit == o.limit; }
 };
 
 // A model's windows. The first four are always requests and tokens per
@@ -41,8 +69,18 @@ struct ModelLimits {
   bool operator==(const ModelLimits& o) const { return windows == o.windows; }
 };
 
-// "requests_per_minute", "tokens_per_day", "requests_per_2s", ...
-std::string WindowName(Unit unit, int64_t seconds);
+// "requests_per_minute", "tokens_per_day", "requests_per_2s",
+// "input_tokens_per_minute", "requests_per_calendar_day", ...
+std::string WindowName(Unit unit, int64_t seconds, bool calendar = false);
+inline std::string WindowName(const WindowLimit& w) {
+  return WindowName(w.unit, w.seconds, w.calendar());
+}
+
+// The Unix time (ms) of the first local midnight after `unix_ms` in `tz`
+// (the end of that local calendar day, daylight-saving changes included).
+// Unknown zones fall back to UTC; the configuration refuses them earlier.
+int64_t NextLocalMidnightMs(const char* tz, int64_t unix_ms);
+bool IsKnownTimeZone(absl::string_view tz);
 
 // One configuration document; absent keys are std::nullopt.
 struct Config {

@@ -47,6 +47,16 @@ struct timeval Tv(int64_t us) {
 
 std::string Clamp(uint64_t v) { return std::to_string(std::min(v, kMaxExact)); }
 
+char UnitLetter(Unit u) {
+  switch (u) {
+    case Unit::kRequests: return 'r';
+    case Unit::kTokens: return 't';
+    case Unit::kInputTokens: return 'i';
+    case Unit::kOutputTokens: return 'o';
+  }
+  return 't';
+}
+
 }  // namespace
 
 std::string RedisUrl::Redacted() const {
@@ -130,15 +140,16 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
   for (int i = 0; i < ws.nwin; ++i) {
     const WindowSlot& slot = ws.slots[i];
     RemoteSpec::Window& w = s.w[i];
-    std::snprintf(w.name, sizeof w.name, "%c%lld",
-                  slot.limit.unit == Unit::kTokens ? 't' : 'r',
-                  static_cast<long long>(slot.limit.seconds));
+    std::snprintf(w.name, sizeof w.name, "%c%s%lld", UnitLetter(slot.limit.unit),
+                  slot.limit.calendar() ? "c" : "", static_cast<long long>(slot.limit.seconds));
     w.width_ms = slot.window.width_ms();
     w.ring = slot.window.ring();
     w.limit = slot.limit.limit == kUnlimited
                   ? -1
                   : static_cast<int64_t>(std::min(slot.limit.limit, kMaxExact));
-    w.tokens = slot.limit.unit == Unit::kTokens;
+    w.unit = slot.limit.unit;
+    w.seconds = slot.limit.seconds;
+    std::memcpy(w.calendar_tz, slot.limit.calendar_tz, sizeof w.calendar_tz);
     longest = std::max(longest, w.width_ms * w.ring);
   }
   s.ttl_ms = longest + 60000;  // a little longer than the longest window
@@ -316,19 +327,31 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
   out.code = code == 0 ? RT_OK : code == 1 ? RT_LIMITED : code == -3 ? RT_E_TOO_LARGE : RT_E_CONFIG;
   out.wait_ms = static_cast<uint64_t>(std::max<long long>(r->element[1]->integer, 0));
   out.now_ms = r->element[2]->integer;
+  std::vector<long long> extra;
   for (size_t i = 3; i < r->elements; ++i) {
     redisReply* e = r->element[i];
     if (e->type == REDIS_REPLY_STRING) out.stored_limits.assign(e->str, e->len);
-    if (e->type == REDIS_REPLY_INTEGER) out.used.push_back(static_cast<uint64_t>(e->integer));
+    if (e->type == REDIS_REPLY_INTEGER) extra.push_back(e->integer);
+  }
+  // kStats: n used counts, the block, then (remaining, reset, limit) per unit.
+  if (extra.size() >= 13) {
+    const size_t n = extra.size() - 13;
+    for (size_t i = 0; i < n; ++i) out.used.push_back(static_cast<uint64_t>(extra[i]));
+    out.blocked_ms = static_cast<uint64_t>(std::max<long long>(extra[n], 0));
+    for (int u = 0; u < 4; ++u) {
+      out.caps[u].remaining = extra[n + 1 + u * 3];
+      out.caps[u].reset_ms = static_cast<uint64_t>(std::max<long long>(extra[n + 2 + u * 3], 0));
+      out.caps[u].limit = static_cast<uint64_t>(std::max<long long>(extra[n + 3 + u * 3], 0));
+    }
   }
   freeReplyObject(r);
   return out;
 }
 
 absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model,
-                                                  const RemoteSpec& spec, uint64_t tokens,
-                                                  int64_t settle_at_ms, uint64_t settle_delta,
-                                                  bool top_up) {
+                                                  const RemoteSpec& spec, const Cost& cost,
+                                                  int64_t time_arg, const Cost& granted,
+                                                  const Observation& observation) {
   const int64_t start = NowUs();
   const int64_t next = next_attempt_us_.load(std::memory_order_relaxed);
   if (start < next) {
@@ -337,9 +360,10 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
                                      " ms)"));
   }
   const int64_t deadline = start + static_cast<int64_t>(url_.timeout_ms) * 1000;
-  static const char* const kOps[] = {"acquire", "check", "record", "settle", "stats", "reset"};
+  static const char* const kOps[] = {"acquire", "check", "record", "settle",
+                                     "stats",   "reset", "block",  "observe"};
   std::vector<std::string> argv;
-  argv.reserve(12 + spec.n * 5);
+  argv.reserve(16 + spec.n * 6);
   // By SHA once a connection has loaded the script (SCRIPT LOAD at connect);
   // the whole script before that.
   if (sha_known_.load(std::memory_order_acquire)) {
@@ -352,21 +376,29 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   argv.push_back("1");
   argv.push_back(absl::StrCat("{", url_.prefix, ":", model, "}"));
   argv.push_back(kOps[static_cast<int>(op)]);
-  argv.push_back(Clamp(tokens));
+  argv.push_back(Clamp(cost.input));
+  argv.push_back(Clamp(cost.output));
   argv.push_back(spec.fingerprint);
   argv.push_back(url_.update_limits ? "1" : "0");
-  argv.push_back(std::to_string(settle_at_ms));
-  argv.push_back(Clamp(settle_delta));
-  argv.push_back(top_up ? "1" : "0");
+  argv.push_back(std::to_string(time_arg));
+  argv.push_back(Clamp(granted.input));
+  argv.push_back(Clamp(granted.output));
+  argv.push_back(std::string(1, UnitLetter(observation.unit)));
+  argv.push_back(Clamp(observation.remaining));
+  argv.push_back(Clamp(observation.limit));
   argv.push_back(std::to_string(spec.ttl_ms));
   argv.push_back(std::to_string(spec.n));
+  const int64_t wall = UnixMs();
   for (int i = 0; i < spec.n; ++i) {
     const RemoteSpec::Window& w = spec.w[i];
     argv.push_back(w.name);
     argv.push_back(std::to_string(w.width_ms));
     argv.push_back(std::to_string(w.ring));
     argv.push_back(std::to_string(w.limit));
-    argv.push_back(w.tokens ? "t" : "r");
+    argv.push_back(std::string(1, UnitLetter(w.unit)));
+    argv.push_back(w.calendar_tz[0] != '\0'
+                       ? std::to_string(NextLocalMidnightMs(w.calendar_tz, wall))
+                       : std::string("0"));
   }
   // A free connection of the pool, starting from this thread's own.
   static thread_local unsigned home = static_cast<unsigned>(

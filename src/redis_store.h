@@ -48,11 +48,13 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url);
 // may change under the tracker's lock; this is a snapshot).
 struct RemoteSpec {
   struct Window {
-    char name[24];  // "r60", "t86400": unit and seconds
+    char name[24];  // "r60", "t86400", "ic86400": unit, calendar, seconds
     int64_t width_ms;
     int32_t ring;
     int64_t limit;  // -1: unlimited
-    bool tokens;
+    Unit unit;
+    int64_t seconds;
+    char calendar_tz[48];  // empty: sliding
   };
   int n = 0;
   Window w[ModelLimits::kMaxWindows];
@@ -64,13 +66,25 @@ struct RemoteSpec {
 
 class RedisStore {
  public:
-  enum class Op { kAcquire, kCheck, kRecord, kSettle, kStats, kReset };
+  enum class Op { kAcquire, kCheck, kRecord, kSettle, kStats, kReset, kBlock, kObserve };
+  // kObserve: what the provider said about one unit.
+  struct Observation {
+    Unit unit;
+    uint64_t remaining;
+    uint64_t limit;  // 0: not said
+  };
   struct Reply {
     int code = 0;          // RT_OK, RT_LIMITED, RT_E_TOO_LARGE, RT_E_CONFIG
     uint64_t wait_ms = 0;  // RT_LIMITED
     int64_t now_ms = 0;    // the server's time of the decision (Unix ms)
     std::string stored_limits;   // RT_E_CONFIG: what Redis holds
     std::vector<uint64_t> used;  // kStats: per window
+    uint64_t blocked_ms = 0;     // kStats: a 429's remaining time
+    struct Cap {
+      int64_t remaining = -1;  // -1: no report in force
+      uint64_t reset_ms = 0;
+      uint64_t limit = 0;
+    } caps[4];                   // kStats: by Unit
   };
   struct Health {
     bool connected;
@@ -88,9 +102,13 @@ class RedisStore {
 
   // One atomic step over `windows` (their limits and geometry) of `model`.
   // An error status means Redis could not be asked (the policy decides).
+  // `time_arg`: kSettle the grant's time (server ms), kBlock the ms to
+  // refuse for, kObserve the ms until the provider's reset. `granted`:
+  // kSettle's granted cost (`cost` is then the actual one).
   absl::StatusOr<Reply> Run(Op op, absl::string_view model, const RemoteSpec& spec,
-                            uint64_t tokens, int64_t settle_at_ms = 0,
-                            uint64_t settle_delta = 0, bool top_up = false);
+                            const Cost& cost, int64_t time_arg = 0,
+                            const Cost& granted = Cost{0, 0},
+                            const Observation& observation = Observation{Unit::kRequests, 0, 0});
 
   Health health() const;
   // True exactly once per failure streak: the caller reports the first

@@ -23,6 +23,8 @@ constexpr size_t kInitialSlots = 64;
 // A hard bound on distinct models per tracker, so a caller that invents model
 // names (a bug) cannot grow memory without limit.
 constexpr size_t kMaxModels = 1 << 16;
+// A provider's "retry after" or reset beyond a day is taken as a day.
+constexpr uint64_t kMaxBlockMs = 86400ULL * 1000;
 
 SpinLock g_registry_mu;
 Tracker* g_registry_head ABSL_GUARDED_BY(g_registry_mu) = nullptr;
@@ -54,6 +56,12 @@ int64_t Clock::MonotonicCoarseMs() {
 #else
   clock_gettime(CLOCK_MONOTONIC, &ts);
 #endif
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t Clock::RealtimeMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -145,11 +153,12 @@ Tracker::~Tracker() {
   if (next_ != nullptr) next_->prev_ = prev_;
 }
 
-uint64_t Tracker::MakeTicket(int64_t at_ms, size_t model_hash,
-                             uint64_t tokens, bool remote) const {
+uint64_t Tracker::MakeTicket(int64_t at_ms, size_t model_hash, const Cost& cost,
+                             bool remote) const {
   const uint64_t t = static_cast<uint64_t>(at_ms) + 1;
   const uint64_t check =
-      Mix(secret_ ^ Mix(t) ^ Mix(tokens ^ 0x5bd1e995ULL) ^ Mix(model_hash + 1) ^
+      Mix(secret_ ^ Mix(t) ^ Mix(cost.input ^ 0x5bd1e995ULL) ^
+          Mix(cost.output ^ 0x1b873593ULL) ^ Mix(model_hash + 1) ^
           (remote ? 0x7f4a7c15ULL : 0)) &
       ((uint64_t{1} << kCheckBits) - 1);
   return t << kCheckBits | check;
@@ -286,10 +295,10 @@ RemoteSpec Tracker::SpecOf(ModelState* m) {
   return m->spec;
 }
 
-Decision Tracker::DecideRemote(ModelState* m, uint64_t tokens, Mode mode) {
+Decision Tracker::DecideRemote(ModelState* m, const Cost& cost, Mode mode) {
   const RemoteSpec spec = SpecOf(m);
   auto r = redis_->Run(mode == Mode::kCheck ? RedisStore::Op::kCheck : RedisStore::Op::kAcquire,
-                       m->name, spec, tokens);
+                       m->name, spec, cost);
   if (r.ok()) {
     if (r->code == RT_E_CONFIG) {
       SpinLockHolder l(&mu_);
@@ -298,7 +307,7 @@ Decision Tracker::DecideRemote(ModelState* m, uint64_t tokens, Mode mode) {
     }
     Decision d{r->code, r->code == RT_E_TOO_LARGE ? RT_WAIT_NEVER : r->wait_ms, 0};
     if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
-      d.grant = MakeTicket(r->now_ms, m->hash, tokens, /*remote=*/true);
+      d.grant = MakeTicket(r->now_ms, m->hash, cost, /*remote=*/true);
     }
     return d;
   }
@@ -308,7 +317,7 @@ Decision Tracker::DecideRemote(ModelState* m, uint64_t tokens, Mode mode) {
       return {RT_E_BACKEND, 0, 0, true};
     case RedisUrl::OnError::kOpen: {
       Decision d{RT_OK, 0, 0, true};
-      if (mode == Mode::kAcquireWithGrant) d.grant = MakeTicket(clock_.Now(), m->hash, tokens);
+      if (mode == Mode::kAcquireWithGrant) d.grant = MakeTicket(clock_.Now(), m->hash, cost);
       return d;
     }
     case RedisUrl::OnError::kLocal:
@@ -316,16 +325,31 @@ Decision Tracker::DecideRemote(ModelState* m, uint64_t tokens, Mode mode) {
   }
   SpinLockHolder l(&m->mu);
   const int64_t now = clock_.Now();
-  Decision d = m->local.Decide(now, tokens, mode != Mode::kCheck);
+  Decision d = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
+                               mode != Mode::kCheck);
   if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
-    d.grant = MakeTicket(now, m->hash, tokens);
+    d.grant = MakeTicket(now, m->hash, cost);
   }
   d.degraded = true;
   return d;
 }
 
-Decision Tracker::Decide(ModelState* m, uint64_t tokens, Mode mode) {
-  if (redis_ != nullptr) return DecideRemote(m, tokens, mode);
+template <typename Fn>
+absl::Status Tracker::WithWindows(ModelState* m, Fn fn) {
+  if (m->shared != nullptr) {
+    ShmModelLock l(m->shared);
+    if (!l.status().ok()) return l.status();
+    WindowSet& ws = ShmSegment::Windows(m->shared);
+    fn(ws, clock_.Now(), ws.has_calendar ? clock_.Wall() : 0);
+    return absl::OkStatus();
+  }
+  SpinLockHolder l(&m->mu);
+  fn(m->local, clock_.Now(), m->local.has_calendar ? clock_.Wall() : 0);
+  return absl::OkStatus();
+}
+
+Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
+  if (redis_ != nullptr) return DecideRemote(m, cost, mode);
   Decision d;
   int64_t now;
   if (m->shared == nullptr) {
@@ -333,36 +357,64 @@ Decision Tracker::Decide(ModelState* m, uint64_t tokens, Mode mode) {
     // Read under the lock: the time booked is the time of the decision, so
     // buckets are filled in time order whatever the scheduler does.
     now = clock_.Now();
-    d = m->local.Decide(now, tokens, mode != Mode::kCheck);
+    d = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
+                        mode != Mode::kCheck);
   } else {
     if (m->conflict.load(std::memory_order_acquire)) return {RT_E_CONFIG, 0, 0};
     ShmModelLock l(m->shared);
     if (!l.status().ok()) return {RT_E_BACKEND, 0, 0};
+    WindowSet& ws = ShmSegment::Windows(m->shared);
     now = clock_.Now();
-    d = ShmSegment::Windows(m->shared).Decide(now, tokens, mode != Mode::kCheck);
+    d = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
   }
   if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
-    d.grant = MakeTicket(now, m->hash, tokens);
+    d.grant = MakeTicket(now, m->hash, cost);
   }
   return d;
 }
 
-Decision Tracker::TryAcquire(absl::string_view model, uint64_t tokens,
+Decision Tracker::TryAcquire(absl::string_view model, const Cost& cost,
                              bool want_grant) {
   const Mode mode = want_grant ? Mode::kAcquireWithGrant : Mode::kAcquire;
   ModelState* m = Find(model, HashName(model));
-  if (m != nullptr) return Decide(m, tokens, mode);
+  if (m != nullptr) return Decide(m, cost, mode);
   auto made = FindOrCreate(model);
   if (!made.ok()) return {StatusToCode(made.status()), 0, 0};
-  return Decide(*made, tokens, mode);
+  return Decide(*made, cost, mode);
 }
 
-Decision Tracker::Check(absl::string_view model, uint64_t tokens) {
+Decision Tracker::Check(absl::string_view model, const Cost& cost) {
   ModelState* m = Find(model, HashName(model));
-  if (m != nullptr) return Decide(m, tokens, Mode::kCheck);
+  if (m != nullptr) return Decide(m, cost, Mode::kCheck);
   auto made = FindOrCreate(model);
   if (!made.ok()) return {StatusToCode(made.status()), 0, 0};
-  return Decide(*made, tokens, Mode::kCheck);
+  return Decide(*made, cost, Mode::kCheck);
+}
+
+Decision Tracker::Pick(const std::vector<absl::string_view>& models, const Cost& cost,
+                       bool want_grant, size_t* index) {
+  Decision best{RT_LIMITED, RT_WAIT_NEVER, 0};
+  size_t best_index = 0;
+  bool any_limited = false;
+  for (size_t i = 0; i < models.size(); ++i) {
+    Decision d = TryAcquire(models[i], cost, want_grant);
+    if (d.code == RT_OK) {
+      *index = i;
+      return d;
+    }
+    if (d.code == RT_LIMITED && (!any_limited || d.wait_ms < best.wait_ms)) {
+      best = d;
+      best_index = i;
+      any_limited = true;
+    }
+    if (d.code != RT_LIMITED && d.code != RT_E_TOO_LARGE && !any_limited) {
+      best = d;  // an error, reported if no candidate is merely limited
+      best_index = i;
+    }
+  }
+  *index = best_index;
+  if (!any_limited && best.code == RT_LIMITED) best.code = RT_E_TOO_LARGE;  // every one too large
+  return best;
 }
 
 std::string Tracker::Explain(absl::string_view model, int code) const {
@@ -387,68 +439,107 @@ std::string Tracker::Explain(absl::string_view model, int code) const {
   return "";
 }
 
-absl::Status Tracker::Record(absl::string_view model, uint64_t tokens) {
+absl::Status Tracker::Record(absl::string_view model, const Cost& cost) {
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();
   ModelState* m = *found;
-  if (m->shared != nullptr) {
-    ShmModelLock l(m->shared);
-    if (!l.status().ok()) return l.status();
-    ShmSegment::Windows(m->shared).Record(clock_.Now(), tokens);
-    return absl::OkStatus();
-  }
   if (redis_ != nullptr) {
-    auto r = redis_->Run(RedisStore::Op::kRecord, m->name, SpecOf(m), tokens);
+    auto r = redis_->Run(RedisStore::Op::kRecord, m->name, SpecOf(m), cost);
     if (r.ok()) return absl::OkStatus();
     // Not lost: this process's own windows keep it.
     SpinLockHolder l(&m->mu);
-    m->local.Record(clock_.Now(), tokens);
+    m->local.Record(clock_.Now(), m->local.has_calendar ? clock_.Wall() : 0, cost);
     if (redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
     return absl::OkStatus();
   }
-  SpinLockHolder l(&m->mu);
-  m->local.Record(clock_.Now(), tokens);
-  return absl::OkStatus();
+  return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t wall) {
+    ws.Record(now, wall, cost);
+  });
 }
 
-absl::Status Tracker::Settle(absl::string_view model, uint64_t grant,
-                             uint64_t granted_tokens, uint64_t actual_tokens) {
+absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost& granted,
+                             const Cost& actual) {
   if (grant == 0) return InvalidError("grant ticket 0 is not a grant");
   const int64_t at = static_cast<int64_t>(grant >> kCheckBits) - 1;
+  const size_t hash = HashName(model);
   const bool remote = redis_ != nullptr && at >= 0 &&
-                      MakeTicket(at, HashName(model), granted_tokens, true) == grant;
-  if (remote) {
-    auto found = FindOrCreate(model);
-    if (!found.ok()) return found.status();
-    if (granted_tokens == actual_tokens) return absl::OkStatus();
-    const bool top_up = actual_tokens > granted_tokens;
-    auto r = redis_->Run(RedisStore::Op::kSettle, model, SpecOf(*found), 0, at,
-                         top_up ? actual_tokens - granted_tokens : granted_tokens - actual_tokens,
-                         top_up);
-    if (!r.ok() && redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
-    return absl::OkStatus();  // a grant made in Redis is settled there or not at all
-  }
-  if (at < 0 || MakeTicket(at, HashName(model), granted_tokens) != grant) {
+                      MakeTicket(at, hash, granted, true) == grant;
+  if (!remote && (at < 0 || MakeTicket(at, hash, granted) != grant)) {
     return InvalidError(
-        "the grant ticket does not match this tracker, model and granted_tokens "
+        "the grant ticket does not match this tracker, model and granted tokens "
         "(a ticket from another tracker or model, or not the tokens it was granted for)");
   }
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();
   ModelState* m = *found;
-  if (m->shared != nullptr) {
-    ShmModelLock l(m->shared);
-    if (!l.status().ok()) return l.status();
-    const int64_t now = clock_.Now();
-    if (at > now) return InvalidError("the grant ticket is from the future");
-    ShmSegment::Windows(m->shared).Settle(now, at, granted_tokens, actual_tokens);
-    return absl::OkStatus();
+  if (remote) {
+    auto r = redis_->Run(RedisStore::Op::kSettle, model, SpecOf(m), actual, at, granted);
+    if (!r.ok() && redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+    return absl::OkStatus();  // a grant made in Redis is settled there or not at all
   }
-  SpinLockHolder l(&m->mu);
-  const int64_t now = clock_.Now();
-  if (at > now) return InvalidError("the grant ticket is from the future");
-  m->local.Settle(now, at, granted_tokens, actual_tokens);
-  return absl::OkStatus();
+  absl::Status result = absl::OkStatus();
+  absl::Status st = WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t wall) {
+    if (at > now) {
+      result = InvalidError("the grant ticket is from the future");
+      return;
+    }
+    ws.Settle(now, wall, at, wall - (now - at), granted, actual);
+  });
+  return st.ok() ? result : st;
+}
+
+absl::StatusOr<int> Tracker::Observe(absl::string_view model,
+                                     const std::vector<HeaderView>& headers) {
+  const ProviderReport report = ParseRateLimitHeaders(headers, clock_.Wall());
+  if (report.used_headers == 0) return 0;
+  auto found = FindOrCreate(model);
+  if (!found.ok()) return found.status();
+  ModelState* m = *found;
+  for (int u = 0; u < WindowSet::kUnits; ++u) {
+    const UnitReport& ur = report.units[u];
+    if (!ur.limit && !ur.remaining) continue;
+    // "remaining R until the reset": a cap. A limit alone is only reported.
+    const bool cap = ur.remaining && ur.reset_ms;
+    const uint64_t reset = cap ? std::min<uint64_t>(*ur.reset_ms, kMaxBlockMs) : 0;
+    const uint64_t remaining = ur.remaining.value_or(0);
+    const uint64_t limit = ur.limit.value_or(0);
+    if (redis_ != nullptr) {
+      auto r = redis_->Run(RedisStore::Op::kObserve, model, SpecOf(m), Cost{0, 0},
+                           cap ? static_cast<int64_t>(reset) : -1, Cost{0, 0},
+                           RedisStore::Observation{static_cast<Unit>(u), remaining, limit});
+      if (r.ok()) continue;
+      if (redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+      SpinLockHolder l(&m->mu);  // Redis away: this process at least holds back
+      const int64_t now = clock_.Now();
+      m->local.Observe(static_cast<Unit>(u), remaining, cap ? now + static_cast<int64_t>(reset) : 0,
+                       limit);
+      continue;
+    }
+    absl::Status st = WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t) {
+      ws.Observe(static_cast<Unit>(u), remaining, cap ? now + static_cast<int64_t>(reset) : 0,
+                 limit);
+    });
+    if (!st.ok()) return st;
+  }
+  return report.used_headers;
+}
+
+absl::Status Tracker::ReportLimited(absl::string_view model, uint64_t retry_after_ms) {
+  auto found = FindOrCreate(model);
+  if (!found.ok()) return found.status();
+  ModelState* m = *found;
+  if (redis_ != nullptr) {
+    auto r = redis_->Run(RedisStore::Op::kBlock, model, SpecOf(m), Cost{0, 0},
+                         static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
+    if (r.ok()) return absl::OkStatus();
+    // Redis is away: at least this process holds back.
+    SpinLockHolder l(&m->mu);
+    m->local.Block(clock_.Now() + static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
+    return redis_->url().on_error == RedisUrl::OnError::kClosed ? r.status() : absl::OkStatus();
+  }
+  return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t) {
+    ws.Block(now + static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
+  });
 }
 
 absl::Status Tracker::ReconcileShmLocked(const EffectiveConfig& config) {
@@ -558,7 +649,7 @@ absl::Status Tracker::Reset() {
     }
     absl::Status st = absl::OkStatus();
     for (const auto& [name, spec] : todo) {
-      auto r = redis_->Run(RedisStore::Op::kReset, name, spec, 0);
+      auto r = redis_->Run(RedisStore::Op::kReset, name, spec, Cost{0, 0});
       if (!r.ok() && st.ok()) st = r.status();
     }
     return st;
@@ -589,61 +680,71 @@ std::string Tracker::StatsJson() const {
     WindowLimit limit;
     uint64_t current;
   };
-  std::map<std::string, std::vector<Row>> rows;
+  struct ModelRow {
+    std::vector<Row> windows;
+    uint64_t blocked_ms = 0;
+    RedisStore::Reply::Cap caps[WindowSet::kUnits];
+  };
+  std::map<std::string, ModelRow> rows;
   std::vector<std::pair<std::string, RemoteSpec>> remote;  // Redis: ask outside mu_
   std::string tier_text, backend;
-  auto snapshot = [&](absl::string_view name, WindowSet& ws, int64_t now) {
-    auto& r = rows[std::string(name)];
-    for (int i = 0; i < ws.nwin; ++i) {
-      ws.slots[i].window.Advance(now);
-      r.push_back({ws.slots[i].limit, ws.slots[i].window.used()});
+  auto snapshot = [&](absl::string_view name, WindowSet& ws, int64_t now, int64_t wall) {
+    ModelRow& r = rows[std::string(name)];
+    r = ModelRow{};
+    for (int i = 0; i < ws.nwin; ++i) r.windows.push_back({ws.slots[i].limit, ws.Used(i, now, wall)});
+    r.blocked_ms = ws.blocked_until_ms > now ? static_cast<uint64_t>(ws.blocked_until_ms - now) : 0;
+    for (int u = 0; u < WindowSet::kUnits; ++u) {
+      const ProviderCap& p = ws.caps[u];
+      if (p.until_ms > now) {
+        r.caps[u].remaining = static_cast<int64_t>(p.used > p.remaining ? 0 : p.remaining - p.used);
+        r.caps[u].reset_ms = static_cast<uint64_t>(p.until_ms - now);
+      }
+      r.caps[u].limit = p.observed_limit;
     }
   };
   {
     SpinLockHolder l(&mu_);
     tier_text = config_.tier.text;
     backend = config_.backend;
+    const int64_t wall = clock_.Wall();
     if (shm_ != nullptr) {
       shm_->ForEach([&](ShmModel* slot) {
         ShmModelLock sl(slot);
-        if (sl.status().ok()) snapshot(ShmSegment::Name(slot), ShmSegment::Windows(slot), clock_.Now());
+        if (sl.status().ok()) {
+          snapshot(ShmSegment::Name(slot), ShmSegment::Windows(slot), clock_.Now(), wall);
+        }
       });
-    } else if (redis_ != nullptr) {
-      for (const auto& m : models_) {
-        SpinLockHolder ml(&m->mu);
-        remote.push_back({m->name, m->spec});
-        snapshot(m->name, m->local, clock_.Now());  // replaced below if Redis answers
-      }
-      for (const std::string& name : config_.ListedModels()) {
-        if (rows.count(name) != 0) continue;
-        WindowSet ws;
-        ws.SetLimits(config_.Resolve(name), clock_.resolution_ms);
-        remote.push_back({name, RemoteSpec::From(ws)});
-      }
     } else {
       for (const auto& m : models_) {
         SpinLockHolder ml(&m->mu);
-        snapshot(m->name, m->local, clock_.Now());
+        snapshot(m->name, m->local, clock_.Now(), wall);  // Redis: replaced below if it answers
+        if (redis_ != nullptr) remote.push_back({m->name, m->spec});
       }
     }
     for (const std::string& name : config_.ListedModels()) {
       if (rows.count(name) != 0) continue;
       auto& r = rows[name];
-      for (const WindowLimit& w : config_.Resolve(name).windows) r.push_back({w, 0});
+      for (const WindowLimit& w : config_.Resolve(name).windows) r.windows.push_back({w, 0});
+      if (redis_ != nullptr) {
+        WindowSet ws;
+        ws.SetLimits(config_.Resolve(name), clock_.resolution_ms);
+        remote.push_back({name, RemoteSpec::From(ws)});
+      }
     }
   }
   for (const auto& [name, spec] : remote) {
-    auto r = redis_->Run(RedisStore::Op::kStats, name, spec, 0);
+    auto r = redis_->Run(RedisStore::Op::kStats, name, spec, Cost{0, 0});
     if (!r.ok() || r->used.size() != static_cast<size_t>(spec.n)) continue;
-    auto& row = rows[name];
-    row.clear();
+    ModelRow& row = rows[name];
+    row = ModelRow{};
     for (int i = 0; i < spec.n; ++i) {
-      const WindowLimit w = {spec.w[i].tokens ? Unit::kTokens : Unit::kRequests,
-                             std::strtoll(spec.w[i].name + 1, nullptr, 10),
-                             spec.w[i].limit < 0 ? kUnlimited
-                                                 : static_cast<uint64_t>(spec.w[i].limit)};
-      row.push_back({w, r->used[i]});
+      WindowLimit w{spec.w[i].unit, spec.w[i].seconds,
+                    spec.w[i].limit < 0 ? kUnlimited : static_cast<uint64_t>(spec.w[i].limit), {}};
+      std::memcpy(w.calendar_tz, spec.w[i].calendar_tz, sizeof w.calendar_tz);
+      row.windows.push_back({w, r->used[i]});
     }
+    row.blocked_ms = r->blocked_ms;
+    for (int u = 0; u < WindowSet::kUnits; ++u) row.caps[u] = r->caps[u];
   }
   ordered_json out;
   out["tier"] = tier_text;
@@ -661,10 +762,12 @@ std::string Tracker::StatsJson() const {
     state["last_error"] = h.last_error;
     out["backend_state"] = std::move(state);
   }
+  static const char* const kUnitNames[] = {"requests", "tokens", "input_tokens", "output_tokens"};
   ordered_json models = ordered_json::object();
-  for (const auto& [name, windows] : rows) {
+  ordered_json provider = ordered_json::object();
+  for (const auto& [name, row] : rows) {
     ordered_json mj = ordered_json::object();
-    for (const Row& r : windows) {
+    for (const Row& r : row.windows) {
       ordered_json w;
       w["current"] = r.current;
       if (r.limit.limit == kUnlimited) {
@@ -679,11 +782,32 @@ std::string Tracker::StatsJson() const {
                                              static_cast<double>(lim);
         w["usage_percent"] = std::round(pct * 1000.0) / 1000.0;
       }
-      mj[WindowName(r.limit.unit, r.limit.seconds)] = std::move(w);
+      if (r.limit.calendar()) w["resets_at_midnight"] = r.limit.calendar_tz;
+      // The provider's own limit for this unit, where it differs from ours:
+      // reported, not adopted (reported on the per-minute window).
+      const uint64_t observed = row.caps[static_cast<int>(r.limit.unit)].limit;
+      if (r.limit.seconds == 60 && !r.limit.calendar() && observed != 0 &&
+          observed != r.limit.limit) {
+        w["observed_limit"] = observed;
+      }
+      mj[WindowName(r.limit)] = std::move(w);
     }
     models[name] = std::move(mj);
+    ordered_json pj = ordered_json::object();
+    if (row.blocked_ms > 0) pj["blocked_for_ms"] = row.blocked_ms;
+    for (int u = 0; u < WindowSet::kUnits; ++u) {
+      const auto& c = row.caps[u];
+      if (c.remaining < 0 && c.limit == 0) continue;
+      ordered_json cj;
+      cj["remaining"] = c.remaining < 0 ? ordered_json() : ordered_json(c.remaining);
+      cj["reset_in_ms"] = c.remaining < 0 ? ordered_json() : ordered_json(c.reset_ms);
+      cj["limit"] = c.limit == 0 ? ordered_json() : ordered_json(c.limit);
+      pj[kUnitNames[u]] = std::move(cj);
+    }
+    if (!pj.empty()) provider[name] = std::move(pj);
   }
   out["models"] = std::move(models);
+  if (!provider.empty()) out["provider"] = std::move(provider);
   return out.dump();
 }
 

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "config.h"
+#include "provider_headers.h"
 #include "redis_store.h"
 #include "shm_segment.h"
 #include "spin_lock.h"
@@ -35,10 +36,15 @@ struct Clock {
   int64_t (*now_ms)(void* ctx);  // nullptr: the default clock, called inline
   void* ctx;
   int64_t resolution_ms;  // how far a reading may lag real time
+  // Unix ms (calendar-day windows, HTTP dates); nullptr: CLOCK_REALTIME.
+  int64_t (*wall_ms)(void* ctx) = nullptr;
   static Clock Monotonic();
   static int64_t MonotonicCoarseMs();
+  static int64_t RealtimeMs();
   int64_t Now() const { return now_ms == nullptr ? MonotonicCoarseMs() : now_ms(ctx); }
+  int64_t Wall() const { return wall_ms == nullptr ? RealtimeMs() : wall_ms(ctx); }
 };
+
 
 class Tracker {
  public:
@@ -51,14 +57,26 @@ class Tracker {
   // The hot path. `model` must be non-empty (the C shim checks). The grant
   // ticket is computed only when `want_grant`. A code other than RT_OK,
   // RT_LIMITED and RT_E_TOO_LARGE is explained by Explain().
-  Decision TryAcquire(absl::string_view model, uint64_t tokens,
+  Decision TryAcquire(absl::string_view model, const Cost& cost,
                       bool want_grant = true);
-  Decision Check(absl::string_view model, uint64_t tokens);  // books nothing
+  Decision Check(absl::string_view model, const Cost& cost);  // books nothing
   // Always books (it happened), even when the model's configuration
   // conflicts with a shared segment's.
-  absl::Status Record(absl::string_view model, uint64_t tokens);
-  absl::Status Settle(absl::string_view model, uint64_t grant,
-                      uint64_t granted_tokens, uint64_t actual_tokens);
+  absl::Status Record(absl::string_view model, const Cost& cost);
+  absl::Status Settle(absl::string_view model, uint64_t grant, const Cost& granted,
+                      const Cost& actual);
+  // The first of `models` that can take the request now, acquired; or, when
+  // none can, RT_LIMITED with the shortest wait. *index: the model chosen
+  // (or the one with the shortest wait).
+  Decision Pick(const std::vector<absl::string_view>& models, const Cost& cost,
+                bool want_grant, size_t* index);
+
+  // What the provider answered: rate-limit headers (OpenAI x-ratelimit-*,
+  // Anthropic anthropic-ratelimit-*). Unknown or malformed ones are
+  // ignored one by one; returns how many were used.
+  absl::StatusOr<int> Observe(absl::string_view model, const std::vector<HeaderView>& headers);
+  // A 429: the model is refused for `retry_after_ms` from now.
+  absl::Status ReportLimited(absl::string_view model, uint64_t retry_after_ms);
   // Why the last decision on `model` returned `code`.
   std::string Explain(absl::string_view model, int code) const;
 
@@ -99,8 +117,12 @@ class Tracker {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
-  Decision Decide(ModelState* m, uint64_t tokens, Mode mode);
-  Decision DecideRemote(ModelState* m, uint64_t tokens, Mode mode);
+  Decision Decide(ModelState* m, const Cost& cost, Mode mode);
+  Decision DecideRemote(ModelState* m, const Cost& cost, Mode mode);
+  // Runs `fn(WindowSet&, now, wall)` under the model's lock, wherever its
+  // windows live (memory or shared memory).
+  template <typename Fn>
+  absl::Status WithWindows(ModelState* m, Fn fn);
   RemoteSpec SpecOf(ModelState* m);
   static size_t HashName(absl::string_view name);
 
@@ -111,7 +133,7 @@ class Tracker {
   static constexpr int kCheckBits = 23;
   // `remote`: the time is the Redis server's (Unix ms), not this host's
   // monotonic clock.
-  uint64_t MakeTicket(int64_t at_ms, size_t model_hash, uint64_t tokens,
+  uint64_t MakeTicket(int64_t at_ms, size_t model_hash, const Cost& cost,
                       bool remote = false) const;
 
   const Clock clock_;

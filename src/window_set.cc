@@ -8,73 +8,155 @@
 
 namespace ratetrack {
 
-Decision WindowSet::Decide(int64_t now, uint64_t tokens, bool book) {
+namespace {
+uint64_t SatAdd(uint64_t a, uint64_t b) { return SlidingWindow::SatAdd(a, b); }
+
+// A calendar window whose day is over starts a new one.
+void RollDay(WindowSlot& s, int64_t wall) {
+  if (wall >= s.day_end_wall_ms) {
+    s.day_used = 0;
+    s.day_end_wall_ms = NextLocalMidnightMs(s.limit.calendar_tz, wall);
+  }
+}
+}  // namespace
+
+Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
   bool fits = true;
+  int64_t wait = 1;
   const int n = nwin;
   for (int i = 0; i < n; ++i) {
-    SlidingWindow& w = slots[i].window;
-    w.Advance(now);
-    const uint64_t limit = slots[i].limit.limit;
-    if (limit == kUnlimited) continue;
-    const uint64_t cost = slots[i].limit.unit == Unit::kRequests ? 1 : tokens;
-    if (cost > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
-    fits &= w.Fits(cost, limit);
-  }
-  if (!fits) {
-    int64_t wait = 1;
-    for (int i = 0; i < n; ++i) {
-      const uint64_t limit = slots[i].limit.limit;
+    WindowSlot& s = slots[i];
+    const uint64_t c = cost.In(s.limit.unit);
+    const uint64_t limit = s.limit.limit;
+    if (s.limit.calendar()) {
+      RollDay(s, wall);
       if (limit == kUnlimited) continue;
-      const uint64_t cost = slots[i].limit.unit == Unit::kRequests ? 1 : tokens;
-      wait = std::max(wait, slots[i].window.WaitMs(now, cost, limit));
+      if (c > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
+      if (s.day_used > limit || c > limit - s.day_used) {
+        fits = false;
+        wait = std::max(wait, s.day_end_wall_ms - wall);
+      }
+      continue;
     }
-    return {RT_LIMITED, static_cast<uint64_t>(wait), 0};
-  }
-  if (book) {
-    for (int i = 0; i < n; ++i) {
-      slots[i].window.Add(slots[i].limit.unit == Unit::kRequests ? 1 : tokens);
+    s.window.Advance(now);
+    if (limit == kUnlimited) continue;
+    if (c > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
+    if (!s.window.Fits(c, limit)) {
+      fits = false;
+      wait = std::max(wait, s.window.WaitMs(now, c, limit));
     }
   }
+  // What the provider said overrides what the windows believe.
+  if (blocked_until_ms > now) {
+    fits = false;
+    wait = std::max(wait, blocked_until_ms - now);
+  }
+  for (int u = 0; u < kUnits; ++u) {
+    const ProviderCap& p = caps[u];
+    if (p.until_ms <= now) continue;
+    const uint64_t c = cost.In(static_cast<Unit>(u));
+    if (p.used > p.remaining || c > p.remaining - p.used) {
+      fits = false;
+      wait = std::max(wait, p.until_ms - now);
+    }
+  }
+  if (!fits) return {RT_LIMITED, static_cast<uint64_t>(wait), 0};
+  if (book) Record(now, wall, cost);
   return {RT_OK, 0, 0};
 }
 
-void WindowSet::Record(int64_t now, uint64_t tokens) {
+void WindowSet::Record(int64_t now, int64_t wall, const Cost& cost) {
   for (int i = 0; i < nwin; ++i) {
-    slots[i].window.Advance(now);
-    slots[i].window.Add(slots[i].limit.unit == Unit::kRequests ? 1 : tokens);
+    WindowSlot& s = slots[i];
+    const uint64_t c = cost.In(s.limit.unit);
+    if (s.limit.calendar()) {
+      RollDay(s, wall);
+      s.day_used = SatAdd(s.day_used, c);
+    } else {
+      s.window.Advance(now);
+      s.window.Add(c);
+    }
+  }
+  for (int u = 0; u < kUnits; ++u) {
+    if (caps[u].until_ms > now) {
+      caps[u].used = SatAdd(caps[u].used, cost.In(static_cast<Unit>(u)));
+    }
   }
 }
 
-void WindowSet::Settle(int64_t now, int64_t at, uint64_t granted,
-                       uint64_t actual) {
-  if (granted == actual) return;
-  const bool top_up = actual > granted;
-  const uint64_t delta = top_up ? actual - granted : granted - actual;
+void WindowSet::Settle(int64_t now, int64_t wall, int64_t at, int64_t at_wall,
+                       const Cost& granted, const Cost& actual) {
   for (int i = 0; i < nwin; ++i) {
-    if (slots[i].limit.unit != Unit::kTokens) continue;
-    slots[i].window.Advance(now);
-    slots[i].window.Adjust(at, delta, top_up);
+    WindowSlot& s = slots[i];
+    if (s.limit.unit == Unit::kRequests) continue;
+    const uint64_t g = granted.In(s.limit.unit);
+    const uint64_t a = actual.In(s.limit.unit);
+    if (g == a) continue;
+    const bool top_up = a > g;
+    const uint64_t delta = top_up ? a - g : g - a;
+    if (s.limit.calendar()) {
+      RollDay(s, wall);
+      // Only while the grant's day is still the counted one.
+      if (NextLocalMidnightMs(s.limit.calendar_tz, at_wall) != s.day_end_wall_ms) continue;
+      s.day_used = top_up ? SatAdd(s.day_used, delta) : s.day_used - std::min(s.day_used, delta);
+      continue;
+    }
+    s.window.Advance(now);
+    s.window.Adjust(at, delta, top_up);
   }
+}
+
+uint64_t WindowSet::Used(int i, int64_t now, int64_t wall) {
+  WindowSlot& s = slots[i];
+  if (s.limit.calendar()) {
+    RollDay(s, wall);
+    return s.day_used;
+  }
+  s.window.Advance(now);
+  return s.window.used();
 }
 
 void WindowSet::Clear() {
-  for (int i = 0; i < nwin; ++i) slots[i].window.Clear();
+  for (int i = 0; i < nwin; ++i) {
+    slots[i].window.Clear();
+    slots[i].day_used = 0;
+  }
+  for (ProviderCap& p : caps) p = ProviderCap{};
+  blocked_until_ms = 0;
+}
+
+void WindowSet::Observe(Unit unit, uint64_t remaining, int64_t until_ms, uint64_t limit) {
+  ProviderCap& p = caps[static_cast<int>(unit)];
+  p.until_ms = until_ms;
+  p.remaining = remaining;
+  p.used = 0;
+  if (limit != 0) p.observed_limit = limit;
+}
+
+void WindowSet::Block(int64_t until_ms) {
+  blocked_until_ms = std::max(blocked_until_ms, until_ms);
 }
 
 void WindowSet::SetLimits(const ModelLimits& l, int64_t guard_ms) {
   std::vector<WindowSlot> next(l.windows.size());
+  bool calendar = false;
   for (size_t i = 0; i < next.size(); ++i) {
     next[i].limit = l.windows[i];
     next[i].window = SlidingWindow(l.windows[i].seconds * 1000, guard_ms);
+    next[i].day_end_wall_ms = 0;
+    next[i].day_used = 0;
+    calendar |= l.windows[i].calendar();
     for (int j = 0; j < nwin; ++j) {
-      if (slots[j].limit.unit == l.windows[i].unit &&
-          slots[j].limit.seconds == l.windows[i].seconds) {
+      if (slots[j].limit.SameWindow(l.windows[i])) {
         next[i].window = slots[j].window;
+        next[i].day_end_wall_ms = slots[j].day_end_wall_ms;
+        next[i].day_used = slots[j].day_used;
       }
     }
   }
   for (size_t i = 0; i < next.size(); ++i) slots[i] = next[i];
   nwin = static_cast<int32_t>(next.size());
+  has_calendar = calendar;
 }
 
 bool WindowSet::HasLimits(const ModelLimits& l) const {
@@ -100,8 +182,8 @@ std::string DescribeLimits(const ModelLimits& l) {
   std::string out;
   for (const WindowLimit& w : l.windows) {
     if (w.limit == kUnlimited) continue;
-    absl::StrAppend(&out, out.empty() ? "" : ", ", WindowName(w.unit, w.seconds),
-                    " ", w.limit);
+    absl::StrAppend(&out, out.empty() ? "" : ", ", WindowName(w), " ", w.limit);
+    if (w.calendar()) absl::StrAppend(&out, " (", w.calendar_tz, ")");
   }
   return out.empty() ? "no limits" : out;
 }

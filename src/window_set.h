@@ -1,9 +1,12 @@
-// WindowSet: every window of one model and the decisions over them.
+// WindowSet: every window of one model, what the provider said about it,
+// and the decisions over them.
 //
 // Plain data with no pointers, so the same value works in process memory
 // (the "memory" backend) and in a shared-memory segment mapped at different
 // addresses by different processes (the "shm:" backend). The caller holds
-// whatever lock guards the set, and passes the time.
+// whatever lock guards the set, and passes the time: `now` in ms of the
+// monotonic clock, and `wall` in Unix ms (needed only by calendar-day
+// windows: has_calendar).
 #ifndef RATETRACK_SRC_WINDOW_SET_H_
 #define RATETRACK_SRC_WINDOW_SET_H_
 
@@ -27,24 +30,50 @@ struct Decision {
 // A window and its limit, together in the cache line the hot path touches.
 struct alignas(64) WindowSlot {
   WindowLimit limit;
-  SlidingWindow window;
+  SlidingWindow window;     // sliding windows
+  int64_t day_end_wall_ms;  // calendar windows: when the counted day ends
+  uint64_t day_used;        // calendar windows: used this local day
+};
+
+// What the provider reported for one unit: at most `remaining` more until
+// `until_ms` (monotonic), whatever the windows say.
+struct ProviderCap {
+  int64_t until_ms;
+  uint64_t remaining;
+  uint64_t used;            // admitted since the report
+  uint64_t observed_limit;  // the provider's own limit (0: not reported)
 };
 
 struct WindowSet {
+  static constexpr int kUnits = 4;  // indexed by Unit
+
   int32_t nwin = 0;
+  bool has_calendar = false;
+  int64_t blocked_until_ms = 0;  // a 429: refused until then (monotonic)
+  ProviderCap caps[kUnits] = {};
   WindowSlot slots[ModelLimits::kMaxWindows];
 
   // Checks every window at `now`; with `book`, books the request when it
-  // fits (one request, `tokens` tokens). Never partial: a request refused by
-  // one window consumes nothing from the others.
-  Decision Decide(int64_t now, uint64_t tokens, bool book);
+  // fits. Never partial: a request refused by one window consumes nothing
+  // from the others.
+  Decision Decide(int64_t now, int64_t wall, const Cost& cost, bool book);
   // Books a request that happened, whatever the limits say.
-  void Record(int64_t now, uint64_t tokens);
-  // Books the difference between granted and actual tokens at time `at`.
-  void Settle(int64_t now, int64_t at, uint64_t granted, uint64_t actual);
+  void Record(int64_t now, int64_t wall, const Cost& cost);
+  // Books the difference between granted and actual at the grant's time `at`
+  // (calendar windows: while the grant's day is still counted).
+  void Settle(int64_t now, int64_t wall, int64_t at, int64_t at_wall,
+              const Cost& granted, const Cost& actual);
   void Clear();
+  uint64_t Used(int i, int64_t now, int64_t wall);
 
-  // Installs new limits; windows whose (unit, length) stay keep their usage.
+  // What the provider said: `remaining` more of `unit` until `until_ms`, and
+  // its limit (0 if not said). A newer report replaces an older one.
+  void Observe(Unit unit, uint64_t remaining, int64_t until_ms, uint64_t limit);
+  // A 429: refused until `until_ms` (an earlier block is extended only).
+  void Block(int64_t until_ms);
+
+  // Installs new limits; windows that stay (same unit and length) keep their
+  // usage.
   void SetLimits(const ModelLimits& limits, int64_t guard_ms);
   bool HasLimits(const ModelLimits& limits) const;
   ModelLimits Limits() const;
@@ -57,7 +86,7 @@ struct WindowSet {
 static_assert(std::is_trivially_copyable<WindowSet>::value,
               "WindowSet lives in shared memory");
 
-// "rpm 500, tpm 200000, requests_per_2s 10" (for messages).
+// "requests_per_minute 500, tokens_per_minute 200000" (for messages).
 std::string DescribeLimits(const ModelLimits& limits);
 
 }  // namespace ratetrack

@@ -321,7 +321,7 @@ TEST_F(CApiTest, SettleThroughTheCApi) {
   EXPECT_EQ(rt_settle(t, "a/b", grant, 400, 10), RT_E_INVALID) << "400 is not its count";
   EXPECT_STREQ(rt_last_error(),
                "rt_settle: the grant ticket does not match this tracker, model and "
-               "granted_tokens (a ticket from another tracker or model, or not the "
+               "granted tokens (a ticket from another tracker or model, or not the "
                "tokens it was granted for)");
   EXPECT_EQ(rt_settle(t, "a/other", grant, 1000, 10), RT_E_INVALID) << "another model";
   EXPECT_EQ(rt_settle(t, "a/b", grant ^ 1, 1000, 400), RT_E_INVALID);

@@ -87,7 +87,12 @@ TEST(ConfigTest, ErrorsNameTheOffendingKey) {
       {R"({"limits": {"a/b": {"tpd": "many"}}})", "'limits.a/b.tpd'"},
       {R"({"limits": {"a/b": {"rpm": 18446744073709551615}}})", "null for unlimited"},
       {R"({"limits": {"a/b": {"rph": 1}}})", "'limits.a/b.rph'"},
-      {R"({"limits": {"a/b": {"itpm": 1}}})", "'limits.a/b.itpm'"},
+      {R"({"limits": {"a/b": {"xtpm": 1}}})", "'limits.a/b.xtpm'"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "requests", "limit": 1, "calendar_day": "Mars/Olympus"}]}}})",
+       "time zone"},
+      {R"({"limits": {"a/b": {"windows": [{"unit": "requests", "limit": 1, "seconds": 5, "calendar_day": "UTC"}]}}})",
+       "exclude each other"},
+      {R"({"limits": {"a/b": {"rpd_calendar": "UTC"}}})", "'limits.a/b.rpd_calendar'"},
       {R"({"limits": {"a/b": {"windows": {}}}})", "'limits.a/b.windows'"},
       {R"({"limits": {"a/b": {"windows": [3]}}})", "'limits.a/b.windows[0]'"},
       {R"({"limits": {"a/b": {"windows": [{"unit": "requests", "limit": 1}]}}})",
@@ -193,22 +198,44 @@ TEST(ConfigTest, BuiltinTablesCarryTheSeedNumbers) {
       {"free", "gemini/gemini-1.5-pro", 2, 32768, 50},
       {"free", "gemini/gemini-1.5-flash", 15, 1000000, 1500},
   };
+  auto window = [](const ModelLimits& l, const std::string& name) {
+    for (const WindowLimit& w : l.windows) {
+      if (WindowName(w) == name) return w.limit;
+    }
+    return uint64_t{0};
+  };
   for (const Row& r : rows) {
     Config c;
     c.tier = r.tier;
     auto e = EffectiveConfig::From(c);
     ASSERT_TRUE(e.ok());
     ModelLimits l = e->Resolve(r.model);
-    EXPECT_EQ(l.windows[0].limit, r.rpm) << r.tier << " " << r.model;
-    EXPECT_EQ(l.windows[1].limit, r.tpm) << r.tier << " " << r.model;
-    EXPECT_EQ(l.windows[2].limit, r.rpd) << r.tier << " " << r.model;
+    // Gemini counts input tokens only, and its day ends at midnight Pacific.
+    const bool gemini = std::string(r.model).rfind("gemini/", 0) == 0;
+    EXPECT_EQ(window(l, "requests_per_minute"), r.rpm) << r.tier << " " << r.model;
+    EXPECT_EQ(window(l, gemini ? "input_tokens_per_minute" : "tokens_per_minute"), r.tpm)
+        << r.tier << " " << r.model;
+    EXPECT_EQ(window(l, gemini ? "requests_per_calendar_day" : "requests_per_day"), r.rpd)
+        << r.tier << " " << r.model;
   }
+  // Anthropic's input/output split is enforced.
+  Config anthropic;
+  anthropic.tier = "anthropic=tier1";
+  auto a = EffectiveConfig::From(anthropic);
+  ASSERT_TRUE(a.ok());
+  ModelLimits sonnet = a->Resolve("anthropic/claude-sonnet-4-20250514");
+  EXPECT_EQ(window(sonnet, "input_tokens_per_minute"), 30000u);
+  EXPECT_EQ(window(sonnet, "output_tokens_per_minute"), 8000u);
   // The seed's -1 ("unlimited") is null: paid Gemini 2.5 Pro has no token cap.
   Config paid;
   paid.tier = "gemini=paid";
   auto e = EffectiveConfig::From(paid);
   ASSERT_TRUE(e.ok());
-  EXPECT_EQ(e->Resolve("gemini/gemini-2.5-pro").windows[1].limit, kUnlimited);
+  for (const WindowLimit& w : e->Resolve("gemini/gemini-2.5-pro").windows) {
+    if (w.unit == Unit::kTokens || w.unit == Unit::kInputTokens) {
+      EXPECT_EQ(w.limit, kUnlimited) << WindowName(w);
+    }
+  }
   EXPECT_NE(e->Resolve("gemini/gemini-2.5-pro").windows[0].limit, kUnlimited);
 }
 

@@ -42,11 +42,13 @@ class RedisServer {
  public:
   explicit RedisServer(std::vector<std::string> extra = {}, int port = 0)
       : port_(port ? port : FreePort()), extra_(std::move(extra)) {
-    Start();
+    // A port found free can be taken by a parallel test before our server
+    // binds it: then our server exits, and we try another port.
+    for (int attempt = 0; attempt < 5 && !Start() && port == 0; ++attempt) port_ = FreePort();
   }
   ~RedisServer() { Kill(); }
   int port() const { return port_; }
-  void Start() {
+  bool Start() {
     pid_ = fork();
     if (pid_ == 0) {
       std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_),
@@ -63,10 +65,21 @@ class RedisServer {
       redisContext* c = redisConnect("127.0.0.1", port_);
       bool up = c != nullptr && c->err == 0;
       if (c) redisFree(c);
-      if (up) return;
+      if (up) {
+        // Answered: but is it ours? A server that lost the port race exits.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (waitpid(pid_, nullptr, WNOHANG) == 0) return true;
+        pid_ = -1;
+        return false;
+      }
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ADD_FAILURE() << "redis-server did not start on port " << port_;
+    return false;
   }
   void Kill() {
     if (pid_ > 0) {
@@ -76,6 +89,7 @@ class RedisServer {
     }
   }
   void Stop() { kill(pid_, SIGSTOP); }
+  bool Running() const { return pid_ > 0; }
   void Continue() { kill(pid_, SIGCONT); }
   // A raw command, as a string ("" for nil), for checks.
   std::string Command(const std::vector<std::string>& args,
@@ -234,6 +248,7 @@ TEST(RedisTest, KilledAndRestartedRedis) {
   // Redis comes back, empty: the tracker returns to it by itself, the script
   // is loaded again, and the limits hold there.
   redis = std::make_unique<RedisServer>(std::vector<std::string>{}, port);
+  ASSERT_TRUE(redis->Running()) << "could not restart Redis on port " << port;
   // (Stats asks Redis too, so polling it reconnects without spending.)
   auto deadline = Clock::now() + std::chrono::seconds(5);
   while (Clock::now() < deadline && Stats(closed)["backend_state"]["connected"] != true) {
@@ -334,6 +349,57 @@ TEST(RedisTest, EnvironmentBackendPutsTheGlobalOnRedis) {
   // global keeps working on its own (on_error=local).
   EXPECT_EQ(rt_try_acquire(g, "openai/gpt-4o-mini", 10, nullptr), RT_OK);
   rt_reset(nullptr);
+}
+
+TEST(RedisTest, ProviderTruthThroughRedis) {
+  RedisServer redis;
+  const std::string cfg = Config(redis.Url("?prefix=pt"), R"({
+      "anthropic/m": {"rpm": 50, "itpm": 30000, "otpm": 8000},
+      "gemini/m": {"windows": [{"unit": "requests", "limit": 2, "calendar_day": "America/Los_Angeles"}]},
+      "openai/m": {"rpm": 500}})");
+  rt_tracker* a = rt_open(cfg.c_str());
+  rt_tracker* b = rt_open(cfg.c_str());  // another host
+  // A 429 on one host stops the other.
+  ASSERT_EQ(rt_report_limited(a, "openai/m", "7"), RT_OK) << rt_last_error();
+  uint64_t retry = 0;
+  EXPECT_EQ(rt_try_acquire(b, "openai/m", 1, &retry), RT_LIMITED);
+  EXPECT_GT(retry, 6000u);
+  EXPECT_LE(retry, 7000u);
+  // A header cap on one host binds the other.
+  const char* names[] = {"x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
+                         "x-ratelimit-limit-tokens"};
+  const char* values[] = {"100", "30s", "150000"};
+  ASSERT_EQ(rt_observe_headers(a, "anthropic/m", names, values, 3), RT_OK);
+  EXPECT_EQ(rt_try_acquire_io(b, "anthropic/m", 60, 41, nullptr, nullptr), RT_LIMITED);
+  uint64_t grant = 0;
+  ASSERT_EQ(rt_try_acquire_io(b, "anthropic/m", 60, 40, nullptr, &grant), RT_OK);
+  // Input/output settle in Redis.
+  ASSERT_EQ(rt_settle_io(b, "anthropic/m", grant, 60, 40, 60, 10), RT_OK) << rt_last_error();
+  json s = Stats(a);
+  EXPECT_EQ(s["models"]["anthropic/m"]["output_tokens_per_minute"]["current"], 10);
+  EXPECT_EQ(s["models"]["anthropic/m"]["input_tokens_per_minute"]["current"], 60);
+  // The provider's cap counts what was reserved (a settle refunds windows,
+  // not what the provider already saw).
+  EXPECT_EQ(s["provider"]["anthropic/m"]["tokens"]["remaining"], 0);
+  EXPECT_GT(s["provider"]["openai/m"]["blocked_for_ms"].get<uint64_t>(), 5000u);
+  // A calendar day, shared.
+  EXPECT_EQ(rt_try_acquire(a, "gemini/m", 0, nullptr), RT_OK);
+  EXPECT_EQ(rt_try_acquire(b, "gemini/m", 0, nullptr), RT_OK);
+  EXPECT_EQ(rt_try_acquire(a, "gemini/m", 0, &retry), RT_LIMITED);
+  EXPECT_LE(retry, 25ull * 3600 * 1000);
+  EXPECT_EQ(Stats(b)["models"]["gemini/m"]["requests_per_calendar_day"]["current"], 2);
+  // The picker, across hosts: every candidate is held back, by a 429 (7 s),
+  // a spent calendar day and a spent cap (30 s): openai/m frees first.
+  const char* order[] = {"openai/m", "gemini/m", "anthropic/m"};
+  size_t picked = 99;
+  EXPECT_EQ(rt_pick(a, order, 3, 10, 10, &picked, &retry, &grant), RT_LIMITED);
+  EXPECT_EQ(picked, 0u);
+  EXPECT_LE(retry, 7000u);
+  const char* fresh[] = {"gemini/m", "fresh/m"};
+  EXPECT_EQ(rt_pick(b, fresh, 2, 10, 10, &picked, &retry, &grant), RT_OK);
+  EXPECT_EQ(picked, 1u);
+  rt_close(a);
+  rt_close(b);
 }
 
 TEST(RedisTest, AForkedChildUsesItsOwnConnection) {

@@ -211,6 +211,37 @@ TEST_F(ShmTest, CreationRaceHasOneWinner) {
   for (auto& e : list) EXPECT_NE(e["name"].get<std::string>()[0], '.');
 }
 
+// One process's 429 stops the others, and what one process learned from
+// the provider's headers binds them all.
+TEST_F(ShmTest, ProviderReportsReachEveryProcess) {
+  const std::string cfg = Config(R"({"openai/m": {"rpm": 500}})");
+  auto mine = MustOpen(cfg);
+  pid_t pid = fork();
+  if (pid == 0) {
+    auto other = Open(cfg);
+    if (!other.ok()) _exit(2);
+    if (!(*other)->ReportLimited("openai/m", 20000).ok()) _exit(3);
+    if (!(*other)->Observe("openai/x", {{"x-ratelimit-remaining-requests", "2"},
+                                        {"x-ratelimit-reset-requests", "1m0s"}}).ok()) {
+      _exit(4);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << WEXITSTATUS(status);
+  Decision d = mine->TryAcquire("openai/m", 1);
+  EXPECT_EQ(d.code, RT_LIMITED);
+  EXPECT_GT(d.wait_ms, 15000u);
+  EXPECT_LE(d.wait_ms, 20000u);
+  EXPECT_EQ(mine->TryAcquire("openai/x", 1).code, RT_OK);
+  EXPECT_EQ(mine->TryAcquire("openai/x", 1).code, RT_OK);
+  EXPECT_EQ(mine->TryAcquire("openai/x", 1).code, RT_LIMITED) << "the other process's cap";
+  json s = Stats(*mine);
+  EXPECT_GT(s["provider"]["openai/m"]["blocked_for_ms"].get<uint64_t>(), 15000u);
+  EXPECT_EQ(s["provider"]["openai/x"]["requests"]["remaining"], 0);
+}
+
 // A writer killed in the middle of an update leaves torn windows; Repair
 // restores them before anyone uses them.
 TEST(SlidingWindowRepairTest, RepairsTornStates) {

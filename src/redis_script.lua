@@ -8,11 +8,14 @@
 --        name, width_ms, ring, limit (-1: none), unit (r t i o), day_end
 --        (a calendar-day window: the client's next local midnight, Unix ms;
 --        0 for a sliding window).
--- Fields: "fp" (the limits' fingerprint); "blk" (refused until, a 429);
--- per unit U "cU:t" (cap until), "cU:r" (remaining), "cU:u" (used since),
--- "cU:l" (the provider's limit); per sliding window W: "W:h" (newest bucket
--- index), "W:u" (sum of the counted buckets), "W:<index>" (a bucket); per
--- calendar window W: "W:e" (day end), "W:u" (used this day).
+-- Fields: "fp" (the limits' fingerprint); "pv" (what the provider said,
+-- only once it said something: "blocked_until,t,r,u,l,t,r,u,l,..." with a
+-- cap's until, remaining, used since and the provider's limit per unit r t
+-- i o); per sliding window W: "W:h" (newest bucket index), "W:u" (sum of the
+-- counted buckets), "W:<index>" (a bucket); per calendar window W: "W:e"
+-- (day end), "W:u" (used this day). Fields are written only when they
+-- change, and the TTL is renewed when a bucket turns over: a hot model
+-- costs TIME, one HMGET and one HSET.
 -- The same arithmetic as src/sliding_window.cc and src/window_set.cc, on
 -- the server's clock.
 -- Returns {code, wait_ms, now_ms, ...}: code 0 ok, 1 limited, -3 too large,
@@ -41,13 +44,7 @@ local function cost_of(u, i_, o_)
   return i_ + o_
 end
 local W = {}
-local fields = {'fp', 'blk'}
-for _, u in ipairs(units) do
-  fields[#fields + 1] = 'c' .. u .. ':t'
-  fields[#fields + 1] = 'c' .. u .. ':r'
-  fields[#fields + 1] = 'c' .. u .. ':u'
-  fields[#fields + 1] = 'c' .. u .. ':l'
-end
+local fields = {'fp', 'pv'}
 local base = #fields
 for i = 1, n do
   local b = 13 + (i - 1) * 6
@@ -72,13 +69,21 @@ if stored == false then stored = nil end  -- a missing field comes back as false
 if stored and stored ~= fp and (op == 'acquire' or op == 'check') and not update then
   return {-2, 0, now, stored}
 end
-local blocked = tonumber(vals[2]) or 0
+local blocked = 0
 local caps = {}
-for j, u in ipairs(units) do
-  local o = 2 + (j - 1) * 4
-  caps[u] = {t = tonumber(vals[o + 1]) or 0, r = tonumber(vals[o + 2]) or 0,
-             u = tonumber(vals[o + 3]) or 0, l = tonumber(vals[o + 4]) or 0}
+for _, u in ipairs(units) do caps[u] = {t = 0, r = 0, u = 0, l = 0} end
+local pv_present = vals[2] ~= false
+if pv_present then
+  local p = {}
+  for x in string.gmatch(vals[2], '[^,]+') do p[#p + 1] = tonumber(x) or 0 end
+  blocked = p[1] or 0
+  for j, u in ipairs(units) do
+    local o = 1 + (j - 1) * 4
+    caps[u] = {t = p[o + 1] or 0, r = p[o + 2] or 0, u = p[o + 3] or 0, l = p[o + 4] or 0}
+  end
 end
+local pv_dirty = false
+local touched = vals[1] == false  -- a new key: set its TTL
 local sets = {}
 local function set(f, v) sets[#sets + 1] = f; sets[#sets + 1] = d(v) end
 for i = 1, n do
@@ -87,19 +92,27 @@ for i = 1, n do
   if w.cal then
     local e = tonumber(vals[o + 1])
     local u = tonumber(vals[o + 2]) or 0
+    w.moved = false
     if e == nil or now >= e then
       u = 0
       e = w.day_end
       while e <= now do e = e + 86400000 end  -- the client's clock lags
+      w.moved = true
+      touched = true
     end
-    w.e, w.u = e, u
+    w.e, w.u, w.u0 = e, u, u
   else
     local h = tonumber(vals[o + 1])
     local u = tonumber(vals[o + 2]) or 0
     local c = tonumber(vals[o + 3]) or 0
+    w.moved = false
     if h == nil then
       h, u, c = w.k, 0, 0
+      w.moved = true
+      touched = true
     elseif w.k > h then
+      w.moved = true
+      touched = true
       local old = {}
       if w.k - h >= w.ring then
         for j = h - w.ring + 1, h do old[#old + 1] = w.name .. ':' .. j end
@@ -116,7 +129,7 @@ for i = 1, n do
       -- The server's clock went back: book in the newest bucket (conservative).
       c = tonumber(redis.call('HGET', key, w.name .. ':' .. h)) or 0
     end
-    w.h, w.u, w.c = h, u, c
+    w.h, w.u, w.c, w.u0, w.c0 = h, u, c, u, c
   end
 end
 local function book(i_, o_)
@@ -127,7 +140,10 @@ local function book(i_, o_)
     if not w.cal then w.c = w.c + c end
   end
   for _, u in ipairs(units) do
-    if caps[u].t > now then caps[u].u = caps[u].u + cost_of(u, i_, o_) end
+    if caps[u].t > now then
+      caps[u].u = caps[u].u + cost_of(u, i_, o_)
+      pv_dirty = true
+    end
   end
 end
 local result = {0, 0, now}
@@ -207,15 +223,14 @@ elseif op == 'settle' then
   end
 elseif op == 'block' then
   if now + targ > blocked then blocked = now + targ end
-  set('blk', blocked)
+  pv_dirty, touched = true, true
 elseif op == 'observe' then
-  local u = ARGV[9]
+  local p = caps[ARGV[9]]
   if targ >= 0 then  -- a cap: remaining until the reset; else a limit only
-    set('c' .. u .. ':t', now + targ)
-    set('c' .. u .. ':r', tonumber(ARGV[10]))
-    set('c' .. u .. ':u', 0)
+    p.t, p.r, p.u = now + targ, tonumber(ARGV[10]), 0
   end
-  if tonumber(ARGV[11]) > 0 then set('c' .. u .. ':l', tonumber(ARGV[11])) end
+  if tonumber(ARGV[11]) > 0 then p.l = tonumber(ARGV[11]) end
+  pv_dirty, touched = true, true
 elseif op == 'stats' then
   for i = 1, n do result[#result + 1] = W[i].u end
   result[#result + 1] = math.max(blocked - now, 0)
@@ -234,23 +249,27 @@ end
 for i = 1, n do
   local w = W[i]
   if w.cal then
-    set(w.name .. ':e', w.e)
-    set(w.name .. ':u', w.u)
+    if w.moved then set(w.name .. ':e', w.e) end
+    if w.moved or w.u ~= w.u0 then set(w.name .. ':u', w.u) end
   else
-    set(w.name .. ':h', w.h)
-    set(w.name .. ':u', w.u)
-    set(w.name .. ':' .. w.h, w.c)
+    if w.moved then set(w.name .. ':h', w.h) end
+    if w.moved or w.u ~= w.u0 then set(w.name .. ':u', w.u) end
+    if w.moved or w.c ~= w.c0 then set(w.name .. ':' .. w.h, w.c) end
   end
 end
-if op ~= 'observe' then
+if pv_dirty then
+  local p = {d(blocked)}
   for _, u in ipairs(units) do
-    if caps[u].t > now then set('c' .. u .. ':u', caps[u].u) end
+    local c = caps[u]
+    p[#p + 1] = d(c.t) .. ',' .. d(c.r) .. ',' .. d(c.u) .. ',' .. d(c.l)
   end
+  sets[#sets + 1] = 'pv'
+  sets[#sets + 1] = table.concat(p, ',')
 end
 if op ~= 'stats' and (stored == nil or update) then
   sets[#sets + 1] = 'fp'
   sets[#sets + 1] = fp
 end
-redis.call('HSET', key, unpack(sets))
-redis.call('PEXPIRE', key, math.max(ttl, blocked - now + 1000))
+if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+if touched then redis.call('PEXPIRE', key, math.max(ttl, blocked - now + 1000)) end
 return result

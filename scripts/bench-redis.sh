@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# rt_try_acquire on the Redis backend next to plain INCR on the same private
+# redis-server, at the same concurrency. For each "PxT" (P processes x T
+# threads = C clients): redis-benchmark -t incr -c C -P 1 (one event-loop
+# thread, no pipelining; p50/p99 from its CSV), bench_redis --raw-incr (INCR
+# through hiredis from P processes x T threads: the same harness as the
+# next) and bench_redis (rt_try_acquire, one tracker per process, 4 pooled
+# connections each). Redis is flushed before each measurement. Figures only:
+# nothing here fails on a slow machine.
+#
+#   scripts/bench-redis.sh [SECONDS] [PxT ...]    (default: 3 1x1 1x4 2x4)
+#   RT_BENCH_NO_BUILD=1 scripts/bench-redis.sh   (no rebuild: measure build/ as is)
+#
+# Ratios are try_acquire / redis-benchmark INCR (throughput, p99); the last
+# two columns are try_acquire / in-program INCR. The issue's target:
+# throughput ratio >= 0.5, p99 ratio <= 2.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+secs=${1:-3}
+shift || true
+cases=("$@")
+[ ${#cases[@]} -eq 0 ] && cases=(1x1 1x4 2x4)
+
+for tool in redis-server redis-benchmark redis-cli; do
+  command -v "$tool" > /dev/null || { echo "bench-redis.sh: $tool not found (apt-get install redis-server redis-tools)" >&2; exit 1; }
+done
+# RT_BENCH_NO_BUILD=1: measure build/ as it is (no rebuild).
+if [ "${RT_BENCH_NO_BUILD:-0}" != 1 ]; then
+  if [ ! -x build/benchmarks/bench_redis ]; then
+    cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
+  fi
+  log=$(mktemp)
+  if ! cmake --build build --target bench_redis ratetrack > "$log" 2>&1; then
+    tail -20 "$log" >&2; rm -f "$log"
+    echo "bench-redis.sh: the build failed (RT_BENCH_NO_BUILD=1 measures the existing build/)" >&2
+    exit 1
+  fi
+  rm -f "$log"
+fi
+
+# A free loopback port, and a private server on it (no persistence).
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+  --logfile "$dir/redis.log" --daemonize no &
+server=$!
+cleanup() { kill "$server" 2> /dev/null || true; wait "$server" 2> /dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for _ in $(seq 100); do
+  [ "$(redis-cli -p "$port" ping 2> /dev/null)" = PONG ] && break
+  sleep 0.05
+done
+[ "$(redis-cli -p "$port" ping 2> /dev/null)" = PONG ] || { echo "bench-redis.sh: redis-server did not start" >&2; exit 1; }
+cli() { redis-cli -p "$port" "$@" > /dev/null; }
+url="redis://127.0.0.1:$port/0?prefix=rtbench&timeout_ms=50&on_error=closed"
+
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement"
+out=$(mktemp)
+for c in "${cases[@]}"; do
+  p=${c%x*} t=${c#*x} clients=$((p * t))
+  # redis-benchmark runs a number of requests: size it from a short probe.
+  cli flushall
+  rps=$(nice -n 10 redis-benchmark -p "$port" -t incr -c "$clients" -n 5000 -P 1 --csv | tail -1 | cut -d, -f2 | tr -d '"')
+  n=$(python3 -c "print(max(10000, int(float('$rps') * $secs)))")
+  cli flushall
+  rb=$(nice -n 10 redis-benchmark -p "$port" -t incr -c "$clients" -n "$n" -P 1 --csv | tail -1 | tr -d '"')
+  cli flushall
+  raw=$(nice -n 10 build/benchmarks/bench_redis --url "$url" -p "$p" -t "$t" -s "$secs" --raw-incr --csv || true)
+  cli flushall
+  ta=$(nice -n 10 build/benchmarks/bench_redis --url "$url" -p "$p" -t "$t" -s "$secs" --csv || true)
+  echo "$c|$clients|$rb|$raw|$ta" >> "$out"
+done
+python3 - "$out" <<'PY'
+import sys
+print(f"\n{'PxT':>5} {'cli':>3} | {'INCR (redis-benchmark)':>24} | {'INCR (bench_redis)':>24} | "
+      f"{'try_acquire':>24} | {'tput':>5} {'p99':>5} | {'tput':>5} {'p99':>5}")
+print(f"{'':>5} {'':>3} | {'ops/s':>8} {'p50us':>7} {'p99us':>7} | {'ops/s':>8} {'p50us':>7} {'p99us':>7} | "
+      f"{'ops/s':>8} {'p50us':>7} {'p99us':>7} | {'x rb':>5} {'x rb':>5} | {'x raw':>5} {'x raw':>5}")
+for line in open(sys.argv[1]):
+    c, clients, rb, raw, ta = line.rstrip("\n").split("|")
+    rb = rb.split(",")
+    rb_ops, rb_p50, rb_p99 = float(rb[1]), float(rb[4]) * 1000, float(rb[6]) * 1000
+    def parse(s):
+        f = s.split(",")
+        if len(f) < 9:
+            return None
+        return float(f[3]), float(f[4]), float(f[5]), int(f[8])
+    r, t = parse(raw), parse(ta)
+    def cols(x):
+        return f"{x[0]:8.0f} {x[1]:7.1f} {x[2]:7.1f}" if x else f"{'failed':>24}"
+    def ratio(a, b):
+        return f"{a / b:5.2f}" if a and b else f"{'-':>5}"
+    errs = [f"{name} {x[3]} errors" for name, x in (("raw", r), ("try_acquire", t)) if x and x[3]]
+    print(f"{c:>5} {clients:>3} | {rb_ops:8.0f} {rb_p50:7.1f} {rb_p99:7.1f} | {cols(r)} | {cols(t)} | "
+          f"{ratio(t and t[0], rb_ops)} {ratio(t and t[2], rb_p99)} | "
+          f"{ratio(t and t[0], r and r[0])} {ratio(t and t[2], r and r[2])}"
+          + (f"   ({', '.join(errs)})" if errs else ""))
+PY
+rm -f "$out"

@@ -365,6 +365,22 @@ RT_EXPORT int rt_observe_headers(rt_tracker *t, const char *model,
 RT_EXPORT int rt_report_limited(rt_tracker *t, const char *model,
                                 const char *retry_after);
 
+/* ---------------------------------------------------------------- metrics */
+
+/* The usage of `t` (NULL: the global) in the Prometheus text exposition
+ * format (version 0.0.4), caller-owned (free with rt_free), so an agent can
+ * serve it on its own HTTP server:
+ *   ratetrack_info{version,tier,backend} 1
+ *   ratetrack_window_usage{model,window}, ratetrack_window_limit{...},
+ *   ratetrack_window_remaining{...}, ratetrack_window_observed_limit{...}
+ *   ratetrack_admitted_total{model}, ratetrack_refused_total{model}
+ *     (this process's try_acquire and pick decisions)
+ *   ratetrack_blocked_seconds{model} (after a reported 429)
+ *   ratetrack_backend_errors_total{backend}, ratetrack_backend_up{backend}
+ * Windows without a limit have no _limit or _remaining sample. Returns
+ * RT_OK, or RT_E_INVALID (text_out NULL, handle not open), RT_E_NOMEM. */
+RT_EXPORT int rt_metrics_text(rt_tracker *t, char **text_out);
+
 /* ------------------------------------------------------- shared memory */
 
 /* The "shm:NAME" backend keeps the counters in a shared-memory segment,

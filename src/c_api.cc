@@ -506,6 +506,24 @@ int rt_report_limited(rt_tracker* t, const char* model, const char* retry_after)
   });
 }
 
+int rt_metrics_text(rt_tracker* t, char** text_out) {
+  if (text_out == nullptr) return Invalid("rt_metrics_text", "text_out is NULL");
+  *text_out = nullptr;
+  return Guard("rt_metrics_text", [&]() -> int {
+    if (t == nullptr) {
+      if (!g_global.created.load(std::memory_order_acquire)) {
+        *text_out = CopyOut("# libratetrack: the global tracker has not been created\n");
+        return RT_OK;
+      }
+      t = &g_handle;
+    }
+    Tracker* impl = t->impl.load(std::memory_order_acquire);
+    if (impl == nullptr) return Invalid("rt_metrics_text", "tracker handle is not open");
+    *text_out = CopyOut(impl->MetricsText());
+    return RT_OK;
+  });
+}
+
 int rt_shm_remove(const char* name) {
   if (name == nullptr) return Invalid("rt_shm_remove", "name is NULL");
   return Guard("rt_shm_remove", [&]() -> int {

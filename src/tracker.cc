@@ -90,7 +90,19 @@ struct Tracker::ModelState {
   // decisions fail with RT_E_CONFIG (records still book).
   std::atomic<bool> conflict{false};
   std::string problem;  // why, guarded by the tracker's mu_
+  // This process's decisions, for metrics. Bumped under the model's lock
+  // (a plain load and store: no atomic read-modify-write on the hot path),
+  // or with fetch_add where no lock is held (Redis).
+  std::atomic<uint64_t> admitted{0};
+  std::atomic<uint64_t> refused{0};
 };
+
+namespace {
+void BumpLocked(std::atomic<uint64_t>& c) {
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+void Count(Tracker::ModelState* m, const Decision& d, bool check, bool locked);
+}  // namespace
 
 struct Tracker::Table {
   explicit Table(size_t capacity)
@@ -197,6 +209,18 @@ Tracker::ModelState* Tracker::Find(absl::string_view model, size_t hash) const {
     }
   }
 }
+
+namespace {
+void Count(Tracker::ModelState* m, const Decision& d, bool check, bool locked) {
+  if (check || (d.code != RT_OK && d.code != RT_LIMITED)) return;
+  std::atomic<uint64_t>& c = d.code == RT_OK ? m->admitted : m->refused;
+  if (locked) {
+    BumpLocked(c);
+  } else {
+    c.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+}  // namespace
 
 absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(
     absl::string_view model) {
@@ -349,7 +373,11 @@ absl::Status Tracker::WithWindows(ModelState* m, Fn fn) {
 }
 
 Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
-  if (redis_ != nullptr) return DecideRemote(m, cost, mode);
+  if (redis_ != nullptr) {
+    Decision d = DecideRemote(m, cost, mode);
+    Count(m, d, mode == Mode::kCheck, /*locked=*/false);
+    return d;
+  }
   Decision d;
   int64_t now;
   if (m->shared == nullptr) {
@@ -359,6 +387,7 @@ Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
     now = clock_.Now();
     d = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
                         mode != Mode::kCheck);
+    Count(m, d, mode == Mode::kCheck, /*locked=*/true);
   } else {
     if (m->conflict.load(std::memory_order_acquire)) return {RT_E_CONFIG, 0, 0};
     ShmModelLock l(m->shared);
@@ -366,6 +395,7 @@ Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
     WindowSet& ws = ShmSegment::Windows(m->shared);
     now = clock_.Now();
     d = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
+    Count(m, d, mode == Mode::kCheck, /*locked=*/true);  // the segment lock serialises us too
   }
   if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
     d.grant = MakeTicket(now, m->hash, cost);
@@ -809,6 +839,95 @@ std::string Tracker::StatsJson() const {
   out["models"] = std::move(models);
   if (!provider.empty()) out["provider"] = std::move(provider);
   return out.dump();
+}
+
+namespace {
+// Prometheus label values: backslash, double quote and newline escaped.
+std::string Label(absl::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+}  // namespace
+
+std::string Tracker::MetricsText() const {
+  // Rendered from the stats, so the two never disagree.
+  const nlohmann::json stats = nlohmann::json::parse(StatsJson());
+  std::map<std::string, std::pair<uint64_t, uint64_t>> counts;
+  {
+    SpinLockHolder l(&mu_);
+    for (const auto& m : models_) {
+      counts[m->name] = {m->admitted.load(std::memory_order_relaxed),
+                         m->refused.load(std::memory_order_relaxed)};
+    }
+  }
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  };
+  const std::string backend = stats["backend"].get<std::string>();
+  family("ratetrack_info", "gauge", "The tracker: library version, tier and backend.");
+  absl::StrAppend(&out, "ratetrack_info{version=\"", RT_VERSION_MAJOR, ".", RT_VERSION_MINOR, ".",
+                  RT_VERSION_PATCH, "\",tier=\"", Label(stats["tier"].get<std::string>()),
+                  "\",backend=\"", Label(backend), "\"} 1\n");
+  struct Gauge {
+    const char* name;
+    const char* help;
+    const char* field;
+  } gauges[] = {
+      {"ratetrack_window_usage", "Units counted in the window now (requests or tokens).", "current"},
+      {"ratetrack_window_limit", "The window's limit; absent when unlimited.", "limit"},
+      {"ratetrack_window_remaining", "What the window still admits; absent when unlimited.",
+       "remaining"},
+      {"ratetrack_window_observed_limit",
+       "The provider's own limit for the window, where it differs from the configured one.",
+       "observed_limit"}};
+  for (const Gauge& g : gauges) {
+    family(g.name, "gauge", g.help);
+    for (auto m = stats["models"].begin(); m != stats["models"].end(); ++m) {
+      for (auto w = m.value().begin(); w != m.value().end(); ++w) {
+        if (!w.value().contains(g.field) || !w.value()[g.field].is_number()) continue;
+        absl::StrAppend(&out, g.name, "{model=\"", Label(m.key()), "\",window=\"",
+                        Label(w.key()), "\"} ", w.value()[g.field].get<uint64_t>(), "\n");
+      }
+    }
+  }
+  family("ratetrack_admitted_total", "counter",
+         "Requests admitted by this process (try_acquire, pick).");
+  for (const auto& [name, c] : counts) {
+    absl::StrAppend(&out, "ratetrack_admitted_total{model=\"", Label(name), "\"} ", c.first, "\n");
+  }
+  family("ratetrack_refused_total", "counter",
+         "Requests refused (RT_LIMITED) by this process.");
+  for (const auto& [name, c] : counts) {
+    absl::StrAppend(&out, "ratetrack_refused_total{model=\"", Label(name), "\"} ", c.second, "\n");
+  }
+  family("ratetrack_blocked_seconds", "gauge",
+         "How long the model stays refused after a 429 from the provider.");
+  if (stats.contains("provider")) {
+    for (auto p = stats["provider"].begin(); p != stats["provider"].end(); ++p) {
+      if (!p.value().contains("blocked_for_ms")) continue;
+      absl::StrAppend(&out, "ratetrack_blocked_seconds{model=\"", Label(p.key()), "\"} ",
+                      static_cast<double>(p.value()["blocked_for_ms"].get<uint64_t>()) / 1000.0,
+                      "\n");
+    }
+  }
+  family("ratetrack_backend_errors_total", "counter",
+         "Failures of the shared backend seen by this process.");
+  const bool has_state = stats.contains("backend_state");
+  absl::StrAppend(&out, "ratetrack_backend_errors_total{backend=\"", Label(backend), "\"} ",
+                  has_state ? stats["backend_state"]["errors"].get<uint64_t>() : 0, "\n");
+  family("ratetrack_backend_up", "gauge",
+         "1 when the backend answers (always 1 for memory and shared memory).");
+  absl::StrAppend(&out, "ratetrack_backend_up{backend=\"", Label(backend), "\"} ",
+                  has_state ? (stats["backend_state"]["connected"].get<bool>() ? 1 : 0) : 1,
+                  "\n");
+  return out;
 }
 
 void Tracker::LockAllForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {

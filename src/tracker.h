@@ -94,6 +94,9 @@ class Tracker {
 
   absl::Status Reset();           // forget all usage (of the whole segment)
   std::string StatsJson() const;  // see rt_stats_json
+  std::string MetricsText() const;  // see rt_metrics_text
+
+  struct ModelState;
 
   // fork(): every SpinLock of every live tracker is taken before and
   // released after (shared-memory mutexes are not: their owners live on).
@@ -101,7 +104,6 @@ class Tracker {
   static void UnlockAllForFork(bool child);
 
  private:
-  struct ModelState;
   struct Table;
 
   Tracker(EffectiveConfig config, Config raw, Clock clock,

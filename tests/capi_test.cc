@@ -286,6 +286,37 @@ TEST_F(CApiTest, ExVariantsReturnTheStatus) {
   EXPECT_EQ(rt_global_get_ex(nullptr, nullptr), RT_E_INVALID);
 }
 
+TEST_F(CApiTest, MetricsTextFollowsPrometheusConventions) {
+  char* text = nullptr;
+  ASSERT_EQ(rt_metrics_text(nullptr, &text), RT_OK);
+  EXPECT_EQ(text[0], '#') << "before creation: a comment only";
+  rt_free(text);
+  rt_tracker* t = rt_open(R"({"builtin_tiers": false, "limits": {"a/\"odd\"": {"rpm": 2}}})");
+  for (int i = 0; i < 3; ++i) rt_try_acquire(t, "a/\"odd\"", 5, nullptr);
+  ASSERT_EQ(rt_metrics_text(t, &text), RT_OK);
+  const std::string m = text;
+  rt_free(text);
+  EXPECT_NE(m.find("# TYPE ratetrack_admitted_total counter\n"), std::string::npos);
+  EXPECT_NE(m.find("ratetrack_admitted_total{model=\"a/\\\"odd\\\"\"} 2\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("ratetrack_refused_total{model=\"a/\\\"odd\\\"\"} 1\n"), std::string::npos);
+  EXPECT_NE(m.find("ratetrack_window_limit{model=\"a/\\\"odd\\\"\",window=\"requests_per_minute\"} 2\n"),
+            std::string::npos);
+  EXPECT_EQ(m.find("window=\"tokens_per_minute\"} 18446744073709551615"), std::string::npos)
+      << "no _limit sample for an unlimited window";
+  // Every sample's family has HELP and TYPE first.
+  std::string family;
+  for (size_t pos = 0; pos < m.size();) {
+    size_t end = m.find('\n', pos);
+    std::string line = m.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.rfind("# TYPE ", 0) == 0) family = line.substr(7, line.find(' ', 7) - 7);
+    if (line.empty() || line[0] == '#') continue;
+    EXPECT_EQ(line.rfind(family, 0), 0u) << line;
+  }
+  EXPECT_EQ(rt_metrics_text(t, nullptr), RT_E_INVALID);
+  rt_close(t);
+}
+
 TEST_F(CApiTest, TooLargeAndWaitTime) {
   rt_tracker* t = rt_open(R"({"builtin_tiers": false, "limits": {"a/b": {"tpm": 100, "rpm": 2},
                               "a/zero": {"rpm": 0}}})");

@@ -91,6 +91,34 @@ static rtgo_pres rtgo_stats_ex(void *f, void *t) {
 static int rtgo_settle(void *f, void *t, const char *m, uint64_t g, uint64_t granted, uint64_t actual) {
 	return ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t))f)(t, m, g, granted, actual);
 }
+static rtgo_res rtgo_try_acquire_io(void *f, void *t, const char *m, uint64_t in, uint64_t out) {
+	rtgo_res r = {0, 0, 0};
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t *, uint64_t *))f)(t, m, in, out, &r.a, &r.b);
+	return r;
+}
+static int rtgo_settle_io(void *f, void *t, const char *m, uint64_t g, uint64_t gin, uint64_t gout,
+                          uint64_t ain, uint64_t aout) {
+	return ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t))f)(
+		t, m, g, gin, gout, ain, aout);
+}
+// rt_pick: the status, the picked index, the retry-after and the ticket.
+typedef struct { int rc; size_t picked; uint64_t retry; uint64_t grant; } rtgo_pick_res;
+static rtgo_pick_res rtgo_pick(void *f, void *t, const char *const *models, size_t count,
+                               uint64_t in, uint64_t out) {
+	rtgo_pick_res r = {0, 0, 0, 0};
+	r.rc = ((int (*)(void *, const char *const *, size_t, uint64_t, uint64_t, size_t *, uint64_t *, uint64_t *))f)(
+		t, models, count, in, out, &r.picked, &r.retry, &r.grant);
+	return r;
+}
+// The arrays are C memory (one block from cStrings in Go), never Go memory.
+static int rtgo_observe_headers(void *f, void *t, const char *m, const char *const *names,
+                                const char *const *values, size_t count) {
+	return ((int (*)(void *, const char *, const char *const *, const char *const *, size_t))f)(
+		t, m, names, values, count);
+}
+static int rtgo_int_t_cstr_cstr(void *f, void *t, const char *a, const char *b) {
+	return ((int (*)(void *, const char *, const char *))f)(t, a, b);
+}
 */
 import "C"
 
@@ -155,14 +183,20 @@ func (e *VersionError) Is(target error) bool { return target == ErrVersionMismat
 
 // library is one dlopen'ed libratetrack and its resolved functions.
 type library struct {
-	path   string
-	handle unsafe.Pointer
+	path    string
+	version string // rt_version_string
+	handle  unsafe.Pointer
 
 	// rt_ function pointers from dlsym, called through the rtgo_ trampolines.
 	fnVersionNumber, fnVersionString, fnStatusString, fnLastError, fnFree unsafe.Pointer
 	fnGlobalGetEx, fnGlobalConfigure, fnOpenEx, fnConfigure, fnClose      unsafe.Pointer
 	fnCanMake, fnRecord, fnTryAcquire, fnTryAcquireGrant, fnSettle        unsafe.Pointer
 	fnWaitTime, fnReset, fnStatsJSONEx                                    unsafe.Pointer
+
+	// Provider truth (optional: nil in an earlier 0.1 build, whose other
+	// functions still work; the methods using them then fail with
+	// ErrVersionMismatch).
+	fnTryAcquireIO, fnSettleIO, fnPick, fnObserveHeaders, fnReportLimited unsafe.Pointer
 }
 
 var (
@@ -302,7 +336,31 @@ func resolve(h unsafe.Pointer, path string) (*library, error) {
 				ErrVersionMismatch, path, version, s.name, C.GoString(&buf[0]))
 		}
 	}
+	l.version = version
+	optional := []struct {
+		name string
+		dst  *unsafe.Pointer
+	}{
+		{"rt_try_acquire_io", &l.fnTryAcquireIO}, {"rt_settle_io", &l.fnSettleIO},
+		{"rt_pick", &l.fnPick}, {"rt_observe_headers", &l.fnObserveHeaders},
+		{"rt_report_limited", &l.fnReportLimited},
+	}
+	for _, s := range optional {
+		name := C.CString(s.name)
+		*s.dst = C.rtgo_dlsym(h, name, &buf[0], C.size_t(len(buf))) // nil if absent
+		C.free(unsafe.Pointer(name))
+	}
 	return l, nil
+}
+
+// need returns nil if fn (the rt_ function name) was resolved, else an
+// ErrVersionMismatch error naming it: the library is an earlier 0.1 build.
+func (l *library) need(fn unsafe.Pointer, name string) error {
+	if fn != nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (libratetrack %s) lacks %s; it needs a build with provider truth",
+		ErrVersionMismatch, l.path, l.version, name)
 }
 
 // checkVersion refuses a library version number (as rt_version_number:
@@ -534,4 +592,127 @@ func (l *library) statsJSON(h unsafe.Pointer) ([]byte, error) {
 	}
 	p := (*C.char)(r.p)
 	return C.GoBytes(r.p, C.int(C.strlen(p))), nil
+}
+
+// cStrings copies ss into ONE C allocation: an array of len(ss) char*
+// followed by the NUL-terminated strings they point at. Only C memory is
+// passed to the library, so no Go pointer to a Go pointer crosses cgo.
+// Returns (nil, no-op) for an empty ss; free must be called after the C call.
+// A string with a NUL byte is refused (ErrInvalid).
+func cStrings(ss []string) (arr **C.char, free func(), err error) {
+	if len(ss) == 0 {
+		return nil, func() {}, nil
+	}
+	ptrBytes := len(ss) * int(unsafe.Sizeof((*C.char)(nil)))
+	total := ptrBytes
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, nil, newError(CodeInvalid, fmt.Sprintf("string %q contains a NUL byte", s))
+		}
+		total += len(s) + 1
+	}
+	block := C.malloc(C.size_t(total))
+	if block == nil {
+		return nil, nil, newError(CodeNoMem, "cannot allocate the C string array")
+	}
+	ptrs := unsafe.Slice((**C.char)(block), len(ss))
+	data := unsafe.Slice((*byte)(unsafe.Add(block, ptrBytes)), total-ptrBytes)
+	off := 0
+	for i, s := range ss {
+		copy(data[off:], s)
+		data[off+len(s)] = 0
+		ptrs[i] = (*C.char)(unsafe.Pointer(&data[off]))
+		off += len(s) + 1
+	}
+	return &ptrs[0], func() { C.free(block) }, nil
+}
+
+// tryAcquireIO returns the status, the retry-after in ms and the ticket.
+func (l *library) tryAcquireIO(h unsafe.Pointer, model string, in, out uint64) (int, uint64, uint64, error) {
+	if err := l.need(l.fnTryAcquireIO, "rt_try_acquire_io"); err != nil {
+		return 0, 0, 0, err
+	}
+	cm, err := cstr(model)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.rtgo_try_acquire_io(l.fnTryAcquireIO, h, cm, C.uint64_t(in), C.uint64_t(out))
+	return int(r.rc), uint64(r.a), uint64(r.b), l.check(r.rc)
+}
+
+func (l *library) settleIO(h unsafe.Pointer, model string, ticket, gin, gout, ain, aout uint64) error {
+	if err := l.need(l.fnSettleIO, "rt_settle_io"); err != nil {
+		return err
+	}
+	cm, err := cstr(model)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_settle_io(l.fnSettleIO, h, cm, C.uint64_t(ticket),
+		C.uint64_t(gin), C.uint64_t(gout), C.uint64_t(ain), C.uint64_t(aout)))
+}
+
+// pick returns the status (RT_OK or RT_LIMITED), the picked index, the
+// retry-after in ms and the ticket.
+func (l *library) pick(h unsafe.Pointer, models []string, in, out uint64) (int, int, uint64, uint64, error) {
+	if err := l.need(l.fnPick, "rt_pick"); err != nil {
+		return 0, 0, 0, 0, err
+	}
+	arr, free, err := cStrings(models)
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	defer free()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.rtgo_pick(l.fnPick, h, arr, C.size_t(len(models)), C.uint64_t(in), C.uint64_t(out))
+	return int(r.rc), int(r.picked), uint64(r.retry), uint64(r.grant), l.check(r.rc)
+}
+
+// observeHeaders passes names and values (same length) as two C arrays of
+// one C block.
+func (l *library) observeHeaders(h unsafe.Pointer, model string, names, values []string) error {
+	if err := l.need(l.fnObserveHeaders, "rt_observe_headers"); err != nil {
+		return err
+	}
+	cm, err := cstr(model)
+	if err != nil {
+		return err
+	}
+	n := len(names)
+	arr, free, err := cStrings(append(names[:n:n], values...))
+	if err != nil {
+		return err
+	}
+	defer free()
+	var cn, cv **C.char
+	if n > 0 {
+		all := unsafe.Slice(arr, 2*n)
+		cn, cv = &all[0], &all[n]
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_observe_headers(l.fnObserveHeaders, h, cm, cn, cv, C.size_t(n)))
+}
+
+// reportLimited calls rt_report_limited; retryAfter "" is NULL.
+func (l *library) reportLimited(h unsafe.Pointer, model, retryAfter string) error {
+	if err := l.need(l.fnReportLimited, "rt_report_limited"); err != nil {
+		return err
+	}
+	cm, err := cstr(model)
+	if err != nil {
+		return err
+	}
+	cr, err := cstrOrNil(retryAfter)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_int_t_cstr_cstr(l.fnReportLimited, h, cm, cr))
 }

@@ -12,8 +12,11 @@ package ratetrack
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -31,12 +34,20 @@ type Tracker struct {
 }
 
 // Grant is an admitted request that can be settled to its real token count
-// with (*Tracker).Settle.
+// with (*Tracker).Settle or (*Tracker).SettleIO.
+//
+// A plain grant (TryAcquireGrant, Acquire) counts all its Tokens as input
+// tokens and has OutputTokens 0; a grant from TryAcquireIO, AcquireIO or Pick
+// carries the input (Tokens) and output (OutputTokens) it reserved.
 type Grant struct {
-	Model  string // the model the grant is for
-	Ticket uint64 // the library's opaque grant ticket (never 0)
-	Tokens uint64 // the tokens the grant was acquired with
+	Model        string // the model the grant is for
+	Ticket       uint64 // the library's opaque grant ticket (never 0)
+	Tokens       uint64 // the (input) tokens the grant was acquired with
+	OutputTokens uint64 // the output tokens reserved (max_tokens); 0 for a plain grant
 }
+
+// InputTokens is g.Tokens: the input tokens the grant reserved.
+func (g Grant) InputTokens() uint64 { return g.Tokens }
 
 // Global returns the process-wide global tracker, creating it on first use.
 // tier ("tier1", "free", "openai=tier2,anthropic=tier1", ...) applies that
@@ -226,17 +237,52 @@ func (t *Tracker) TryAcquireGrant(model string, tokens uint64) (g Grant, ok bool
 	return Grant{Model: model, Ticket: ticket, Tokens: tokens}, true, 0, nil
 }
 
+// TryAcquireIO is TryAcquireGrant with the two sides counted apart
+// (rt_try_acquire_io): reserve the prompt's inputTokens and outputTokens =
+// max_tokens, then SettleIO the grant with the response's real counts.
+// Windows of input or output tokens count their side; token windows count
+// both. The grant is the zero Grant unless ok.
+func (t *Tracker) TryAcquireIO(model string, inputTokens, outputTokens uint64) (g Grant, ok bool, retryAfter time.Duration, err error) {
+	h, err := t.acquire()
+	if err != nil {
+		return Grant{}, false, 0, err
+	}
+	defer t.release()
+	rc, ms, ticket, err := t.lib.tryAcquireIO(h, model, inputTokens, outputTokens)
+	if err != nil {
+		return Grant{}, false, 0, err
+	}
+	if rc != CodeOK {
+		return Grant{}, false, millis(ms), nil
+	}
+	return Grant{Model: model, Ticket: ticket, Tokens: inputTokens, OutputTokens: outputTokens}, true, 0, nil
+}
+
 // Acquire waits until a request of tokens tokens to model fits, records it
 // and returns its Grant. It sleeps for the tracker's retry-after between
 // attempts and returns ctx.Err() if ctx ends first (nothing recorded), or an
 // ErrTooLarge error at once if the request can never fit.
 func (t *Tracker) Acquire(ctx context.Context, model string, tokens uint64) (Grant, error) {
+	return waitFor(ctx, func() (Grant, bool, time.Duration, error) { return t.TryAcquireGrant(model, tokens) })
+}
+
+// AcquireIO is Acquire with input and output tokens counted apart (see
+// TryAcquireIO).
+func (t *Tracker) AcquireIO(ctx context.Context, model string, inputTokens, outputTokens uint64) (Grant, error) {
+	return waitFor(ctx, func() (Grant, bool, time.Duration, error) {
+		return t.TryAcquireIO(model, inputTokens, outputTokens)
+	})
+}
+
+// waitFor calls try until it admits (or fails), sleeping for its
+// retry-after in between, or until ctx ends.
+func waitFor(ctx context.Context, try func() (Grant, bool, time.Duration, error)) (Grant, error) {
 	var timer *time.Timer
 	for {
 		if err := ctx.Err(); err != nil {
 			return Grant{}, err
 		}
-		g, ok, wait, err := t.TryAcquireGrant(model, tokens)
+		g, ok, wait, err := try()
 		if err != nil || ok {
 			return g, err
 		}
@@ -260,13 +306,150 @@ func (t *Tracker) Acquire(ctx context.Context, model string, tokens uint64) (Gra
 // passed as granted_tokens). The library checks the ticket: a grant from
 // another tracker, a forged ticket, or Tokens other than the grant's own is
 // an ErrInvalid error, and nothing is changed.
+//
+// A grant that reserved output tokens (OutputTokens > 0) must be settled with
+// SettleIO: Settle refuses it with an ErrInvalid error rather than book the
+// whole count as input.
 func (t *Tracker) Settle(g Grant, actualTokens uint64) error {
+	if g.OutputTokens != 0 {
+		return newError(CodeInvalid, "the grant reserved output tokens: settle it with SettleIO(grant, input, output)")
+	}
 	h, err := t.acquire()
 	if err != nil {
 		return err
 	}
 	defer t.release()
 	return t.lib.settle(h, g.Model, g.Ticket, g.Tokens, actualTokens)
+}
+
+// SettleIO settles a grant to the real input and output token counts (as the
+// response's usage reports them), rt_settle_io: each window is settled for
+// its own unit, at the moment of the grant. The grant's Tokens and
+// OutputTokens are passed as granted_input and granted_output, so pass the
+// Grant as returned (any grant: a plain one reserved its tokens as input).
+// Settle each grant once.
+func (t *Tracker) SettleIO(g Grant, actualInput, actualOutput uint64) error {
+	h, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	defer t.release()
+	return t.lib.settleIO(h, g.Model, g.Ticket, g.Tokens, g.OutputTokens, actualInput, actualOutput)
+}
+
+// PickResult is the answer of Pick. When OK, Grant is the admitted request
+// on Model (models[Index]). When not OK (limited: not an error), Model and
+// Index name the candidate that frees up first and RetryAfter is its wait.
+type PickResult struct {
+	OK         bool
+	Model      string
+	Index      int
+	Grant      Grant         // the zero Grant unless OK
+	RetryAfter time.Duration // 0 when OK
+}
+
+// Pick acquires on the first of models (in order of preference) that can
+// take a request of inputTokens and outputTokens now (rt_pick), each with
+// one atomic acquire. When none can, the result is not OK and names the
+// candidate that frees up first, with its wait. A request that exceeds a
+// limit of every candidate outright is an ErrTooLarge error; no models, or
+// an empty name, is ErrInvalid.
+func (t *Tracker) Pick(models []string, inputTokens, outputTokens uint64) (PickResult, error) {
+	h, err := t.acquire()
+	if err != nil {
+		return PickResult{}, err
+	}
+	defer t.release()
+	rc, i, ms, ticket, err := t.lib.pick(h, models, inputTokens, outputTokens)
+	if err != nil {
+		return PickResult{}, err
+	}
+	if i < 0 || i >= len(models) {
+		return PickResult{}, newError(CodeInternal, fmt.Sprintf("rt_pick: index %d of %d candidates", i, len(models)))
+	}
+	r := PickResult{Model: models[i], Index: i}
+	if rc != CodeOK {
+		r.RetryAfter = millis(ms)
+		return r, nil
+	}
+	r.OK = true
+	r.Grant = Grant{Model: models[i], Ticket: ticket, Tokens: inputTokens, OutputTokens: outputTokens}
+	return r, nil
+}
+
+// ObserveHeaders feeds a response's rate-limit headers back
+// (rt_observe_headers): OpenAI's x-ratelimit-* and Anthropic's
+// anthropic-ratelimit-* (names case-insensitive). Afterwards the tracker
+// never believes in more capacity than the provider reported. An
+// http.Header can be passed as is; every value of a multi-valued header is
+// passed. Unknown or malformed headers are skipped (so are names or values
+// containing a NUL byte).
+func (t *Tracker) ObserveHeaders(model string, headers map[string][]string) error {
+	var names, values []string
+	for name, vs := range headers {
+		for _, v := range vs {
+			names, values = appendHeader(names, values, name, v)
+		}
+	}
+	return t.observe(model, names, values)
+}
+
+// ObserveHeaderMap is ObserveHeaders for single-valued headers.
+func (t *Tracker) ObserveHeaderMap(model string, headers map[string]string) error {
+	var names, values []string
+	for name, v := range headers {
+		names, values = appendHeader(names, values, name, v)
+	}
+	return t.observe(model, names, values)
+}
+
+func appendHeader(names, values []string, name, value string) ([]string, []string) {
+	if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(value, 0) >= 0 {
+		return names, values // malformed: skipped, as the library skips its own
+	}
+	return append(names, name), append(values, value)
+}
+
+func (t *Tracker) observe(model string, names, values []string) error {
+	h, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	defer t.release()
+	return t.lib.observeHeaders(h, model, names, values)
+}
+
+// ReportLimited reports a 429 from the provider (rt_report_limited): model is
+// refused (TryAcquire not ok, the remaining time as the retry-after) until
+// the time the Retry-After header says, delay seconds ("30", "1.5") or an
+// HTTP date. "" or an unreadable value: 1 second. At most a day. On a shared
+// backend ("shm:", Redis) every process sharing it is stopped too.
+func (t *Tracker) ReportLimited(model, retryAfter string) error {
+	h, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	defer t.release()
+	return t.lib.reportLimited(h, model, retryAfter)
+}
+
+// ReportLimitedAfter is ReportLimited with the delay as a Duration (passed
+// as decimal seconds; 0 or less blocks nothing).
+func (t *Tracker) ReportLimitedAfter(model string, retryAfter time.Duration) error {
+	return t.ReportLimited(model, durationSeconds(retryAfter))
+}
+
+// durationSeconds formats d as decimal seconds ("2", "1.5", "0.001"), never
+// with an exponent; a negative d is "0".
+func durationSeconds(d time.Duration) string {
+	if d <= 0 {
+		return "0"
+	}
+	s := strconv.FormatInt(int64(d/time.Second), 10)
+	if frac := d % time.Second; frac != 0 {
+		s += strings.TrimRight(fmt.Sprintf(".%09d", int64(frac)), "0")
+	}
+	return s
 }
 
 // WaitTime returns how long until a request of tokens tokens to model would
@@ -327,8 +510,34 @@ type Stats struct {
 	Backend string `json:"backend"`
 	// Models maps a model ("openai/gpt-4o-mini") to its windows by name:
 	// requests_per_minute, tokens_per_minute, requests_per_day,
-	// tokens_per_day, and requests_per_<N>s / tokens_per_<N>s.
+	// tokens_per_day, requests_per_<N>s / tokens_per_<N>s,
+	// input_tokens_... / output_tokens_... (e.g. input_tokens_per_minute),
+	// and <unit>_per_calendar_day.
 	Models map[string]map[string]Window `json:"models"`
+	// Provider maps a model to what its provider said (headers observed,
+	// 429s reported); nil when nothing was.
+	Provider map[string]ProviderState `json:"provider,omitempty"`
+}
+
+// ProviderState is what the provider last said about one model. Each of
+// Requests, Tokens, InputTokens and OutputTokens is nil when no header
+// reported it.
+type ProviderState struct {
+	// BlockedForMS is how long, in ms, the model stays refused after a
+	// reported 429 (0: not blocked).
+	BlockedForMS uint64          `json:"blocked_for_ms"`
+	Requests     *ProviderReport `json:"requests,omitempty"`
+	Tokens       *ProviderReport `json:"tokens,omitempty"`
+	InputTokens  *ProviderReport `json:"input_tokens,omitempty"`
+	OutputTokens *ProviderReport `json:"output_tokens,omitempty"`
+}
+
+// ProviderReport is one reported limit; each field is nil when the
+// provider did not say (the library sends null).
+type ProviderReport struct {
+	Remaining *uint64 `json:"remaining"`
+	ResetInMS *uint64 `json:"reset_in_ms"` // ms until the reported reset
+	Limit     *uint64 `json:"limit"`
 }
 
 // Window is the usage of one window. Limit, Remaining and UsagePercent are
@@ -340,4 +549,11 @@ type Window struct {
 	Limit        *uint64  `json:"limit"`
 	Remaining    *uint64  `json:"remaining"`
 	UsagePercent *float64 `json:"usage_percent"`
+	// ObservedLimit is the provider's own limit where it differs from the
+	// configured one (from observed headers; per-minute windows); nil
+	// otherwise.
+	ObservedLimit *uint64 `json:"observed_limit,omitempty"`
+	// ResetsAtMidnight is the IANA zone of a calendar-day window ("" for
+	// other windows).
+	ResetsAtMidnight string `json:"resets_at_midnight,omitempty"`
 }

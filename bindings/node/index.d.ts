@@ -18,11 +18,26 @@ export interface ConfigObject {
 }
 
 export interface ModelLimits {
+  /** Requests and tokens (input and output together) per minute and per day. */
   rpm?: number | null;
   tpm?: number | null;
   rpd?: number | null;
   tpd?: number | null;
-  windows?: Array<{ unit: 'requests' | 'tokens'; limit: number | null; seconds: number }>;
+  /** Input and output tokens per minute and per day, counted apart (Anthropic's ITPM / OTPM). */
+  itpm?: number | null;
+  otpm?: number | null;
+  itpd?: number | null;
+  otpd?: number | null;
+  windows?: Array<WindowLimit>;
+}
+
+/** A window of any whole number of `seconds`, or a calendar day in an IANA zone (`calendar_day`). */
+export interface WindowLimit {
+  unit: 'requests' | 'tokens' | 'input_tokens' | 'output_tokens';
+  limit: number | null;
+  seconds?: number;
+  /** Counts from local midnight to local midnight in this IANA zone, e.g. "America/Los_Angeles". */
+  calendar_day?: string;
 }
 
 /** One window of a model's usage; limit, remaining and usage_percent are null when unlimited. */
@@ -31,13 +46,39 @@ export interface Window {
   limit: number | null;
   remaining: number | null;
   usage_percent: number | null;
+  /** The limit the provider reported in its headers, where it differs from `limit` (per-minute windows). */
+  observed_limit?: number;
+  /** A calendar-day window's IANA zone ("<unit>_per_calendar_day"). */
+  resets_at_midnight?: string;
 }
 
-/** Usage of a tracker: models -> window name ("requests_per_minute", "tokens_per_2s", ...) -> Window. */
+/** What the provider's headers said about one budget of a model; null where it did not say. */
+export interface ProviderBudget {
+  remaining: number | null;
+  reset_in_ms: number | null;
+  limit: number | null;
+}
+
+/** What the provider said about a model (observeHeaders, reportLimited). */
+export interface ProviderModel {
+  /** Refused after a 429 for this many more milliseconds. */
+  blocked_for_ms?: number;
+  requests?: ProviderBudget;
+  tokens?: ProviderBudget;
+  input_tokens?: ProviderBudget;
+  output_tokens?: ProviderBudget;
+}
+
+/**
+ * Usage of a tracker: models -> window name ("requests_per_minute", "tokens_per_2s",
+ * "input_tokens_per_minute", "requests_per_calendar_day", ...) -> Window.
+ */
 export interface Stats {
   tier: string;
   backend: string;
   models: Record<string, Record<string, Window>>;
+  /** Per model, what the provider said; absent when it has said nothing yet. */
+  provider?: Record<string, ProviderModel>;
 }
 
 export interface TryAcquireResult {
@@ -57,14 +98,52 @@ export interface AcquireOptions {
   timeoutMs?: number;
   /** Rejects with signal.reason when aborted. */
   signal?: AbortSignal;
+  /** Also reserve this many output tokens (as tryAcquireIo); `tokens` are then the input tokens. */
+  outputTokens?: Count;
 }
 
-/** A ticket for an admitted request, to settle with its real token count (tokens: what it was granted with). */
+export interface PickResult {
+  /** true: admitted and recorded on `model`. false: none could; nothing recorded. */
+  ok: boolean;
+  /** ok: the model chosen. Not ok: the candidate that frees up first. */
+  model: string;
+  /** The index of `model` in the candidates. */
+  index: number;
+  /** Not ok: milliseconds until `model` would take the request (> 0). 0 when ok. */
+  retryAfterMs: number;
+  /** The grant when ok, else null. */
+  grant: Grant | null;
+}
+
+/** A header value: multi-valued headers pass each value; null and undefined are skipped. */
+export type HeaderValue = string | number | ReadonlyArray<string | number> | null | undefined;
+
+/**
+ * Response headers: a plain object (e.g. IncomingMessage.headers), or an iterable of
+ * [name, value] pairs (fetch's Headers, a Map, an array of pairs).
+ */
+export type HeadersInput =
+  | Iterable<readonly [string, HeaderValue]>
+  | { readonly [name: string]: HeaderValue };
+
+/**
+ * A Retry-After: the header's text (delay seconds "30", "1.5", or an HTTP date), a number of
+ * seconds, a Date, or null / undefined / '' for the library's default of 1 second.
+ */
+export type RetryAfter = string | number | bigint | Date | null | undefined;
+
+/**
+ * A ticket for an admitted request, to settle with its real token counts. tokens (= inputTokens)
+ * and outputTokens are what it was granted with (outputTokens 0 for a grant of one tokens count).
+ */
 export class Grant {
-  constructor(model: string, ticket: bigint, tokens: Count);
+  constructor(model: string, ticket: bigint, tokens: Count, outputTokens?: Count);
   readonly model: string;
   readonly ticket: bigint;
   readonly tokens: Count;
+  /** The same as tokens: plain tokens are input tokens. */
+  readonly inputTokens: Count;
+  readonly outputTokens: Count;
 }
 
 /** A rate-limit tracker: the global one or a private one from open(). */
@@ -82,12 +161,29 @@ export class Tracker {
   tryAcquire(model: string, tokens?: Count): TryAcquireResult;
   /** tryAcquire that also returns a Grant for settle(). */
   tryAcquireGrant(model: string, tokens?: Count): TryAcquireGrantResult;
+  /** tryAcquireGrant with input and output tokens counted apart (rt_try_acquire_io). */
+  tryAcquireIo(model: string, inputTokens?: Count, outputTokens?: Count): TryAcquireGrantResult;
   /**
    * Settles a grant to the tokens really used (refund or top-up at the grant's time), passing
-   * grant.tokens as the granted count. Throws RT_E_INVALID, changing nothing, for a ticket of 0,
-   * a forged ticket, one from another tracker, or a grant whose tokens are not the grant's own.
+   * the grant's own counts as the granted ones. actualOutputTokens is required when the grant
+   * reserved output tokens (rt_settle_io). Throws RT_E_INVALID, changing nothing, for a ticket of
+   * 0, a forged ticket, one from another tracker, or a grant whose counts are not the grant's own.
    */
-  settle(grant: Grant, actualTokens: Count): void;
+  settle(grant: Grant, actualTokens: Count, actualOutputTokens?: Count): void;
+  /**
+   * Acquires on the first of `models` (in order of preference) that can take the request now.
+   * When none can: ok false, naming the candidate that frees up first (not an error). Throws
+   * RT_E_TOO_LARGE when the request exceeds a limit of every candidate outright.
+   */
+  pick(models: Iterable<string>, inputTokens?: Count, outputTokens?: Count): PickResult;
+  /**
+   * Feeds a response's headers back (OpenAI x-ratelimit-*, Anthropic anthropic-ratelimit-*):
+   * the tracker then never believes in more capacity than the provider reported. Unknown or
+   * malformed headers are skipped.
+   */
+  observeHeaders(model: string, headers: HeadersInput): void;
+  /** Reports a 429: the model is refused until the Retry-After time (default 1 s, at most a day). */
+  reportLimited(model: string, retryAfter?: RetryAfter): void;
   /** Milliseconds until the request would fit (0: now). Throws RT_E_TOO_LARGE if never. */
   waitTime(model: string, tokens?: Count): number;
   /** Waits (setTimeout, never blocking the event loop) until admitted; null on timeout. */

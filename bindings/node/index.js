@@ -55,6 +55,23 @@ function invalid(message) {
   return new RateTrackError(RT_E_INVALID, message);
 }
 
+/** The optional C function `name`; throws a LoadError if the loaded library predates it. */
+function need(name) {
+  const f = fns()[name];
+  if (f) return f;
+  const l = loader.load();
+  throw new LoadError(
+    `the loaded libratetrack (${l.path}, ${l.version}) has no ${name}: it predates input/output ` +
+      'tokens, picking a model and provider truth; install a newer library build',
+    [],
+  );
+}
+
+/** Whether a Count is zero (0 or 0n). */
+function isZero(n) {
+  return n === 0 || n === 0n;
+}
+
 function checkModel(model) {
   if (typeof model !== 'string') throw invalid(`model must be a string, got ${typeof model}`);
   if (model.includes('\0')) throw invalid('model must not contain NUL characters');
@@ -103,20 +120,108 @@ function statsJson(handle) {
 
 /**
  * A ticket for an admitted request, to settle once its real token count is
- * known (Tracker#settle).
+ * known (Tracker#settle). `tokens` (also `inputTokens`) and `outputTokens`
+ * are the counts it was admitted with; a grant of one `tokens` count has
+ * outputTokens 0 (plain tokens are input tokens).
  */
 class Grant {
   /**
    * @param {string} model
-   * @param {bigint} ticket opaque non-zero ticket from rt_try_acquire_grant
-   * @param {number|bigint} tokens the tokens the request was admitted with
+   * @param {bigint} ticket opaque non-zero ticket from rt_try_acquire_grant / _io / rt_pick
+   * @param {number|bigint} tokens the (input) tokens the request was admitted with
+   * @param {number|bigint} [outputTokens] the output tokens it was admitted with (0)
    */
-  constructor(model, ticket, tokens) {
+  constructor(model, ticket, tokens, outputTokens = 0) {
     this.model = model;
     this.ticket = ticket;
     this.tokens = tokens;
+    this.outputTokens = outputTokens;
     Object.freeze(this);
   }
+
+  /** The input tokens the request was admitted with (the same as `tokens`). */
+  get inputTokens() {
+    return this.tokens;
+  }
+}
+
+/** Validates a list (array or iterable) of model names for rt_pick. */
+function checkModels(models) {
+  if (models === null || typeof models !== 'object' || typeof models[Symbol.iterator] !== 'function') {
+    throw invalid('models must be an array (or iterable) of model names');
+  }
+  const list = Array.from(models);
+  for (const m of list) checkModel(m);
+  return list;
+}
+
+/** A header name or value as a string for the C call (NUL characters refused). */
+function headerText(x, what) {
+  const s = typeof x === 'string' ? x : String(x);
+  if (s.includes('\0')) throw invalid(`header ${what} must not contain NUL characters`);
+  return s;
+}
+
+/**
+ * Flattens headers into parallel name and value arrays: a plain object
+ * ({name: value}, e.g. IncomingMessage.headers), or anything iterable of
+ * [name, value] pairs (Map, fetch's Headers, an array of pairs). A value that
+ * is an array is passed once per element (multi-valued headers); null and
+ * undefined values are skipped.
+ */
+function headerArrays(headers) {
+  let entries;
+  if (headers !== null && typeof headers === 'object' && typeof headers[Symbol.iterator] === 'function') {
+    entries = headers;
+  } else if (headers !== null && typeof headers === 'object') {
+    entries = Object.entries(headers);
+  } else {
+    throw invalid('headers must be an object, a Map, a Headers or an iterable of [name, value] pairs');
+  }
+  const names = [];
+  const values = [];
+  for (const entry of entries) {
+    if (entry === null || typeof entry !== 'object' || entry.length !== 2) {
+      throw invalid('headers must be an object, a Map, a Headers or an iterable of [name, value] pairs');
+    }
+    const name = headerText(entry[0], 'name');
+    const value = entry[1];
+    for (const v of Array.isArray(value) ? value : [value]) {
+      if (v === null || v === undefined) continue;
+      names.push(name);
+      values.push(headerText(v, 'value'));
+    }
+  }
+  return { names, values };
+}
+
+/** Decimal seconds ("1.5") from a non-negative number of seconds, to the millisecond. */
+function decimalSeconds(seconds) {
+  const s = Math.min(seconds, 1e9); // the library caps a 429 at a day anyway
+  return Number.isInteger(s) ? String(s) : s.toFixed(3).replace(/\.?0+$/, '');
+}
+
+/**
+ * The Retry-After text for rt_report_limited: null (the library's default of
+ * 1 s) for undefined, null or ''; a string as is (delay seconds or an HTTP
+ * date); a number or bigint of seconds; a Date as the seconds from now to it.
+ */
+function retryAfterText(retryAfter) {
+  if (retryAfter === undefined || retryAfter === null || retryAfter === '') return null;
+  if (typeof retryAfter === 'string') {
+    if (retryAfter.includes('\0')) throw invalid('retryAfter must not contain NUL characters');
+    return retryAfter;
+  }
+  if (typeof retryAfter === 'number' && Number.isFinite(retryAfter) && retryAfter >= 0) {
+    return decimalSeconds(retryAfter);
+  }
+  if (typeof retryAfter === 'bigint' && retryAfter >= 0n) return String(retryAfter);
+  if (retryAfter instanceof Date && !Number.isNaN(retryAfter.getTime())) {
+    return decimalSeconds(Math.max(0, (retryAfter.getTime() - Date.now()) / 1000));
+  }
+  throw invalid(
+    `retryAfter must be a Retry-After header string, a non-negative number of seconds or a Date, got ${String(retryAfter)}`,
+  );
 }
 
 // Closes private trackers that were dropped without close().
@@ -199,24 +304,128 @@ class Tracker {
   }
 
   /**
+   * tryAcquireGrant with input and output tokens counted apart
+   * (rt_try_acquire_io): reserve the prompt's `inputTokens` and
+   * `outputTokens` = max_tokens, then settle(grant, actualInput,
+   * actualOutput). Windows of unit "tokens" count both; "input_tokens" /
+   * "output_tokens" windows (itpm, otpm, ...) count their side.
+   * @returns {{ok: boolean, retryAfterMs: number, grant: Grant|null}}
+   */
+  tryAcquireIo(model, inputTokens = 0, outputTokens = 0) {
+    const f = need('rt_try_acquire_io');
+    checkModel(model);
+    inputTokens = checkU64(inputTokens, 'inputTokens');
+    outputTokens = checkU64(outputTokens, 'outputTokens');
+    const rc = f(this.#handle(), model, inputTokens, outputTokens, out1, out2);
+    if (rc === RT_OK) {
+      return { ok: true, retryAfterMs: 0, grant: new Grant(model, out2[0], inputTokens, outputTokens) };
+    }
+    if (rc === RT_LIMITED) return { ok: false, retryAfterMs: Number(out1[0]), grant: null };
+    return fail(rc);
+  }
+
+  /**
    * Settles `grant` to the tokens the request really used (refund or
-   * top-up, booked at the moment of the grant). Passes grant.tokens as the
-   * granted count: the library checks the ticket against it and against this
-   * tracker, and throws RT_E_INVALID (nothing changed) for a ticket of 0, a
-   * forged one, one from another tracker, or a Grant whose tokens are not the
-   * grant's own. Settle each grant once.
+   * top-up, booked at the moment of the grant). `actualTokens` is the real
+   * (input) count; `actualOutputTokens` the real output count, required when
+   * the grant was acquired with output tokens (tryAcquireIo, pick, acquire
+   * with outputTokens). Passes the grant's own counts as the granted ones:
+   * the library checks the ticket against them and against this tracker, and
+   * throws RT_E_INVALID (nothing changed) for a ticket of 0, a forged one, one
+   * from another tracker, or a Grant whose counts are not the grant's own.
+   * Settle each grant once.
    * @param {Grant} grant
    * @param {number|bigint} actualTokens
+   * @param {number|bigint} [actualOutputTokens]
    */
-  settle(grant, actualTokens) {
-    if (!(grant instanceof Grant)) throw invalid('grant must be a Grant from tryAcquireGrant() or acquire()');
-    const rc = F.rt_settle(
+  settle(grant, actualTokens, actualOutputTokens) {
+    if (!(grant instanceof Grant)) {
+      throw invalid('grant must be a Grant from tryAcquireGrant(), tryAcquireIo(), pick() or acquire()');
+    }
+    const actual = checkU64(actualTokens, 'actualTokens');
+    if (actualOutputTokens === undefined && isZero(grant.outputTokens)) {
+      const rc = F.rt_settle(this.#handle(), grant.model, grant.ticket, grant.tokens, actual);
+      if (rc < 0) fail(rc);
+      return;
+    }
+    if (actualOutputTokens === undefined) {
+      throw invalid(
+        `the grant was acquired with ${grant.outputTokens} output tokens: pass the actual output tokens too, ` +
+          'settle(grant, actualInput, actualOutput)',
+      );
+    }
+    const rc = need('rt_settle_io')(
       this.#handle(),
       grant.model,
       grant.ticket,
       grant.tokens,
-      checkU64(actualTokens, 'actualTokens'),
+      grant.outputTokens,
+      actual,
+      checkU64(actualOutputTokens, 'actualOutputTokens'),
     );
+    if (rc < 0) fail(rc);
+  }
+
+  /**
+   * Acquires on the first of `models` (in order of preference) that can take
+   * the request now, with one atomic acquire per candidate (rt_pick).
+   * Admitted: {ok: true, model, index, retryAfterMs: 0, grant}. None can:
+   * {ok: false, model, index, retryAfterMs, grant: null}, where model/index
+   * name the candidate that frees up first and retryAfterMs its wait (not an
+   * error). Throws RT_E_TOO_LARGE when the request exceeds a limit of every
+   * candidate outright, RT_E_INVALID for no candidates or an empty name.
+   * @param {Iterable<string>} models
+   * @returns {{ok: boolean, model: string, index: number, retryAfterMs: number, grant: Grant|null}}
+   */
+  pick(models, inputTokens = 0, outputTokens = 0) {
+    const f = need('rt_pick');
+    const list = checkModels(models);
+    inputTokens = checkU64(inputTokens, 'inputTokens');
+    outputTokens = checkU64(outputTokens, 'outputTokens');
+    const picked = [0];
+    const rc = f(this.#handle(), list, list.length, inputTokens, outputTokens, picked, out1, out2);
+    if (rc < 0) fail(rc);
+    const index = Number(picked[0]);
+    const model = list[index];
+    if (rc === RT_OK) {
+      return { ok: true, model, index, retryAfterMs: 0, grant: new Grant(model, out2[0], inputTokens, outputTokens) };
+    }
+    if (rc === RT_LIMITED) return { ok: false, model, index, retryAfterMs: Number(out1[0]), grant: null };
+    return fail(rc);
+  }
+
+  /**
+   * Feeds a response's headers back (rt_observe_headers): OpenAI's
+   * x-ratelimit-* and Anthropic's anthropic-ratelimit-* are understood;
+   * afterwards the tracker never believes in more capacity than the provider
+   * reported. `headers`: a plain object (e.g. IncomingMessage.headers), a Map,
+   * fetch's Headers, or an iterable of [name, value] pairs; array values pass
+   * each value. Unknown or malformed headers are skipped by the library.
+   * @param {string} model
+   * @param {object|Iterable<[string, string]>} headers
+   */
+  observeHeaders(model, headers) {
+    const f = need('rt_observe_headers');
+    checkModel(model);
+    const { names, values } = headerArrays(headers);
+    const rc = f(this.#handle(), model, names, values, names.length);
+    if (rc < 0) fail(rc);
+  }
+
+  /**
+   * Reports a 429 from the provider (rt_report_limited): `model` is refused
+   * (limited, with the remaining time as retryAfterMs) until the Retry-After
+   * time. `retryAfter`: the header's text (delay seconds "30", "1.5", or an
+   * HTTP date), a number (or bigint) of seconds, a Date, or omitted / null /
+   * '' for the library's default of 1 second. At most a day. Through "shm:"
+   * and Redis backends, one process's 429 stops the others too.
+   * @param {string} model
+   * @param {string|number|bigint|Date|null} [retryAfter]
+   */
+  reportLimited(model, retryAfter) {
+    const f = need('rt_report_limited');
+    checkModel(model);
+    const rc = f(this.#handle(), model, retryAfterText(retryAfter));
     if (rc < 0) fail(rc);
   }
 
@@ -236,18 +445,23 @@ class Tracker {
    * until the request fits, then records it and resolves to its Grant.
    * Resolves to null if `timeoutMs` passes first (nothing recorded; 0 = try
    * once; omitted = no timeout). Rejects with `signal.reason` when aborted,
-   * and with RT_E_TOO_LARGE at once if it can never fit.
-   * @param {{timeoutMs?: number, signal?: AbortSignal}} [options]
+   * and with RT_E_TOO_LARGE at once if it can never fit. `tokens` are input
+   * tokens; `outputTokens` (optional) reserves output tokens too, as
+   * tryAcquireIo does.
+   * @param {{timeoutMs?: number, signal?: AbortSignal, outputTokens?: number|bigint}} [options]
    * @returns {Promise<Grant|null>}
    */
-  async acquire(model, tokens = 0, { timeoutMs, signal } = {}) {
+  async acquire(model, tokens = 0, { timeoutMs, signal, outputTokens } = {}) {
     if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs >= 0)) {
       throw invalid(`timeoutMs must be a non-negative number, got ${String(timeoutMs)}`);
     }
     const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
     for (;;) {
       signal?.throwIfAborted();
-      const r = this.tryAcquireGrant(model, tokens);
+      const r =
+        outputTokens === undefined
+          ? this.tryAcquireGrant(model, tokens)
+          : this.tryAcquireIo(model, tokens, outputTokens);
       if (r.ok) return r.grant;
       const left = deadline - Date.now();
       if (left <= 0) return null;
@@ -264,7 +478,11 @@ class Tracker {
   /**
    * Usage as a plain object: {tier, backend, models: {model: {window:
    * {current, limit, remaining, usage_percent}}}} (limit, remaining and
-   * usage_percent null when unlimited).
+   * usage_percent null when unlimited). A window may carry observed_limit
+   * (the provider's reported limit, where it differs) and resets_at_midnight
+   * (a calendar day's zone); "provider" (when the library reports it) holds
+   * what the provider said per model: {blocked_for_ms?, requests?, tokens?,
+   * input_tokens?, output_tokens?: {remaining, reset_in_ms, limit}}.
    */
   stats() {
     return statsJson(this.#handle());

@@ -4,6 +4,9 @@
 # Usage: RATETRACK_LIBRARY=/path/to/libratetrack.so.0 ./run-tests.sh [pytest args...]
 # Works from any directory; safe to run again (reuses .venv); exits non-zero on
 # any failure (including "no tests collected").
+# tests/test_redis.py starts its own redis-server (/usr/bin/redis-server, or
+# $RATETRACK_REDIS_SERVER) on free loopback ports; without one it is skipped,
+# unless $CI or RATETRACK_REQUIRE_REDIS=1 is set, where that is a failure.
 set -euo pipefail
 
 if [[ -z "${RATETRACK_LIBRARY:-}" ]]; then

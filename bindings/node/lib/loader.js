@@ -106,7 +106,38 @@ function declare(lib) {
     rt_reset: f('int rt_reset(rt_tracker *t)'),
     // Owned string: declared as void * (never auto-converted), decoded then rt_free'd.
     rt_stats_json_ex: f('int rt_stats_json_ex(rt_tracker *t, _Out_ void **json_out)'),
+    ...declareOptional(lib),
   };
+}
+
+/**
+ * The functions added after the first 0.1 builds (input/output tokens,
+ * picking a model, provider truth). A library without them still loads; the
+ * methods that need one throw a LoadError naming it (see `need` in index.js).
+ * Each is the function or null.
+ */
+function declareOptional(lib) {
+  const protos = {
+    rt_try_acquire_io:
+      'int rt_try_acquire_io(rt_tracker *t, const char *model, uint64_t input_tokens, uint64_t output_tokens, uint64_t *retry_after_ms, uint64_t *grant)',
+    rt_settle_io:
+      'int rt_settle_io(rt_tracker *t, const char *model, uint64_t grant, uint64_t granted_input, uint64_t granted_output, uint64_t actual_input, uint64_t actual_output)',
+    // Arrays of JS strings are passed as const char ** (koffi copies them for the call).
+    rt_pick:
+      'int rt_pick(rt_tracker *t, const char **models, size_t count, uint64_t input_tokens, uint64_t output_tokens, _Out_ size_t *picked, uint64_t *retry_after_ms, uint64_t *grant)',
+    rt_observe_headers:
+      'int rt_observe_headers(rt_tracker *t, const char *model, const char **names, const char **values, size_t count)',
+    rt_report_limited: 'int rt_report_limited(rt_tracker *t, const char *model, const char *retry_after)',
+  };
+  const fns = {};
+  for (const [name, proto] of Object.entries(protos)) {
+    try {
+      fns[name] = lib.func(proto);
+    } catch {
+      fns[name] = null;
+    }
+  }
+  return fns;
 }
 
 /**

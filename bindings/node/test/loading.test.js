@@ -196,3 +196,56 @@ test('a bad RATETRACK_CONFIG file is RT_E_CONFIG from rt_global_get_ex', { skip:
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a 0.1 library without the provider-truth functions loads; only their methods fail', { skip: !cc && 'no C compiler' }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rt-pre6-'));
+  try {
+    // Every function the binding requires, as stubs; none of rt_try_acquire_io,
+    // rt_settle_io, rt_pick, rt_observe_headers, rt_report_limited.
+    const stubs = [
+      'rt_global_get_ex', 'rt_global_configure', 'rt_open_ex', 'rt_configure', 'rt_close', 'rt_can_make',
+      'rt_record', 'rt_try_acquire', 'rt_try_acquire_grant', 'rt_settle', 'rt_wait_time', 'rt_reset',
+      'rt_stats_json_ex', 'rt_free',
+    ].map((n) => `int ${n}(void) { return -6; }`);
+    fs.writeFileSync(
+      path.join(dir, 'pre6.c'),
+      [
+        'int rt_version_number(void) { return 100; }',
+        'const char *rt_version_string(void) { return "0.1.0"; }',
+        'const char *rt_status_string(int s) { (void)s; return "stub"; }',
+        'const char *rt_last_error(void) { return "stub"; }',
+        'static int fake;',
+        'int rt_open_ex(const char *c, void **out) { (void)c; *out = &fake; return 0; }',
+        ...stubs.filter((s) => !s.includes('rt_open_ex')),
+        '',
+      ].join('\n'),
+    );
+    const so = path.join(dir, 'libpre6.so');
+    execFileSync(cc, ['-shared', '-fPIC', '-o', so, path.join(dir, 'pre6.c')]);
+    const r = inChild(
+      `const l = rt.load(${JSON.stringify(so)}); const t = rt.open();
+       const tries = {};
+       for (const [name, f] of Object.entries({
+         pick: () => t.pick(['a/b']),
+         tryAcquireIo: () => t.tryAcquireIo('a/b', 1, 1),
+         observeHeaders: () => t.observeHeaders('a/b', {}),
+         reportLimited: () => t.reportLimited('a/b', '1'),
+       })) {
+         try { f(); tries[name] = 'no error'; } catch (e) { tries[name] = e.name + ': ' + e.message; }
+       }
+       out({ version: l.version, tries });`,
+    );
+    assert.equal(r.threw, undefined, r.message);
+    assert.equal(r.version, '0.1.0');
+    for (const [name, fn] of [
+      ['pick', 'rt_pick'],
+      ['tryAcquireIo', 'rt_try_acquire_io'],
+      ['observeHeaders', 'rt_observe_headers'],
+      ['reportLimited', 'rt_report_limited'],
+    ]) {
+      assert.match(r.tries[name], new RegExp(`^LoadError: .*has no ${fn}`), name);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

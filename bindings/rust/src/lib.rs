@@ -19,6 +19,43 @@
 //! # Ok::<(), ratetrack::Error>(())
 //! ```
 //!
+//! An agent loop with provider truth: estimate, pick a model, call it,
+//! settle to the real counts, feed the rate-limit headers back, report 429s.
+//!
+//! ```no_run
+//! use ratetrack::{Pick, Tracker};
+//! # struct Response { status: u16, headers: Vec<(String, String)>,
+//! #                   input_tokens: u64, output_tokens: u64 }
+//! # impl Response { fn header(&self, name: &str) -> Option<&str> {
+//! #     self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()) } }
+//! # fn call_llm(_model: &str, _prompt: &str, _max_tokens: u64) -> Response { unimplemented!() }
+//!
+//! let t = Tracker::global(None)?;
+//! let models = ["anthropic/claude-sonnet-4-5", "openai/gpt-4o-mini"]; // by preference
+//! let prompt = "Summarise the findings so far.";
+//! let (input, max_tokens) = (prompt.len() as u64 / 3 + 1, 1024);    // estimate
+//! loop {
+//!     let grant = match t.pick(&models, input, max_tokens)? {
+//!         Pick::Granted { grant, .. } => grant,
+//!         Pick::Limited { model, retry_after, .. } => {
+//!             eprintln!("every model is busy; {model} frees first in {retry_after:?}");
+//!             std::thread::sleep(retry_after);
+//!             continue;
+//!         }
+//!     };
+//!     let response = call_llm(&grant.model, prompt, max_tokens);       // your HTTP client
+//!     t.observe_headers(&grant.model, &response.headers)?;             // x-ratelimit-*, ...
+//!     if response.status == 429 {
+//!         t.report_limited(&grant.model, response.header("retry-after"))?;
+//!         t.settle_io(&grant, 0, 0)?;           // refused: no tokens used
+//!         continue;                             // pick again: another model may be free
+//!     }
+//!     t.settle_io(&grant, response.input_tokens, response.output_tokens)?;
+//!     break;
+//! }
+//! # Ok::<(), ratetrack::Error>(())
+//! ```
+//!
 //! Errors: each negative status code is one [`Error`] variant; "limited" is
 //! not an error but the [`Acquire::Limited`] answer. Threads: [`Tracker`] is
 //! `Send + Sync` and every method takes `&self`.
@@ -35,9 +72,10 @@ pub use error::{
 pub use library::{
     load, status_string, version, Version, BINDING_MAJOR, BINDING_MINOR, ENV_VAR, SYSTEM_NAME,
 };
-pub use stats::{Stats, Window};
+pub use stats::{ProviderModel, ProviderWindow, Stats, Window};
 pub use tracker::{
-    configure_global, global_stats, reset_global, Acquire, Grant, GrantAttempt, Tracker,
+    configure_global, global_stats, reset_global, Acquire, Grant, GrantAttempt, HeaderPair, Pick,
+    RetryAfter, Tracker,
 };
 
 #[cfg(test)]
@@ -92,6 +130,79 @@ mod tests {
         let e = library::check_version(10100, "x").unwrap_err(); // 1.1.0
         assert!(e.contains("1.1.0"), "{e}");
         assert!(library::check_version(99, "x").is_err()); // 0.0.99
+    }
+
+    #[test]
+    fn durations_become_decimal_seconds() {
+        use std::time::Duration;
+        let cases = [
+            (Duration::ZERO, "0"),
+            (Duration::from_secs(2), "2"),
+            (Duration::from_millis(1500), "1.5"),
+            (Duration::from_millis(1050), "1.05"),
+            (Duration::from_millis(1), "0.001"),
+            (Duration::from_nanos(1), "0.001"), // rounded up, never to 0
+            (Duration::from_micros(2_000_400), "2.001"),
+            (Duration::from_secs(86_400), "86400"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(tracker::decimal_seconds(d), want, "{d:?}");
+        }
+        assert_eq!(RetryAfter::from(None), RetryAfter::Unknown);
+        assert_eq!(RetryAfter::from(Some("3")), RetryAfter::Header("3"));
+        assert_eq!(RetryAfter::from(&"4".to_string()), RetryAfter::Header("4"));
+        assert_eq!(
+            RetryAfter::from(Duration::from_secs(1)),
+            RetryAfter::After(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn stats_parse_provider_truth_and_older_json() {
+        let json = r#"{"tier": "tier1", "backend": "memory",
+            "models": {"g/m": {
+                "requests_per_minute": {"current": 2, "limit": 500, "remaining": 498,
+                    "usage_percent": 0.4, "observed_limit": 60},
+                "requests_per_calendar_day": {"current": 1, "limit": null, "remaining": null,
+                    "usage_percent": null, "resets_at_midnight": "America/Los_Angeles"}}},
+            "provider": {"g/m": {"blocked_for_ms": 1200,
+                "requests": {"remaining": 0, "reset_in_ms": 29000, "limit": 60},
+                "tokens": {"remaining": null, "reset_in_ms": null, "limit": 150000}}}}"#;
+        let s: Stats = serde_json::from_str(json).unwrap();
+        let w = s.window("g/m", "requests_per_minute").unwrap();
+        assert_eq!((w.limit, w.observed_limit), (Some(500), Some(60)));
+        let d = s.window("g/m", "requests_per_calendar_day").unwrap();
+        assert_eq!(d.resets_at_midnight.as_deref(), Some("America/Los_Angeles"));
+        let p = s.provider("g/m").unwrap();
+        assert_eq!(p.blocked_for(), std::time::Duration::from_millis(1200));
+        let r = p.requests.as_ref().unwrap();
+        assert_eq!(
+            (r.remaining, r.reset_in(), r.limit),
+            (Some(0), Some(std::time::Duration::from_secs(29)), Some(60))
+        );
+        let t = p.tokens.as_ref().unwrap();
+        assert_eq!(
+            (t.remaining, t.reset_in(), t.limit),
+            (None, None, Some(150000))
+        );
+        assert!(p.input_tokens.is_none() && p.output_tokens.is_none());
+
+        // Without the new keys (no report, no 429): defaults.
+        let s: Stats = serde_json::from_str(
+            r#"{"tier": "t", "backend": "memory", "models": {"a/b": {"tokens_per_minute":
+                {"current": 0, "limit": 5, "remaining": 5, "usage_percent": 0.0}}},
+                "provider": {"a/b": {"blocked_for_ms": 10}}}"#,
+        )
+        .unwrap();
+        let w = s.window("a/b", "tokens_per_minute").unwrap();
+        assert_eq!(
+            (w.observed_limit, w.resets_at_midnight.as_deref()),
+            (None, None)
+        );
+        assert_eq!(s.provider("a/b").unwrap().requests, None);
+        let s: Stats =
+            serde_json::from_str(r#"{"tier": "t", "backend": "memory", "models": {}}"#).unwrap();
+        assert!(s.provider.is_empty());
     }
 
     #[test]

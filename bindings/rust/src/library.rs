@@ -48,6 +48,32 @@ pub(crate) struct Lib {
     pub settle: unsafe extern "C" fn(Handle, *const c_char, u64, u64, u64) -> c_int,
     pub wait_time: unsafe extern "C" fn(Handle, *const c_char, u64, *mut u64) -> c_int,
     pub reset: unsafe extern "C" fn(Handle) -> c_int,
+    /// `rt_try_acquire_io(t, model, input, output, &retry_ms, &grant)`.
+    pub try_acquire_io:
+        unsafe extern "C" fn(Handle, *const c_char, u64, u64, *mut u64, *mut u64) -> c_int,
+    /// `rt_settle_io(t, model, grant, granted_in, granted_out, actual_in, actual_out)`.
+    pub settle_io: unsafe extern "C" fn(Handle, *const c_char, u64, u64, u64, u64, u64) -> c_int,
+    /// `rt_pick(t, models, count, input, output, &picked, &retry_ms, &grant)`.
+    pub pick: unsafe extern "C" fn(
+        Handle,
+        *const *const c_char,
+        usize,
+        u64,
+        u64,
+        *mut usize,
+        *mut u64,
+        *mut u64,
+    ) -> c_int,
+    /// `rt_observe_headers(t, model, names, values, count)`.
+    pub observe_headers: unsafe extern "C" fn(
+        Handle,
+        *const c_char,
+        *const *const c_char,
+        *const *const c_char,
+        usize,
+    ) -> c_int,
+    /// `rt_report_limited(t, model, retry_after)` (retry_after may be NULL).
+    pub report_limited: unsafe extern "C" fn(Handle, *const c_char, *const c_char) -> c_int,
     /// `rt_stats_json_ex`: status code, owned string in `*json_out`.
     pub stats_json_ex: unsafe extern "C" fn(Handle, *mut *mut c_char) -> c_int,
     /// Where the library was found (for messages).
@@ -58,8 +84,10 @@ pub(crate) struct Lib {
 impl Lib {
     /// Resolves every entry point of `library`. The binding uses only the
     /// status-code variants `rt_open_ex`, `rt_global_get_ex` and
-    /// `rt_stats_json_ex`; a library without them is an older build, not the
-    /// version this binding was written for, and is refused.
+    /// `rt_stats_json_ex`, and the provider-truth functions (`rt_try_acquire_io`,
+    /// `rt_settle_io`, `rt_pick`, `rt_observe_headers`, `rt_report_limited`);
+    /// a library without them is an older 0.1 build, not the version this
+    /// binding was written for, and is refused.
     fn resolve(library: libloading::Library, origin: String) -> std::result::Result<Lib, String> {
         macro_rules! sym {
             ($name:literal) => {
@@ -96,6 +124,11 @@ impl Lib {
             wait_time: sym!("rt_wait_time"),
             reset: sym!("rt_reset"),
             stats_json_ex: sym!("rt_stats_json_ex"),
+            try_acquire_io: sym!("rt_try_acquire_io"),
+            settle_io: sym!("rt_settle_io"),
+            pick: sym!("rt_pick"),
+            observe_headers: sym!("rt_observe_headers"),
+            report_limited: sym!("rt_report_limited"),
             origin,
             _library: library,
         })

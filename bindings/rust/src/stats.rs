@@ -1,6 +1,7 @@
 //! Usage statistics as native data (parsed from `rt_stats_json_ex`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -16,6 +17,12 @@ pub struct Stats {
     /// "tokens_per_day", "requests_per_2s", ...), the window's usage. Every
     /// model with limits in force, and every model used, is listed.
     pub models: BTreeMap<String, BTreeMap<String, Window>>,
+    /// What the providers said, per model: the last rate-limit headers fed
+    /// to [`Tracker::observe_headers`](crate::Tracker::observe_headers) and
+    /// any 429 block from [`Tracker::report_limited`](crate::Tracker::report_limited).
+    /// Only models with something to report are listed (empty when none).
+    #[serde(default)]
+    pub provider: BTreeMap<String, ProviderModel>,
 }
 
 /// The usage of one window of one model.
@@ -30,11 +37,72 @@ pub struct Window {
     /// `current` as a percentage of `limit` (can exceed 100 after `record`
     /// past a limit); `None` when unlimited.
     pub usage_percent: Option<f64>,
+    /// The provider's own limit for this window's unit, when its headers
+    /// reported one that differs from the configured `limit` (shown, not
+    /// adopted; on the per-minute window).
+    #[serde(default)]
+    pub observed_limit: Option<u64>,
+    /// For a calendar-day window (`..._per_calendar_day`), the IANA zone
+    /// whose local midnight resets it ("America/Los_Angeles").
+    #[serde(default)]
+    pub resets_at_midnight: Option<String>,
+}
+
+/// What a provider reported for one model (the `"provider"` stats object).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ProviderModel {
+    /// Milliseconds the model is still refused after a reported 429
+    /// (0: not blocked).
+    #[serde(default)]
+    pub blocked_for_ms: u64,
+    /// The requests the provider reported (`x-ratelimit-*-requests`, ...).
+    #[serde(default)]
+    pub requests: Option<ProviderWindow>,
+    /// The tokens the provider reported (input and output together).
+    #[serde(default)]
+    pub tokens: Option<ProviderWindow>,
+    /// The input tokens the provider reported (Anthropic's `input-tokens`).
+    #[serde(default)]
+    pub input_tokens: Option<ProviderWindow>,
+    /// The output tokens the provider reported (Anthropic's `output-tokens`).
+    #[serde(default)]
+    pub output_tokens: Option<ProviderWindow>,
+}
+
+impl ProviderModel {
+    /// How long the model is still refused after a reported 429.
+    pub fn blocked_for(&self) -> Duration {
+        Duration::from_millis(self.blocked_for_ms)
+    }
+}
+
+/// One unit (requests, tokens, ...) as the provider last reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ProviderWindow {
+    /// What the provider said remains until its reset (`None`: no report
+    /// in force, e.g. only a limit was reported, or the reset has passed).
+    pub remaining: Option<u64>,
+    /// Milliseconds until the provider's reset (`None` with `remaining`).
+    pub reset_in_ms: Option<u64>,
+    /// The provider's own limit (`None`: not reported).
+    pub limit: Option<u64>,
+}
+
+impl ProviderWindow {
+    /// How long until the provider's reset, if a report is in force.
+    pub fn reset_in(&self) -> Option<Duration> {
+        self.reset_in_ms.map(Duration::from_millis)
+    }
 }
 
 impl Stats {
     /// The window `window` of `model`, if listed.
     pub fn window(&self, model: &str, window: &str) -> Option<&Window> {
         self.models.get(model)?.get(window)
+    }
+
+    /// What the provider reported for `model`, if anything.
+    pub fn provider(&self, model: &str) -> Option<&ProviderModel> {
+        self.provider.get(model)
     }
 }

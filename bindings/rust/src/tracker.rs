@@ -43,15 +43,26 @@ impl Acquire {
 }
 
 /// An admitted request that can later be settled to its real token count
-/// with [`Tracker::settle`].
+/// with [`Tracker::settle`] (or [`Tracker::settle_io`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// The model the grant is for.
     pub model: String,
     /// The library's opaque ticket (non-zero).
     pub ticket: u64,
-    /// The tokens the grant was acquired with (the estimate).
+    /// The tokens the grant was acquired with (the estimate). These are the
+    /// input tokens: plain `tokens` count as input (see `ratetrack.h`).
     pub tokens: u64,
+    /// The output tokens the grant was acquired with (`max_tokens`; 0 for a
+    /// grant from [`Tracker::try_acquire_grant`] / [`Tracker::acquire`]).
+    pub output_tokens: u64,
+}
+
+impl Grant {
+    /// The input tokens the grant was acquired with (same as `tokens`).
+    pub fn input_tokens(&self) -> u64 {
+        self.tokens
+    }
 }
 
 /// The answer of [`Tracker::try_acquire_grant`].
@@ -64,6 +75,166 @@ pub enum GrantAttempt {
         /// How long to wait before trying again (never zero).
         retry_after: Duration,
     },
+}
+
+impl GrantAttempt {
+    /// Whether the request was admitted.
+    pub fn is_granted(&self) -> bool {
+        matches!(self, GrantAttempt::Granted(_))
+    }
+
+    /// The wait suggested by a refusal (zero when granted).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            GrantAttempt::Granted(_) => Duration::ZERO,
+            GrantAttempt::Limited { retry_after } => *retry_after,
+        }
+    }
+}
+
+/// The answer of [`Tracker::pick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// The first candidate that could take the request now: admitted and
+    /// recorded on it.
+    Granted {
+        /// The model chosen (also `grant.model`).
+        model: String,
+        /// Its index in the candidates.
+        index: usize,
+        /// The grant, to settle once the real counts are known.
+        grant: Grant,
+    },
+    /// No candidate can take it now; nothing recorded. `model` / `index` is
+    /// the candidate that frees up first, after `retry_after` (never zero).
+    Limited {
+        /// The candidate that frees up first.
+        model: String,
+        /// Its index in the candidates.
+        index: usize,
+        /// How long until it would fit.
+        retry_after: Duration,
+    },
+}
+
+impl Pick {
+    /// Whether a candidate admitted the request.
+    pub fn is_granted(&self) -> bool {
+        matches!(self, Pick::Granted { .. })
+    }
+
+    /// The model chosen, or the one that frees up first.
+    pub fn model(&self) -> &str {
+        match self {
+            Pick::Granted { model, .. } | Pick::Limited { model, .. } => model,
+        }
+    }
+
+    /// The index of [`model`](Self::model) in the candidates.
+    pub fn index(&self) -> usize {
+        match self {
+            Pick::Granted { index, .. } | Pick::Limited { index, .. } => *index,
+        }
+    }
+
+    /// The wait suggested by a refusal (zero when granted).
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Pick::Granted { .. } => Duration::ZERO,
+            Pick::Limited { retry_after, .. } => *retry_after,
+        }
+    }
+}
+
+/// The `Retry-After` of a 429, for [`Tracker::report_limited`]: the header's
+/// text, a [`Duration`], or unknown (the library then assumes 1 second).
+///
+/// Converts from `&str` / `&String` (the header as sent: delay seconds
+/// `"30"`, `"1.5"` or an HTTP date), `Option<&str>` (`None`: unknown) and
+/// [`Duration`] (passed as decimal seconds, rounded up to the millisecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryAfter<'a> {
+    /// No usable `Retry-After` header: the library assumes 1 second.
+    #[default]
+    Unknown,
+    /// The header's value, as sent.
+    Header(&'a str),
+    /// A delay.
+    After(Duration),
+}
+
+impl<'a> From<&'a str> for RetryAfter<'a> {
+    fn from(header: &'a str) -> Self {
+        RetryAfter::Header(header)
+    }
+}
+
+impl<'a> From<&'a String> for RetryAfter<'a> {
+    fn from(header: &'a String) -> Self {
+        RetryAfter::Header(header)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for RetryAfter<'a> {
+    fn from(header: Option<&'a str>) -> Self {
+        header.map_or(RetryAfter::Unknown, RetryAfter::Header)
+    }
+}
+
+impl From<Duration> for RetryAfter<'_> {
+    fn from(delay: Duration) -> Self {
+        RetryAfter::After(delay)
+    }
+}
+
+/// A delay as the decimal seconds of a `Retry-After` header ("2", "1.5",
+/// "0.001"), rounded up to the millisecond.
+pub(crate) fn decimal_seconds(delay: Duration) -> String {
+    let ms = delay.as_nanos().div_ceil(1_000_000);
+    let (secs, frac) = (ms / 1000, ms % 1000);
+    if frac == 0 {
+        secs.to_string()
+    } else {
+        let text = format!("{secs}.{frac:03}");
+        text.trim_end_matches('0').to_string()
+    }
+}
+
+/// One response header for [`Tracker::observe_headers`]: a `(name, value)`
+/// pair, or a reference to one, of anything that is bytes (`&str`,
+/// `String`, and also `http::HeaderName` / `http::HeaderValue`, so an
+/// `&http::HeaderMap` can be passed as is).
+pub trait HeaderPair {
+    /// The header's name.
+    fn name(&self) -> &[u8];
+    /// The header's value.
+    fn value(&self) -> &[u8];
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> HeaderPair for (K, V) {
+    fn name(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+    fn value(&self) -> &[u8] {
+        self.1.as_ref()
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> HeaderPair for &(K, V) {
+    fn name(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+    fn value(&self) -> &[u8] {
+        self.1.as_ref()
+    }
+}
+
+/// A header name or value as a C string, or `None` when C cannot carry it
+/// (a NUL byte, or not UTF-8): such a header is skipped, as the library
+/// skips malformed ones.
+fn header_c_string(bytes: &[u8]) -> Option<CString> {
+    std::str::from_utf8(bytes).ok()?;
+    CString::new(bytes).ok()
 }
 
 /// A rate-limit tracker: the process-wide global one ([`Tracker::global`])
@@ -252,6 +423,7 @@ impl Tracker {
                 model: model.to_string(),
                 ticket,
                 tokens,
+                output_tokens: 0,
             }),
         })
     }
@@ -268,24 +440,59 @@ impl Tracker {
         tokens: u64,
         timeout: Option<Duration>,
     ) -> Result<Option<Grant>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let retry_after = match self.try_acquire_grant(model, tokens)? {
-                GrantAttempt::Granted(grant) => return Ok(Some(grant)),
-                GrantAttempt::Limited { retry_after } => retry_after.max(Duration::from_millis(1)),
-            };
-            let nap = match deadline {
-                None => retry_after,
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(None);
-                    }
-                    retry_after.min(left)
-                }
-            };
-            thread::sleep(nap);
-        }
+        wait_for_grant(timeout, || self.try_acquire_grant(model, tokens))
+    }
+
+    /// [`try_acquire_grant`](Self::try_acquire_grant) with the two sides
+    /// counted apart (`rt_try_acquire_io`): reserve the prompt's
+    /// `input_tokens` and `output_tokens` = `max_tokens`, then
+    /// [`settle_io`](Self::settle_io) to the real counts. Input windows
+    /// (`itpm`, ...) count the input, output windows the output, plain token
+    /// windows both.
+    pub fn try_acquire_io(
+        &self,
+        model: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> Result<GrantAttempt> {
+        let cmodel = c_string("model", model)?;
+        let (mut retry_ms, mut ticket) = (0u64, 0u64);
+        // SAFETY: live handle, valid C string, valid out pointers.
+        let st = unsafe {
+            (self.lib.try_acquire_io)(
+                self.h(),
+                cmodel.as_ptr(),
+                input_tokens,
+                output_tokens,
+                &mut retry_ms,
+                &mut ticket,
+            )
+        };
+        Ok(match self.lib.check(st)? {
+            RT_LIMITED => GrantAttempt::Limited {
+                retry_after: Duration::from_millis(retry_ms),
+            },
+            _ => GrantAttempt::Granted(Grant {
+                model: model.to_string(),
+                ticket,
+                tokens: input_tokens,
+                output_tokens,
+            }),
+        })
+    }
+
+    /// Blocking [`try_acquire_io`](Self::try_acquire_io), as
+    /// [`acquire`](Self::acquire) is for `try_acquire_grant`.
+    pub fn acquire_io(
+        &self,
+        model: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Grant>> {
+        wait_for_grant(timeout, || {
+            self.try_acquire_io(model, input_tokens, output_tokens)
+        })
     }
 
     /// Settles `grant` to the tokens the request really used: the refund or
@@ -304,6 +511,159 @@ impl Tracker {
                 grant.ticket,
                 grant.tokens,
                 actual_tokens,
+            )
+        };
+        self.lib.check(st).map(drop)
+    }
+
+    /// Settles `grant` (from any acquire) to the input and output tokens the
+    /// response reported (`rt_settle_io`); each window is settled for its own
+    /// unit. Passes `grant.tokens` and `grant.output_tokens` as the granted
+    /// counts, which the library checks against the ticket, as for
+    /// [`settle`](Self::settle).
+    pub fn settle_io(&self, grant: &Grant, actual_input: u64, actual_output: u64) -> Result<()> {
+        let model = c_string("model", &grant.model)?;
+        // SAFETY: live handle, valid C string.
+        let st = unsafe {
+            (self.lib.settle_io)(
+                self.h(),
+                model.as_ptr(),
+                grant.ticket,
+                grant.tokens,
+                grant.output_tokens,
+                actual_input,
+                actual_output,
+            )
+        };
+        self.lib.check(st).map(drop)
+    }
+
+    /// Acquires on the first of `models` (in order of preference) that can
+    /// take the request now (`rt_pick`), each tried with one atomic acquire.
+    /// [`Pick::Limited`] names the candidate that frees up first when none
+    /// can (not an error); [`Error::TooLarge`] when the request exceeds a
+    /// limit of every candidate outright; [`Error::Invalid`] for no
+    /// candidates or an empty name.
+    pub fn pick<S: AsRef<str>>(
+        &self,
+        models: &[S],
+        input_tokens: u64,
+        output_tokens: u64,
+    ) -> Result<Pick> {
+        let names = models
+            .iter()
+            .map(|m| c_string("model", m.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let (mut picked, mut retry_ms, mut ticket) = (0usize, 0u64, 0u64);
+        // SAFETY: live handle; `ptrs` holds `ptrs.len()` valid C strings that
+        // outlive the call (NULL when there are none); valid out pointers.
+        let st = unsafe {
+            (self.lib.pick)(
+                self.h(),
+                if ptrs.is_empty() {
+                    ptr::null()
+                } else {
+                    ptrs.as_ptr()
+                },
+                ptrs.len(),
+                input_tokens,
+                output_tokens,
+                &mut picked,
+                &mut retry_ms,
+                &mut ticket,
+            )
+        };
+        let status = self.lib.check(st)?;
+        let model = models
+            .get(picked)
+            .map(|m| m.as_ref().to_string())
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "rt_pick picked index {picked} of {} candidates",
+                    models.len()
+                ))
+            })?;
+        Ok(match status {
+            RT_LIMITED => Pick::Limited {
+                model,
+                index: picked,
+                retry_after: Duration::from_millis(retry_ms),
+            },
+            _ => Pick::Granted {
+                grant: Grant {
+                    model: model.clone(),
+                    ticket,
+                    tokens: input_tokens,
+                    output_tokens,
+                },
+                model,
+                index: picked,
+            },
+        })
+    }
+
+    /// Feeds a response's rate-limit headers back (`rt_observe_headers`):
+    /// OpenAI's `x-ratelimit-*` and Anthropic's `anthropic-ratelimit-*`
+    /// (names case-insensitive). From then on the tracker never believes in
+    /// more capacity than the provider reported before its reset.
+    ///
+    /// `headers` is anything that iterates over `(name, value)` pairs, or
+    /// references to them: `&[("x-ratelimit-remaining-requests", "2")]`, a
+    /// `Vec<(String, String)>`, `&HashMap<String, String>`, or an
+    /// `&http::HeaderMap` (each value of a multi-valued header is its own
+    /// pair). Unknown or malformed headers are skipped one by one, including
+    /// those C cannot carry (a NUL byte, not UTF-8).
+    pub fn observe_headers<I>(&self, model: &str, headers: I) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: HeaderPair,
+    {
+        let model = c_string("model", model)?;
+        let (mut names, mut values) = (Vec::new(), Vec::new());
+        for h in headers {
+            if let (Some(n), Some(v)) = (header_c_string(h.name()), header_c_string(h.value())) {
+                names.push(n);
+                values.push(v);
+            }
+        }
+        let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
+        let (np, vp) = if name_ptrs.is_empty() {
+            (ptr::null(), ptr::null())
+        } else {
+            (name_ptrs.as_ptr(), value_ptrs.as_ptr())
+        };
+        // SAFETY: live handle, valid C string; `np` / `vp` hold `len` valid C
+        // strings each that outlive the call (NULL with a count of 0).
+        let st =
+            unsafe { (self.lib.observe_headers)(self.h(), model.as_ptr(), np, vp, names.len()) };
+        self.lib.check(st).map(drop)
+    }
+
+    /// Reports a 429 from the provider (`rt_report_limited`): `model` is
+    /// refused ([`Acquire::Limited`] with the time left) until `retry_after`
+    /// has passed. `retry_after` is the `Retry-After` header as sent (`"30"`,
+    /// `"1.5"`, an HTTP date), a [`Duration`], or `None` / `""` /
+    /// [`RetryAfter::Unknown`] (then 1 second). At most a day. Through a
+    /// shared backend (`shm:`, Redis) every process sees it.
+    pub fn report_limited<'a>(
+        &self,
+        model: &str,
+        retry_after: impl Into<RetryAfter<'a>>,
+    ) -> Result<()> {
+        let model = c_string("model", model)?;
+        let retry_after = match retry_after.into() {
+            RetryAfter::Unknown => None,
+            RetryAfter::Header(h) => Some(c_string("retry_after", h)?),
+            RetryAfter::After(d) => Some(c_string("retry_after", &decimal_seconds(d))?),
+        };
+        // SAFETY: live handle, valid C strings (retry_after may be NULL).
+        let st = unsafe {
+            (self.lib.report_limited)(
+                self.h(),
+                model.as_ptr(),
+                retry_after.as_ref().map_or(ptr::null(), |r| r.as_ptr()),
             )
         };
         self.lib.check(st).map(drop)
@@ -337,6 +697,32 @@ impl Tracker {
     pub fn stats(&self) -> Result<Stats> {
         stats_of(&self.lib, self.h())?
             .ok_or_else(|| Error::Internal("rt_stats_json_ex gave null for a live handle".into()))
+    }
+}
+
+/// The loop of the blocking acquires: `attempt` until it grants, sleeping
+/// for its retry-after (capped by the time left), or until `timeout`.
+fn wait_for_grant(
+    timeout: Option<Duration>,
+    mut attempt: impl FnMut() -> Result<GrantAttempt>,
+) -> Result<Option<Grant>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let retry_after = match attempt()? {
+            GrantAttempt::Granted(grant) => return Ok(Some(grant)),
+            GrantAttempt::Limited { retry_after } => retry_after.max(Duration::from_millis(1)),
+        };
+        let nap = match deadline {
+            None => retry_after,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                retry_after.min(left)
+            }
+        };
+        thread::sleep(nap);
     }
 }
 

@@ -12,6 +12,13 @@ system loader)::
     grant = tracker.acquire("openai/gpt-4o-mini", 1200, timeout=30)  # blocks
     tracker.settle(grant, actual_tokens=900)
     print(tracker.stats()["models"]["openai/gpt-4o-mini"]["requests_per_minute"])
+
+    pick = tracker.pick(["openai/gpt-4o-mini", "gemini/gemini-2.5-flash"], 1200, 400)
+    if pick:                                        # input and output counted apart
+        ...                                         # call pick.model, then:
+        tracker.settle_io(pick.grant, 1100, 230)    # the response's usage
+        tracker.observe_headers(pick.model, response.headers)  # provider truth
+    # on a 429: tracker.report_limited(model, response.headers.get("retry-after"))
 """
 
 from ._library import BINDING_VERSION
@@ -19,7 +26,13 @@ from ._tracker import (
     Acquire,
     Config,
     Grant,
+    Headers,
+    Pick,
+    ProviderStats,
+    ProviderWindow,
+    RetryAfter,
     Stats,
+    SupportsItems,
     Tracker,
     WindowStats,
     configure_global,
@@ -56,13 +69,19 @@ __all__ = [
     "Config",
     "ConfigError",
     "Grant",
+    "Headers",
     "InternalError",
     "InvalidArgument",
     "LibraryError",
     "LibraryNotFound",
     "NoMemory",
+    "Pick",
+    "ProviderStats",
+    "ProviderWindow",
     "RateTrackError",
+    "RetryAfter",
     "Stats",
+    "SupportsItems",
     "TooLarge",
     "Tracker",
     "VersionMismatch",

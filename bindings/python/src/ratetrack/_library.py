@@ -6,7 +6,9 @@ first candidate that loads is used; if none does, :class:`LibraryNotFound`
 names every place tried with the loader's message for each. A library whose
 major.minor differs from the binding's is refused (:class:`VersionMismatch`);
 one that lacks a function of the API (an earlier build without ``rt_open_ex``,
-``rt_global_get_ex``, ``rt_stats_json_ex``...) is passed over like one that
+``rt_global_get_ex``, ``rt_stats_json_ex``, or without the provider-truth
+functions ``rt_try_acquire_io``, ``rt_settle_io``, ``rt_pick``,
+``rt_observe_headers``, ``rt_report_limited``) is passed over like one that
 does not load, with the missing symbol named.
 The library is loaded once per process, lazily, and shared.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from ctypes import POINTER, c_char_p, c_int, c_uint64, c_void_p
+from ctypes import POINTER, c_char_p, c_int, c_size_t, c_uint64, c_void_p
 from typing import List, Mapping, Optional, Tuple
 
 from .errors import LibraryNotFound, VersionMismatch
@@ -31,6 +33,7 @@ ENV_VAR = "RATETRACK_LIBRARY"
 SYSTEM_NAME = "libratetrack.so.0"
 
 _u64p = POINTER(c_uint64)
+_strv = POINTER(c_char_p)  # const char *const * (arrays of names / values)
 
 # name: (restype, argtypes). rt_tracker* is an opaque c_void_p.
 # Owned strings (rt_stats_json_ex's *json_out) are c_void_p so that they can be
@@ -59,6 +62,18 @@ _PROTOTYPES = {
     "rt_wait_time": (c_int, [c_void_p, c_char_p, c_uint64, _u64p]),
     "rt_reset": (c_int, [c_void_p]),
     "rt_stats_json_ex": (c_int, [c_void_p, POINTER(c_void_p)]),
+    # input and output tokens, picking a model, provider truth
+    "rt_try_acquire_io": (c_int, [c_void_p, c_char_p, c_uint64, c_uint64, _u64p, _u64p]),
+    "rt_settle_io": (
+        c_int,
+        [c_void_p, c_char_p, c_uint64, c_uint64, c_uint64, c_uint64, c_uint64],
+    ),
+    "rt_pick": (
+        c_int,
+        [c_void_p, _strv, c_size_t, c_uint64, c_uint64, POINTER(c_size_t), _u64p, _u64p],
+    ),
+    "rt_observe_headers": (c_int, [c_void_p, c_char_p, _strv, _strv, c_size_t]),
+    "rt_report_limited": (c_int, [c_void_p, c_char_p, c_char_p]),
 }
 
 

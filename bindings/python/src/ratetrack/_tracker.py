@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import datetime
 import json
+import math
 import time
 import weakref
-from ctypes import byref, c_uint64, c_void_p
+from ctypes import byref, c_char_p, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, TypedDict, Union
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    TypedDict,
+    Union,
+    cast,
+)
 
 from . import _library
 from .errors import (
@@ -26,28 +41,85 @@ from .errors import (
 Config = Union[Mapping[str, Any], str]
 
 
-class WindowStats(TypedDict):
-    """One window of :class:`Stats` (e.g. ``"requests_per_minute"``).
-
-    For a window with no limit, ``limit``, ``remaining`` and ``usage_percent``
-    are all None. ``usage_percent`` is rounded to three decimals.
-    """
-
+class _WindowStatsKeys(TypedDict):
     current: int
     limit: Optional[int]
     remaining: Optional[int]
     usage_percent: Optional[float]
 
 
-class Stats(TypedDict):
-    """Stats as native data (a plain dict at run time):
-    ``{"tier": str, "backend": str, "models": {model: {window: WindowStats}}}``.
-    Windows are named ``requests_per_minute``, ``tokens_per_day``... and
-    ``requests_per_<N>s`` / ``tokens_per_<N>s`` for extra windows."""
+class WindowStats(_WindowStatsKeys, total=False):
+    """One window of :class:`Stats` (e.g. ``"requests_per_minute"``).
 
+    For a window with no limit, ``limit``, ``remaining`` and ``usage_percent``
+    are all None. ``usage_percent`` is rounded to three decimals.
+    Optional keys: ``observed_limit``, the limit the provider's headers
+    reported where it differs from the configured one (shown, not adopted);
+    ``resets_at_midnight``, the IANA zone of a calendar-day window.
+    """
+
+    observed_limit: int
+    resets_at_midnight: str
+
+
+class ProviderWindow(TypedDict):
+    """What the provider last reported for one kind of limit (see
+    :meth:`Tracker.observe_headers`); each value is None when not reported."""
+
+    remaining: Optional[int]
+    reset_in_ms: Optional[int]
+    limit: Optional[int]
+
+
+class ProviderStats(TypedDict, total=False):
+    """``Stats["provider"][model]``: what the provider said about a model.
+
+    ``blocked_for_ms``: the time left of a reported 429
+    (:meth:`Tracker.report_limited`); ``requests``, ``tokens``,
+    ``input_tokens``, ``output_tokens``: its rate-limit headers. Each key is
+    present only when there is something to say."""
+
+    blocked_for_ms: int
+    requests: ProviderWindow
+    tokens: ProviderWindow
+    input_tokens: ProviderWindow
+    output_tokens: ProviderWindow
+
+
+class _StatsKeys(TypedDict):
     tier: str
     backend: str
     models: Dict[str, Dict[str, WindowStats]]
+
+
+class Stats(_StatsKeys, total=False):
+    """Stats as native data (a plain dict at run time):
+    ``{"tier": str, "backend": str, "models": {model: {window: WindowStats}}}``
+    and, once a provider reported something, ``"provider": {model:
+    ProviderStats}``. Windows are named ``requests_per_minute``,
+    ``tokens_per_day``..., ``requests_per_<N>s`` / ``tokens_per_<N>s`` for
+    extra windows, ``input_tokens_per_minute`` / ``output_tokens_...`` for one
+    side, ``<unit>_per_calendar_day`` for calendar days."""
+
+    provider: Dict[str, ProviderStats]
+
+
+class SupportsItems(Protocol):
+    """Anything with ``items()`` yielding (name, value) pairs: a dict,
+    ``requests``' ``CaseInsensitiveDict``, ``http.client.HTTPMessage``..."""
+
+    def items(self) -> Iterable[Tuple[Any, Any]]: ...
+
+
+#: Response headers for :meth:`Tracker.observe_headers`: a mapping (or any
+#: object with ``items()``; ``httpx.Headers``' ``multi_items()`` is preferred)
+#: or an iterable of (name, value) pairs. Names and values are str or bytes
+#: (values may also be ints, or lists of values for a repeated header).
+Headers = Union[SupportsItems, Iterable[Tuple[Union[str, bytes], Any]]]
+
+#: A 429's ``Retry-After``: the header's text (delay seconds or an HTTP date),
+#: a number of seconds, a :class:`datetime.timedelta`, or None (1 second).
+RetryAfter = Union[None, str, bytes, int, float, datetime.timedelta]
 
 
 _WAIT_NEVER = (1 << 64) - 1
@@ -86,6 +158,73 @@ def _config(config: Optional[Config]) -> Optional[bytes]:
     return json.dumps(config).encode("utf-8")
 
 
+def _header_text(item: object, what: str) -> Optional[bytes]:
+    """A header name or value as bytes for the C API; None (skip the pair) when
+    it holds a NUL, which C would silently cut short."""
+    if isinstance(item, bytes):
+        raw = item
+    elif isinstance(item, str):
+        raw = item.encode("utf-8", "replace")
+    elif isinstance(item, int) and not isinstance(item, bool):
+        raw = str(item).encode("ascii")
+    else:
+        raise TypeError(f"header {what} must be str, bytes or int, not {type(item).__name__}")
+    return None if b"\0" in raw else raw
+
+
+def _header_pairs(headers: Headers) -> Tuple[List[bytes], List[bytes]]:
+    """Flattens headers into parallel name and value lists, one pair per value."""
+    if isinstance(headers, (str, bytes)):
+        raise TypeError("headers must be a mapping or an iterable of (name, value) pairs")
+    multi_items = getattr(headers, "multi_items", None)  # httpx.Headers: one pair per value
+    if callable(multi_items):
+        items: Iterable[Tuple[Any, Any]] = multi_items()
+    elif hasattr(headers, "items"):  # dict, CaseInsensitiveDict, CIMultiDict, HTTPMessage
+        items = headers.items()
+    else:
+        items = cast(Iterable[Tuple[Any, Any]], headers)
+    names: List[bytes] = []
+    values: List[bytes] = []
+    for pair in items:
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"headers must be (name, value) pairs, got {pair!r}") from None
+        raw_name = _header_text(name, "name")
+        for one in value if isinstance(value, (list, tuple)) else (value,):
+            raw_value = _header_text(one, "value")
+            if raw_name is not None and raw_value is not None:
+                names.append(raw_name)
+                values.append(raw_value)
+    return names, values
+
+
+def _retry_after(retry_after: RetryAfter) -> Optional[bytes]:
+    """A Retry-After as the C API's string: header text as is, numbers and
+    timedeltas as decimal seconds ("2", "1.5")."""
+    if retry_after is None:
+        return None
+    if isinstance(retry_after, (str, bytes)):
+        raw = retry_after.encode("utf-8") if isinstance(retry_after, str) else retry_after
+        if b"\0" in raw:
+            raise InvalidArgument("retry_after must not contain NUL characters", RT_E_INVALID)
+        return raw
+    if isinstance(retry_after, datetime.timedelta):
+        seconds: Union[int, float] = retry_after.total_seconds()
+    elif isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
+        seconds = retry_after
+    else:
+        raise TypeError(
+            "retry_after must be None, a str, a number of seconds or a timedelta, "
+            f"not {type(retry_after).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidArgument(f"retry_after must be >= 0 seconds, got {seconds}", RT_E_INVALID)
+    if isinstance(seconds, int):
+        return str(seconds).encode("ascii")
+    return (f"{seconds:.3f}".rstrip("0").rstrip(".") or "0").encode("ascii")
+
+
 def _take_string(lib: ctypes.CDLL, ptr: int) -> str:
     """Copies a caller-owned char* and releases it with rt_free."""
     try:
@@ -101,21 +240,31 @@ def _stats(lib: ctypes.CDLL, handle: Optional[int]) -> Optional[Stats]:
     rc = lib.rt_stats_json_ex(handle, byref(out))
     if rc != RT_OK:
         raise _fail(lib, rc)
+    assert out.value is not None
     result: Optional[Stats] = json.loads(_take_string(lib, out.value))
     return result
 
 
 @dataclass(frozen=True)
 class Grant:
-    """An admitted request, to settle later with :meth:`Tracker.settle`.
+    """An admitted request, to settle later with :meth:`Tracker.settle` or
+    :meth:`Tracker.settle_io`.
 
     ``ticket`` is the library's opaque non-zero grant value; ``tokens`` the
-    token count the request was admitted with.
+    token count the request was admitted with, which the library counts as
+    input tokens; ``output_tokens`` the output tokens reserved with it
+    (:meth:`Tracker.try_acquire_io`, :meth:`Tracker.pick`; 0 otherwise).
     """
 
     model: str
     ticket: int
     tokens: int
+    output_tokens: int = 0
+
+    @property
+    def input_tokens(self) -> int:
+        """The input tokens the request was admitted with (``tokens``)."""
+        return self.tokens
 
 
 @dataclass(frozen=True)
@@ -136,6 +285,27 @@ class Acquire:
 
 
 _ADMITTED = Acquire(True, 0.0, None)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The answer of :meth:`Tracker.pick`: truthy when a model was acquired.
+
+    When admitted: ``model`` is the candidate chosen, ``index`` its place in
+    the list, ``grant`` its :class:`Grant` and ``retry_after`` 0.0. When no
+    candidate can take the request now: ``model`` and ``index`` name the
+    candidate that frees up first, ``retry_after`` its wait in seconds (never
+    0), and ``grant`` is None.
+    """
+
+    ok: bool
+    model: str
+    index: int
+    retry_after: float
+    grant: Optional[Grant] = None
+
+    def __bool__(self) -> bool:
+        return self.ok
 
 
 class Tracker:
@@ -252,33 +422,92 @@ class Tracker:
             return Acquire(False, retry.value / 1000.0, None)
         raise _fail(self._lib, rc)
 
-    def acquire(self, model: str, tokens: int = 0, timeout: Optional[float] = None) -> Grant:
+    def try_acquire_io(self, model: str, input_tokens: int, output_tokens: int = 0) -> Acquire:
+        """:meth:`try_acquire_grant` with the two sides counted apart: reserve
+        the prompt's ``input_tokens`` and ``output_tokens`` (max_tokens); the
+        :class:`Grant` carries both, to :meth:`settle_io` with the real counts.
+        Windows of tokens count both sides, windows of input (output) tokens
+        one side. Raises :class:`TooLarge` if the request can never fit."""
+        retry = c_uint64()
+        ticket = c_uint64()
+        rc = self._lib.rt_try_acquire_io(
+            self._h(), _model(model), _tokens(input_tokens), _tokens(output_tokens),
+            byref(retry), byref(ticket),
+        )
+        if rc == RT_OK:
+            return Acquire(True, 0.0, Grant(model, ticket.value, input_tokens, output_tokens))
+        if rc == RT_LIMITED:
+            return Acquire(False, retry.value / 1000.0, None)
+        raise _fail(self._lib, rc)
+
+    def _try_grant(self, model: str, tokens: int, output_tokens: int) -> Acquire:
+        if output_tokens:
+            return self.try_acquire_io(model, tokens, output_tokens)
+        return self.try_acquire_grant(model, tokens)
+
+    def acquire(
+        self, model: str, tokens: int = 0, timeout: Optional[float] = None, *, output_tokens: int = 0
+    ) -> Grant:
         """Blocks (sleeping for the tracker's retry-after) until the request fits,
         records it and returns its :class:`Grant`.
 
-        ``timeout`` in seconds (None: no limit; 0: try once). Raises
-        :class:`AcquireTimeout` when it passes first (nothing recorded), and
-        :class:`TooLarge` at once if the request can never fit.
+        ``timeout`` in seconds (None: no limit; 0: try once). With
+        ``output_tokens``, ``tokens`` are the input tokens and the two sides
+        are counted apart (as :meth:`try_acquire_io`; settle with
+        :meth:`settle_io`). Raises :class:`AcquireTimeout` when the timeout
+        passes first (nothing recorded), and :class:`TooLarge` at once if the
+        request can never fit.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            result = self.try_acquire_grant(model, tokens)
+            result = self._try_grant(model, tokens, output_tokens)
             if result.grant is not None:
                 return result.grant
             delay = _delay(result, deadline, model)
             time.sleep(delay)
 
     async def acquire_async(
-        self, model: str, tokens: int = 0, timeout: Optional[float] = None
+        self, model: str, tokens: int = 0, timeout: Optional[float] = None, *, output_tokens: int = 0
     ) -> Grant:
         """:meth:`acquire` for asyncio: waits with ``asyncio.sleep`` and never
         blocks the event loop (each try is a short non-blocking C call)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            result = self.try_acquire_grant(model, tokens)
+            result = self._try_grant(model, tokens, output_tokens)
             if result.grant is not None:
                 return result.grant
             await asyncio.sleep(_delay(result, deadline, model))
+
+    def pick(
+        self, models: Sequence[str], input_tokens: int = 0, output_tokens: int = 0
+    ) -> Pick:
+        """Acquires on the first of ``models`` (in order of preference) that can
+        take the request now. Returns a :class:`Pick`, truthy with the chosen
+        ``model``, its ``index`` and its ``grant`` (settle it with
+        :meth:`settle_io` or :meth:`settle`); when none can, falsy, naming the
+        candidate that frees up first and its ``retry_after``. Each candidate
+        is tried with one atomic acquire. Raises :class:`TooLarge` when the
+        request exceeds a limit of every candidate outright, and
+        :class:`InvalidArgument` for an empty list."""
+        if isinstance(models, (str, bytes)):
+            raise TypeError("models must be a sequence of model names, not a single name")
+        names = list(models)
+        encoded = [_model(name) for name in names]
+        array = (c_char_p * len(encoded))(*encoded)
+        picked = c_size_t()
+        retry = c_uint64()
+        ticket = c_uint64()
+        rc = self._lib.rt_pick(
+            self._h(), array, len(encoded), _tokens(input_tokens), _tokens(output_tokens),
+            byref(picked), byref(retry), byref(ticket),
+        )
+        if rc == RT_OK:
+            name = names[picked.value]
+            grant = Grant(name, ticket.value, input_tokens, output_tokens)
+            return Pick(True, name, picked.value, 0.0, grant)
+        if rc == RT_LIMITED:
+            return Pick(False, names[picked.value], picked.value, retry.value / 1000.0, None)
+        raise _fail(self._lib, rc)
 
     def settle(self, grant: Grant, actual_tokens: int) -> None:
         """Books the real token count of a granted request (refund or top-up at
@@ -290,10 +519,63 @@ class Tracker:
         returned by this tracker, unaltered (``grant.tokens`` is passed as the
         granted count). Raises :class:`InvalidArgument`, changing nothing, for
         a grant from another tracker, a ticket 0 or forged, or ``tokens`` other
-        than the grant's own."""
+        than the grant's own. A grant with ``output_tokens`` is settled with
+        :meth:`settle_io`."""
+        if grant.output_tokens:
+            raise InvalidArgument(
+                "settle: this grant reserved output tokens; settle it with settle_io", RT_E_INVALID
+            )
         rc = self._lib.rt_settle(
             self._h(), _model(grant.model), grant.ticket, _tokens(grant.tokens), _tokens(actual_tokens)
         )
+        if rc != RT_OK:
+            raise _fail(self._lib, rc)
+
+    def settle_io(self, grant: Grant, actual_input: int, actual_output: int = 0) -> None:
+        """:meth:`settle` with the two sides: books the input and output tokens the
+        response really reported (``usage.prompt_tokens`` /
+        ``usage.completion_tokens``, ``usage.input_tokens`` /
+        ``usage.output_tokens``); each window is settled for its own unit.
+        Works for every :class:`Grant` (a plain one reserved no output). Same
+        rules and errors as :meth:`settle`."""
+        rc = self._lib.rt_settle_io(
+            self._h(), _model(grant.model), grant.ticket,
+            _tokens(grant.tokens), _tokens(grant.output_tokens),
+            _tokens(actual_input), _tokens(actual_output),
+        )
+        if rc != RT_OK:
+            raise _fail(self._lib, rc)
+
+    def observe_headers(self, model: str, headers: Headers) -> None:
+        """Feeds a response's rate-limit headers back to the tracker.
+
+        ``headers``: a mapping (``dict``, ``requests``' ``CaseInsensitiveDict``,
+        ``httpx.Headers``, ``http.client.HTTPMessage``, aiohttp's
+        ``CIMultiDictProxy``...) or an iterable of (name, value) pairs; names are
+        case-insensitive, a repeated header is passed once per value (a list
+        value counts as repeated). Understood: OpenAI's
+        ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` and
+        Anthropic's ``anthropic-ratelimit-*``; unknown or malformed headers are
+        skipped. Afterwards the tracker never believes in more capacity than
+        the provider reported until its reset; a reported limit that differs
+        from the configured one shows as ``observed_limit`` in the stats."""
+        names, values = _header_pairs(headers)
+        count = len(names)
+        rc = self._lib.rt_observe_headers(
+            self._h(), _model(model),
+            (c_char_p * count)(*names), (c_char_p * count)(*values), count,
+        )
+        if rc != RT_OK:
+            raise _fail(self._lib, rc)
+
+    def report_limited(self, model: str, retry_after: RetryAfter = None) -> None:
+        """Reports a 429 from the provider: ``model`` is refused (try_acquire is
+        falsy, with the time left as ``retry_after``) until the Retry-After
+        time. ``retry_after``: the header as received (``"30"``, ``"1.5"`` or an
+        HTTP date), a number of seconds, a :class:`datetime.timedelta`, or None
+        / ``""`` / unreadable for 1 second; at most a day. Through ``shm:`` and
+        Redis backends one process's 429 stops the others too."""
+        rc = self._lib.rt_report_limited(self._h(), _model(model), _retry_after(retry_after))
         if rc != RT_OK:
             raise _fail(self._lib, rc)
 

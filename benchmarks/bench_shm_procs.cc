@@ -38,37 +38,13 @@
 #include <vector>
 
 #include "ratetrack.h"
+#include "reference.h"
 
 namespace {
 
-// The reference of bench_core.cc: one limit, one mutex, a clock read per call.
-class MutexBucket {
- public:
-  MutexBucket(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst) {}
-  bool TryTake(double n) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-    std::lock_guard<std::mutex> l(mu_);
-    tokens_ += static_cast<double>(now - last_) * rate_ * 1e-9;
-    if (tokens_ > burst_) tokens_ = burst_;
-    last_ = now;
-    if (tokens_ < n) return false;
-    tokens_ -= n;
-    return true;
-  }
+using ratetrack_bench::MutexBucket;
 
- private:
-  std::mutex mu_;
-  const double rate_, burst_;
-  double tokens_ = 0;
-  int64_t last_ = 0;
-};
-
-// The limits of bench_core.cc: all four windows finite, far from their limits.
-const char* const kLimits = R"("builtin_tiers": false, "limits": {
-  "bench/m0": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000},
-  "bench/m1": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000}})";
+using ratetrack_bench::kLimits;
 
 constexpr int kRounds = 5;
 constexpr const char* kModels[2] = {"bench/m0", "bench/m1"};

@@ -50,6 +50,13 @@ int Fail(const char* fn, const absl::Status& s) {
   return ratetrack::StatusToCode(s);
 }
 
+// The first failure of a shared backend is told in rt_last_error even when
+// the on_error policy let the call succeed.
+void NoteBackendFailure(const char* fn, Tracker* impl) {
+  std::string failure;
+  if (impl->TakeBackendFailure(&failure)) SetError(fn, failure);
+}
+
 int Invalid(const char* fn, const char* what) {
   SetError(fn, what);
   return RT_E_INVALID;
@@ -130,8 +137,7 @@ int Acquire(const char* fn, rt_tracker* t, const char* model, const ratetrack::C
     } else if (d.code < 0) {
       SetError(fn, impl->Explain(model, d.code));
     }
-    std::string failure;
-    if (d.degraded && impl->TakeBackendFailure(&failure)) SetError(fn, failure);
+    if (d.degraded) NoteBackendFailure(fn, impl);
     return d.code;
   });
 }
@@ -466,8 +472,7 @@ int rt_pick(rt_tracker* t, const char* const* models, size_t count, uint64_t inp
     } else if (d.code < 0) {
       SetError("rt_pick", impl->Explain(names[index], d.code));
     }
-    std::string failure;
-    if (d.degraded && impl->TakeBackendFailure(&failure)) SetError("rt_pick", failure);
+    if (d.degraded) NoteBackendFailure("rt_pick", impl);
     return d.code;
   });
 }

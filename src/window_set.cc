@@ -21,14 +21,16 @@ void RollDay(WindowSlot& s, int64_t wall) {
 }  // namespace
 
 Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
+  // One cost per unit, indexed by Unit: requests, tokens, input, output.
+  const uint64_t costs[kUnits] = {1, cost.In(Unit::kTokens), cost.input, cost.output};
   bool fits = true;
   int64_t wait = 1;
   const int n = nwin;
   for (int i = 0; i < n; ++i) {
     WindowSlot& s = slots[i];
-    const uint64_t c = cost.In(s.limit.unit);
-    const uint64_t limit = s.limit.limit;
-    if (s.limit.calendar()) {
+    const uint64_t c = costs[static_cast<int>(s.unit)];
+    const uint64_t limit = s.cap;
+    if (s.calendar) {
       RollDay(s, wall);
       if (limit == kUnlimited) continue;
       if (c > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
@@ -51,17 +53,34 @@ Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool boo
     fits = false;
     wait = std::max(wait, blocked_until_ms - now);
   }
-  for (int u = 0; u < kUnits; ++u) {
-    const ProviderCap& p = caps[u];
-    if (p.until_ms <= now) continue;
-    const uint64_t c = cost.In(static_cast<Unit>(u));
-    if (p.used > p.remaining || c > p.remaining - p.used) {
-      fits = false;
-      wait = std::max(wait, p.until_ms - now);
+  const bool caps_live = caps_until_ms > now;
+  if (caps_live) {
+    for (int u = 0; u < kUnits; ++u) {
+      const ProviderCap& p = caps[u];
+      if (p.until_ms <= now) continue;
+      if (p.used > p.remaining || costs[u] > p.remaining - p.used) {
+        fits = false;
+        wait = std::max(wait, p.until_ms - now);
+      }
     }
   }
   if (!fits) return {RT_LIMITED, static_cast<uint64_t>(wait), 0};
-  if (book) Record(now, wall, cost);
+  if (!book) return {RT_OK, 0, 0};
+  // Every window was advanced above: book straight into them.
+  for (int i = 0; i < n; ++i) {
+    WindowSlot& s = slots[i];
+    const uint64_t c = costs[static_cast<int>(s.unit)];
+    if (s.calendar) {
+      s.day_used = SatAdd(s.day_used, c);
+    } else {
+      s.window.Add(c);
+    }
+  }
+  if (caps_live) {
+    for (int u = 0; u < kUnits; ++u) {
+      if (caps[u].until_ms > now) caps[u].used = SatAdd(caps[u].used, costs[u]);
+    }
+  }
   return {RT_OK, 0, 0};
 }
 
@@ -77,9 +96,11 @@ void WindowSet::Record(int64_t now, int64_t wall, const Cost& cost) {
       s.window.Add(c);
     }
   }
-  for (int u = 0; u < kUnits; ++u) {
-    if (caps[u].until_ms > now) {
-      caps[u].used = SatAdd(caps[u].used, cost.In(static_cast<Unit>(u)));
+  if (caps_until_ms > now) {
+    for (int u = 0; u < kUnits; ++u) {
+      if (caps[u].until_ms > now) {
+        caps[u].used = SatAdd(caps[u].used, cost.In(static_cast<Unit>(u)));
+      }
     }
   }
 }
@@ -123,6 +144,7 @@ void WindowSet::Clear() {
   }
   for (ProviderCap& p : caps) p = ProviderCap{};
   blocked_until_ms = 0;
+  caps_until_ms = 0;
 }
 
 void WindowSet::Observe(Unit unit, uint64_t remaining, int64_t until_ms, uint64_t limit) {
@@ -131,6 +153,7 @@ void WindowSet::Observe(Unit unit, uint64_t remaining, int64_t until_ms, uint64_
   p.remaining = remaining;
   p.used = 0;
   if (limit != 0) p.observed_limit = limit;
+  caps_until_ms = std::max(caps_until_ms, until_ms);
 }
 
 void WindowSet::Block(int64_t until_ms) {
@@ -142,6 +165,9 @@ void WindowSet::SetLimits(const ModelLimits& l, int64_t guard_ms) {
   bool calendar = false;
   for (size_t i = 0; i < next.size(); ++i) {
     next[i].limit = l.windows[i];
+    next[i].cap = l.windows[i].limit;
+    next[i].unit = l.windows[i].unit;
+    next[i].calendar = l.windows[i].calendar();
     next[i].window = SlidingWindow(l.windows[i].seconds * 1000, guard_ms);
     next[i].day_end_wall_ms = 0;
     next[i].day_used = 0;

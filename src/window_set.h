@@ -27,10 +27,15 @@ struct Decision {
   bool degraded = false;  // decided by the on_error policy: Redis failed
 };
 
-// A window and its limit, together in the cache line the hot path touches.
+// A window and its limit. The hot path reads only `cap`, `unit`, `calendar`
+// and the window's first fields: one cache line; `limit` (with the time
+// zone's name) is the full description, for configuration and stats.
 struct alignas(64) WindowSlot {
-  WindowLimit limit;
+  uint64_t cap;             // == limit.limit
+  Unit unit;                // == limit.unit
+  bool calendar;            // == limit.calendar()
   SlidingWindow window;     // sliding windows
+  WindowLimit limit;
   int64_t day_end_wall_ms;  // calendar windows: when the counted day ends
   uint64_t day_used;        // calendar windows: used this local day
 };
@@ -50,6 +55,7 @@ struct WindowSet {
   int32_t nwin = 0;
   bool has_calendar = false;
   int64_t blocked_until_ms = 0;  // a 429: refused until then (monotonic)
+  int64_t caps_until_ms = 0;     // the latest cap's end: none live before it
   ProviderCap caps[kUnits] = {};
   WindowSlot slots[ModelLimits::kMaxWindows];
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -281,6 +282,23 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
     if (url_.db != 0) {
       absl::Status st = check(command({"SELECT", std::to_string(url_.db)}), "SELECT");
       if (!st.ok()) return st;
+    }
+    if (secret_.load(std::memory_order_acquire) == 0) {
+      // One ticket key per Redis and prefix: whoever connects first sets it.
+      std::random_device rd;
+      const uint64_t mine = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
+      const std::string key = absl::StrCat("{", url_.prefix, ":}secret");
+      redisReply* set = command({"SET", key, std::to_string(mine), "NX"});
+      if (set == nullptr) return io_error("SET");
+      freeReplyObject(set);
+      redisReply* got = command({"GET", key});
+      if (got == nullptr) return io_error("GET");
+      uint64_t shared = 0;
+      if (got->type == REDIS_REPLY_STRING &&
+          absl::SimpleAtoi(absl::string_view(got->str, got->len), &shared) && shared != 0) {
+        secret_.store(shared, std::memory_order_release);
+      }
+      freeReplyObject(got);
     }
     redisReply* loaded = command({"SCRIPT", "LOAD", kRedisScript});
     if (loaded == nullptr) return io_error("SCRIPT LOAD");

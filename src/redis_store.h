@@ -111,6 +111,10 @@ class RedisStore {
                             const Observation& observation = Observation{Unit::kRequests, 0, 0});
 
   Health health() const;
+  // The key of grant tickets made in Redis, shared by every tracker on the
+  // same Redis and prefix (kept there, set once): a grant acquired by one
+  // process or host settles through any other. 0 until first connected.
+  uint64_t secret() const { return secret_.load(std::memory_order_acquire); }
   // True exactly once per failure streak: the caller reports the first
   // failure's message (rt_last_error) when Redis goes away.
   bool TakeFirstFailure();
@@ -135,6 +139,7 @@ class RedisStore {
   std::atomic<bool> first_failure_pending_{false};
   std::atomic<bool> connected_{false};
   std::atomic<bool> sha_known_{false};
+  std::atomic<uint64_t> secret_{0};
   std::string sha_;  // written once, before sha_known_
   mutable std::mutex last_error_mu_;
   std::string last_error_;

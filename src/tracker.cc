@@ -168,8 +168,11 @@ Tracker::~Tracker() {
 uint64_t Tracker::MakeTicket(int64_t at_ms, size_t model_hash, const Cost& cost,
                              bool remote) const {
   const uint64_t t = static_cast<uint64_t>(at_ms) + 1;
+  // Grants made in Redis are keyed by the Redis's shared key, so any tracker
+  // on it can settle them; the others by this tracker's (or segment's).
+  const uint64_t key = remote ? redis_->secret() : secret_;
   const uint64_t check =
-      Mix(secret_ ^ Mix(t) ^ Mix(cost.input ^ 0x5bd1e995ULL) ^
+      Mix(key ^ Mix(t) ^ Mix(cost.input ^ 0x5bd1e995ULL) ^
           Mix(cost.output ^ 0x1b873593ULL) ^ Mix(model_hash + 1) ^
           (remote ? 0x7f4a7c15ULL : 0)) &
       ((uint64_t{1} << kCheckBits) - 1);

@@ -374,7 +374,9 @@ TEST(RedisTest, ProviderTruthThroughRedis) {
   uint64_t grant = 0;
   ASSERT_EQ(rt_try_acquire_io(b, "anthropic/m", 60, 40, nullptr, &grant), RT_OK);
   // Input/output settle in Redis.
-  ASSERT_EQ(rt_settle_io(b, "anthropic/m", grant, 60, 40, 60, 10), RT_OK) << rt_last_error();
+  // Settled by the other host: grants made in Redis settle anywhere on it.
+  ASSERT_EQ(rt_settle_io(a, "anthropic/m", grant, 60, 40, 60, 10), RT_OK) << rt_last_error();
+  EXPECT_EQ(rt_settle_io(a, "anthropic/m", grant, 60, 41, 60, 10), RT_E_INVALID);
   json s = Stats(a);
   EXPECT_EQ(s["models"]["anthropic/m"]["output_tokens_per_minute"]["current"], 10);
   EXPECT_EQ(s["models"]["anthropic/m"]["input_tokens_per_minute"]["current"], 60);

@@ -495,6 +495,12 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
   if (grant == 0) return InvalidError("grant ticket 0 is not a grant");
   const int64_t at = static_cast<int64_t>(grant >> kCheckBits) - 1;
   const size_t hash = HashName(model);
+  if (redis_ != nullptr && redis_->secret() == 0) {
+    // A fresh process settling another's grant: learn the shared ticket key
+    // (one round trip; the answer itself does not matter).
+    auto found = FindOrCreate(model);
+    if (found.ok()) redis_->Run(RedisStore::Op::kStats, model, SpecOf(*found), Cost{}).IgnoreError();
+  }
   const bool remote = redis_ != nullptr && at >= 0 &&
                       MakeTicket(at, hash, granted, true) == grant;
   if (!remote && (at < 0 || MakeTicket(at, hash, granted) != grant)) {

@@ -48,7 +48,9 @@ grep -q '^ratetrack_window_limit{model="openai/gpt-4o-mini",window="requests_per
 if command -v promtool > /dev/null; then
   promtool check metrics < "$tmp/metrics.txt" || fail "promtool check metrics"
 else
-  echo "note: promtool (Debian package prometheus) is absent: only the built-in format check ran"
+  # scripts/install-deps.sh installs it: its absence is a broken setup, not
+  # a reason to pass quietly.
+  fail "promtool (Debian package prometheus) is not installed: run scripts/install-deps.sh"
 fi
 
 # --listen: port 0 picks a free port, announced on stderr

@@ -63,9 +63,10 @@ int Invalid(const char* fn, const char* what) {
 }
 
 // Runs `body` and turns any escaping exception into a status (XGBoost's
-// API_BEGIN/API_END, as one helper).
+// API_BEGIN/API_END, as one helper). Always inlined: an out-of-line call
+// would make every entry point build a closure in memory and read it back.
 template <typename Body>
-int Guard(const char* fn, Body&& body) noexcept {
+__attribute__((always_inline)) inline int Guard(const char* fn, Body&& body) noexcept {
   try {
     return body();
   } catch (const std::bad_alloc&) {

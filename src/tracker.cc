@@ -101,7 +101,7 @@ namespace {
 void BumpLocked(std::atomic<uint64_t>& c) {
   c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
-void Count(Tracker::ModelState* m, const Decision& d, bool check, bool locked);
+void Count(Tracker::ModelState* m, int code, bool check, bool locked);
 }  // namespace
 
 struct Tracker::Table {
@@ -214,9 +214,9 @@ Tracker::ModelState* Tracker::Find(absl::string_view model, size_t hash) const {
 }
 
 namespace {
-void Count(Tracker::ModelState* m, const Decision& d, bool check, bool locked) {
-  if (check || (d.code != RT_OK && d.code != RT_LIMITED)) return;
-  std::atomic<uint64_t>& c = d.code == RT_OK ? m->admitted : m->refused;
+void Count(Tracker::ModelState* m, int code, bool check, bool locked) {
+  if (check || (code != RT_OK && code != RT_LIMITED)) return;
+  std::atomic<uint64_t>& c = code == RT_OK ? m->admitted : m->refused;
   if (locked) {
     BumpLocked(c);
   } else {
@@ -330,9 +330,9 @@ Decision Tracker::DecideRemote(ModelState* m, const Cost& cost, Mode mode) {
     if (r->code == RT_E_CONFIG) {
       SpinLockHolder l(&mu_);
       m->problem = RedisConflictMessage(m->name, spec.fingerprint, r->stored_limits);
-      return {RT_E_CONFIG, 0, 0};
+      return {RT_E_CONFIG, 0, 0, 0};
     }
-    Decision d{r->code, r->code == RT_E_TOO_LARGE ? RT_WAIT_NEVER : r->wait_ms, 0};
+    Decision d{r->code, 0, r->code == RT_E_TOO_LARGE ? RT_WAIT_NEVER : r->wait_ms, 0};
     if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
       d.grant = MakeTicket(r->now_ms, m->hash, cost, /*remote=*/true);
     }
@@ -341,9 +341,9 @@ Decision Tracker::DecideRemote(ModelState* m, const Cost& cost, Mode mode) {
   // Redis could not be asked: the on_error policy decides.
   switch (redis_->url().on_error) {
     case RedisUrl::OnError::kClosed:
-      return {RT_E_BACKEND, 0, 0, true};
+      return {RT_E_BACKEND, 1, 0, 0};
     case RedisUrl::OnError::kOpen: {
-      Decision d{RT_OK, 0, 0, true};
+      Decision d{RT_OK, 1, 0, 0};
       if (mode == Mode::kAcquireWithGrant) d.grant = MakeTicket(clock_.Now(), m->hash, cost);
       return d;
     }
@@ -352,12 +352,12 @@ Decision Tracker::DecideRemote(ModelState* m, const Cost& cost, Mode mode) {
   }
   SpinLockHolder l(&m->mu);
   const int64_t now = clock_.Now();
-  Decision d = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
-                               mode != Mode::kCheck);
+  const Verdict v = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
+                                    mode != Mode::kCheck);
+  Decision d{static_cast<int32_t>(v.code), 1, v.wait_ms, 0};
   if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
     d.grant = MakeTicket(now, m->hash, cost);
   }
-  d.degraded = true;
   return d;
 }
 
@@ -378,28 +378,38 @@ absl::Status Tracker::WithWindows(ModelState* m, Fn fn) {
 Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
   if (redis_ != nullptr) {
     Decision d = DecideRemote(m, cost, mode);
-    Count(m, d, mode == Mode::kCheck, /*locked=*/false);
+    Count(m, d.code, mode == Mode::kCheck, /*locked=*/false);
     return d;
   }
+  // One named result, filled field by field (see Decision).
   Decision d;
-  int64_t now;
+  d.degraded = 0;
+  d.grant = 0;
+  Verdict v;
+  int64_t now = 0;
   if (m->shared == nullptr) {
     SpinLockHolder l(&m->mu);
     // Read under the lock: the time booked is the time of the decision, so
     // buckets are filled in time order whatever the scheduler does.
     now = clock_.Now();
-    d = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
+    v = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
                         mode != Mode::kCheck);
-    Count(m, d, mode == Mode::kCheck, /*locked=*/true);
+    Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);
+  } else if (m->conflict.load(std::memory_order_acquire)) {
+    v = {RT_E_CONFIG, 0};
   } else {
-    if (m->conflict.load(std::memory_order_acquire)) return {RT_E_CONFIG, 0, 0};
     ShmModelLock l(m->shared);
-    if (!l.status().ok()) return {RT_E_BACKEND, 0, 0};
-    WindowSet& ws = ShmSegment::Windows(m->shared);
-    now = clock_.Now();
-    d = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
-    Count(m, d, mode == Mode::kCheck, /*locked=*/true);  // the segment lock serialises us too
+    if (!l.status().ok()) {
+      v = {RT_E_BACKEND, 0};
+    } else {
+      WindowSet& ws = ShmSegment::Windows(m->shared);
+      now = clock_.Now();
+      v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
+      Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);  // the segment lock serialises us too
+    }
   }
+  d.code = static_cast<int32_t>(v.code);
+  d.wait_ms = v.wait_ms;
   if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
     d.grant = MakeTicket(now, m->hash, cost);
   }
@@ -412,7 +422,7 @@ Decision Tracker::TryAcquire(absl::string_view model, const Cost& cost,
   ModelState* m = Find(model, HashName(model));
   if (m != nullptr) return Decide(m, cost, mode);
   auto made = FindOrCreate(model);
-  if (!made.ok()) return {StatusToCode(made.status()), 0, 0};
+  if (!made.ok()) return {StatusToCode(made.status()), 0, 0, 0};
   return Decide(*made, cost, mode);
 }
 
@@ -420,13 +430,13 @@ Decision Tracker::Check(absl::string_view model, const Cost& cost) {
   ModelState* m = Find(model, HashName(model));
   if (m != nullptr) return Decide(m, cost, Mode::kCheck);
   auto made = FindOrCreate(model);
-  if (!made.ok()) return {StatusToCode(made.status()), 0, 0};
+  if (!made.ok()) return {StatusToCode(made.status()), 0, 0, 0};
   return Decide(*made, cost, Mode::kCheck);
 }
 
 Decision Tracker::Pick(const std::vector<absl::string_view>& models, const Cost& cost,
                        bool want_grant, size_t* index) {
-  Decision best{RT_LIMITED, RT_WAIT_NEVER, 0};
+  Decision best{RT_LIMITED, 0, RT_WAIT_NEVER, 0};
   size_t best_index = 0;
   bool any_limited = false;
   for (size_t i = 0; i < models.size(); ++i) {

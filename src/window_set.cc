@@ -20,7 +20,7 @@ void RollDay(WindowSlot& s, int64_t wall) {
 }
 }  // namespace
 
-Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
+Verdict WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
   // One cost per unit, indexed by Unit: requests, tokens, input, output.
   const uint64_t costs[kUnits] = {1, cost.In(Unit::kTokens), cost.input, cost.output};
   bool fits = true;
@@ -33,7 +33,7 @@ Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool boo
     if (s.calendar) {
       RollDay(s, wall);
       if (limit == kUnlimited) continue;
-      if (c > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
+      if (c > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER};
       if (s.day_used > limit || c > limit - s.day_used) {
         fits = false;
         wait = std::max(wait, s.day_end_wall_ms - wall);
@@ -42,7 +42,7 @@ Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool boo
     }
     s.window.Advance(now);
     if (limit == kUnlimited) continue;
-    if (c > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER, 0};
+    if (c > limit) return {RT_E_TOO_LARGE, RT_WAIT_NEVER};
     if (!s.window.Fits(c, limit)) {
       fits = false;
       wait = std::max(wait, s.window.WaitMs(now, c, limit));
@@ -64,8 +64,8 @@ Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool boo
       }
     }
   }
-  if (!fits) return {RT_LIMITED, static_cast<uint64_t>(wait), 0};
-  if (!book) return {RT_OK, 0, 0};
+  if (!fits) return {RT_LIMITED, static_cast<uint64_t>(wait)};
+  if (!book) return {RT_OK, 0};
   // Every window was advanced above: book straight into them.
   for (int i = 0; i < n; ++i) {
     WindowSlot& s = slots[i];
@@ -81,7 +81,7 @@ Decision WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool boo
       if (caps[u].until_ms > now) caps[u].used = SatAdd(caps[u].used, costs[u]);
     }
   }
-  return {RT_OK, 0, 0};
+  return {RT_OK, 0};
 }
 
 void WindowSet::Record(int64_t now, int64_t wall, const Cost& cost) {

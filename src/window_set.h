@@ -19,12 +19,20 @@
 
 namespace ratetrack {
 
-// Outcome of one decision on a model's windows.
+// Outcome of one decision on a model's windows. Fields are all 4 or 8
+// bytes wide: a struct of mixed widths, written field by field and then
+// copied with vector moves, stalls store forwarding on every call.
 struct Decision {
-  int code;          // RT_OK, RT_LIMITED, RT_E_TOO_LARGE (or another status)
-  uint64_t wait_ms;  // RT_LIMITED: > 0; RT_E_TOO_LARGE: RT_WAIT_NEVER
-  uint64_t grant;    // RT_OK from an acquire that asked for one: the ticket
-  bool degraded = false;  // decided by the on_error policy: Redis failed
+  int32_t code;          // RT_OK, RT_LIMITED, RT_E_TOO_LARGE (or another status)
+  uint32_t degraded;     // 1: decided by the on_error policy (Redis failed)
+  uint64_t wait_ms;      // RT_LIMITED: > 0; RT_E_TOO_LARGE: RT_WAIT_NEVER
+  uint64_t grant;        // RT_OK from an acquire that asked for one: the ticket
+};
+
+// What the windows alone say: 16 bytes, returned in two registers.
+struct Verdict {
+  int64_t code;
+  uint64_t wait_ms;
 };
 
 // A window and its limit. The hot path reads only `cap`, `unit`, `calendar`
@@ -62,7 +70,7 @@ struct WindowSet {
   // Checks every window at `now`; with `book`, books the request when it
   // fits. Never partial: a request refused by one window consumes nothing
   // from the others.
-  Decision Decide(int64_t now, int64_t wall, const Cost& cost, bool book);
+  Verdict Decide(int64_t now, int64_t wall, const Cost& cost, bool book);
   // Books a request that happened, whatever the limits say.
   void Record(int64_t now, int64_t wall, const Cost& cost);
   // Books the difference between granted and actual at the grant's time `at`

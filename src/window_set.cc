@@ -23,6 +23,27 @@ void RollDay(WindowSlot& s, int64_t wall) {
 Verdict WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
   // One cost per unit, indexed by Unit: requests, tokens, input, output.
   const uint64_t costs[kUnits] = {1, cost.In(Unit::kTokens), cost.input, cost.output};
+  if (!has_calendar && blocked_until_ms <= now && caps_until_ms <= now) {
+    // The common case: sliding windows only, nothing from the provider in
+    // force. Check every window, then book every window.
+    const int n = nwin;
+    bool ok = true;
+    for (int i = 0; i < n; ++i) {
+      WindowSlot& s = slots[i];
+      s.window.Advance(now);
+      if (s.cap == kUnlimited) continue;
+      const uint64_t c = costs[static_cast<int>(s.unit)];
+      if (c > s.cap) return {RT_E_TOO_LARGE, RT_WAIT_NEVER};
+      ok &= s.window.Fits(c, s.cap);
+    }
+    if (ok) {
+      if (book) {
+        for (int i = 0; i < n; ++i) slots[i].window.Add(costs[static_cast<int>(slots[i].unit)]);
+      }
+      return {RT_OK, 0};
+    }
+    // Refused: the general path below computes the wait.
+  }
   bool fits = true;
   int64_t wait = 1;
   const int n = nwin;

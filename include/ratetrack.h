@@ -374,7 +374,8 @@ RT_EXPORT int rt_report_limited(rt_tracker *t, const char *model,
  *   ratetrack_window_usage{model,window}, ratetrack_window_limit{...},
  *   ratetrack_window_remaining{...}, ratetrack_window_observed_limit{...}
  *   ratetrack_admitted_total{model}, ratetrack_refused_total{model}
- *     (this process's try_acquire and pick decisions)
+ *     (this process's try_acquire and pick decisions since the tracker
+ *     was created; rt_reset does not clear them: counters only go up)
  *   ratetrack_blocked_seconds{model} (after a reported 429)
  *   ratetrack_backend_errors_total{backend}, ratetrack_backend_up{backend}
  * Windows without a limit have no _limit or _remaining sample. Returns

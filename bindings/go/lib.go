@@ -119,6 +119,14 @@ static int rtgo_observe_headers(void *f, void *t, const char *m, const char *con
 static int rtgo_int_t_cstr_cstr(void *f, void *t, const char *a, const char *b) {
 	return ((int (*)(void *, const char *, const char *))f)(t, a, b);
 }
+// rt_shm_list (a string out only): the status and the string.
+static rtgo_pres rtgo_int_outstr(void *f) {
+	rtgo_pres r = {0, NULL};
+	char *out = NULL;
+	r.rc = ((int (*)(char **))f)(&out);
+	r.p = out;
+	return r;
+}
 */
 import "C"
 
@@ -197,6 +205,9 @@ type library struct {
 	// functions still work; the methods using them then fail with
 	// ErrVersionMismatch).
 	fnTryAcquireIO, fnSettleIO, fnPick, fnObserveHeaders, fnReportLimited unsafe.Pointer
+
+	// Metrics and shared-memory management (optional too, same policy).
+	fnMetricsText, fnShmList, fnShmRemove unsafe.Pointer
 }
 
 var (
@@ -344,6 +355,8 @@ func resolve(h unsafe.Pointer, path string) (*library, error) {
 		{"rt_try_acquire_io", &l.fnTryAcquireIO}, {"rt_settle_io", &l.fnSettleIO},
 		{"rt_pick", &l.fnPick}, {"rt_observe_headers", &l.fnObserveHeaders},
 		{"rt_report_limited", &l.fnReportLimited},
+		{"rt_metrics_text", &l.fnMetricsText}, {"rt_shm_list", &l.fnShmList},
+		{"rt_shm_remove", &l.fnShmRemove},
 	}
 	for _, s := range optional {
 		name := C.CString(s.name)
@@ -359,7 +372,7 @@ func (l *library) need(fn unsafe.Pointer, name string) error {
 	if fn != nil {
 		return nil
 	}
-	return fmt.Errorf("%w: %s (libratetrack %s) lacks %s; it needs a build with provider truth",
+	return fmt.Errorf("%w: %s (libratetrack %s) lacks %s; it needs a later 0.1 build",
 		ErrVersionMismatch, l.path, l.version, name)
 }
 
@@ -715,4 +728,54 @@ func (l *library) reportLimited(h unsafe.Pointer, model, retryAfter string) erro
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	return l.check(C.rtgo_int_t_cstr_cstr(l.fnReportLimited, h, cm, cr))
+}
+
+// takeString copies the library's string of an out-parameter call (r from
+// rtgo_stats_ex / rtgo_int_outstr) and frees it with rt_free. Call it with
+// the OS thread locked.
+func (l *library) takeString(fn string, r C.rtgo_pres) (string, error) {
+	if r.p != nil {
+		defer C.rtgo_free(l.fnFree, r.p)
+	}
+	if err := l.check(r.rc); err != nil {
+		return "", err
+	}
+	if r.rc != 0 || r.p == nil {
+		return "", newError(CodeInternal, fmt.Sprintf("%s: status %d without a string", fn, int(r.rc)))
+	}
+	return C.GoString((*C.char)(r.p)), nil
+}
+
+// metricsText calls rt_metrics_text (h == nil: the global).
+func (l *library) metricsText(h unsafe.Pointer) (string, error) {
+	if err := l.need(l.fnMetricsText, "rt_metrics_text"); err != nil {
+		return "", err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.takeString("rt_metrics_text", C.rtgo_stats_ex(l.fnMetricsText, h))
+}
+
+// shmList calls rt_shm_list: the JSON array of segments.
+func (l *library) shmList() (string, error) {
+	if err := l.need(l.fnShmList, "rt_shm_list"); err != nil {
+		return "", err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.takeString("rt_shm_list", C.rtgo_int_outstr(l.fnShmList))
+}
+
+// shmRemove calls rt_shm_remove.
+func (l *library) shmRemove(name string) error {
+	if err := l.need(l.fnShmRemove, "rt_shm_remove"); err != nil {
+		return err
+	}
+	cn, err := cstr(name)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_int_cstr(l.fnShmRemove, cn))
 }

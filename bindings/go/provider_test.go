@@ -385,7 +385,7 @@ func TestConcurrentPickAdmitsExactlyTheLimits(t *testing.T) {
 // a reported 429.
 func TestSharedMemoryReportLimited(t *testing.T) {
 	name := fmt.Sprintf("gotest-issue6-%d-%d", os.Getpid(), time.Now().UnixNano())
-	t.Cleanup(func() { os.Remove("/dev/shm/ratetrack." + name) })
+	t.Cleanup(func() { ShmRemove(name) })
 	config := `{"backend": "shm:` + name + `", "builtin_tiers": false, "limits": {"acme/m": {"rpm": 100}}}`
 	a, b := open(t, config), open(t, config)
 	if ok, _, err := b.TryAcquire("acme/m", 1); err != nil || !ok {
@@ -445,10 +445,94 @@ func TestLibraryWithoutProviderTruth(t *testing.T) {
 		"rt_pick":            func() error { _, _, _, _, err := l.pick(nil, []string{"m"}, 1, 1); return err }(),
 		"rt_observe_headers": l.observeHeaders(nil, "m", nil, nil),
 		"rt_report_limited":  l.reportLimited(nil, "m", ""),
+		"rt_metrics_text":    func() error { _, err := l.metricsText(nil); return err }(),
+		"rt_shm_list":        func() error { _, err := l.shmList(); return err }(),
+		"rt_shm_remove":      l.shmRemove("x"),
 	}
 	for fn, err := range checks {
 		if !errors.Is(err, ErrVersionMismatch) || !strings.Contains(err.Error(), fn) {
 			t.Errorf("%s missing: got %v, want a version mismatch naming it", fn, err)
 		}
+	}
+}
+
+// ------------------------------------------------------ metrics and shm
+
+func TestMetricsText(t *testing.T) {
+	tr := open(t, `{"builtin_tiers": false, "limits": {"acme/m": {"rpm": 2}}}`)
+	for i, want := range []bool{true, true, false} {
+		if ok, _, err := tr.TryAcquire("acme/m", 1); err != nil || ok != want {
+			t.Fatalf("TryAcquire #%d = %v, %v; want %v", i+1, ok, err, want)
+		}
+	}
+	text, err := tr.MetricsText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`ratetrack_admitted_total{model="acme/m"} 2` + "\n",
+		`ratetrack_refused_total{model="acme/m"} 1` + "\n",
+		"# HELP ratetrack_admitted_total ", "# TYPE ratetrack_admitted_total counter\n",
+		"# HELP ratetrack_refused_total ", "# TYPE ratetrack_refused_total counter\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics text lacks %q:\n%s", want, text)
+		}
+	}
+	if _, err := GlobalMetricsText(); err != nil {
+		t.Errorf("GlobalMetricsText: %v", err)
+	}
+	tr.Close()
+	if _, err := tr.MetricsText(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("MetricsText on a closed tracker = %v, want ErrInvalid", err)
+	}
+}
+
+func findSegment(t *testing.T, name string) *ShmSegment {
+	t.Helper()
+	segs, err := ShmList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range segs {
+		if segs[i].Name == name {
+			return &segs[i]
+		}
+	}
+	return nil
+}
+
+func TestShmListAndRemove(t *testing.T) {
+	name := fmt.Sprintf("gotest-shmlist-%d-%d", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() { ShmRemove(name) }) // if the test stops early (else ErrInvalid, ignored)
+	tr := open(t, `{"backend": "shm:`+name+`", "builtin_tiers": false, "shm_models": 8, "limits": {"acme/m": {"rpm": 10}}}`)
+	if ok, _, err := tr.TryAcquire("acme/m", 1); err != nil || !ok {
+		t.Fatalf("TryAcquire = %v, %v", ok, err)
+	}
+	tr.Close()
+	seg := findSegment(t, name)
+	if seg == nil {
+		t.Fatalf("ShmList does not show segment %q", name)
+	}
+	if seg.Path != "/dev/shm/ratetrack."+name || seg.Bytes == 0 || seg.Mode != "0600" ||
+		seg.UID != uint32(os.Getuid()) || !seg.Compatible {
+		t.Errorf("segment = %+v", *seg)
+	}
+	if seg.Capacity == nil || *seg.Capacity != 8 || seg.Models == nil || *seg.Models < 1 ||
+		seg.CreatorPID == nil || *seg.CreatorPID != int64(os.Getpid()) ||
+		seg.LayoutVersion == nil || seg.CreatedUnixMS == nil || *seg.CreatedUnixMS <= 0 {
+		t.Errorf("segment header fields = %+v", *seg)
+	}
+	if err := ShmRemove(name); err != nil {
+		t.Fatal(err)
+	}
+	if seg := findSegment(t, name); seg != nil {
+		t.Errorf("segment still listed after ShmRemove: %+v", *seg)
+	}
+	if err := ShmRemove(name); !errors.Is(err, ErrInvalid) {
+		t.Errorf("second ShmRemove = %v, want ErrInvalid", err)
+	}
+	if err := ShmRemove("../bad name"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("ShmRemove(bad name) = %v, want ErrInvalid", err)
 	}
 }

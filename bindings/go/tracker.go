@@ -496,6 +496,79 @@ func (t *Tracker) Stats() (Stats, error) {
 	return s, nil
 }
 
+// MetricsText returns t's usage in the Prometheus text exposition format
+// (version 0.0.4, rt_metrics_text), to serve on the agent's own HTTP server:
+// ratetrack_info, ratetrack_window_usage/_limit/_remaining/_observed_limit
+// {model,window}, ratetrack_admitted_total/ratetrack_refused_total{model}
+// (this process's TryAcquire and Pick decisions), ratetrack_blocked_seconds,
+// ratetrack_backend_errors_total and ratetrack_backend_up.
+func (t *Tracker) MetricsText() (string, error) {
+	h, err := t.acquire()
+	if err != nil {
+		return "", err
+	}
+	defer t.release()
+	return t.lib.metricsText(h)
+}
+
+// GlobalMetricsText is MetricsText of the global tracker (rt_metrics_text
+// with NULL); before the global is created it is a single comment line.
+func GlobalMetricsText() (string, error) {
+	l, err := lib()
+	if err != nil {
+		return "", err
+	}
+	return l.metricsText(nil)
+}
+
+// ShmSegment is one "shm:NAME" shared-memory segment in /dev/shm, from
+// rt_shm_list. The fields read from the segment's header (LayoutVersion,
+// Models, Capacity, CreatorPID, CreatedUnixMS) are nil when the header could
+// not be read or is not libratetrack's; Error then says why, if known.
+type ShmSegment struct {
+	Name          string  `json:"name"`  // NAME of "shm:NAME"
+	Path          string  `json:"path"`  // "/dev/shm/ratetrack.NAME"
+	Bytes         uint64  `json:"bytes"` // size of the file
+	Mode          string  `json:"mode"`  // permissions, octal: "0600"
+	UID           uint32  `json:"uid"`   // owner
+	Compatible    bool    `json:"compatible"`
+	LayoutVersion *uint32 `json:"layout_version,omitempty"`
+	Models        *uint64 `json:"models,omitempty"`   // model slots in use
+	Capacity      *uint64 `json:"capacity,omitempty"` // model slots in all
+	CreatorPID    *int64  `json:"creator_pid,omitempty"`
+	CreatedUnixMS *int64  `json:"created_unix_ms,omitempty"`
+	Error         string  `json:"error,omitempty"`
+}
+
+// ShmList lists the shared-memory segments in /dev/shm (rt_shm_list); an
+// empty (non-nil) slice when there are none.
+func ShmList() ([]ShmSegment, error) {
+	l, err := lib()
+	if err != nil {
+		return nil, err
+	}
+	text, err := l.shmList()
+	if err != nil {
+		return nil, err
+	}
+	segs := []ShmSegment{}
+	if err := json.Unmarshal([]byte(text), &segs); err != nil {
+		return nil, newError(CodeInternal, "rt_shm_list returned bad JSON: "+err.Error())
+	}
+	return segs, nil
+}
+
+// ShmRemove removes (unlinks) the segment NAME (rt_shm_remove). Processes
+// that have it mapped keep using their mapping, so stop them first or the
+// budget splits in two. A bad or unknown NAME is an ErrInvalid error.
+func ShmRemove(name string) error {
+	l, err := lib()
+	if err != nil {
+		return err
+	}
+	return l.shmRemove(name)
+}
+
 // millis converts milliseconds to a Duration, saturating (RT_WAIT_NEVER).
 func millis(ms uint64) time.Duration {
 	if ms > uint64(math.MaxInt64/int64(time.Millisecond)) {

@@ -81,6 +81,30 @@ export interface Stats {
   provider?: Record<string, ProviderModel>;
 }
 
+/** A "shm:NAME" shared-memory segment in /dev/shm (shmList()), with the library's keys. */
+export interface ShmSegment {
+  /** The NAME of "shm:NAME". */
+  name: string;
+  /** "/dev/shm/ratetrack.NAME". */
+  path: string;
+  bytes: number;
+  /** Permissions in octal, e.g. "0600". */
+  mode: string;
+  uid: number;
+  /** Whether this library can use it (its layout matches). */
+  compatible: boolean;
+  /** Present for a readable libratetrack segment (compatible or not). */
+  layout_version?: number;
+  /** Models stored in the segment. */
+  models?: number;
+  /** Model slots, fixed at creation ("shm_models"). */
+  capacity?: number;
+  creator_pid?: number;
+  created_unix_ms?: number;
+  /** Present when this user cannot read the segment. */
+  error?: string;
+}
+
 export interface TryAcquireResult {
   /** true: admitted and recorded. false: nothing recorded. */
   ok: boolean;
@@ -192,6 +216,13 @@ export class Tracker {
   reset(): void;
   /** Usage as native data. */
   stats(): Stats;
+  /**
+   * Usage in the Prometheus text exposition format (0.0.4), to serve on your own HTTP server:
+   * ratetrack_info, ratetrack_window_{usage,limit,remaining,observed_limit}, ratetrack_admitted_total
+   * and ratetrack_refused_total (this process's tryAcquire / pick decisions), ratetrack_blocked_seconds,
+   * ratetrack_backend_errors_total, ratetrack_backend_up.
+   */
+  metricsText(): string;
   /** Applies a configuration (RT_E_CONFIG and nothing changed if bad). */
   configure(config: Config): void;
   /** Frees a private tracker (idempotent); no-op on the global one. */
@@ -252,6 +283,15 @@ export function globalStats(): Stats | null;
  * tier's limits stay in force). Configuration kept; existing handles stay valid.
  */
 export function resetGlobal(): void;
+/** The global tracker's metricsText(); before the global exists, one comment line saying so. */
+export function metricsText(): string;
+/** The shared-memory segments in /dev/shm (every "shm:NAME" backend's). */
+export function shmList(): ShmSegment[];
+/**
+ * Removes (unlinks) the segment NAME; processes that have it mapped keep their mapping.
+ * Throws RT_E_INVALID for a bad or unknown name, RT_E_BACKEND if it cannot be removed.
+ */
+export function shmRemove(name: string): void;
 /** Loaded library version "MAJOR.MINOR.PATCH". */
 export function version(): string;
 /** Loaded library version as MAJOR*10000 + MINOR*100 + PATCH. */

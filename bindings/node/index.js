@@ -62,7 +62,8 @@ function need(name) {
   const l = loader.load();
   throw new LoadError(
     `the loaded libratetrack (${l.path}, ${l.version}) has no ${name}: it predates input/output ` +
-      'tokens, picking a model and provider truth; install a newer library build',
+      'tokens, picking a model, provider truth, metrics and shared-memory segment management; ' +
+      'install a newer library build',
     [],
   );
 }
@@ -108,14 +109,25 @@ function statsJson(handle) {
   const out = [null];
   const rc = F.rt_stats_json_ex(handle, out);
   if (rc < 0) fail(rc);
-  const p = out[0];
-  let text;
+  return JSON.parse(ownedText(out[0]));
+}
+
+/** Decodes a caller-owned C string and frees it with rt_free. */
+function ownedText(p) {
   try {
-    text = koffi.decode(p, 'char', -1);
+    return koffi.decode(p, 'char', -1);
   } finally {
     F.rt_free(p);
   }
-  return JSON.parse(text);
+}
+
+/** Calls rt_metrics_text(handle) (NULL: the global) and returns the owned text, freed. */
+function metricsTextOf(handle) {
+  const f = need('rt_metrics_text');
+  const out = [null];
+  const rc = f(handle, out);
+  if (rc < 0) fail(rc);
+  return ownedText(out[0]);
 }
 
 /**
@@ -489,6 +501,19 @@ class Tracker {
   }
 
   /**
+   * This tracker's usage in the Prometheus text exposition format (0.0.4),
+   * to serve on your own HTTP server (rt_metrics_text): ratetrack_info,
+   * ratetrack_window_{usage,limit,remaining,observed_limit}{model,window},
+   * ratetrack_admitted_total / ratetrack_refused_total{model} (this process's
+   * tryAcquire / pick decisions), ratetrack_blocked_seconds{model},
+   * ratetrack_backend_errors_total / ratetrack_backend_up{backend}.
+   * @returns {string}
+   */
+  metricsText() {
+    return metricsTextOf(this.#handle());
+  }
+
+  /**
    * Applies a configuration (object or JSON string; see open()). Throws
    * RT_E_CONFIG and changes nothing if it is bad.
    */
@@ -591,6 +616,49 @@ function resetGlobal() {
   if (rc < 0) fail(rc);
 }
 
+/**
+ * The global tracker's metrics in the Prometheus text format (see
+ * Tracker#metricsText). Always a string: before the global exists, a single
+ * comment line saying so.
+ * @returns {string}
+ */
+function metricsText() {
+  fns();
+  return metricsTextOf(null);
+}
+
+/**
+ * The "shm:NAME" shared-memory segments in /dev/shm (rt_shm_list), as an
+ * array of plain objects with the library's keys, as stats() has: {name,
+ * path, bytes, mode ("0600"), uid, compatible, layout_version?, models?,
+ * capacity?, creator_pid?, created_unix_ms?, error?}. The optional fields
+ * are present only for a readable libratetrack segment; `error` only for
+ * one this user cannot read.
+ * @returns {Array<object>}
+ */
+function shmList() {
+  const f = need('rt_shm_list');
+  const out = [null];
+  const rc = f(out);
+  if (rc < 0) fail(rc);
+  return JSON.parse(ownedText(out[0]));
+}
+
+/**
+ * Removes (unlinks) the shared-memory segment NAME (rt_shm_remove; the NAME
+ * of a "shm:NAME" backend). Processes that have it mapped keep using their
+ * mapping: stop them first or the budget splits in two. Throws RT_E_INVALID
+ * for a bad or unknown name, RT_E_BACKEND when it cannot be removed.
+ * @param {string} name
+ */
+function shmRemove(name) {
+  const f = need('rt_shm_remove');
+  if (typeof name !== 'string') throw invalid(`name must be a string, got ${typeof name}`);
+  if (name.includes('\0')) throw invalid('name must not contain NUL characters');
+  const rc = f(name);
+  if (rc < 0) fail(rc);
+}
+
 /** The loaded library's version, "MAJOR.MINOR.PATCH". */
 function version() {
   fns();
@@ -615,6 +683,9 @@ module.exports = {
   configureGlobal,
   globalStats,
   resetGlobal,
+  metricsText,
+  shmList,
+  shmRemove,
   version,
   versionNumber,
   statusString,

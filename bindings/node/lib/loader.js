@@ -112,7 +112,8 @@ function declare(lib) {
 
 /**
  * The functions added after the first 0.1 builds (input/output tokens,
- * picking a model, provider truth). A library without them still loads; the
+ * picking a model, provider truth, Prometheus metrics, shared-memory
+ * segments). A library without them still loads; the
  * methods that need one throw a LoadError naming it (see `need` in index.js).
  * Each is the function or null.
  */
@@ -128,6 +129,10 @@ function declareOptional(lib) {
     rt_observe_headers:
       'int rt_observe_headers(rt_tracker *t, const char *model, const char **names, const char **values, size_t count)',
     rt_report_limited: 'int rt_report_limited(rt_tracker *t, const char *model, const char *retry_after)',
+    // Owned strings: declared as void * (never auto-converted), decoded then rt_free'd.
+    rt_metrics_text: 'int rt_metrics_text(rt_tracker *t, _Out_ void **text_out)',
+    rt_shm_list: 'int rt_shm_list(_Out_ void **json_out)',
+    rt_shm_remove: 'int rt_shm_remove(const char *name)',
   };
   const fns = {};
   for (const [name, proto] of Object.entries(protos)) {

@@ -197,11 +197,12 @@ test('a bad RATETRACK_CONFIG file is RT_E_CONFIG from rt_global_get_ex', { skip:
   }
 });
 
-test('a 0.1 library without the provider-truth functions loads; only their methods fail', { skip: !cc && 'no C compiler' }, () => {
+test('a 0.1 library without the provider-truth, metrics and shm functions loads; only their methods fail', { skip: !cc && 'no C compiler' }, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rt-pre6-'));
   try {
     // Every function the binding requires, as stubs; none of rt_try_acquire_io,
-    // rt_settle_io, rt_pick, rt_observe_headers, rt_report_limited.
+    // rt_settle_io, rt_pick, rt_observe_headers, rt_report_limited,
+    // rt_metrics_text, rt_shm_list, rt_shm_remove.
     const stubs = [
       'rt_global_get_ex', 'rt_global_configure', 'rt_open_ex', 'rt_configure', 'rt_close', 'rt_can_make',
       'rt_record', 'rt_try_acquire', 'rt_try_acquire_grant', 'rt_settle', 'rt_wait_time', 'rt_reset',
@@ -230,6 +231,10 @@ test('a 0.1 library without the provider-truth functions loads; only their metho
          tryAcquireIo: () => t.tryAcquireIo('a/b', 1, 1),
          observeHeaders: () => t.observeHeaders('a/b', {}),
          reportLimited: () => t.reportLimited('a/b', '1'),
+         metricsText: () => t.metricsText(),
+         globalMetricsText: () => rt.metricsText(),
+         shmList: () => rt.shmList(),
+         shmRemove: () => rt.shmRemove('x'),
        })) {
          try { f(); tries[name] = 'no error'; } catch (e) { tries[name] = e.name + ': ' + e.message; }
        }
@@ -242,6 +247,10 @@ test('a 0.1 library without the provider-truth functions loads; only their metho
       ['tryAcquireIo', 'rt_try_acquire_io'],
       ['observeHeaders', 'rt_observe_headers'],
       ['reportLimited', 'rt_report_limited'],
+      ['metricsText', 'rt_metrics_text'],
+      ['globalMetricsText', 'rt_metrics_text'],
+      ['shmList', 'rt_shm_list'],
+      ['shmRemove', 'rt_shm_remove'],
     ]) {
       assert.match(r.tries[name], new RegExp(`^LoadError: .*has no ${fn}`), name);
     }

@@ -3,7 +3,6 @@
 // 429s) against the real library (RATETRACK_LIBRARY), on private trackers.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 const rt = require('..');
 
 /** asserts that fn() throws a RateTrackError with this status name. */
@@ -302,6 +301,6 @@ test('shm backend: a 429 reported through one tracker stops the other', () => {
   } finally {
     a?.close();
     b?.close();
-    fs.rmSync(`/dev/shm/ratetrack.${name}`, { force: true });
+    if (rt.shmList().some((seg) => seg.name === name)) rt.shmRemove(name);
   }
 });

@@ -112,8 +112,8 @@ def test_the_ex_functions_are_resolved_at_load(library_path: str) -> None:
 
 
 def test_a_library_without_the_ex_functions_is_not_this_version(library_path: str) -> None:
-    """An earlier build (every symbol but the *_ex ones, or but the
-    provider-truth ones) is refused by _declare, so find_library passes it over
+    """An earlier build (every symbol but the *_ex ones, the provider-truth
+    ones, or the metrics and shm ones) is refused by _declare, so find_library passes it over
     and names the missing symbol."""
 
     class EarlierBuild:
@@ -128,7 +128,8 @@ def test_a_library_without_the_ex_functions_is_not_this_version(library_path: st
             return fn
 
     provider_truth = ("rt_try_acquire_io", "rt_settle_io", "rt_pick", "rt_observe_headers", "rt_report_limited")
-    for missing in ("rt_open_ex", "rt_global_get_ex", "rt_stats_json_ex") + provider_truth:
+    metrics_shm = ("rt_metrics_text", "rt_shm_list", "rt_shm_remove")
+    for missing in ("rt_open_ex", "rt_global_get_ex", "rt_stats_json_ex") + provider_truth + metrics_shm:
         with pytest.raises(AttributeError, match=missing):
             _library._declare(EarlierBuild(missing))  # type: ignore[arg-type]
     real = ctypes.CDLL(library_path)

@@ -62,6 +62,7 @@
 
 mod error;
 mod library;
+mod shm;
 mod stats;
 mod tracker;
 
@@ -72,10 +73,11 @@ pub use error::{
 pub use library::{
     load, status_string, version, Version, BINDING_MAJOR, BINDING_MINOR, ENV_VAR, SYSTEM_NAME,
 };
+pub use shm::{shm_list, shm_remove, ShmSegment};
 pub use stats::{ProviderModel, ProviderWindow, Stats, Window};
 pub use tracker::{
-    configure_global, global_stats, reset_global, Acquire, Grant, GrantAttempt, HeaderPair, Pick,
-    RetryAfter, Tracker,
+    configure_global, global_metrics_text, global_stats, reset_global, Acquire, Grant,
+    GrantAttempt, HeaderPair, Pick, RetryAfter, Tracker,
 };
 
 #[cfg(test)]

@@ -76,6 +76,12 @@ pub(crate) struct Lib {
     pub report_limited: unsafe extern "C" fn(Handle, *const c_char, *const c_char) -> c_int,
     /// `rt_stats_json_ex`: status code, owned string in `*json_out`.
     pub stats_json_ex: unsafe extern "C" fn(Handle, *mut *mut c_char) -> c_int,
+    /// `rt_metrics_text(t, &text)` (t NULL: the global): owned string in `*text`.
+    pub metrics_text: unsafe extern "C" fn(Handle, *mut *mut c_char) -> c_int,
+    /// `rt_shm_list(&json)`: owned JSON array in `*json`.
+    pub shm_list: unsafe extern "C" fn(*mut *mut c_char) -> c_int,
+    /// `rt_shm_remove(name)`.
+    pub shm_remove: unsafe extern "C" fn(*const c_char) -> c_int,
     /// Where the library was found (for messages).
     pub origin: String,
     _library: libloading::Library,
@@ -84,10 +90,11 @@ pub(crate) struct Lib {
 impl Lib {
     /// Resolves every entry point of `library`. The binding uses only the
     /// status-code variants `rt_open_ex`, `rt_global_get_ex` and
-    /// `rt_stats_json_ex`, and the provider-truth functions (`rt_try_acquire_io`,
-    /// `rt_settle_io`, `rt_pick`, `rt_observe_headers`, `rt_report_limited`);
-    /// a library without them is an older 0.1 build, not the version this
-    /// binding was written for, and is refused.
+    /// `rt_stats_json_ex`, the provider-truth functions (`rt_try_acquire_io`,
+    /// `rt_settle_io`, `rt_pick`, `rt_observe_headers`, `rt_report_limited`)
+    /// and the metrics and segment functions (`rt_metrics_text`,
+    /// `rt_shm_list`, `rt_shm_remove`); a library without them is an older
+    /// 0.1 build, not the version this binding was written for, and is refused.
     fn resolve(library: libloading::Library, origin: String) -> std::result::Result<Lib, String> {
         macro_rules! sym {
             ($name:literal) => {
@@ -129,6 +136,9 @@ impl Lib {
             pick: sym!("rt_pick"),
             observe_headers: sym!("rt_observe_headers"),
             report_limited: sym!("rt_report_limited"),
+            metrics_text: sym!("rt_metrics_text"),
+            shm_list: sym!("rt_shm_list"),
+            shm_remove: sym!("rt_shm_remove"),
             origin,
             _library: library,
         })
@@ -149,6 +159,34 @@ impl Lib {
         } else {
             Err(Error::from_code(status, self.last_error()))
         }
+    }
+}
+
+/// The caller-owned string that `call` put in its out pointer, copied and
+/// freed with `rt_free`, or the error of its status code. `what` names the
+/// C function for the message of an `RT_OK` without a string.
+pub(crate) fn owned_string(
+    lib: &Lib,
+    what: &str,
+    call: impl FnOnce(*mut *mut c_char) -> c_int,
+) -> Result<String> {
+    let mut p: *mut c_char = std::ptr::null_mut();
+    let st = call(&mut p);
+    if st < 0 && !p.is_null() {
+        // SAFETY: an owned string (none is expected on error); freed once.
+        unsafe { (lib.free)(p.cast()) };
+    }
+    lib.check(st)?;
+    if p.is_null() {
+        return Err(Error::Internal(format!(
+            "{what} returned RT_OK without a string"
+        )));
+    }
+    // SAFETY: p is a NUL-terminated string owned by us; freed once, here.
+    unsafe {
+        let s = cstr_to_string(p);
+        (lib.free)(p.cast());
+        Ok(s)
     }
 }
 

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result, RT_E_TOO_LARGE, RT_LIMITED};
-use crate::library::{self, cstr_to_string, Handle, Lib, RawTracker};
+use crate::library::{self, owned_string, Handle, Lib, RawTracker};
 use crate::stats::Stats;
 
 /// `RT_WAIT_NEVER`: the request can never be admitted.
@@ -275,23 +275,20 @@ fn c_string(what: &str, s: &str) -> Result<CString> {
 /// `Ok(None)` for the JSON text `null` (the global does not exist). The error
 /// kind is the status code's.
 fn stats_of(lib: &Lib, h: *mut RawTracker) -> Result<Option<Stats>> {
-    let mut p: *mut c_char = ptr::null_mut();
     // SAFETY: h is a live handle or NULL (the global); p is a valid out pointer.
-    let st = unsafe { (lib.stats_json_ex)(h, &mut p) };
-    lib.check(st)?;
-    if p.is_null() {
-        return Err(Error::Internal(
-            "rt_stats_json_ex returned RT_OK without a string".into(),
-        ));
-    }
-    // SAFETY: p is a NUL-terminated string owned by us; freed once, here.
-    let text = unsafe {
-        let s = cstr_to_string(p);
-        (lib.free)(p.cast());
-        s
-    };
+    let text = owned_string(lib, "rt_stats_json_ex", |p| unsafe {
+        (lib.stats_json_ex)(h, p)
+    })?;
     serde_json::from_str::<Option<Stats>>(&text)
         .map_err(|e| Error::Internal(format!("unexpected stats JSON ({e}): {text}")))
+}
+
+/// The Prometheus text of `h` (NULL: the global) through `rt_metrics_text`.
+fn metrics_of(lib: &Lib, h: *mut RawTracker) -> Result<String> {
+    // SAFETY: h is a live handle or NULL (the global); p is a valid out pointer.
+    owned_string(lib, "rt_metrics_text", |p| unsafe {
+        (lib.metrics_text)(h, p)
+    })
 }
 
 /// The handle set by a successful `rt_open_ex` / `rt_global_get_ex`, or the
@@ -698,6 +695,18 @@ impl Tracker {
         stats_of(&self.lib, self.h())?
             .ok_or_else(|| Error::Internal("rt_stats_json_ex gave null for a live handle".into()))
     }
+
+    /// This tracker's usage in the Prometheus text exposition format
+    /// (version 0.0.4), to serve on the agent's own `/metrics` endpoint:
+    /// `ratetrack_info`, `ratetrack_window_usage` / `_limit` / `_remaining` /
+    /// `_observed_limit{model,window}`, `ratetrack_admitted_total` /
+    /// `ratetrack_refused_total{model}` (this process's `try_acquire` and
+    /// `pick` decisions), `ratetrack_blocked_seconds{model}`,
+    /// `ratetrack_backend_errors_total` / `ratetrack_backend_up{backend}`,
+    /// each with its `# HELP` and `# TYPE` lines.
+    pub fn metrics_text(&self) -> Result<String> {
+        metrics_of(&self.lib, self.h())
+    }
 }
 
 /// The loop of the blocking acquires: `attempt` until it grants, sleeping
@@ -742,6 +751,16 @@ pub fn global_stats() -> Result<Option<Stats>> {
     let lib = library::get(None)?;
     // NULL means the global.
     stats_of(&lib, ptr::null_mut())
+}
+
+/// The global tracker's usage in the Prometheus text format (as
+/// [`Tracker::metrics_text`]). Before the global exists (or after
+/// [`reset_global`]) the text is a single comment line saying so; it does
+/// not create the global.
+pub fn global_metrics_text() -> Result<String> {
+    let lib = library::get(None)?;
+    // NULL means the global.
+    metrics_of(&lib, ptr::null_mut())
 }
 
 /// Returns the global tracker to "never created" (`rt_reset(NULL)`): its

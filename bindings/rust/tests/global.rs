@@ -4,7 +4,9 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use ratetrack::{configure_global, global_stats, reset_global, Acquire, Error, Tracker};
+use ratetrack::{
+    configure_global, global_metrics_text, global_stats, reset_global, Acquire, Error, Tracker,
+};
 
 const MINI: &str = "openai/gpt-4o-mini";
 static GLOBAL_LOCK: Mutex<()> = Mutex::new(());
@@ -241,4 +243,28 @@ fn configure_global_applies_limits_and_rejects_bad_config() {
     // Restore: "limits" replaces the configured limits as a whole.
     configure_global(r#"{"limits": {}}"#).unwrap();
     assert!(t.try_acquire("acme/m", 0).unwrap().is_granted());
+}
+
+#[test]
+fn global_metrics_text_is_the_globals_usage() {
+    let _g = fresh_global();
+    // Before the global exists: text (a comment), and the global is not created.
+    let text = global_metrics_text().unwrap();
+    assert!(text.starts_with('#'), "{text}");
+    assert!(!text.contains("ratetrack_admitted_total{"), "{text}");
+    assert_eq!(global_stats().unwrap(), None);
+
+    let t = Tracker::global(Some("tier1")).unwrap();
+    assert!(t.try_acquire(MINI, 10).unwrap().is_granted());
+    let text = global_metrics_text().unwrap();
+    assert!(
+        text.contains(&format!("ratetrack_admitted_total{{model=\"{MINI}\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE ratetrack_admitted_total counter"),
+        "{text}"
+    );
+    // A global handle's method gives the same text.
+    assert_eq!(t.metrics_text().unwrap(), text);
 }

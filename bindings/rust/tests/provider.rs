@@ -507,13 +507,12 @@ fn calendar_day_windows_show_their_zone() {
     );
 }
 
-/// Removes /dev/shm/ratetrack.NAME when dropped (the binding has no
-/// rt_shm_remove wrapper).
+/// Removes the segment NAME (ratetrack::shm_remove) when dropped.
 struct Segment(String);
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm/ratetrack.{}", self.0));
+        let _ = ratetrack::shm_remove(&self.0);
     }
 }
 
@@ -565,7 +564,10 @@ fn a_429_is_shared_through_shm() {
             Some(60)
         );
     }
-    assert!(std::path::Path::new(&format!("/dev/shm/ratetrack.{}", seg.0)).exists());
+    assert!(ratetrack::shm_list()
+        .unwrap()
+        .iter()
+        .any(|s| s.name == seg.0));
 }
 
 /// `t` as an HTTP date ("Wed, 21 Oct 2026 07:28:00 GMT") or, with `rfc3339`,

@@ -19,6 +19,7 @@ system loader)::
         tracker.settle_io(pick.grant, 1100, 230)    # the response's usage
         tracker.observe_headers(pick.model, response.headers)  # provider truth
     # on a 429: tracker.report_limited(model, response.headers.get("retry-after"))
+    print(tracker.metrics_text())                   # Prometheus text exposition
 """
 
 from ._library import BINDING_VERSION
@@ -31,16 +32,20 @@ from ._tracker import (
     ProviderStats,
     ProviderWindow,
     RetryAfter,
+    ShmSegment,
     Stats,
     SupportsItems,
     Tracker,
     WindowStats,
     configure_global,
+    global_metrics_text,
     global_stats,
     global_tracker,
     load,
     open,
     reset_global,
+    shm_list,
+    shm_remove,
     status_string,
     version,
     version_number,
@@ -80,6 +85,7 @@ __all__ = [
     "ProviderWindow",
     "RateTrackError",
     "RetryAfter",
+    "ShmSegment",
     "Stats",
     "SupportsItems",
     "TooLarge",
@@ -87,11 +93,14 @@ __all__ = [
     "VersionMismatch",
     "WindowStats",
     "configure_global",
+    "global_metrics_text",
     "global_stats",
     "global_tracker",
     "load",
     "open",
     "reset_global",
+    "shm_list",
+    "shm_remove",
     "status_string",
     "version",
     "version_number",

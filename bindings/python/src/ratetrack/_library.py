@@ -8,8 +8,10 @@ major.minor differs from the binding's is refused (:class:`VersionMismatch`);
 one that lacks a function of the API (an earlier build without ``rt_open_ex``,
 ``rt_global_get_ex``, ``rt_stats_json_ex``, or without the provider-truth
 functions ``rt_try_acquire_io``, ``rt_settle_io``, ``rt_pick``,
-``rt_observe_headers``, ``rt_report_limited``) is passed over like one that
-does not load, with the missing symbol named.
+``rt_observe_headers``, ``rt_report_limited``, or without the metrics and
+shared-memory functions ``rt_metrics_text``, ``rt_shm_list``,
+``rt_shm_remove``) is passed over like one that does not load, with the
+missing symbol named.
 The library is loaded once per process, lazily, and shared.
 """
 
@@ -36,7 +38,8 @@ _u64p = POINTER(c_uint64)
 _strv = POINTER(c_char_p)  # const char *const * (arrays of names / values)
 
 # name: (restype, argtypes). rt_tracker* is an opaque c_void_p.
-# Owned strings (rt_stats_json_ex's *json_out) are c_void_p so that they can be
+# Owned strings (rt_stats_json_ex's *json_out, rt_metrics_text's *text_out,
+# rt_shm_list's *json_out) are c_void_p so that they can be
 # rt_free'd; const char* (static or thread-local) strings are c_char_p.
 # Every symbol is resolved at load: a library lacking one (e.g. a build before
 # the *_ex functions) is not the version this binding was written for.
@@ -74,6 +77,10 @@ _PROTOTYPES = {
     ),
     "rt_observe_headers": (c_int, [c_void_p, c_char_p, _strv, _strv, c_size_t]),
     "rt_report_limited": (c_int, [c_void_p, c_char_p, c_char_p]),
+    # Prometheus text, shared-memory segments (owned out-strings: c_void_p)
+    "rt_metrics_text": (c_int, [c_void_p, POINTER(c_void_p)]),
+    "rt_shm_list": (c_int, [POINTER(c_void_p)]),
+    "rt_shm_remove": (c_int, [c_char_p]),
 }
 
 

@@ -104,6 +104,32 @@ class Stats(_StatsKeys, total=False):
     provider: Dict[str, ProviderStats]
 
 
+class _ShmSegmentKeys(TypedDict):
+    name: str
+    path: str
+    bytes: int
+    mode: str
+    uid: int
+    compatible: bool
+
+
+class ShmSegment(_ShmSegmentKeys, total=False):
+    """One segment of :func:`shm_list` (a plain dict at run time):
+    ``name`` (as in ``"shm:NAME"``), ``path`` (``/dev/shm/ratetrack.NAME``),
+    ``bytes``, ``mode`` (``"0600"``), ``uid`` and ``compatible`` (whether this
+    library can use it) are always present. ``layout_version``, ``models``,
+    ``capacity``, ``creator_pid`` and ``created_unix_ms`` are present when the
+    segment's header is a ratetrack one readable by this user; ``error`` says
+    why it could not be read."""
+
+    layout_version: int
+    models: int
+    capacity: int
+    creator_pid: int
+    created_unix_ms: int
+    error: str
+
+
 class SupportsItems(Protocol):
     """Anything with ``items()`` yielding (name, value) pairs: a dict,
     ``requests``' ``CaseInsensitiveDict``, ``http.client.HTTPMessage``..."""
@@ -243,6 +269,16 @@ def _stats(lib: ctypes.CDLL, handle: Optional[int]) -> Optional[Stats]:
     assert out.value is not None
     result: Optional[Stats] = json.loads(_take_string(lib, out.value))
     return result
+
+
+def _metrics_text(lib: ctypes.CDLL, handle: Optional[int]) -> str:
+    """rt_metrics_text(handle) as a str (handle None: the global tracker)."""
+    out = c_void_p()
+    rc = lib.rt_metrics_text(handle, byref(out))
+    if rc != RT_OK:
+        raise _fail(lib, rc)
+    assert out.value is not None
+    return _take_string(lib, out.value)
 
 
 @dataclass(frozen=True)
@@ -603,6 +639,17 @@ class Tracker:
         assert result is not None
         return result
 
+    def metrics_text(self) -> str:
+        """The tracker's usage in the Prometheus text exposition format (0.0.4),
+        to serve on your own HTTP server: ``ratetrack_info``,
+        ``ratetrack_window_usage`` / ``_limit`` / ``_remaining`` /
+        ``_observed_limit{model,window}``, ``ratetrack_admitted_total`` /
+        ``ratetrack_refused_total{model}`` (this process's try_acquire and pick
+        decisions), ``ratetrack_blocked_seconds{model}``,
+        ``ratetrack_backend_errors_total`` / ``ratetrack_backend_up{backend}``.
+        Raises :class:`InvalidArgument` on a closed tracker."""
+        return _metrics_text(self._lib, self._h())
+
 
 def _delay(result: Acquire, deadline: Optional[float], model: str) -> float:
     """How long a blocking acquire sleeps next; raises AcquireTimeout past the deadline."""
@@ -695,6 +742,41 @@ def global_stats() -> Optional[Stats]:
     """The global tracker's stats, or None when it has not been created (or
     since :func:`reset_global`, until the next :func:`global_tracker`)."""
     return _stats(_library.load(), None)
+
+
+def global_metrics_text() -> str:
+    """The global tracker's :meth:`Tracker.metrics_text`; when it has not been
+    created, the library's text says so (a comment line, no samples)."""
+    return _metrics_text(_library.load(), None)
+
+
+def shm_list() -> List[ShmSegment]:
+    """The ``shm:`` segments in ``/dev/shm`` (``ratetrack.NAME`` files), as a
+    list of dicts (:class:`ShmSegment`), in no particular order."""
+    lib = _library.load()
+    out = c_void_p()
+    rc = lib.rt_shm_list(byref(out))
+    if rc != RT_OK:
+        raise _fail(lib, rc)
+    assert out.value is not None
+    result: List[ShmSegment] = json.loads(_take_string(lib, out.value))
+    return result
+
+
+def shm_remove(name: str) -> None:
+    """Removes the segment of the ``"shm:NAME"`` backend (``name`` without the
+    ``shm:``): unlinks ``/dev/shm/ratetrack.NAME``. Processes that have it
+    mapped keep using their mapping, so stop them first or the budget splits
+    in two. Raises :class:`InvalidArgument` for a bad or unknown name,
+    :class:`BackendError` when it cannot be removed."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    if "\0" in name:
+        raise InvalidArgument("name must not contain NUL characters", RT_E_INVALID)
+    lib = _library.load()
+    rc = lib.rt_shm_remove(name.encode("utf-8"))
+    if rc != RT_OK:
+        raise _fail(lib, rc)
 
 
 def reset_global() -> None:

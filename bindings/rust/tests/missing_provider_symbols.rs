@@ -1,58 +1,17 @@
-//! A libratetrack 0.1 build with rt_open_ex / rt_global_get_ex /
-//! rt_stats_json_ex but without the provider-truth functions (rt_pick, ...:
-//! an earlier build) is not the version this binding needs and is refused at
-//! load (own test binary: the load outcome sticks for the process). The
-//! stand-in library has every other symbol, as stubs.
+//! A libratetrack 0.1 build without the provider-truth functions (an earlier
+//! build) is not the version this binding needs and is refused at load.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
 use ratetrack::{Error, Tracker};
 
-const OLD_SYMBOLS: &[&str] = &[
-    "rt_version_string",
-    "rt_status_string",
-    "rt_last_error",
-    "rt_free",
-    "rt_global_get",
-    "rt_global_configure",
-    "rt_open",
-    "rt_configure",
-    "rt_close",
-    "rt_can_make",
-    "rt_record",
-    "rt_try_acquire",
-    "rt_try_acquire_grant",
-    "rt_settle",
-    "rt_wait_time",
-    "rt_reset",
-    "rt_stats_json",
-    "rt_open_ex",
-    "rt_global_get_ex",
-    "rt_stats_json_ex",
-    "rt_acquire",
-    "rt_shm_remove",
-    "rt_shm_list",
-];
-
 #[test]
 fn a_build_without_provider_truth_is_refused() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let src = dir.join("pre_provider_ratetrack.c");
-    let lib = dir.join("libpre_provider_ratetrack_0_1.so");
-    let mut c = String::from("int rt_version_number(void) { return 100; }\n");
-    for name in OLD_SYMBOLS {
-        c.push_str(&format!("void {name}(void) {{}}\n"));
-    }
-    std::fs::write(&src, c).unwrap();
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .status()
-        .expect("a C compiler (cc) to build the stand-in library");
-    assert!(status.success());
-
+    let lib = common::stand_in(
+        "pre_provider_ratetrack_0_1",
+        100,
+        &[common::CORE, common::EX, common::SHM],
+    );
     match ratetrack::load(Some(&lib)) {
         Err(Error::Load(msg)) => {
             assert!(msg.contains("missing symbol rt_"), "{msg}");

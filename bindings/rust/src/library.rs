@@ -43,8 +43,6 @@ pub(crate) struct Lib {
     pub can_make: unsafe extern "C" fn(Handle, *const c_char, u64) -> c_int,
     pub record: unsafe extern "C" fn(Handle, *const c_char, u64) -> c_int,
     pub try_acquire: unsafe extern "C" fn(Handle, *const c_char, u64, *mut u64) -> c_int,
-    pub try_acquire_grant:
-        unsafe extern "C" fn(Handle, *const c_char, u64, *mut u64, *mut u64) -> c_int,
     pub settle: unsafe extern "C" fn(Handle, *const c_char, u64, u64, u64) -> c_int,
     pub wait_time: unsafe extern "C" fn(Handle, *const c_char, u64, *mut u64) -> c_int,
     pub reset: unsafe extern "C" fn(Handle) -> c_int,
@@ -126,7 +124,6 @@ impl Lib {
             can_make: sym!("rt_can_make"),
             record: sym!("rt_record"),
             try_acquire: sym!("rt_try_acquire"),
-            try_acquire_grant: sym!("rt_try_acquire_grant"),
             settle: sym!("rt_settle"),
             wait_time: sym!("rt_wait_time"),
             reset: sym!("rt_reset"),

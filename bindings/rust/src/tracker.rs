@@ -400,29 +400,9 @@ impl Tracker {
     /// [`try_acquire`](Self::try_acquire) that also returns a [`Grant`] to
     /// [`settle`](Self::settle) once the real token count is known.
     pub fn try_acquire_grant(&self, model: &str, tokens: u64) -> Result<GrantAttempt> {
-        let cmodel = c_string("model", model)?;
-        let (mut retry_ms, mut ticket) = (0u64, 0u64);
-        // SAFETY: live handle, valid C string, valid out pointers.
-        let st = unsafe {
-            (self.lib.try_acquire_grant)(
-                self.h(),
-                cmodel.as_ptr(),
-                tokens,
-                &mut retry_ms,
-                &mut ticket,
-            )
-        };
-        Ok(match self.lib.check(st)? {
-            RT_LIMITED => GrantAttempt::Limited {
-                retry_after: Duration::from_millis(retry_ms),
-            },
-            _ => GrantAttempt::Granted(Grant {
-                model: model.to_string(),
-                ticket,
-                tokens,
-                output_tokens: 0,
-            }),
-        })
+        // The C library books a plain grant as input tokens with no output:
+        // the same cost and the same ticket as rt_try_acquire_grant.
+        self.try_acquire_io(model, tokens, 0)
     }
 
     /// Blocking acquire: retries [`try_acquire_grant`](Self::try_acquire_grant),

@@ -62,13 +62,11 @@ int Invalid(const char* fn, const char* what) {
   return RT_E_INVALID;
 }
 
-// Runs `body` and turns any escaping exception into a status (XGBoost's
-// API_BEGIN/API_END, as one helper). Always inlined: an out-of-line call
-// would make every entry point build a closure in memory and read it back.
-template <typename Body>
-__attribute__((always_inline)) inline int Guard(const char* fn, Body&& body) noexcept {
+// Turns the exception being handled into a status (call only in a catch
+// block). Out of line and cold: the entry points' hot code stays small.
+__attribute__((noinline, cold)) int CaughtToCode(const char* fn) noexcept {
   try {
-    return body();
+    throw;
   } catch (const std::bad_alloc&) {
     SetError(fn, "out of memory");
     return RT_E_NOMEM;
@@ -78,6 +76,19 @@ __attribute__((always_inline)) inline int Guard(const char* fn, Body&& body) noe
   } catch (...) {
     SetError(fn, "internal error: unknown exception");
     return RT_E_INTERNAL;
+  }
+}
+
+// Runs `body` and turns any escaping exception into a status (XGBoost's
+// API_BEGIN/API_END, as one helper). The hot entry points (acquire, check,
+// record) spell the same try/catch out instead, so that nothing builds a
+// closure per call.
+template <typename Body>
+__attribute__((always_inline)) inline int Guard(const char* fn, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (...) {
+    return CaughtToCode(fn);
   }
 }
 
@@ -121,26 +132,43 @@ Tracker* Resolve(const char* fn, rt_tracker* t, const char* model, int* rc) {
   return impl;
 }
 
-int Acquire(const char* fn, rt_tracker* t, const char* model, const ratetrack::Cost& cost,
-            uint64_t* retry_after_ms, uint64_t* grant) {
+// Tells why an acquire did not return RT_OK (cold: errors and refusals
+// that need words).
+__attribute__((noinline, cold)) void ExplainAcquire(const char* fn, Tracker* impl,
+                                                    const char* model,
+                                                    const ratetrack::Cost& cost,
+                                                    const Decision& d) {
+  if (d.code == RT_E_TOO_LARGE) {
+    SetError(fn, absl::StrCat(cost.input, " input and ", cost.output,
+                              " output tokens exceed a limit of '", model, "' outright"));
+  } else if (d.code < 0) {
+    SetError(fn, impl->Explain(model, d.code));
+  }
+  if (d.degraded) NoteBackendFailure(fn, impl);
+}
+
+__attribute__((always_inline)) inline int Acquire(const char* fn, rt_tracker* t,
+                                                  const char* model,
+                                                  const ratetrack::Cost& cost,
+                                                  uint64_t* retry_after_ms,
+                                                  uint64_t* grant) noexcept {
   if (retry_after_ms != nullptr) *retry_after_ms = 0;
   if (grant != nullptr) *grant = 0;
   int rc = RT_OK;
   Tracker* impl = Resolve(fn, t, model, &rc);
   if (impl == nullptr) return rc;
-  return Guard(fn, [&]() -> int {
-    Decision d = impl->TryAcquire(model, cost, grant != nullptr);
+  try {
+    const Decision d =
+        impl->TryAcquire(ratetrack::NameKey::FromCString(model), cost, grant != nullptr);
     if (retry_after_ms != nullptr) *retry_after_ms = d.wait_ms;
     if (grant != nullptr) *grant = d.grant;
-    if (d.code == RT_E_TOO_LARGE) {
-      SetError(fn, absl::StrCat(cost.input, " input and ", cost.output,
-                                " output tokens exceed a limit of '", model, "' outright"));
-    } else if (d.code < 0) {
-      SetError(fn, impl->Explain(model, d.code));
+    if (__builtin_expect(d.code < 0 || d.degraded != 0, 0)) {
+      ExplainAcquire(fn, impl, model, cost, d);
     }
-    if (d.degraded) NoteBackendFailure(fn, impl);
     return d.code;
-  });
+  } catch (...) {
+    return CaughtToCode(fn);
+  }
 }
 
 char* CopyOut(const std::string& s) {
@@ -293,30 +321,44 @@ void rt_close(rt_tracker* t) {
   delete t;
 }
 
+namespace {
+__attribute__((noinline, cold)) int CheckFailed(const char* fn, Tracker* impl,
+                                                const char* model, uint64_t tokens,
+                                                int code, const char* never) {
+  SetError(fn, code == RT_E_TOO_LARGE
+                   ? absl::StrCat(tokens, " tokens exceed a limit of '", model, "' outright",
+                                  never)
+                   : impl->Explain(model, code));
+  return code;
+}
+}  // namespace
+
 int rt_can_make(rt_tracker* t, const char* model, uint64_t tokens) {
   int rc = RT_OK;
   Tracker* impl = Resolve("rt_can_make", t, model, &rc);
   if (impl == nullptr) return rc;
-  return Guard("rt_can_make", [&]() -> int {
-    Decision d = impl->Check(model, ratetrack::Cost{tokens, 0});
+  try {
+    const Decision d =
+        impl->Check(ratetrack::NameKey::FromCString(model), ratetrack::Cost{tokens, 0});
     if (d.code == RT_OK) return 1;
     if (d.code == RT_LIMITED) return 0;
-    SetError("rt_can_make", d.code == RT_E_TOO_LARGE
-                                ? absl::StrCat(tokens, " tokens exceed a limit of '",
-                                               model, "' outright")
-                                : impl->Explain(model, d.code));
-    return d.code;
-  });
+    return CheckFailed("rt_can_make", impl, model, tokens, d.code, "");
+  } catch (...) {
+    return CaughtToCode("rt_can_make");
+  }
 }
 
 int rt_record(rt_tracker* t, const char* model, uint64_t tokens) {
   int rc = RT_OK;
   Tracker* impl = Resolve("rt_record", t, model, &rc);
   if (impl == nullptr) return rc;
-  return Guard("rt_record", [&]() -> int {
-    absl::Status s = impl->Record(model, ratetrack::Cost{tokens, 0});
+  try {
+    const absl::Status s =
+        impl->Record(ratetrack::NameKey::FromCString(model), ratetrack::Cost{tokens, 0});
     return s.ok() ? RT_OK : Fail("rt_record", s);
-  });
+  } catch (...) {
+    return CaughtToCode("rt_record");
+  }
 }
 
 int rt_try_acquire(rt_tracker* t, const char* model, uint64_t tokens,
@@ -374,14 +416,10 @@ int rt_wait_time(rt_tracker* t, const char* model, uint64_t tokens,
   Tracker* impl = Resolve("rt_wait_time", t, model, &rc);
   if (impl == nullptr) return rc;
   return Guard("rt_wait_time", [&]() -> int {
-    Decision d = impl->Check(model, ratetrack::Cost{tokens, 0});
+    Decision d = impl->Check(ratetrack::NameKey::FromCString(model), ratetrack::Cost{tokens, 0});
     *wait_ms = d.wait_ms;
     if (d.code == RT_LIMITED || d.code == RT_OK) return RT_OK;
-    SetError("rt_wait_time", d.code == RT_E_TOO_LARGE
-                                 ? absl::StrCat(tokens, " tokens exceed a limit of '",
-                                                model, "' outright: never")
-                                 : impl->Explain(model, d.code));
-    return d.code;
+    return CheckFailed("rt_wait_time", impl, model, tokens, d.code, ": never");
   });
 }
 

@@ -35,7 +35,7 @@ struct ShmModel;  // a slot in the segment
 class ShmSegment {
  public:
   static constexpr uint64_t kMagic = 0x4b43525445544152ULL;  // "RATETRCK"
-  static constexpr uint32_t kLayoutVersion = 1;
+  static constexpr uint32_t kLayoutVersion = 2;
   static constexpr size_t kMaxName = 191;  // bytes of a model name
 
   // Opens the segment NAME, creating it with `options` if it does not exist.

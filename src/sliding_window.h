@@ -41,6 +41,9 @@ class SlidingWindow {
     AdvanceSlow(now_ms);
   }
 
+  // The end of the newest bucket: Advance is a no-op before then.
+  int64_t head_end_ms() const { return head_end_ms_; }
+
   // Units currently counted (call Advance first).
   uint64_t used() const { return used_; }
 

@@ -24,16 +24,16 @@ class ABSL_LOCKABLE SpinLock {
   SpinLock(const SpinLock&) = delete;
   SpinLock& operator=(const SpinLock&) = delete;
 
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+  __attribute__((always_inline)) void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
     if (!locked_.exchange(true, std::memory_order_acquire)) return;
     SlowLock();
   }
-  void Unlock() ABSL_UNLOCK_FUNCTION() {
+  __attribute__((always_inline)) void Unlock() ABSL_UNLOCK_FUNCTION() {
     locked_.store(false, std::memory_order_release);
   }
 
  private:
-  void SlowLock() {
+  __attribute__((noinline)) void SlowLock() {
     for (int spins = 0;; ++spins) {
       while (locked_.load(std::memory_order_relaxed)) {
         if (spins < 64) {

@@ -79,22 +79,26 @@ Clock Clock::Monotonic() {
 }
 
 struct Tracker::ModelState {
-  ModelState(absl::string_view n, size_t h) : name(n), hash(h) {}
+  explicit ModelState(absl::string_view n)
+      : name(n), key(NameKey::FromView(name)), hash(key.hash) {}
   const std::string name;
+  // The hot path reads the key, `shared`, the lock and the counters: they
+  // come first, ahead of the windows.
+  const NameKey key;  // refers to `name`
   const size_t hash;
-  SpinLock mu;
-  WindowSet local ABSL_GUARDED_BY(mu);  // "memory" backend
   ShmModel* shared = nullptr;           // "shm:" backend: the segment's slot
-  RemoteSpec spec ABSL_GUARDED_BY(mu);  // "redis:" backend: limits to send
-  // This process's configuration disagrees with the segment's limits:
-  // decisions fail with RT_E_CONFIG (records still book).
-  std::atomic<bool> conflict{false};
-  std::string problem;  // why, guarded by the tracker's mu_
+  SpinLock mu;
   // This process's decisions, for metrics. Bumped under the model's lock
   // (a plain load and store: no atomic read-modify-write on the hot path),
   // or with fetch_add where no lock is held (Redis).
   std::atomic<uint64_t> admitted{0};
   std::atomic<uint64_t> refused{0};
+  WindowSet local ABSL_GUARDED_BY(mu);  // "memory" backend
+  RemoteSpec spec ABSL_GUARDED_BY(mu);  // "redis:" backend: limits to send
+  // This process's configuration disagrees with the segment's limits:
+  // decisions fail with RT_E_CONFIG (records still book).
+  std::atomic<bool> conflict{false};
+  std::string problem;  // why, guarded by the tracker's mu_
 };
 
 namespace {
@@ -179,37 +183,13 @@ uint64_t Tracker::MakeTicket(int64_t at_ms, size_t model_hash, const Cost& cost,
   return t << kCheckBits | check;
 }
 
-// Model names are short; an inlined multiply-mix hash over 8-byte words
-// costs a few cycles, where a call into a hashing library costs dozens. The
-// table only needs spread, not resistance to chosen collisions (a caller can
-// always slow itself down by inventing names; kMaxModels bounds the harm).
-size_t Tracker::HashName(absl::string_view name) {
-  const char* p = name.data();
-  size_t n = name.size();
-  uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
-  while (n >= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 29;
-    p += 8;
-    n -= 8;
-  }
-  uint64_t w = 0;
-  std::memcpy(&w, p, n);
-  h = (h ^ w) * 0x94d049bb133111ebULL;
-  return static_cast<size_t>(h ^ (h >> 31));
-}
-
-Tracker::ModelState* Tracker::Find(absl::string_view model, size_t hash) const {
+__attribute__((always_inline)) inline Tracker::ModelState* Tracker::Find(
+    const NameKey& key) const {
   const Table* t = table_.load(std::memory_order_acquire);
-  for (size_t i = hash & t->mask;; i = (i + 1) & t->mask) {
+  for (size_t i = key.hash & t->mask;; i = (i + 1) & t->mask) {
     ModelState* s = t->slots[i].load(std::memory_order_acquire);
     if (s == nullptr) return nullptr;
-    if (s->hash == hash && s->name.size() == model.size() &&
-        std::memcmp(s->name.data(), model.data(), model.size()) == 0) {
-      return s;
-    }
+    if (key.Matches(s->key)) return s;
   }
 }
 
@@ -225,19 +205,21 @@ void Count(Tracker::ModelState* m, int code, bool check, bool locked) {
 }
 }  // namespace
 
-absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(
-    absl::string_view model) {
-  const size_t hash = HashName(model);
-  ModelState* s = Find(model, hash);
+absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(absl::string_view model) {
+  return FindOrCreate(NameKey::FromView(model));
+}
+
+absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(const NameKey& key) {
+  ModelState* s = Find(key);
   if (s != nullptr) return s;
   SpinLockHolder l(&mu_);
-  s = Find(model, hash);
+  s = Find(key);
   if (s != nullptr) return s;
   if (models_.size() >= kMaxModels) {
     return NoMemError(absl::StrCat("too many distinct models (", kMaxModels,
                                    "); is a model name built from request data?"));
   }
-  return CreateLocked(model, hash);
+  return CreateLocked(key.view());
 }
 
 namespace {
@@ -260,10 +242,10 @@ std::string RedisConflictMessage(absl::string_view model, absl::string_view ours
 }
 }  // namespace
 
-absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view model,
-                                                           size_t hash) {
-  auto owned = std::make_unique<ModelState>(model, hash);
+absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view model) {
+  auto owned = std::make_unique<ModelState>(model);
   ModelState* s = owned.get();
+  const size_t hash = s->hash;
   const ModelLimits limits = config_.Resolve(model);
   if (shm_ != nullptr) {
     bool created = false;
@@ -375,27 +357,47 @@ absl::Status Tracker::WithWindows(ModelState* m, Fn fn) {
   return absl::OkStatus();
 }
 
-Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
-  if (redis_ != nullptr) {
-    Decision d = DecideRemote(m, cost, mode);
-    Count(m, d.code, mode == Mode::kCheck, /*locked=*/false);
-    return d;
+// The memory backend inline, the others out of line: a hit on the memory
+// backend is hash, probe, lock, clock, windows, unlock, with no call but the
+// clock's.
+__attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, const Cost& cost,
+                                                               Mode mode) {
+  if (__builtin_expect(redis_ != nullptr || m->shared != nullptr, 0)) {
+    return DecideShared(m, cost, mode);
   }
-  // One named result, filled field by field (see Decision).
-  Decision d;
-  d.degraded = 0;
-  d.grant = 0;
+  int64_t now;
   Verdict v;
-  int64_t now = 0;
-  if (m->shared == nullptr) {
+  {
     SpinLockHolder l(&m->mu);
     // Read under the lock: the time booked is the time of the decision, so
     // buckets are filled in time order whatever the scheduler does.
     now = clock_.Now();
     v = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
                         mode != Mode::kCheck);
-    Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);
-  } else if (m->conflict.load(std::memory_order_acquire)) {
+    if (mode != Mode::kCheck) Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
+  }
+  // One named result, filled field by field (see Decision).
+  Decision d;
+  d.code = static_cast<int32_t>(v.code);
+  d.degraded = 0;
+  d.wait_ms = v.wait_ms;
+  d.grant = 0;
+  if (mode == Mode::kAcquireWithGrant && d.code == RT_OK) d.grant = MakeTicket(now, m->hash, cost);
+  return d;
+}
+
+Decision Tracker::DecideShared(ModelState* m, const Cost& cost, Mode mode) {
+  if (redis_ != nullptr) {
+    Decision d = DecideRemote(m, cost, mode);
+    Count(m, d.code, mode == Mode::kCheck, /*locked=*/false);
+    return d;
+  }
+  Decision d;
+  d.degraded = 0;
+  d.grant = 0;
+  Verdict v;
+  int64_t now = 0;
+  if (m->conflict.load(std::memory_order_acquire)) {
     v = {RT_E_CONFIG, 0};
   } else {
     ShmModelLock l(m->shared);
@@ -405,7 +407,8 @@ Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
       WindowSet& ws = ShmSegment::Windows(m->shared);
       now = clock_.Now();
       v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
-      Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);  // the segment lock serialises us too
+      // The segment lock serialises this process's callers too.
+      Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);
     }
   }
   d.code = static_cast<int32_t>(v.code);
@@ -416,22 +419,23 @@ Decision Tracker::Decide(ModelState* m, const Cost& cost, Mode mode) {
   return d;
 }
 
-Decision Tracker::TryAcquire(absl::string_view model, const Cost& cost,
-                             bool want_grant) {
-  const Mode mode = want_grant ? Mode::kAcquireWithGrant : Mode::kAcquire;
-  ModelState* m = Find(model, HashName(model));
-  if (m != nullptr) return Decide(m, cost, mode);
+Decision Tracker::CreateAndDecide(const NameKey& model, const Cost& cost, Mode mode) {
   auto made = FindOrCreate(model);
   if (!made.ok()) return {StatusToCode(made.status()), 0, 0, 0};
   return Decide(*made, cost, mode);
 }
 
-Decision Tracker::Check(absl::string_view model, const Cost& cost) {
-  ModelState* m = Find(model, HashName(model));
-  if (m != nullptr) return Decide(m, cost, Mode::kCheck);
-  auto made = FindOrCreate(model);
-  if (!made.ok()) return {StatusToCode(made.status()), 0, 0, 0};
-  return Decide(*made, cost, Mode::kCheck);
+Decision Tracker::TryAcquire(const NameKey& model, const Cost& cost, bool want_grant) {
+  const Mode mode = want_grant ? Mode::kAcquireWithGrant : Mode::kAcquire;
+  ModelState* m = Find(model);
+  if (__builtin_expect(m == nullptr, 0)) return CreateAndDecide(model, cost, mode);
+  return Decide(m, cost, mode);
+}
+
+Decision Tracker::Check(const NameKey& model, const Cost& cost) {
+  ModelState* m = Find(model);
+  if (__builtin_expect(m == nullptr, 0)) return CreateAndDecide(model, cost, Mode::kCheck);
+  return Decide(m, cost, Mode::kCheck);
 }
 
 Decision Tracker::Pick(const std::vector<absl::string_view>& models, const Cost& cost,
@@ -461,8 +465,7 @@ Decision Tracker::Pick(const std::vector<absl::string_view>& models, const Cost&
 }
 
 std::string Tracker::Explain(absl::string_view model, int code) const {
-  const size_t hash = HashName(model);
-  ModelState* m = Find(model, hash);
+  ModelState* m = Find(NameKey::FromView(model));
   if (code == RT_E_CONFIG && m != nullptr) {
     SpinLockHolder l(&mu_);
     return m->problem;
@@ -482,7 +485,18 @@ std::string Tracker::Explain(absl::string_view model, int code) const {
   return "";
 }
 
-absl::Status Tracker::Record(absl::string_view model, const Cost& cost) {
+absl::Status Tracker::Record(const NameKey& model, const Cost& cost) {
+  ModelState* m = Find(model);
+  if (__builtin_expect(m != nullptr && redis_ == nullptr && m->shared == nullptr, 1)) {
+    SpinLockHolder l(&m->mu);
+    const int64_t now = clock_.Now();
+    m->local.Record(now, m->local.has_calendar ? clock_.Wall() : 0, cost);
+    return absl::OkStatus();
+  }
+  return RecordShared(model, cost);
+}
+
+absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();
   ModelState* m = *found;
@@ -504,7 +518,7 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
                              const Cost& actual) {
   if (grant == 0) return InvalidError("grant ticket 0 is not a grant");
   const int64_t at = static_cast<int64_t>(grant >> kCheckBits) - 1;
-  const size_t hash = HashName(model);
+  const size_t hash = NameKey::FromView(model).hash;
   if (redis_ != nullptr && redis_->secret() == 0) {
     // A fresh process settling another's grant: learn the shared ticket key
     // (one round trip; the answer itself does not matter).

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "config.h"
+#include "name_key.h"
 #include "provider_headers.h"
 #include "redis_store.h"
 #include "shm_segment.h"
@@ -57,12 +58,20 @@ class Tracker {
   // The hot path. `model` must be non-empty (the C shim checks). The grant
   // ticket is computed only when `want_grant`. A code other than RT_OK,
   // RT_LIMITED and RT_E_TOO_LARGE is explained by Explain().
-  Decision TryAcquire(absl::string_view model, const Cost& cost,
-                      bool want_grant = true);
-  Decision Check(absl::string_view model, const Cost& cost);  // books nothing
+  Decision TryAcquire(const NameKey& model, const Cost& cost, bool want_grant = true);
+  Decision TryAcquire(absl::string_view model, const Cost& cost, bool want_grant = true) {
+    return TryAcquire(NameKey::FromView(model), cost, want_grant);
+  }
+  Decision Check(const NameKey& model, const Cost& cost);  // books nothing
+  Decision Check(absl::string_view model, const Cost& cost) {
+    return Check(NameKey::FromView(model), cost);
+  }
   // Always books (it happened), even when the model's configuration
   // conflicts with a shared segment's.
-  absl::Status Record(absl::string_view model, const Cost& cost);
+  absl::Status Record(const NameKey& model, const Cost& cost);
+  absl::Status Record(absl::string_view model, const Cost& cost) {
+    return Record(NameKey::FromView(model), cost);
+  }
   absl::Status Settle(absl::string_view model, uint64_t grant, const Cost& granted,
                       const Cost& actual);
   // The first of `models` that can take the request now, acquired; or, when
@@ -109,9 +118,10 @@ class Tracker {
   Tracker(EffectiveConfig config, Config raw, Clock clock,
           std::unique_ptr<ShmSegment> shm, std::unique_ptr<RedisStore> redis);
 
-  ModelState* Find(absl::string_view model, size_t hash) const;
+  ModelState* Find(const NameKey& key) const;
+  absl::StatusOr<ModelState*> FindOrCreate(const NameKey& key);
   absl::StatusOr<ModelState*> FindOrCreate(absl::string_view model);
-  absl::StatusOr<ModelState*> CreateLocked(absl::string_view model, size_t hash)
+  absl::StatusOr<ModelState*> CreateLocked(absl::string_view model)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Checks `config` against the shared segment (every model in it); with
   // shm_update, writes its limits there instead.
@@ -120,13 +130,16 @@ class Tracker {
   absl::Status ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
   Decision Decide(ModelState* m, const Cost& cost, Mode mode);
+  Decision DecideShared(ModelState* m, const Cost& cost, Mode mode);  // shm, Redis
+  Decision CreateAndDecide(const NameKey& model, const Cost& cost, Mode mode);
+  // Record, when the model is new or its windows are not in this process.
+  absl::Status RecordShared(const NameKey& model, const Cost& cost);
   Decision DecideRemote(ModelState* m, const Cost& cost, Mode mode);
   // Runs `fn(WindowSet&, now, wall)` under the model's lock, wherever its
   // windows live (memory or shared memory).
   template <typename Fn>
   absl::Status WithWindows(ModelState* m, Fn fn);
   RemoteSpec SpecOf(ModelState* m);
-  static size_t HashName(absl::string_view name);
 
   // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time, the
   // model and the granted tokens, so settling another tracker's ticket, or

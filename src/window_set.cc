@@ -20,30 +20,49 @@ void RollDay(WindowSlot& s, int64_t wall) {
 }
 }  // namespace
 
-Verdict WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
+void WindowSet::Sync() {
+  fast_until_ms = 0;
+  if ((pending[0] | pending[1] | pending[2] | pending[3]) != 0) {
+    for (int i = 0; i < nwin; ++i) {
+      WindowSlot& s = slots[i];
+      // Calendar windows never run with the fast path.
+      if (!s.calendar) s.window.Add(pending[static_cast<int>(s.unit)]);
+    }
+  }
+  for (uint64_t& p : pending) p = 0;
+}
+
+void WindowSet::Prime(int64_t now) {
+  fast_until_ms = 0;
+  if (has_calendar || blocked_until_ms > now || caps_until_ms > now) return;
+  int64_t until = INT64_MAX;
+  uint64_t r[kUnits] = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+  for (int i = 0; i < nwin; ++i) {
+    WindowSlot& s = slots[i];
+    s.window.Advance(now);
+    until = std::min(until, s.window.head_end_ms());
+    if (s.cap == kUnlimited) continue;
+    const uint64_t used = s.window.used();
+    // Over its limit (records count whatever the limits say), a window
+    // refuses even a request that costs it nothing: the careful path says so.
+    if (used > s.cap) return;
+    uint64_t& left = r[static_cast<int>(s.unit)];
+    left = std::min(left, s.cap - used);
+  }
+  for (int u = 0; u < kUnits; ++u) room[u] = r[u];
+  fast_until_ms = until;
+}
+
+Verdict WindowSet::DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book) {
+  Sync();
+  const Verdict v = DecideWindows(now, wall, cost, book);
+  Prime(now);
+  return v;
+}
+
+Verdict WindowSet::DecideWindows(int64_t now, int64_t wall, const Cost& cost, bool book) {
   // One cost per unit, indexed by Unit: requests, tokens, input, output.
   const uint64_t costs[kUnits] = {1, cost.In(Unit::kTokens), cost.input, cost.output};
-  if (!has_calendar && blocked_until_ms <= now && caps_until_ms <= now) {
-    // The common case: sliding windows only, nothing from the provider in
-    // force. Check every window, then book every window.
-    const int n = nwin;
-    bool ok = true;
-    for (int i = 0; i < n; ++i) {
-      WindowSlot& s = slots[i];
-      s.window.Advance(now);
-      if (s.cap == kUnlimited) continue;
-      const uint64_t c = costs[static_cast<int>(s.unit)];
-      if (c > s.cap) return {RT_E_TOO_LARGE, RT_WAIT_NEVER};
-      ok &= s.window.Fits(c, s.cap);
-    }
-    if (ok) {
-      if (book) {
-        for (int i = 0; i < n; ++i) slots[i].window.Add(costs[static_cast<int>(slots[i].unit)]);
-      }
-      return {RT_OK, 0};
-    }
-    // Refused: the general path below computes the wait.
-  }
   bool fits = true;
   int64_t wait = 1;
   const int n = nwin;
@@ -105,11 +124,12 @@ Verdict WindowSet::Decide(int64_t now, int64_t wall, const Cost& cost, bool book
   return {RT_OK, 0};
 }
 
-void WindowSet::Record(int64_t now, int64_t wall, const Cost& cost) {
+void WindowSet::RecordSlow(int64_t now, int64_t wall, const Cost& cost) {
+  Sync();
   for (int i = 0; i < nwin; ++i) {
     WindowSlot& s = slots[i];
-    const uint64_t c = cost.In(s.limit.unit);
-    if (s.limit.calendar()) {
+    const uint64_t c = cost.In(s.unit);
+    if (s.calendar) {
       RollDay(s, wall);
       s.day_used = SatAdd(s.day_used, c);
     } else {
@@ -124,10 +144,12 @@ void WindowSet::Record(int64_t now, int64_t wall, const Cost& cost) {
       }
     }
   }
+  Prime(now);
 }
 
 void WindowSet::Settle(int64_t now, int64_t wall, int64_t at, int64_t at_wall,
                        const Cost& granted, const Cost& actual) {
+  Sync();
   for (int i = 0; i < nwin; ++i) {
     WindowSlot& s = slots[i];
     if (s.limit.unit == Unit::kRequests) continue;
@@ -149,6 +171,7 @@ void WindowSet::Settle(int64_t now, int64_t wall, int64_t at, int64_t at_wall,
 }
 
 uint64_t WindowSet::Used(int i, int64_t now, int64_t wall) {
+  Sync();
   WindowSlot& s = slots[i];
   if (s.limit.calendar()) {
     RollDay(s, wall);
@@ -159,6 +182,8 @@ uint64_t WindowSet::Used(int i, int64_t now, int64_t wall) {
 }
 
 void WindowSet::Clear() {
+  fast_until_ms = 0;
+  for (uint64_t& p : pending) p = 0;
   for (int i = 0; i < nwin; ++i) {
     slots[i].window.Clear();
     slots[i].day_used = 0;
@@ -175,13 +200,16 @@ void WindowSet::Observe(Unit unit, uint64_t remaining, int64_t until_ms, uint64_
   p.used = 0;
   if (limit != 0) p.observed_limit = limit;
   caps_until_ms = std::max(caps_until_ms, until_ms);
+  Sync();  // the fast path does not know caps: the next decision re-primes
 }
 
 void WindowSet::Block(int64_t until_ms) {
   blocked_until_ms = std::max(blocked_until_ms, until_ms);
+  Sync();  // the fast path does not know blocks
 }
 
 void WindowSet::SetLimits(const ModelLimits& l, int64_t guard_ms) {
+  Sync();
   std::vector<WindowSlot> next(l.windows.size());
   bool calendar = false;
   for (size_t i = 0; i < next.size(); ++i) {
@@ -223,6 +251,10 @@ ModelLimits WindowSet::Limits() const {
 void WindowSet::Repair() {
   if (nwin < 0 || nwin > ModelLimits::kMaxWindows) nwin = 0;
   for (int i = 0; i < nwin; ++i) slots[i].window.Repair();
+  // A writer killed in the fast path left a request partly pending (some
+  // units booked, not others), one killed in Sync some windows with the
+  // pending amounts: both count at most one request twice (conservative).
+  Sync();
 }
 
 std::string DescribeLimits(const ModelLimits& l) {

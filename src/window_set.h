@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "config.h"
+#include "ratetrack.h"
 #include "sliding_window.h"
 
 namespace ratetrack {
@@ -57,11 +58,25 @@ struct ProviderCap {
   uint64_t observed_limit;  // the provider's own limit (0: not reported)
 };
 
+// The fast path. Between two ticks of the windows (until the earliest
+// moment any sliding window's newest bucket ends), with no calendar window,
+// no provider cap and no 429 block in force, a decision needs only, per
+// unit, how much every window of that unit still takes ("room", computed
+// when the fast path is primed) and what has been booked since ("pending",
+// not yet written into the windows). A request fits every window of unit u
+// exactly when pending[u] + cost[u] <= room[u], so the fast path decides as
+// the windows would, with four comparisons instead of a pass over every
+// window. Every other operation first moves the pending amounts into the
+// windows (Sync), into each window's newest bucket, where they belong:
+// they were booked before that bucket ended.
 struct WindowSet {
   static constexpr int kUnits = 4;  // indexed by Unit
 
   int32_t nwin = 0;
   bool has_calendar = false;
+  int64_t fast_until_ms = 0;     // the fast path holds while now < this
+  uint64_t room[kUnits] = {};    // pending[u] <= room[u] while it holds
+  uint64_t pending[kUnits] = {};
   int64_t blocked_until_ms = 0;  // a 429: refused until then (monotonic)
   int64_t caps_until_ms = 0;     // the latest cap's end: none live before it
   ProviderCap caps[kUnits] = {};
@@ -70,9 +85,43 @@ struct WindowSet {
   // Checks every window at `now`; with `book`, books the request when it
   // fits. Never partial: a request refused by one window consumes nothing
   // from the others.
-  Verdict Decide(int64_t now, int64_t wall, const Cost& cost, bool book);
+  Verdict Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
+    // Costs that could make input + output wrap take the careful path.
+    if (__builtin_expect(now < fast_until_ms && ((cost.input | cost.output) >> 62) == 0, 1)) {
+      const uint64_t t = cost.input + cost.output;
+      const bool fits = (pending[0] < room[0]) & (t <= room[1] - pending[1]) &
+                        (cost.input <= room[2] - pending[2]) &
+                        (cost.output <= room[3] - pending[3]);
+      if (__builtin_expect(fits, 1)) {
+        if (book) {
+          pending[0] += 1;
+          pending[1] += t;
+          pending[2] += cost.input;
+          pending[3] += cost.output;
+        }
+        return {RT_OK, 0};
+      }
+    }
+    return DecideSlow(now, wall, cost, book);
+  }
   // Books a request that happened, whatever the limits say.
-  void Record(int64_t now, int64_t wall, const Cost& cost);
+  void Record(int64_t now, int64_t wall, const Cost& cost) {
+    if (__builtin_expect(now < fast_until_ms && ((cost.input | cost.output) >> 62) == 0, 1)) {
+      // Booked regardless of the limits, but the fast path's room must stay.
+      const uint64_t t = cost.input + cost.output;
+      const bool fits = (pending[0] < room[0]) & (t <= room[1] - pending[1]) &
+                        (cost.input <= room[2] - pending[2]) &
+                        (cost.output <= room[3] - pending[3]);
+      if (__builtin_expect(fits, 1)) {
+        pending[0] += 1;
+        pending[1] += t;
+        pending[2] += cost.input;
+        pending[3] += cost.output;
+        return;
+      }
+    }
+    RecordSlow(now, wall, cost);
+  }
   // Books the difference between granted and actual at the grant's time `at`
   // (calendar windows: while the grant's day is still counted).
   void Settle(int64_t now, int64_t wall, int64_t at, int64_t at_wall,
@@ -95,6 +144,16 @@ struct WindowSet {
   // Restores the invariants after a writer died in the middle of an update
   // (a robust mutex reported EOWNERDEAD).
   void Repair();
+
+ private:
+  // Moves the fast path's pending amounts into the windows and ends it.
+  void Sync();
+  // Starts the fast path at `now` when it can hold (windows advanced to
+  // `now`, nothing pending).
+  void Prime(int64_t now);
+  Verdict DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book);
+  Verdict DecideWindows(int64_t now, int64_t wall, const Cost& cost, bool book);
+  void RecordSlow(int64_t now, int64_t wall, const Cost& cost);
 };
 
 static_assert(std::is_trivially_copyable<WindowSet>::value,

@@ -1,5 +1,9 @@
 #include "sliding_window.h"
 
+#include <memory>
+
+#include "window_set.h"
+
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -156,6 +160,70 @@ TEST(SlidingWindowTest, RandomTrafficNeverOverAdmits) {
       }
     }
   }
+}
+
+WindowLimit Sliding(Unit unit, int64_t seconds, uint64_t limit) {
+  WindowLimit w{unit, seconds, limit, ""};
+  return w;
+}
+
+// The fast path (pending amounts against the room primed at the last tick)
+// must decide exactly as a pass over every window does. `slow` is kept off
+// it: reading its usage before every call ends the fast path. Records and
+// settles push windows over their limits now and then (they count whatever
+// the limits say), 429 blocks stop the fast path for a while.
+TEST(WindowSetTest, FastPathDecidesExactlyAsTheWindows) {
+  ModelLimits l;
+  l.windows = {Sliding(Unit::kRequests, 10, 150), Sliding(Unit::kTokens, 10, 6000),
+               Sliding(Unit::kInputTokens, 60, 30000), Sliding(Unit::kOutputTokens, 30, 4000),
+               Sliding(Unit::kTokens, 86400, kUnlimited)};
+  auto fast = std::make_unique<WindowSet>();
+  auto slow = std::make_unique<WindowSet>();
+  fast->SetLimits(l, 2);
+  slow->SetLimits(l, 2);
+  std::mt19937_64 rng(11);
+  int64_t now = 5000;
+  int on_fast_path = 0, admitted = 0, refused = 0;
+  for (int i = 0; i < 200000; ++i) {
+    if (rng() % 4 == 0) now += static_cast<int64_t>(rng() % 300);
+    const Cost c{rng() % 70, rng() % 25};
+    slow->Used(0, now, 0);
+    on_fast_path += now < fast->fast_until_ms;
+    const int op = static_cast<int>(rng() % 100);
+    if (op < 70) {
+      const Verdict a = fast->Decide(now, 0, c, /*book=*/true);
+      const Verdict b = slow->Decide(now, 0, c, /*book=*/true);
+      ASSERT_EQ(a.code, b.code) << "call " << i;
+      ASSERT_EQ(a.wait_ms, b.wait_ms) << "call " << i;
+      (a.code == RT_OK ? admitted : refused)++;
+    } else if (op < 85) {
+      const Verdict a = fast->Decide(now, 0, c, /*book=*/false);
+      const Verdict b = slow->Decide(now, 0, c, /*book=*/false);
+      ASSERT_EQ(a.code, b.code) << "call " << i;
+      ASSERT_EQ(a.wait_ms, b.wait_ms) << "call " << i;
+    } else if (op < 95) {
+      fast->Record(now, 0, c);
+      slow->Record(now, 0, c);
+    } else if (op < 99) {
+      const int64_t at = now - static_cast<int64_t>(rng() % 5000);
+      const Cost actual{rng() % 70, rng() % 25};
+      fast->Settle(now, 0, at, 0, c, actual);
+      slow->Settle(now, 0, at, 0, c, actual);
+    } else {
+      fast->Block(now + 500);
+      slow->Block(now + 500);
+    }
+    if (i % 997 == 0) {
+      for (int w = 0; w < fast->nwin; ++w) {
+        ASSERT_EQ(fast->Used(w, now, 0), slow->Used(w, now, 0)) << "window " << w << ", call " << i;
+      }
+    }
+  }
+  // The comparison means something only if both paths and both outcomes
+  // were taken often.
+  EXPECT_GT(on_fast_path, 50000);
+  EXPECT_GT(admitted, 20000);
+  EXPECT_GT(refused, 20000);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #
 #   scripts/bench-redis.sh [SECONDS] [PxT ...]    (default: 3 1x1 1x4 2x4)
 #   RT_BENCH_NO_BUILD=1 scripts/bench-redis.sh   (no rebuild: measure build/ as is)
+#   RT_BENCH_ROUNDS=5 scripts/bench-redis.sh     (interleaved rounds; default 3)
 #
 # Ratios are try_acquire / redis-benchmark INCR (throughput, p99); the last
 # two columns are try_acquire / in-program INCR. The issue's target:
@@ -17,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs=${1:-3}
+rounds=${RT_BENCH_ROUNDS:-3}
 shift || true
 cases=("$@")
 [ ${#cases[@]} -eq 0 ] && cases=(1x1 1x4 2x4)
@@ -57,6 +59,11 @@ url="redis://127.0.0.1:$port/0?prefix=rtbench&timeout_ms=50&on_error=closed"
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement"
 out=$(mktemp)
+# Rounds: every case is measured $rounds times, interleaved (INCR, then
+# try_acquire, case after case), and the table shows medians: this machine's
+# speed drifts by tens of percent within seconds, and a reference measured
+# next to the call it is compared with drifts with it.
+for round in $(seq "$rounds"); do
 for c in "${cases[@]}"; do
   p=${c%x*} t=${c#*x} clients=$((p * t))
   # redis-benchmark runs a number of requests: size it from a short probe.
@@ -71,30 +78,42 @@ for c in "${cases[@]}"; do
   ta=$(nice -n 10 build/benchmarks/bench_redis --url "$url" -p "$p" -t "$t" -s "$secs" --csv || true)
   echo "$c|$clients|$rb|$raw|$ta" >> "$out"
 done
-python3 - "$out" <<'PY'
-import sys
-print(f"\n{'PxT':>5} {'cli':>3} | {'INCR (redis-benchmark)':>24} | {'INCR (bench_redis)':>24} | "
+done
+python3 - "$out" "$rounds" <<'PY'
+import statistics, sys
+rounds = int(sys.argv[2])
+print(f"\nmedians of {rounds} interleaved rounds; ratios are medians of the per-round ratios")
+print(f"{'PxT':>5} {'cli':>3} | {'INCR (redis-benchmark)':>24} | {'INCR (bench_redis)':>24} | "
       f"{'try_acquire':>24} | {'tput':>5} {'p99':>5} | {'tput':>5} {'p99':>5}")
 print(f"{'':>5} {'':>3} | {'ops/s':>8} {'p50us':>7} {'p99us':>7} | {'ops/s':>8} {'p50us':>7} {'p99us':>7} | "
       f"{'ops/s':>8} {'p50us':>7} {'p99us':>7} | {'x rb':>5} {'x rb':>5} | {'x raw':>5} {'x raw':>5}")
+def parse(s):
+    f = s.split(",")
+    if len(f) < 9:
+        return None
+    return float(f[3]), float(f[4]), float(f[5]), int(f[8])
+rows = {}
 for line in open(sys.argv[1]):
     c, clients, rb, raw, ta = line.rstrip("\n").split("|")
     rb = rb.split(",")
-    rb_ops, rb_p50, rb_p99 = float(rb[1]), float(rb[4]) * 1000, float(rb[6]) * 1000
-    def parse(s):
-        f = s.split(",")
-        if len(f) < 9:
+    rows.setdefault((c, clients), []).append(
+        ((float(rb[1]), float(rb[4]) * 1000, float(rb[6]) * 1000, 0), parse(raw), parse(ta)))
+med = statistics.median
+for (c, clients), runs in rows.items():
+    def col(k):
+        xs = [r[k] for r in runs if r[k]]
+        if not xs:
             return None
-        return float(f[3]), float(f[4]), float(f[5]), int(f[8])
-    r, t = parse(raw), parse(ta)
+        return tuple(med(x[i] for x in xs) for i in range(3)) + (sum(x[3] for x in xs),)
+    def ratio(k, ref, i):
+        xs = [r[k][i] / r[ref][i] for r in runs if r[k] and r[ref] and r[ref][i]]
+        return f"{med(xs):5.2f}" if xs else f"{'-':>5}"
+    rb, r, t = col(0), col(1), col(2)
     def cols(x):
         return f"{x[0]:8.0f} {x[1]:7.1f} {x[2]:7.1f}" if x else f"{'failed':>24}"
-    def ratio(a, b):
-        return f"{a / b:5.2f}" if a and b else f"{'-':>5}"
     errs = [f"{name} {x[3]} errors" for name, x in (("raw", r), ("try_acquire", t)) if x and x[3]]
-    print(f"{c:>5} {clients:>3} | {rb_ops:8.0f} {rb_p50:7.1f} {rb_p99:7.1f} | {cols(r)} | {cols(t)} | "
-          f"{ratio(t and t[0], rb_ops)} {ratio(t and t[2], rb_p99)} | "
-          f"{ratio(t and t[0], r and r[0])} {ratio(t and t[2], r and r[2])}"
+    print(f"{c:>5} {clients:>3} | {cols(rb)} | {cols(r)} | {cols(t)} | "
+          f"{ratio(2, 0, 0)} {ratio(2, 0, 2)} | {ratio(2, 1, 0)} {ratio(2, 1, 2)}"
           + (f"   ({', '.join(errs)})" if errs else ""))
 PY
 rm -f "$out"

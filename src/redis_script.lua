@@ -1,21 +1,30 @@
 -- libratetrack: one atomic decision over every window of one model.
 -- KEYS[1]: the model's hash, "{prefix:model}" (one key: Redis Cluster safe).
--- ARGV:  1 op, 2 input tokens, 3 output tokens, 4 limits fingerprint,
---        5 update ("1"), 6 time argument (settle: the grant's time; block:
---        ms from now; observe: ms until the reset), 7-8 granted input/output
---        (settle), 9 observed unit (r t i o), 10 observed remaining,
---        11 observed limit, 12 ttl (ms), 13 window count, then per window:
---        name, width_ms, ring, limit (-1: none), unit (r t i o), day_end
---        (a calendar-day window: the client's next local midnight, Unix ms;
---        0 for a sliding window).
--- Fields: "fp" (the limits' fingerprint); "pv" (what the provider said,
--- only once it said something: "blocked_until,t,r,u,l,t,r,u,l,..." with a
--- cap's until, remaining, used since and the provider's limit per unit r t
--- i o); per sliding window W: "W:h" (newest bucket index), "W:u" (sum of the
--- counted buckets), "W:<index>" (a bucket); per calendar window W: "W:e"
--- (day end), "W:u" (used this day). Fields are written only when they
--- change, and the TTL is renewed when a bucket turns over: a hot model
--- costs TIME, one HMGET and one HSET.
+-- ARGV:  1 op, 2 the head: the limits' fingerprint, "\n", the windows'
+--        names ("r60,t60,rc86400,..."), "\n"; 3 update ("1"), 4 observed
+--        unit (r t i o), 5 numbers,
+--        packed as little-endian doubles (exact up to 2^53; the client clamps
+--        there): input tokens, output tokens, the time argument (settle: the
+--        grant's time; block: ms from now; observe: ms until the reset),
+--        granted input, granted output (settle), observed remaining,
+--        observed limit, ttl (ms), the window count n, then per window:
+--        width_ms, ring, limit (-1: none), unit (0 r, 1 t, 2 i, 3 o),
+--        day_end (a calendar-day window: the client's next local midnight,
+--        Unix ms; 0 for a sliding window); 6 and 7 the struct formats of the
+--        numbers and of the state ("<d<d..."), so that no call builds them.
+-- Fields: "s": the head it was written for (the fingerprint is the one of
+-- whoever first used the model, or replaced it with limits=update; empty
+-- for none yet), then the windows' state, packed: per window three doubles,
+-- sliding: newest bucket index, its count, the sum of the counted buckets;
+-- calendar: day end, used this day, 0. "pv" (what the provider said, only once it
+-- said something: "blocked_until,t,r,u,l,t,r,u,l,..." with a cap's until,
+-- remaining, used since and the provider's limit per unit r t i o); per
+-- sliding window W, "W:<index>": an older bucket's count, written when the
+-- newest bucket moves on.
+-- Hot path: TIME, one HMGET, one HSET of the packed state; numbers cross
+-- between Redis and Lua as packed doubles (struct), not as decimal text,
+-- and no closure or string is made but the state written. The TTL is
+-- renewed when a bucket turns over.
 -- The same arithmetic as src/sliding_window.cc and src/window_set.cc, on
 -- the server's clock.
 -- Returns {code, wait_ms, now_ms, ...}: code 0 ok, 1 limited, -3 too large,
@@ -23,8 +32,6 @@
 -- each window's used count, the block's remaining ms, and per unit
 -- (r t i o) the cap's remaining (-1: none), ms to its reset, and limit.
 local key = KEYS[1]
--- Integers as digits: Lua's default number format would write 1e+15.
-local function d(x) return string.format('%d', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op = ARGV[1]
@@ -32,144 +39,157 @@ if op == 'reset' then
   redis.call('DEL', key)
   return {0, 0, now}
 end
-local cin, cout = tonumber(ARGV[2]), tonumber(ARGV[3])
-local fp = ARGV[4]
-local update = ARGV[5] == '1'
-local targ = tonumber(ARGV[6])
-local ttl = tonumber(ARGV[12])
-local n = tonumber(ARGV[13])
-local units = {'r', 't', 'i', 'o'}
-local function cost_of(u, i_, o_)
-  if u == 'r' then return 1 elseif u == 'i' then return i_ elseif u == 'o' then return o_ end
-  return i_ + o_
-end
-local W = {}
-local fields = {'fp', 'pv'}
-local base = #fields
-for i = 1, n do
-  local b = 13 + (i - 1) * 6
-  local w = {name = ARGV[b + 1], width = tonumber(ARGV[b + 2]), ring = tonumber(ARGV[b + 3]),
-             limit = tonumber(ARGV[b + 4]), unit = ARGV[b + 5], day_end = tonumber(ARGV[b + 6])}
-  w.cal = w.day_end > 0
-  w.k = math.floor(now / w.width)
-  W[i] = w
-  if w.cal then
-    fields[#fields + 1] = w.name .. ':e'
-    fields[#fields + 1] = w.name .. ':u'
-    fields[#fields + 1] = 'fp'  -- placeholder: keeps three fields a window
-  else
-    fields[#fields + 1] = w.name .. ':h'
-    fields[#fields + 1] = w.name .. ':u'
-    fields[#fields + 1] = w.name .. ':' .. w.k
+local vals = redis.call('HMGET', key, 's', 'pv')
+local head = ARGV[2]
+local update = ARGV[3] == '1'
+local numbers = ARGV[5]
+-- L[1..9]: cin, cout, targ, gin, gout, observed remaining and limit, ttl, n;
+-- then five per window from L[10].
+local L = {struct.unpack(ARGV[6], numbers)}
+local cin, cout, targ, n = L[1], L[2], L[3], L[9]
+local blob = vals[1]
+local S
+local stored = nil   -- the stored fingerprint, when it differs from ours
+local write_head = head
+if blob and #blob == #head + 24 * n and string.sub(blob, 1, #head) == head then
+  -- The common case: our limits, our windows.
+  S = {struct.unpack(ARGV[7], blob, #head + 1)}
+else
+  local fp, names = string.match(head, '^(.-)\n(.-)\n$')
+  S = {}
+  for j = 1, 3 * n do S[j] = false end
+  if blob then
+    local sfp, snames, at = string.match(blob, '^(.-)\n(.-)\n()')
+    if sfp and sfp ~= '' and sfp ~= fp then
+      if (op == 'acquire' or op == 'check') and not update then
+        return {-2, 0, now, sfp}
+      end
+      if not update then
+        stored = sfp
+        write_head = sfp .. '\n' .. names .. '\n'
+      end
+    end
+    if snames then
+      -- The windows changed (limits=update): keep the ones that stay.
+      local old, k = {}, 0
+      local olds = {struct.unpack(string.rep('<d', math.floor((#blob - at + 1) / 8)), blob, at)}
+      for name in string.gmatch(snames, '[^,]+') do
+        old[name] = k
+        k = k + 1
+      end
+      local i = 0
+      for name in string.gmatch(names, '[^,]+') do
+        local o = old[name]
+        if o and 3 * o + 3 < #olds then
+          S[3 * i + 1], S[3 * i + 2], S[3 * i + 3] = olds[3 * o + 1], olds[3 * o + 2], olds[3 * o + 3]
+        end
+        i = i + 1
+      end
+    end
   end
+  if op == 'stats' and not blob then write_head = '\n' .. names .. '\n' end
 end
-local vals = redis.call('HMGET', key, unpack(fields))
-local stored = vals[1]
-if stored == false then stored = nil end  -- a missing field comes back as false
-if stored and stored ~= fp and (op == 'acquire' or op == 'check') and not update then
-  return {-2, 0, now, stored}
-end
+-- What a request costs each unit, indexed by unit + 1 (r t i o).
+local cost = {1, cin + cout, cin, cout}
+local fmt = string.format  -- '%d': Lua's default number format writes 1e+15
+-- What the provider said, by unit r t i o (only when it said something).
 local blocked = 0
-local caps = {}
-for _, u in ipairs(units) do caps[u] = {t = 0, r = 0, u = 0, l = 0} end
-local pv_present = vals[2] ~= false
-if pv_present then
+local caps = nil
+local pv_dirty = false
+if vals[2] or op == 'block' or op == 'observe' then
+  caps = {}
   local p = {}
-  for x in string.gmatch(vals[2], '[^,]+') do p[#p + 1] = tonumber(x) or 0 end
+  if vals[2] then
+    for x in string.gmatch(vals[2], '[^,]+') do p[#p + 1] = tonumber(x) or 0 end
+  end
   blocked = p[1] or 0
-  for j, u in ipairs(units) do
-    local o = 1 + (j - 1) * 4
+  for u = 0, 3 do
+    local o = 1 + u * 4
     caps[u] = {t = p[o + 1] or 0, r = p[o + 2] or 0, u = p[o + 3] or 0, l = p[o + 4] or 0}
   end
 end
-local pv_dirty = false
-local touched = vals[1] == false  -- a new key: set its TTL
+
+-- Every window, advanced to now. S[3i-2], S[3i-1], S[3i]: h, c, u (sliding)
+-- or e, u, 0 (calendar).
 local sets = {}
-local function set(f, v) sets[#sets + 1] = f; sets[#sets + 1] = d(v) end
+local touched = not blob  -- a new key: set its TTL
+local dirty = false
 for i = 1, n do
-  local w = W[i]
-  local o = base + (i - 1) * 3
-  if w.cal then
-    local e = tonumber(vals[o + 1])
-    local u = tonumber(vals[o + 2]) or 0
-    w.moved = false
-    if e == nil or now >= e then
-      u = 0
-      e = w.day_end
+  local b = 5 * i + 5  -- 10 + 5 * (i - 1)
+  local s = 3 * i - 2
+  local wd, rg, day_end = L[b], L[b + 1], L[b + 4]
+  if day_end > 0 then
+    local e = S[s]
+    if not e or now >= e then
+      e = day_end
       while e <= now do e = e + 86400000 end  -- the client's clock lags
-      w.moved = true
-      touched = true
+      S[s], S[s + 1], S[s + 2] = e, 0, 0
+      touched, dirty = true, true
     end
-    w.e, w.u, w.u0 = e, u, u
   else
-    local h = tonumber(vals[o + 1])
-    local u = tonumber(vals[o + 2]) or 0
-    local c = tonumber(vals[o + 3]) or 0
-    w.moved = false
-    if h == nil then
-      h, u, c = w.k, 0, 0
-      w.moved = true
-      touched = true
-    elseif w.k > h then
-      w.moved = true
-      touched = true
+    local k = math.floor(now / wd)
+    local h, c, u = S[s], S[s + 1], S[s + 2]
+    if not h then
+      S[s], S[s + 1], S[s + 2] = k, 0, 0
+      touched, dirty = true, true
+    elseif k > h then
+      -- The newest bucket moves on: the old one joins the ring as "W:<h>",
+      -- and buckets that no longer count leave.
+      local name = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
       local old = {}
-      if w.k - h >= w.ring then
-        for j = h - w.ring + 1, h do old[#old + 1] = w.name .. ':' .. j end
+      if k - h >= rg then
+        for j = h - rg + 1, h - 1 do old[#old + 1] = name .. ':' .. fmt('%d', j) end
         u = 0
       else
-        for j = h + 1, w.k do old[#old + 1] = w.name .. ':' .. (j - w.ring) end
+        if c ~= 0 then
+          sets[#sets + 1] = name .. ':' .. fmt('%d', h)
+          sets[#sets + 1] = fmt('%d', c)
+        end
+        for j = h + 1, k do old[#old + 1] = name .. ':' .. fmt('%d', j - rg) end
         local oc = redis.call('HMGET', key, unpack(old))
         for j = 1, #oc do u = u - (tonumber(oc[j]) or 0) end
         if u < 0 then u = 0 end
       end
-      redis.call('HDEL', key, unpack(old))
-      h, c = w.k, 0
-    elseif w.k < h then
-      -- The server's clock went back: book in the newest bucket (conservative).
-      c = tonumber(redis.call('HGET', key, w.name .. ':' .. h)) or 0
+      if #old > 0 then redis.call('HDEL', key, unpack(old)) end
+      S[s], S[s + 1], S[s + 2] = k, 0, u
+      touched, dirty = true, true
     end
-    w.h, w.u, w.c, w.u0, w.c0 = h, u, c, u, c
+    -- k < h: the server's clock went back; book in the newest bucket
+    -- (conservative).
   end
 end
-local function book(i_, o_)
-  for i = 1, n do
-    local w = W[i]
-    local c = cost_of(w.unit, i_, o_)
-    w.u = w.u + c
-    if not w.cal then w.c = w.c + c end
-  end
-  for _, u in ipairs(units) do
-    if caps[u].t > now then
-      caps[u].u = caps[u].u + cost_of(u, i_, o_)
-      pv_dirty = true
-    end
-  end
-end
+
 local result = {0, 0, now}
+local do_book = false
 if op == 'acquire' or op == 'check' then
   local fits, wait = true, 1
   for i = 1, n do
-    local w = W[i]
-    local c = cost_of(w.unit, cin, cout)
-    if w.limit >= 0 then
-      if c > w.limit then return {-3, 0, now} end
-      if w.u > w.limit or c > w.limit - w.u then
+    local b = 5 * i + 5
+    local c = cost[L[b + 3] + 1]
+    local lim = L[b + 2]
+    local calendar = L[b + 4] > 0
+    local u = calendar and S[3 * i - 1] or S[3 * i]
+    if lim >= 0 then
+      if c > lim then return {-3, 0, now} end
+      if u > lim or c > lim - u then
         fits = false
         local at
-        if w.cal then
-          at = w.e
+        if calendar then
+          at = S[3 * i - 2]
         else
-          local names = {}
-          for j = w.h - w.ring + 1, w.h do names[#names + 1] = w.name .. ':' .. j end
-          local counts = redis.call('HMGET', key, unpack(names))
-          counts[#counts] = w.c  -- the newest bucket, as advanced above
-          local remaining = w.u
-          at = (w.h + w.ring) * w.width
+          -- Oldest bucket first: bucket j stops counting at (j + ring) * width.
+          local wd, rg, h = L[b], L[b + 1], S[3 * i - 2]
+              local name = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
+          local fields = {}
+          for j = h - rg + 1, h - 1 do fields[#fields + 1] = name .. ':' .. fmt('%d', j) end
+          local counts = #fields > 0 and redis.call('HMGET', key, unpack(fields)) or {}
+          counts[#counts + 1] = S[3 * i - 1]  -- the newest bucket
+          local remaining = u
+          at = (h + rg) * wd
           for j = 1, #counts do
             remaining = remaining - (tonumber(counts[j]) or 0)
-            if remaining <= w.limit and c <= w.limit - remaining then
-              at = (w.h + j) * w.width
+            if remaining <= lim and c <= lim - remaining then
+              at = (h + j) * wd
               break
             end
           end
@@ -182,41 +202,54 @@ if op == 'acquire' or op == 'check' then
     fits = false
     if blocked - now > wait then wait = blocked - now end
   end
-  for _, u in ipairs(units) do
-    local p = caps[u]
-    local c = cost_of(u, cin, cout)
-    if p.t > now and (p.u > p.r or c > p.r - p.u) then
-      fits = false
-      if p.t - now > wait then wait = p.t - now end
+  if caps then
+    for u = 0, 3 do
+      local p = caps[u]
+      local c = cost[u + 1]
+      if p.t > now and (p.u > p.r or c > p.r - p.u) then
+        fits = false
+        if p.t - now > wait then wait = p.t - now end
+      end
     end
   end
   if not fits then
     result = {1, wait, now}
   elseif op == 'acquire' then
-    book(cin, cout)
+    do_book = true
   end
 elseif op == 'record' then
-  book(cin, cout)
+  do_book = true
 elseif op == 'settle' then
   local at = targ
-  local gin, gout = tonumber(ARGV[7]), tonumber(ARGV[8])
+  local granted = {1, L[4] + L[5], L[4], L[5]}
   for i = 1, n do
-    local w = W[i]
-    local delta = cost_of(w.unit, cin, cout) - cost_of(w.unit, gin, gout)
-    if w.unit ~= 'r' and delta ~= 0 then
-      if w.cal then
-        if at < w.e and at >= w.e - 90000000 then
-          w.u = math.max(w.u + delta, 0)
+    local b = 5 * i + 5
+    local s = 3 * i - 2
+    local unit = L[b + 3]
+    local delta = cost[unit + 1] - granted[unit + 1]
+    if unit ~= 0 and delta ~= 0 then
+      dirty = true
+      if L[b + 4] > 0 then
+        if at < S[s] and at >= S[s] - 90000000 then
+          S[s + 1] = math.max(S[s + 1] + delta, 0)
         end
       else
-        local j = math.floor(at / w.width)
-        if j > w.h then j = w.h end
-        if w.h - j < w.ring then
-          local f = w.name .. ':' .. j
-          local cj = (j == w.h) and w.c or (tonumber(redis.call('HGET', key, f)) or 0)
+        local h = S[s]
+        local j = math.floor(at / L[b])
+        if j > h then j = h end
+        if h - j < L[b + 1] then
+          local cj = S[s + 1]
+              if j ~= h then
+            cj = tonumber(redis.call('HGET', key, string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)') .. ':' .. fmt('%d', j))) or 0
+          end
           if delta < 0 and -delta > cj then delta = -cj end
-          w.u = math.max(w.u + delta, 0)
-          if j == w.h then w.c = cj + delta else set(f, cj + delta) end
+          S[s + 2] = math.max(S[s + 2] + delta, 0)
+          if j == h then
+            S[s + 1] = cj + delta
+          else
+            sets[#sets + 1] = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)') .. ':' .. fmt('%d', j)
+            sets[#sets + 1] = fmt('%d', cj + delta)
+          end
         end
       end
     end
@@ -225,17 +258,19 @@ elseif op == 'block' then
   if now + targ > blocked then blocked = now + targ end
   pv_dirty, touched = true, true
 elseif op == 'observe' then
-  local p = caps[ARGV[9]]
+  local p = caps[({r = 0, t = 1, i = 2, o = 3})[ARGV[4]]]
   if targ >= 0 then  -- a cap: remaining until the reset; else a limit only
-    p.t, p.r, p.u = now + targ, tonumber(ARGV[10]), 0
+    p.t, p.r, p.u = now + targ, L[6], 0
   end
-  if tonumber(ARGV[11]) > 0 then p.l = tonumber(ARGV[11]) end
+  if L[7] > 0 then p.l = L[7] end
   pv_dirty, touched = true, true
 elseif op == 'stats' then
-  for i = 1, n do result[#result + 1] = W[i].u end
+  for i = 1, n do
+    result[#result + 1] = L[5 * i + 9] > 0 and S[3 * i - 1] or S[3 * i]
+  end
   result[#result + 1] = math.max(blocked - now, 0)
-  for _, u in ipairs(units) do
-    local p = caps[u]
+  for u = 0, 3 do
+    local p = caps and caps[u] or {t = 0, r = 0, u = 0, l = 0}
     if p.t > now then
       result[#result + 1] = math.max(p.r - p.u, 0)
       result[#result + 1] = p.t - now
@@ -246,30 +281,43 @@ elseif op == 'stats' then
     result[#result + 1] = p.l
   end
 end
-for i = 1, n do
-  local w = W[i]
-  if w.cal then
-    if w.moved then set(w.name .. ':e', w.e) end
-    if w.moved or w.u ~= w.u0 then set(w.name .. ':u', w.u) end
-  else
-    if w.moved then set(w.name .. ':h', w.h) end
-    if w.moved or w.u ~= w.u0 then set(w.name .. ':u', w.u) end
-    if w.moved or w.c ~= w.c0 then set(w.name .. ':' .. w.h, w.c) end
+
+if do_book then
+  -- Books the cost in every window and in the provider's caps.
+  for i = 1, n do
+    local b = 5 * i + 5
+    local s = 3 * i - 2
+    local x = cost[L[b + 3] + 1]
+    S[s + 1] = S[s + 1] + x
+    if L[b + 4] == 0 then S[s + 2] = S[s + 2] + x end
+  end
+  dirty = true
+  if caps then
+    for u = 0, 3 do
+      if caps[u].t > now then
+        caps[u].u = caps[u].u + cost[u + 1]
+        pv_dirty = true
+      end
+    end
   end
 end
+if dirty or (update and stored == nil and blob and string.sub(blob, 1, #head) ~= head) then
+  sets[#sets + 1] = 's'
+  sets[#sets + 1] = write_head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n))
+end
 if pv_dirty then
-  local p = {d(blocked)}
-  for _, u in ipairs(units) do
+  local p = {fmt('%d', blocked)}
+  for u = 0, 3 do
     local c = caps[u]
-    p[#p + 1] = d(c.t) .. ',' .. d(c.r) .. ',' .. d(c.u) .. ',' .. d(c.l)
+    p[#p + 1] = fmt('%d,%d,%d,%d', c.t, c.r, c.u, c.l)
   end
   sets[#sets + 1] = 'pv'
   sets[#sets + 1] = table.concat(p, ',')
 end
-if op ~= 'stats' and (stored == nil or update) then
-  sets[#sets + 1] = 'fp'
-  sets[#sets + 1] = fp
+if #sets == 2 then
+  redis.call('HSET', key, sets[1], sets[2])
+elseif #sets > 0 then
+  redis.call('HSET', key, unpack(sets))
 end
-if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
-if touched then redis.call('PEXPIRE', key, math.max(ttl, blocked - now + 1000)) end
+if touched then redis.call('PEXPIRE', key, math.max(L[8], blocked - now + 1000)) end
 return result

@@ -1,6 +1,7 @@
 #include "redis_store.h"
 
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,7 +47,19 @@ struct timeval Tv(int64_t us) {
   return {static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
 }
 
-std::string Clamp(uint64_t v) { return std::to_string(std::min(v, kMaxExact)); }
+// The most arguments a command of ours has (the script call has 19).
+constexpr size_t kMaxArgs = 32;
+
+// A count as the script's double: exact, clamped at 2^53.
+double Exact(uint64_t v) { return static_cast<double>(std::min(v, kMaxExact)); }
+
+// A little-endian IEEE double, as the script's struct.unpack('<d') reads it
+// (integers up to 2^53 exactly).
+void AppendDouble(std::string* out, double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(bits >> (8 * i)));
+}
 
 char UnitLetter(Unit u) {
   switch (u) {
@@ -151,10 +164,18 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
     w.unit = slot.limit.unit;
     w.seconds = slot.limit.seconds;
     std::memcpy(w.calendar_tz, slot.limit.calendar_tz, sizeof w.calendar_tz);
+    absl::StrAppend(&s.names, i == 0 ? "" : ",", w.name);
+    for (double v : {static_cast<double>(w.width_ms), static_cast<double>(w.ring),
+                     static_cast<double>(w.limit), static_cast<double>(w.unit), 0.0}) {
+      AppendDouble(&s.layout, v);
+    }
     longest = std::max(longest, w.width_ms * w.ring);
   }
   s.ttl_ms = longest + 60000;  // a little longer than the longest window
   s.fingerprint = DescribeLimits(ws.Limits());
+  s.head = absl::StrCat(s.fingerprint, "\n", s.names, "\n");
+  for (int i = 0; i < 9 + 5 * s.n; ++i) s.numbers_format += "<d";
+  for (int i = 0; i < 3 * s.n; ++i) s.state_format += "<d";
   return s;
 }
 
@@ -230,25 +251,62 @@ void RedisStore::UnlockForFork(bool child) {
 
 absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us,
                                                     const std::vector<std::string>& argv) {
-  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
+  auto where = [&] { return absl::StrCat("Redis ", url_.host, ":", url_.port); };
   auto remaining = [&] { return deadline_us - NowUs(); };
-  auto command = [&](const std::vector<std::string>& args) -> redisReply* {
-    if (remaining() <= 0) return nullptr;
-    redisSetTimeout(c.ctx, Tv(remaining()));
-    std::vector<const char*> ptrs;
-    std::vector<size_t> lens;
-    for (const auto& a : args) {
-      ptrs.push_back(a.data());
-      lens.push_back(a.size());
+  // One command and its reply, within the deadline. The socket is never
+  // read or written unless poll(2) says it is ready, so no call blocks past
+  // the deadline and no per-command socket option is set.
+  bool timed_out = false;
+  auto wait_for = [&](short events) {
+    for (;;) {
+      const int64_t left = remaining();
+      if (left <= 0) return false;
+      struct pollfd pfd = {c.ctx->fd, events, 0};
+      struct timespec ts = {static_cast<time_t>(left / 1000000),
+                            static_cast<long>(left % 1000000) * 1000};
+      const int rc = ppoll(&pfd, 1, &ts, nullptr);
+      if (rc > 0) return true;
+      if (rc < 0 && errno == EINTR) continue;
+      return false;
     }
-    return static_cast<redisReply*>(
-        redisCommandArgv(c.ctx, static_cast<int>(args.size()), ptrs.data(), lens.data()));
+  };
+  auto command = [&](const std::vector<std::string>& args) -> redisReply* {
+    if (remaining() <= 0) {
+      timed_out = true;
+      return nullptr;
+    }
+    const char* ptrs[kMaxArgs];
+    size_t lens[kMaxArgs];
+    const int argc = static_cast<int>(std::min(args.size(), kMaxArgs));
+    for (int i = 0; i < argc; ++i) {
+      ptrs[i] = args[i].data();
+      lens[i] = args[i].size();
+    }
+    if (redisAppendCommandArgv(c.ctx, argc, ptrs, lens) != REDIS_OK) return nullptr;
+    for (int done = 0; !done;) {
+      if (redisBufferWrite(c.ctx, &done) != REDIS_OK) return nullptr;
+      if (!done && !wait_for(POLLOUT)) {
+        timed_out = true;
+        return nullptr;
+      }
+    }
+    for (;;) {
+      void* reply = nullptr;
+      if (redisGetReplyFromReader(c.ctx, &reply) != REDIS_OK) return nullptr;
+      if (reply != nullptr) return static_cast<redisReply*>(reply);
+      if (!wait_for(POLLIN)) {
+        timed_out = true;
+        return nullptr;
+      }
+      if (redisBufferRead(c.ctx) != REDIS_OK) return nullptr;
+    }
   };
   auto io_error = [&](const char* during) {
-    std::string msg = absl::StrCat(where, ": ", during, ": ",
+    std::string msg = absl::StrCat(where(), ": ", during, ": ",
                                    c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
-    if (c.ctx && (c.ctx->err == REDIS_ERR_IO) && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
+    if (timed_out || (c.ctx && c.ctx->err == REDIS_ERR_IO &&
+                      (errno == EAGAIN || errno == EWOULDBLOCK))) {
+      msg = absl::StrCat(where(), ": ", during, ": timed out after ", url_.timeout_ms, " ms");
     }
     c.Drop();
     return BackendError(msg);
@@ -257,7 +315,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
     c.ctx = nullptr;  // the parent's socket: leave it to the parent
   }
   if (c.ctx == nullptr) {
-    if (remaining() <= 0) return BackendError(absl::StrCat(where, ": timed out"));
+    if (remaining() <= 0) return BackendError(absl::StrCat(where(), ": timed out"));
     c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(remaining()));
     c.pid = getpid();
     if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
@@ -268,7 +326,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
       freeReplyObject(r);
       if (!err.empty()) {
         c.Drop();
-        return BackendError(absl::StrCat(where, ": ", during, ": ", err));
+        return BackendError(absl::StrCat(where(), ": ", during, ": ", err));
       }
       return absl::OkStatus();
     };
@@ -314,7 +372,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
     freeReplyObject(loaded);
     if (failed) {
       c.Drop();
-      return BackendError(absl::StrCat(where, ": SCRIPT LOAD: ", err));
+      return BackendError(absl::StrCat(where(), ": SCRIPT LOAD: ", err));
     }
   }
   redisReply* r = command(argv);
@@ -333,12 +391,12 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
     std::string err(r->str, r->len);
     freeReplyObject(r);
     c.Drop();
-    return BackendError(absl::StrCat(where, ": ", err));
+    return BackendError(absl::StrCat(where(), ": ", err));
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
     freeReplyObject(r);
     c.Drop();
-    return BackendError(absl::StrCat(where, ": unexpected reply to the script"));
+    return BackendError(absl::StrCat(where(), ": unexpected reply to the script"));
   }
   Reply out;
   const int64_t code = r->element[0]->integer;
@@ -381,7 +439,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   static const char* const kOps[] = {"acquire", "check", "record", "settle",
                                      "stats",   "reset", "block",  "observe"};
   std::vector<std::string> argv;
-  argv.reserve(16 + spec.n * 6);
+  argv.reserve(20);
   // By SHA once a connection has loaded the script (SCRIPT LOAD at connect);
   // the whole script before that.
   if (sha_known_.load(std::memory_order_acquire)) {
@@ -394,30 +452,34 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   argv.push_back("1");
   argv.push_back(absl::StrCat("{", url_.prefix, ":", model, "}"));
   argv.push_back(kOps[static_cast<int>(op)]);
-  argv.push_back(Clamp(cost.input));
-  argv.push_back(Clamp(cost.output));
-  argv.push_back(spec.fingerprint);
+  argv.push_back(spec.head);
   argv.push_back(url_.update_limits ? "1" : "0");
-  argv.push_back(std::to_string(time_arg));
-  argv.push_back(Clamp(granted.input));
-  argv.push_back(Clamp(granted.output));
   argv.push_back(std::string(1, UnitLetter(observation.unit)));
-  argv.push_back(Clamp(observation.remaining));
-  argv.push_back(Clamp(observation.limit));
-  argv.push_back(std::to_string(spec.ttl_ms));
-  argv.push_back(std::to_string(spec.n));
-  const int64_t wall = UnixMs();
+  // The numbers, packed: nine, then the windows' layout.
+  std::string numbers;
+  numbers.reserve(9 * 8 + spec.layout.size());
+  for (uint64_t v : {cost.input, cost.output}) AppendDouble(&numbers, Exact(v));
+  constexpr int64_t kMaxTime = int64_t{1} << 53;
+  AppendDouble(&numbers,
+               static_cast<double>(std::max(std::min(time_arg, kMaxTime), -kMaxTime)));
+  for (uint64_t v : {granted.input, granted.output, observation.remaining, observation.limit}) {
+    AppendDouble(&numbers, Exact(v));
+  }
+  AppendDouble(&numbers, static_cast<double>(spec.ttl_ms));
+  AppendDouble(&numbers, static_cast<double>(spec.n));
+  const size_t layout_at = numbers.size();
+  numbers += spec.layout;
   for (int i = 0; i < spec.n; ++i) {
     const RemoteSpec::Window& w = spec.w[i];
-    argv.push_back(w.name);
-    argv.push_back(std::to_string(w.width_ms));
-    argv.push_back(std::to_string(w.ring));
-    argv.push_back(std::to_string(w.limit));
-    argv.push_back(std::string(1, UnitLetter(w.unit)));
-    argv.push_back(w.calendar_tz[0] != '\0'
-                       ? std::to_string(NextLocalMidnightMs(w.calendar_tz, wall))
-                       : std::string("0"));
+    if (w.calendar_tz[0] == '\0') continue;
+    // The client's next local midnight: the script's start for a new day.
+    std::string day_end;
+    AppendDouble(&day_end, static_cast<double>(NextLocalMidnightMs(w.calendar_tz, UnixMs())));
+    numbers.replace(layout_at + static_cast<size_t>(i) * 40 + 32, 8, day_end);
   }
+  argv.push_back(std::move(numbers));
+  argv.push_back(spec.numbers_format);
+  argv.push_back(spec.state_format);
   // A free connection of the pool, starting from this thread's own.
   static thread_local unsigned home = static_cast<unsigned>(
       std::hash<std::thread::id>{}(std::this_thread::get_id()));

@@ -60,6 +60,14 @@ struct RemoteSpec {
   Window w[ModelLimits::kMaxWindows];
   int64_t ttl_ms = 0;
   std::string fingerprint;  // DescribeLimits: "conflict" detection
+  std::string names;        // "r60,t60,rc86400": the windows' names, in order
+  std::string head;         // fingerprint "\n" names "\n": what the state is for
+  std::string numbers_format;  // "<d" per number sent (9 + 5 per window)
+  std::string state_format;    // "<d" per number of state (3 per window)
+  // Per window five little-endian doubles (width, ring, limit or -1, unit,
+  // day end: 0 here, set per call for calendar windows): what the script
+  // unpacks without parsing text.
+  std::string layout;
 
   static RemoteSpec From(const WindowSet& windows);
 };

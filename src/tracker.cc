@@ -94,7 +94,9 @@ struct Tracker::ModelState {
   std::atomic<uint64_t> admitted{0};
   std::atomic<uint64_t> refused{0};
   WindowSet local ABSL_GUARDED_BY(mu);  // "memory" backend
-  RemoteSpec spec ABSL_GUARDED_BY(mu);  // "redis:" backend: limits to send
+  // "redis:" backend: the limits to send, replaced (never changed) when the
+  // limits change, so a call copies a pointer, not the strings.
+  std::shared_ptr<const RemoteSpec> spec ABSL_GUARDED_BY(mu);
   // This process's configuration disagrees with the segment's limits:
   // decisions fail with RT_E_CONFIG (records still book).
   std::atomic<bool> conflict{false};
@@ -268,7 +270,7 @@ absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view mod
   } else {
     SpinLockHolder ml(&s->mu);
     s->local.SetLimits(limits, clock_.resolution_ms);
-    if (redis_ != nullptr) s->spec = RemoteSpec::From(s->local);
+    if (redis_ != nullptr) s->spec = std::make_shared<const RemoteSpec>(RemoteSpec::From(s->local));
   }
   Table* t = table_.load(std::memory_order_relaxed);
   if ((t->count + 1) * 2 > t->mask + 1) {
@@ -299,13 +301,14 @@ absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view mod
   return s;
 }
 
-RemoteSpec Tracker::SpecOf(ModelState* m) {
+std::shared_ptr<const RemoteSpec> Tracker::SpecOf(ModelState* m) {
   SpinLockHolder l(&m->mu);
   return m->spec;
 }
 
 Decision Tracker::DecideRemote(ModelState* m, const Cost& cost, Mode mode) {
-  const RemoteSpec spec = SpecOf(m);
+  const std::shared_ptr<const RemoteSpec> shared_spec = SpecOf(m);
+  const RemoteSpec& spec = *shared_spec;
   auto r = redis_->Run(mode == Mode::kCheck ? RedisStore::Op::kCheck : RedisStore::Op::kAcquire,
                        m->name, spec, cost);
   if (r.ok()) {
@@ -501,7 +504,7 @@ absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   if (redis_ != nullptr) {
-    auto r = redis_->Run(RedisStore::Op::kRecord, m->name, SpecOf(m), cost);
+    auto r = redis_->Run(RedisStore::Op::kRecord, m->name, *SpecOf(m), cost);
     if (r.ok()) return absl::OkStatus();
     // Not lost: this process's own windows keep it.
     SpinLockHolder l(&m->mu);
@@ -523,7 +526,7 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
     // A fresh process settling another's grant: learn the shared ticket key
     // (one round trip; the answer itself does not matter).
     auto found = FindOrCreate(model);
-    if (found.ok()) redis_->Run(RedisStore::Op::kStats, model, SpecOf(*found), Cost{}).IgnoreError();
+    if (found.ok()) redis_->Run(RedisStore::Op::kStats, model, *SpecOf(*found), Cost{}).IgnoreError();
   }
   const bool remote = redis_ != nullptr && at >= 0 &&
                       MakeTicket(at, hash, granted, true) == grant;
@@ -536,7 +539,7 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   if (remote) {
-    auto r = redis_->Run(RedisStore::Op::kSettle, model, SpecOf(m), actual, at, granted);
+    auto r = redis_->Run(RedisStore::Op::kSettle, model, *SpecOf(m), actual, at, granted);
     if (!r.ok() && redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
     return absl::OkStatus();  // a grant made in Redis is settled there or not at all
   }
@@ -567,7 +570,7 @@ absl::StatusOr<int> Tracker::Observe(absl::string_view model,
     const uint64_t remaining = ur.remaining.value_or(0);
     const uint64_t limit = ur.limit.value_or(0);
     if (redis_ != nullptr) {
-      auto r = redis_->Run(RedisStore::Op::kObserve, model, SpecOf(m), Cost{0, 0},
+      auto r = redis_->Run(RedisStore::Op::kObserve, model, *SpecOf(m), Cost{0, 0},
                            cap ? static_cast<int64_t>(reset) : -1, Cost{0, 0},
                            RedisStore::Observation{static_cast<Unit>(u), remaining, limit});
       if (r.ok()) continue;
@@ -592,7 +595,7 @@ absl::Status Tracker::ReportLimited(absl::string_view model, uint64_t retry_afte
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   if (redis_ != nullptr) {
-    auto r = redis_->Run(RedisStore::Op::kBlock, model, SpecOf(m), Cost{0, 0},
+    auto r = redis_->Run(RedisStore::Op::kBlock, model, *SpecOf(m), Cost{0, 0},
                          static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
     if (r.ok()) return absl::OkStatus();
     // Redis is away: at least this process holds back.
@@ -650,7 +653,7 @@ absl::Status Tracker::ApplyLocked(EffectiveConfig config) {
     SpinLockHolder ml(&m->mu);
     m->local.SetLimits(config_.Resolve(m->name), clock_.resolution_ms);
     if (redis_ != nullptr) {
-      m->spec = RemoteSpec::From(m->local);
+      m->spec = std::make_shared<const RemoteSpec>(RemoteSpec::From(m->local));
       m->problem.clear();
     }
   }
@@ -707,7 +710,7 @@ absl::Status Tracker::Reset() {
       for (const auto& m : models_) {
         SpinLockHolder ml(&m->mu);
         m->local.Clear();
-        todo.push_back({m->name, m->spec});
+        todo.push_back({m->name, *m->spec});
       }
     }
     absl::Status st = absl::OkStatus();
@@ -781,7 +784,7 @@ std::string Tracker::StatsJson() const {
       for (const auto& m : models_) {
         SpinLockHolder ml(&m->mu);
         snapshot(m->name, m->local, clock_.Now(), wall);  // Redis: replaced below if it answers
-        if (redis_ != nullptr) remote.push_back({m->name, m->spec});
+        if (redis_ != nullptr) remote.push_back({m->name, *m->spec});
       }
     }
     for (const std::string& name : config_.ListedModels()) {

@@ -139,7 +139,7 @@ class Tracker {
   // windows live (memory or shared memory).
   template <typename Fn>
   absl::Status WithWindows(ModelState* m, Fn fn);
-  RemoteSpec SpecOf(ModelState* m);
+  std::shared_ptr<const RemoteSpec> SpecOf(ModelState* m);
 
   // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time, the
   // model and the granted tokens, so settling another tracker's ticket, or

@@ -10,9 +10,9 @@
 // Reading a whole word may read bytes past the terminator. That is safe
 // where it is done: never across a 4 KiB page boundary (a load that would
 // cross one is done byte by byte), so it never touches a page the string
-// does not. The sanitizers cannot know that, so the scan is not
-// instrumented; the key's bytes after the terminator are masked off and
-// never used.
+// does not; the key's bytes after the terminator are masked off and never
+// used. Sanitizers would report those reads, so under one the name is
+// measured with strlen (and the caller's string is checked).
 #ifndef RATETRACK_SRC_NAME_KEY_H_
 #define RATETRACK_SRC_NAME_KEY_H_
 
@@ -22,13 +22,13 @@
 
 #include "absl/strings/string_view.h"
 
-// Instrumentation is added after inlining (GCC), so a scan inlined into an
-// instrumented caller would be checked after all: under a sanitizer the
-// scan stays a function of its own.
+// Under a sanitizer the name is measured with strlen instead (the same key,
+// by construction): the word scan reads past the terminator, which the
+// sanitizer would report, and strlen lets it check the caller's string.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RATETRACK_SCAN_INLINE noinline
+#define RATETRACK_NAME_SCAN 0
 #else
-#define RATETRACK_SCAN_INLINE always_inline
+#define RATETRACK_NAME_SCAN 1
 #endif
 
 namespace ratetrack {
@@ -51,8 +51,10 @@ struct NameKey {
   absl::string_view view() const { return absl::string_view(data, size); }
 
   // From a NUL-terminated string.
-  __attribute__((no_sanitize("address", "thread"), RATETRACK_SCAN_INLINE)) static NameKey
-  FromCString(const char* s) {
+  __attribute__((always_inline)) static NameKey FromCString(const char* s) {
+#if !RATETRACK_NAME_SCAN
+    return FromView(absl::string_view(s, std::strlen(s)));
+#else
     NameKey k;
     k.data = s;
     uint64_t h = kSeed;
@@ -80,6 +82,7 @@ struct NameKey {
       h = MixWord(h, v);
       off += 8;
     }
+#endif
   }
   // From any bytes; the same key as FromCString for the same name.
   static inline NameKey FromView(absl::string_view s);
@@ -116,7 +119,7 @@ struct NameKey {
   // The 8 bytes at `p` as a little-endian word: one plain (unaligned) load,
   // not a call to memcpy, which a sanitizer would check.
   typedef uint64_t UnalignedWord __attribute__((may_alias, aligned(1)));
-  __attribute__((no_sanitize("address", "thread"), RATETRACK_SCAN_INLINE)) static uint64_t Load(
+  __attribute__((always_inline)) static uint64_t Load(
       const char* p) {
     uint64_t v = *reinterpret_cast<const UnalignedWord*>(p);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__

@@ -44,6 +44,9 @@ class SlidingWindow {
   // The end of the newest bucket: Advance is a no-op before then.
   int64_t head_end_ms() const { return head_end_ms_; }
 
+  // The newest bucket's count.
+  uint64_t head_count() const { return head_count_; }
+
   // Units currently counted (call Advance first).
   uint64_t used() const { return used_; }
 

@@ -1,6 +1,7 @@
 #include "window_set.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -23,13 +24,28 @@ void RollDay(WindowSlot& s, int64_t wall) {
 void WindowSet::Sync() {
   fast_until_ms = 0;
   if ((pending[0] | pending[1] | pending[2] | pending[3]) != 0) {
+    // Each step is ordered (a writer killed between two of them leaves a
+    // state Repair can finish): the window and its count once done, the
+    // add, the mark.
     for (int i = 0; i < nwin; ++i) {
       WindowSlot& s = slots[i];
       // Calendar windows never run with the fast path.
-      if (!s.calendar) s.window.Add(pending[static_cast<int>(s.unit)]);
+      if (s.calendar || (sync_done >> i & 1) != 0) continue;
+      const uint64_t p = pending[static_cast<int>(s.unit)];
+      sync_target = SatAdd(s.window.head_count(), p);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      sync_index = i;
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      s.window.Add(p);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      sync_done |= uint32_t{1} << i;
+      std::atomic_signal_fence(std::memory_order_seq_cst);
     }
   }
   for (uint64_t& p : pending) p = 0;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  sync_index = -1;
+  sync_done = 0;
 }
 
 void WindowSet::Prime(int64_t now) {
@@ -251,9 +267,14 @@ ModelLimits WindowSet::Limits() const {
 void WindowSet::Repair() {
   if (nwin < 0 || nwin > ModelLimits::kMaxWindows) nwin = 0;
   for (int i = 0; i < nwin; ++i) slots[i].window.Repair();
-  // A writer killed in the fast path left a request partly pending (some
-  // units booked, not others), one killed in Sync some windows with the
-  // pending amounts: both count at most one request twice (conservative).
+  // A writer killed in Sync: the window it was adding to has the pending
+  // amount if its newest bucket reached the target count. Then Sync goes
+  // on with the windows not done. (One killed in the fast path left a
+  // request partly pending, some units booked and not others: conservative.)
+  if (sync_index >= 0 && sync_index < nwin &&
+      slots[sync_index].window.head_count() == sync_target) {
+    sync_done |= uint32_t{1} << sync_index;
+  }
   Sync();
 }
 

@@ -77,6 +77,12 @@ struct WindowSet {
   int64_t fast_until_ms = 0;     // the fast path holds while now < this
   uint64_t room[kUnits] = {};    // pending[u] <= room[u] while it holds
   uint64_t pending[kUnits] = {};
+  // Sync in progress (shared memory: its writer may die half-way): windows
+  // done (bit i), and the one being done with its newest bucket's count
+  // once done. Repair finishes the job, counting nothing twice.
+  uint32_t sync_done = 0;
+  int32_t sync_index = -1;
+  uint64_t sync_target = 0;
   int64_t blocked_until_ms = 0;  // a 429: refused until then (monotonic)
   int64_t caps_until_ms = 0;     // the latest cap's end: none live before it
   ProviderCap caps[kUnits] = {};
@@ -156,6 +162,7 @@ struct WindowSet {
   void RecordSlow(int64_t now, int64_t wall, const Cost& cost);
 };
 
+static_assert(ModelLimits::kMaxWindows <= 32, "WindowSet::sync_done has a bit per window");
 static_assert(std::is_trivially_copyable<WindowSet>::value,
               "WindowSet lives in shared memory");
 

@@ -14,9 +14,17 @@
 namespace ratetrack {
 namespace {
 
+// Any bytes but NUL: model names are UTF-8 ("gpt-été"), and a wrong
+// zero-byte test is fooled by bytes >= 0x80 and by 0x01 next to the end.
 std::string NameOfLength(size_t n, char seed) {
   std::string s;
-  for (size_t i = 0; i < n; ++i) s.push_back(static_cast<char>('a' + (seed + i * 7) % 26));
+  uint64_t x = 0x9e3779b97f4a7c15ULL * (static_cast<unsigned char>(seed) + 1);
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    s.push_back(static_cast<char>(1 + (x >> 33) % 255));
+  }
+  if (n > 0 && seed % 3 == 0) s[n - 1] = '\x01';
+  if (n > 1 && seed % 3 == 1) s[n - 2] = '\x80';
   return s;
 }
 
@@ -43,6 +51,14 @@ TEST(NameKeyTest, CStringScanEqualsByteComputationAtEveryLengthAndAlignment) {
       EXPECT_EQ(scanned.data, buf + align);
       ExpectSameKey(scanned, NameKey::FromView(name));
     }
+  }
+}
+
+TEST(NameKeyTest, Utf8NamesKeepEveryByte) {
+  for (const char* name : {"gpt-\xc3\xa9t\xc3\xa9", "\xff\xfe\x80\x81\x01model", "m\x01\x01\x01\x01\x01\x01\x01\x01x"}) {
+    const NameKey k = NameKey::FromCString(name);
+    EXPECT_EQ(k.size, std::strlen(name)) << name;
+    ExpectSameKey(k, NameKey::FromView(name));
   }
 }
 

@@ -1,12 +1,12 @@
 #include "sliding_window.h"
 
-#include <memory>
-
-#include "window_set.h"
-
 #include <cstdint>
+#include <cstdio>
+#include <memory>
 #include <random>
 #include <vector>
+
+#include "window_set.h"
 
 #include "gtest/gtest.h"
 
@@ -174,9 +174,11 @@ WindowLimit Sliding(Unit unit, int64_t seconds, uint64_t limit) {
 // the limits say), 429 blocks stop the fast path for a while.
 TEST(WindowSetTest, FastPathDecidesExactlyAsTheWindows) {
   ModelLimits l;
-  l.windows = {Sliding(Unit::kRequests, 10, 150), Sliding(Unit::kTokens, 10, 6000),
-               Sliding(Unit::kInputTokens, 60, 30000), Sliding(Unit::kOutputTokens, 30, 4000),
-               Sliding(Unit::kTokens, 86400, kUnlimited)};
+  // Two limited windows per unit for requests and tokens (the room is the
+  // least of them), an unlimited one, one unit with no window at all.
+  l.windows = {Sliding(Unit::kRequests, 10, 150),     Sliding(Unit::kTokens, 10, 6000),
+               Sliding(Unit::kInputTokens, 60, 30000), Sliding(Unit::kRequests, 600, 4000),
+               Sliding(Unit::kTokens, 300, 90000),     Sliding(Unit::kTokens, 86400, kUnlimited)};
   auto fast = std::make_unique<WindowSet>();
   auto slow = std::make_unique<WindowSet>();
   fast->SetLimits(l, 2);
@@ -209,9 +211,33 @@ TEST(WindowSetTest, FastPathDecidesExactlyAsTheWindows) {
       const Cost actual{rng() % 70, rng() % 25};
       fast->Settle(now, 0, at, 0, c, actual);
       slow->Settle(now, 0, at, 0, c, actual);
-    } else {
+    } else if (op < 100 && rng() % 2 == 0) {
       fast->Block(now + 500);
       slow->Block(now + 500);
+    } else {
+      // What the provider said: a cap until shortly.
+      const Unit u = static_cast<Unit>(rng() % 4);
+      const uint64_t remaining = rng() % 400;
+      fast->Observe(u, remaining, now + 700, 0);
+      slow->Observe(u, remaining, now + 700, 0);
+    }
+    if (i % 50021 == 0) {
+      // A cost that does not fit anywhere, and one that overflows a sum.
+      const Cost huge{uint64_t{1} << 62, uint64_t{1} << 62};
+      EXPECT_EQ(fast->Decide(now, 0, huge, true).code, slow->Decide(now, 0, huge, true).code);
+      const Cost big{UINT64_MAX, 1};
+      fast->Record(now, 0, Cost{1, 1});
+      slow->Record(now, 0, Cost{1, 1});
+      EXPECT_EQ(fast->Decide(now, 0, big, false).code, slow->Decide(now, 0, big, false).code);
+    }
+    if (i == 120000) {
+      // New limits keep the usage of the windows that stay.
+      fast->SetLimits(l, 2);
+      slow->SetLimits(l, 2);
+    }
+    if (i == 150000) {
+      fast->Clear();
+      slow->Clear();
     }
     if (i % 997 == 0) {
       for (int w = 0; w < fast->nwin; ++w) {
@@ -221,9 +247,57 @@ TEST(WindowSetTest, FastPathDecidesExactlyAsTheWindows) {
   }
   // The comparison means something only if both paths and both outcomes
   // were taken often.
-  EXPECT_GT(on_fast_path, 50000);
+  EXPECT_GT(on_fast_path, 30000);
   EXPECT_GT(admitted, 20000);
   EXPECT_GT(refused, 20000);
+}
+
+// A calendar-day window keeps every decision on the full pass (its day is
+// on the wall clock, which the fast path does not read).
+TEST(WindowSetTest, CalendarWindowsNeverTakeTheFastPath) {
+  ModelLimits l;
+  WindowLimit day = Sliding(Unit::kRequests, 86400, 3);
+  std::snprintf(day.calendar_tz, sizeof day.calendar_tz, "%s", "UTC");
+  l.windows = {Sliding(Unit::kRequests, 60, 100), day};
+  auto ws = std::make_unique<WindowSet>();
+  ws->SetLimits(l, 2);
+  const int64_t wall = int64_t{1767225600} * 1000;  // 2026-01-01T00:00Z
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(ws->Decide(1000 + i, wall + i, Cost{1, 0}, true).code, RT_OK);
+    EXPECT_EQ(ws->fast_until_ms, 0);
+  }
+  EXPECT_EQ(ws->Decide(1010, wall + 10, Cost{1, 0}, true).code, RT_LIMITED);
+  EXPECT_EQ(ws->Decide(1020, wall + 86400000, Cost{1, 0}, true).code, RT_OK);  // the next day
+}
+
+// A writer that dies in the middle of Sync (shared memory) leaves windows
+// done and not done; Repair finishes, and counts nothing twice.
+TEST(WindowSetTest, RepairFinishesAnInterruptedSyncWithoutCountingTwice) {
+  ModelLimits l;
+  l.windows = {Sliding(Unit::kRequests, 3600, 50), Sliding(Unit::kTokens, 3600, 100000),
+               Sliding(Unit::kRequests, 86400, 1000)};
+  for (int died_after = 0; died_after <= 3; ++died_after) {
+    SCOPED_TRACE(testing::Message() << "died after window " << died_after);
+    auto ws = std::make_unique<WindowSet>();
+    ws->SetLimits(l, 2);
+    for (int i = 0; i < 30; ++i) ASSERT_EQ(ws->Decide(1000, 0, Cost{10, 0}, true).code, RT_OK);
+    ASSERT_GT(ws->pending[0], 0u);  // on the fast path
+    // What Sync does, window by window, until the writer dies.
+    for (int w = 0; w < died_after && w < ws->nwin; ++w) {
+      WindowSlot& s = ws->slots[w];
+      const uint64_t p = ws->pending[static_cast<int>(s.unit)];
+      ws->sync_target = s.window.head_count() + p;
+      ws->sync_index = w;
+      s.window.Advance(1000);
+      s.window.Add(p);
+      if (w + 1 < died_after) ws->sync_done |= 1u << w;  // the last one: added, not marked
+    }
+    ws->Repair();
+    EXPECT_EQ(ws->Used(0, 1000, 0), 30u);
+    EXPECT_EQ(ws->Used(1, 1000, 0), 300u);
+    EXPECT_EQ(ws->Used(2, 1000, 0), 30u);
+    EXPECT_EQ(ws->Decide(1000, 0, Cost{10, 0}, true).code, RT_OK);  // 31 of 50
+  }
 }
 
 }  // namespace

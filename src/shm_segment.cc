@@ -271,8 +271,14 @@ void ShmSegment::ForEach(const std::function<void(ShmModel*)>& fn) const {
 }
 
 absl::Status ShmSegment::Lock(ShmModel* m) {
-  int rc = pthread_mutex_lock(&m->mu);
+  const int rc = pthread_mutex_lock(&m->mu);
   if (rc == 0) return absl::OkStatus();
+  return Locked(m, rc);
+}
+
+pthread_mutex_t* ShmSegment::Mutex(ShmModel* m) { return &m->mu; }
+
+absl::Status ShmSegment::Locked(ShmModel* m, int rc) {
   if (rc == EOWNERDEAD) {
     // The last owner died holding the lock, maybe mid-update.
     m->windows.Repair();

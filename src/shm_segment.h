@@ -63,6 +63,13 @@ class ShmSegment {
   static absl::Status Lock(ShmModel* m);
   static void Unlock(ShmModel* m);
   static WindowSet& Windows(ShmModel* m);
+  // The slot's mutex, for callers that lock it themselves (the hot path);
+  // a pthread_mutex_lock result other than 0 goes to Locked().
+  static pthread_mutex_t* Mutex(ShmModel* m);
+  // After pthread_mutex_lock(Mutex(m)) returned `rc` != 0: EOWNERDEAD (the
+  // last owner died holding it) repairs the windows and returns OK, locked;
+  // anything else is an error, not locked.
+  static absl::Status Locked(ShmModel* m, int rc);
   static absl::string_view Name(const ShmModel* m);
 
   // Validates NAME: 1 to 64 of [A-Za-z0-9_.-], not starting with '.'.

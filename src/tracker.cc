@@ -86,7 +86,9 @@ struct Tracker::ModelState {
   // come first, ahead of the windows.
   const NameKey key;  // refers to `name`
   const size_t hash;
-  ShmModel* shared = nullptr;           // "shm:" backend: the segment's slot
+  ShmModel* shared = nullptr;           // "shm:" backend: the segment's slot,
+  pthread_mutex_t* shared_mu = nullptr;  // its mutex
+  WindowSet* shared_ws = nullptr;        // and its windows (mapped for good)
   SpinLock mu;
   // This process's decisions, for metrics. Bumped under the model's lock
   // (a plain load and store: no atomic read-modify-write on the hot path),
@@ -254,6 +256,8 @@ absl::StatusOr<Tracker::ModelState*> Tracker::CreateLocked(absl::string_view mod
     auto slot = shm_->FindOrCreate(model, hash, limits, clock_.resolution_ms, &created);
     if (!slot.ok()) return slot.status();
     s->shared = *slot;
+    s->shared_mu = ShmSegment::Mutex(s->shared);
+    s->shared_ws = &ShmSegment::Windows(s->shared);
     if (!created && config_.Knows(model)) {
       ShmModelLock sl(s->shared);
       if (!sl.status().ok()) return sl.status();
@@ -365,12 +369,10 @@ absl::Status Tracker::WithWindows(ModelState* m, Fn fn) {
 // clock's.
 __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, const Cost& cost,
                                                                Mode mode) {
-  if (__builtin_expect(redis_ != nullptr || m->shared != nullptr, 0)) {
-    return DecideShared(m, cost, mode);
-  }
   int64_t now;
   Verdict v;
-  {
+  if (__builtin_expect(m->shared == nullptr, 1)) {
+    if (__builtin_expect(redis_ != nullptr, 0)) return DecideShared(m, cost, mode);
     SpinLockHolder l(&m->mu);
     // Read under the lock: the time booked is the time of the decision, so
     // buckets are filled in time order whatever the scheduler does.
@@ -378,6 +380,17 @@ __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, co
     v = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
                         mode != Mode::kCheck);
     if (mode != Mode::kCheck) Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
+  } else {
+    // Shared memory: the same under the slot's robust mutex (a dead owner
+    // and a configuration conflict go the long way).
+    const int rc = m->conflict.load(std::memory_order_relaxed) ? -1 : pthread_mutex_lock(m->shared_mu);
+    if (__builtin_expect(rc != 0, 0)) return DecideShared(m, cost, mode, rc);
+    WindowSet& ws = *m->shared_ws;
+    now = clock_.Now();
+    v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
+    // The segment lock serialises this process's callers too.
+    if (mode != Mode::kCheck) Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
+    pthread_mutex_unlock(m->shared_mu);
   }
   // One named result, filled field by field (see Decision).
   Decision d;
@@ -389,7 +402,7 @@ __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, co
   return d;
 }
 
-Decision Tracker::DecideShared(ModelState* m, const Cost& cost, Mode mode) {
+Decision Tracker::DecideShared(ModelState* m, const Cost& cost, Mode mode, int lock_rc) {
   if (redis_ != nullptr) {
     Decision d = DecideRemote(m, cost, mode);
     Count(m, d.code, mode == Mode::kCheck, /*locked=*/false);
@@ -402,17 +415,14 @@ Decision Tracker::DecideShared(ModelState* m, const Cost& cost, Mode mode) {
   int64_t now = 0;
   if (m->conflict.load(std::memory_order_acquire)) {
     v = {RT_E_CONFIG, 0};
+  } else if (!ShmSegment::Locked(m->shared, lock_rc).ok()) {
+    v = {RT_E_BACKEND, 0};
   } else {
-    ShmModelLock l(m->shared);
-    if (!l.status().ok()) {
-      v = {RT_E_BACKEND, 0};
-    } else {
-      WindowSet& ws = ShmSegment::Windows(m->shared);
-      now = clock_.Now();
-      v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
-      // The segment lock serialises this process's callers too.
-      Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);
-    }
+    WindowSet& ws = *m->shared_ws;
+    now = clock_.Now();
+    v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
+    Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);
+    pthread_mutex_unlock(m->shared_mu);
   }
   d.code = static_cast<int32_t>(v.code);
   d.wait_ms = v.wait_ms;

@@ -130,7 +130,9 @@ class Tracker {
   absl::Status ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
   Decision Decide(ModelState* m, const Cost& cost, Mode mode);
-  Decision DecideShared(ModelState* m, const Cost& cost, Mode mode);  // shm, Redis
+  // Redis; shared memory when the conflict flag is set or locking the slot
+  // returned `lock_rc` != 0 (EOWNERDEAD: repaired and locked).
+  Decision DecideShared(ModelState* m, const Cost& cost, Mode mode, int lock_rc = 0);
   Decision CreateAndDecide(const NameKey& model, const Cost& cost, Mode mode);
   // Record, when the model is new or its windows are not in this process.
   absl::Status RecordShared(const NameKey& model, const Cost& cost);

@@ -17,14 +17,15 @@ what=${1:-all}
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 json=$(mktemp); trap 'rm -f "$json"' EXIT
-build/benchmarks/bench_core --benchmark_repetitions=5 --benchmark_min_time=0.3 \
+build/benchmarks/bench_core --benchmark_repetitions=10 --benchmark_min_time=0.1 \
+  --benchmark_enable_random_interleaving=true \
   --benchmark_report_aggregates_only=true --benchmark_format=json > "$json" 2>/dev/null
 python3 - "$json" <<'PY'
 import json, sys
 rows = {b["run_name"]: b for b in json.load(open(sys.argv[1]))["benchmarks"]
         if b.get("aggregate_name") == "median"}
 ref = {}
-print(f"\n{'benchmark (median of 5)':58} {'ns/call':>8} {'x ref':>6}")
+print(f"\n{'benchmark (median of 10, interleaved)':58} {'ns/call':>8} {'x ref':>6}")
 for name, b in rows.items():
     t = b["real_time"]
     key = name.split("/", 1)[1] if "/" in name else ""

@@ -17,6 +17,8 @@
 
 namespace ratetrack {
 
+using tracker_internal::Count;
+
 namespace {
 
 constexpr size_t kInitialSlots = 64;
@@ -49,16 +51,6 @@ uint64_t NewSecret(const void* self) {
 
 }  // namespace
 
-int64_t Clock::MonotonicCoarseMs() {
-  struct timespec ts;
-#ifdef CLOCK_MONOTONIC_COARSE
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t Clock::RealtimeMs() {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME_COARSE, &ts);
@@ -77,50 +69,6 @@ Clock Clock::Monotonic() {
                    (res.tv_nsec + 999999) / 1000000 + 1;
   return Clock{nullptr, nullptr, res_ms};
 }
-
-struct Tracker::ModelState {
-  explicit ModelState(absl::string_view n)
-      : name(n), key(NameKey::FromView(name)), hash(key.hash) {}
-  const std::string name;
-  // The hot path reads the key, `shared`, the lock and the counters: they
-  // come first, ahead of the windows.
-  const NameKey key;  // refers to `name`
-  const size_t hash;
-  ShmModel* shared = nullptr;           // "shm:" backend: the segment's slot,
-  pthread_mutex_t* shared_mu = nullptr;  // its mutex
-  WindowSet* shared_ws = nullptr;        // and its windows (mapped for good)
-  SpinLock mu;
-  // This process's decisions, for metrics. Bumped under the model's lock
-  // (a plain load and store: no atomic read-modify-write on the hot path),
-  // or with fetch_add where no lock is held (Redis).
-  std::atomic<uint64_t> admitted{0};
-  std::atomic<uint64_t> refused{0};
-  WindowSet local ABSL_GUARDED_BY(mu);  // "memory" backend
-  // "redis:" backend: the limits to send, replaced (never changed) when the
-  // limits change, so a call copies a pointer, not the strings.
-  std::shared_ptr<const RemoteSpec> spec ABSL_GUARDED_BY(mu);
-  // This process's configuration disagrees with the segment's limits:
-  // decisions fail with RT_E_CONFIG (records still book).
-  std::atomic<bool> conflict{false};
-  std::string problem;  // why, guarded by the tracker's mu_
-};
-
-namespace {
-void BumpLocked(std::atomic<uint64_t>& c) {
-  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-}
-void Count(Tracker::ModelState* m, int code, bool check, bool locked);
-}  // namespace
-
-struct Tracker::Table {
-  explicit Table(size_t capacity)
-      : mask(capacity - 1), slots(new std::atomic<ModelState*>[capacity]) {
-    for (size_t i = 0; i < capacity; ++i) slots[i].store(nullptr);
-  }
-  const size_t mask;
-  size_t count = 0;
-  std::unique_ptr<std::atomic<ModelState*>[]> slots;
-};
 
 absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
                                                          Clock clock) {
@@ -186,28 +134,6 @@ uint64_t Tracker::MakeTicket(int64_t at_ms, size_t model_hash, const Cost& cost,
       ((uint64_t{1} << kCheckBits) - 1);
   return t << kCheckBits | check;
 }
-
-__attribute__((always_inline)) inline Tracker::ModelState* Tracker::Find(
-    const NameKey& key) const {
-  const Table* t = table_.load(std::memory_order_acquire);
-  for (size_t i = key.hash & t->mask;; i = (i + 1) & t->mask) {
-    ModelState* s = t->slots[i].load(std::memory_order_acquire);
-    if (s == nullptr) return nullptr;
-    if (key.Matches(s->key)) return s;
-  }
-}
-
-namespace {
-void Count(Tracker::ModelState* m, int code, bool check, bool locked) {
-  if (check || (code != RT_OK && code != RT_LIMITED)) return;
-  std::atomic<uint64_t>& c = code == RT_OK ? m->admitted : m->refused;
-  if (locked) {
-    BumpLocked(c);
-  } else {
-    c.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-}  // namespace
 
 absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(absl::string_view model) {
   return FindOrCreate(NameKey::FromView(model));
@@ -364,44 +290,6 @@ absl::Status Tracker::WithWindows(ModelState* m, Fn fn) {
   return absl::OkStatus();
 }
 
-// The memory backend inline, the others out of line: a hit on the memory
-// backend is hash, probe, lock, clock, windows, unlock, with no call but the
-// clock's.
-__attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, const Cost& cost,
-                                                               Mode mode) {
-  int64_t now;
-  Verdict v;
-  if (__builtin_expect(m->shared == nullptr, 1)) {
-    if (__builtin_expect(redis_ != nullptr, 0)) return DecideShared(m, cost, mode);
-    SpinLockHolder l(&m->mu);
-    // Read under the lock: the time booked is the time of the decision, so
-    // buckets are filled in time order whatever the scheduler does.
-    now = clock_.Now();
-    v = m->local.Decide(now, m->local.has_calendar ? clock_.Wall() : 0, cost,
-                        mode != Mode::kCheck);
-    if (mode != Mode::kCheck) Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
-  } else {
-    // Shared memory: the same under the slot's robust mutex (a dead owner
-    // and a configuration conflict go the long way).
-    const int rc = m->conflict.load(std::memory_order_relaxed) ? -1 : pthread_mutex_lock(m->shared_mu);
-    if (__builtin_expect(rc != 0, 0)) return DecideShared(m, cost, mode, rc);
-    WindowSet& ws = *m->shared_ws;
-    now = clock_.Now();
-    v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
-    // The segment lock serialises this process's callers too.
-    if (mode != Mode::kCheck) Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
-    pthread_mutex_unlock(m->shared_mu);
-  }
-  // One named result, filled field by field (see Decision).
-  Decision d;
-  d.code = static_cast<int32_t>(v.code);
-  d.degraded = 0;
-  d.wait_ms = v.wait_ms;
-  d.grant = 0;
-  if (mode == Mode::kAcquireWithGrant && d.code == RT_OK) d.grant = MakeTicket(now, m->hash, cost);
-  return d;
-}
-
 Decision Tracker::DecideShared(ModelState* m, const Cost& cost, Mode mode, int lock_rc) {
   if (redis_ != nullptr) {
     Decision d = DecideRemote(m, cost, mode);
@@ -436,19 +324,6 @@ Decision Tracker::CreateAndDecide(const NameKey& model, const Cost& cost, Mode m
   auto made = FindOrCreate(model);
   if (!made.ok()) return {StatusToCode(made.status()), 0, 0, 0};
   return Decide(*made, cost, mode);
-}
-
-Decision Tracker::TryAcquire(const NameKey& model, const Cost& cost, bool want_grant) {
-  const Mode mode = want_grant ? Mode::kAcquireWithGrant : Mode::kAcquire;
-  ModelState* m = Find(model);
-  if (__builtin_expect(m == nullptr, 0)) return CreateAndDecide(model, cost, mode);
-  return Decide(m, cost, mode);
-}
-
-Decision Tracker::Check(const NameKey& model, const Cost& cost) {
-  ModelState* m = Find(model);
-  if (__builtin_expect(m == nullptr, 0)) return CreateAndDecide(model, cost, Mode::kCheck);
-  return Decide(m, cost, Mode::kCheck);
 }
 
 Decision Tracker::Pick(const std::vector<absl::string_view>& models, const Cost& cost,
@@ -496,17 +371,6 @@ std::string Tracker::Explain(absl::string_view model, int code) const {
                         " bytes cannot be shared");
   }
   return "";
-}
-
-absl::Status Tracker::Record(const NameKey& model, const Cost& cost) {
-  ModelState* m = Find(model);
-  if (__builtin_expect(m != nullptr && redis_ == nullptr && m->shared == nullptr, 1)) {
-    SpinLockHolder l(&m->mu);
-    const int64_t now = clock_.Now();
-    m->local.Record(now, m->local.has_calendar ? clock_.Wall() : 0, cost);
-    return absl::OkStatus();
-  }
-  return RecordShared(model, cost);
 }
 
 absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {

@@ -12,6 +12,8 @@
 #ifndef RATETRACK_SRC_TRACKER_H_
 #define RATETRACK_SRC_TRACKER_H_
 
+#include <time.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -40,7 +42,15 @@ struct Clock {
   // Unix ms (calendar-day windows, HTTP dates); nullptr: CLOCK_REALTIME.
   int64_t (*wall_ms)(void* ctx) = nullptr;
   static Clock Monotonic();
-  static int64_t MonotonicCoarseMs();
+  static int64_t MonotonicCoarseMs() {
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  }
   static int64_t RealtimeMs();
   int64_t Now() const { return now_ms == nullptr ? MonotonicCoarseMs() : now_ms(ctx); }
   int64_t Wall() const { return wall_ms == nullptr ? RealtimeMs() : wall_ms(ctx); }
@@ -170,5 +180,7 @@ class Tracker {
 };
 
 }  // namespace ratetrack
+
+#include "tracker_inl.h"  // IWYU pragma: export
 
 #endif  // RATETRACK_SRC_TRACKER_H_

@@ -414,7 +414,7 @@ RT_EXPORT int rt_shm_remove(const char *name);
 
 /* The segments in /dev/shm as a JSON array, caller-owned (free with rt_free):
  *   [{"name": "agents", "path": "/dev/shm/ratetrack.agents", "bytes": 4096,
- *     "mode": "0600", "uid": 1000, "compatible": true, "layout_version": 1,
+ *     "mode": "0600", "uid": 1000, "compatible": true, "layout_version": 2,
  *     "models": 3, "capacity": 512, "creator_pid": 4242,
  *     "created_unix_ms": 1764300000000}]
  * Returns RT_OK, or RT_E_INVALID (json_out NULL) / RT_E_NOMEM. */

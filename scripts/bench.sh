@@ -24,13 +24,14 @@ python3 - "$json" <<'PY'
 import json, sys
 rows = {b["run_name"]: b for b in json.load(open(sys.argv[1]))["benchmarks"]
         if b.get("aggregate_name") == "median"}
-ref = {}
+# The references first, then every call next to the reference of its case
+# (same threads and sharing), in a fixed order.
+ref = {name.split("/", 1)[1]: b["real_time"] for name, b in rows.items()
+       if name.startswith("BM_Reference") and "/" in name}
 print(f"\n{'benchmark (median of 10, interleaved)':58} {'ns/call':>8} {'x ref':>6}")
-for name, b in rows.items():
-    t = b["real_time"]
+for name in sorted(rows, key=lambda n: (not n.startswith("BM_Reference"), n.startswith("BM_clock"), n)):
+    t = rows[name]["real_time"]
     key = name.split("/", 1)[1] if "/" in name else ""
-    if name.startswith("BM_Reference"):
-        ref[key] = t
     r = ref.get(key)
     ratio = f"{t / r:6.2f}" if r and not name.startswith("BM_Reference") else "     -"
     print(f"{name:58} {t:8.1f} {ratio}")

@@ -93,38 +93,18 @@ struct WindowSet {
   // from the others.
   Verdict Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
     // Costs that could make input + output wrap take the careful path.
-    if (__builtin_expect(now < fast_until_ms && ((cost.input | cost.output) >> 62) == 0, 1)) {
-      const uint64_t t = cost.input + cost.output;
-      const bool fits = (pending[0] < room[0]) & (t <= room[1] - pending[1]) &
-                        (cost.input <= room[2] - pending[2]) &
-                        (cost.output <= room[3] - pending[3]);
-      if (__builtin_expect(fits, 1)) {
-        if (book) {
-          pending[0] += 1;
-          pending[1] += t;
-          pending[2] += cost.input;
-          pending[3] += cost.output;
-        }
-        return {RT_OK, 0};
-      }
+    if (__builtin_expect(FastRoom(now, cost), 1)) {
+      if (book) AddPending(cost);
+      return {RT_OK, 0};
     }
     return DecideSlow(now, wall, cost, book);
   }
   // Books a request that happened, whatever the limits say.
   void Record(int64_t now, int64_t wall, const Cost& cost) {
-    if (__builtin_expect(now < fast_until_ms && ((cost.input | cost.output) >> 62) == 0, 1)) {
-      // Booked regardless of the limits, but the fast path's room must stay.
-      const uint64_t t = cost.input + cost.output;
-      const bool fits = (pending[0] < room[0]) & (t <= room[1] - pending[1]) &
-                        (cost.input <= room[2] - pending[2]) &
-                        (cost.output <= room[3] - pending[3]);
-      if (__builtin_expect(fits, 1)) {
-        pending[0] += 1;
-        pending[1] += t;
-        pending[2] += cost.input;
-        pending[3] += cost.output;
-        return;
-      }
+    // Booked regardless of the limits, but the fast path's room must stay.
+    if (__builtin_expect(FastRoom(now, cost), 1)) {
+      AddPending(cost);
+      return;
     }
     RecordSlow(now, wall, cost);
   }
@@ -152,6 +132,19 @@ struct WindowSet {
   void Repair();
 
  private:
+  // Whether the fast path holds at `now` and every unit has room for `cost`
+  // (costs that could make input + output wrap take the careful path).
+  __attribute__((always_inline)) bool FastRoom(int64_t now, const Cost& cost) const {
+    if (now >= fast_until_ms || ((cost.input | cost.output) >> 62) != 0) return false;
+    return (pending[0] < room[0]) & (cost.input + cost.output <= room[1] - pending[1]) &
+           (cost.input <= room[2] - pending[2]) & (cost.output <= room[3] - pending[3]);
+  }
+  __attribute__((always_inline)) void AddPending(const Cost& cost) {
+    pending[0] += 1;
+    pending[1] += cost.input + cost.output;
+    pending[2] += cost.input;
+    pending[3] += cost.output;
+  }
   // Moves the fast path's pending amounts into the windows and ends it.
   void Sync();
   // Starts the fast path at `now` when it can hold (windows advanced to

@@ -6,9 +6,10 @@
 // model's windows (a WindowSet) live either in the model's own entry, behind
 // a SpinLock ("memory" backend), or in a shared-memory segment slot behind a
 // robust process-shared mutex ("shm:NAME" backend). Either way callers on
-// different models never share a lock, and the hot path is: hash, probe,
-// lock, read the clock, check and book every window, unlock. Nothing on it
-// allocates.
+// different models never share a lock, and the hot path (tracker_inl.h,
+// compiled into the C entry points) is: scan and hash the name, probe, lock,
+// read the clock, compare the pending amounts with the room of the current
+// window tick (WindowSet's fast path), unlock. Nothing on it allocates.
 #ifndef RATETRACK_SRC_TRACKER_H_
 #define RATETRACK_SRC_TRACKER_H_
 

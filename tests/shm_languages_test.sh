@@ -17,17 +17,9 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-if [[ -z "${RATETRACK_LIBRARY:-}" ]]; then
-  echo "shm_languages_test.sh: set RATETRACK_LIBRARY to the path of libratetrack.so.0" >&2
-  exit 2
-fi
-if [[ ! -f "$RATETRACK_LIBRARY" ]]; then
-  echo "shm_languages_test.sh: RATETRACK_LIBRARY=$RATETRACK_LIBRARY is not a file" >&2
-  exit 2
-fi
-libdir=$(cd "$(dirname "$RATETRACK_LIBRARY")" && pwd)
-RATETRACK_LIBRARY=$libdir/$(basename "$RATETRACK_LIBRARY")
-export RATETRACK_LIBRARY
+. "$root/scripts/library-env.sh"
+require_library shm_languages_test.sh
+libdir=$(dirname "$RATETRACK_LIBRARY")
 export PATH="$PATH:/usr/local/go/bin:$HOME/.cargo/bin"
 
 MODEL=acme/race-model

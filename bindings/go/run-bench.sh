@@ -2,11 +2,8 @@
 # Runs the Go benchmark and prints "BENCH go try_acquire_ns=<ns per TryAcquire>".
 # Needs RATETRACK_LIBRARY (or libratetrack.so.0 on the loader path).
 set -euo pipefail
-# A relative RATETRACK_LIBRARY is made absolute before the cd.
-if [[ -n "${RATETRACK_LIBRARY:-}" && -e "$RATETRACK_LIBRARY" ]]; then
-	RATETRACK_LIBRARY=$(cd "$(dirname "$RATETRACK_LIBRARY")" && pwd)/$(basename "$RATETRACK_LIBRARY")
-	export RATETRACK_LIBRARY
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/library-env.sh"
+resolve_library
 cd "$(dirname "${BASH_SOURCE[0]}")"
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 out=$(go test -run '^$' -bench '^BenchmarkTryAcquire' -benchtime 2s -count 1 .)

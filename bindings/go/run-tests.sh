@@ -5,17 +5,8 @@
 # Works from any working directory; exits non-zero on any failure.
 set -euo pipefail
 
-if [[ -z "${RATETRACK_LIBRARY:-}" ]]; then
-	echo "run-tests.sh: set RATETRACK_LIBRARY to the path of libratetrack.so.0" >&2
-	exit 2
-fi
-if [[ ! -e "$RATETRACK_LIBRARY" ]]; then
-	echo "run-tests.sh: RATETRACK_LIBRARY=$RATETRACK_LIBRARY does not exist" >&2
-	exit 2
-fi
-# Made absolute before the cd below, so a relative path keeps working.
-RATETRACK_LIBRARY=$(cd "$(dirname "$RATETRACK_LIBRARY")" && pwd)/$(basename "$RATETRACK_LIBRARY")
-export RATETRACK_LIBRARY
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/library-env.sh"
+require_library run-tests.sh
 cd "$(dirname "${BASH_SOURCE[0]}")"
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "run-tests.sh: go not found" >&2; exit 2; }

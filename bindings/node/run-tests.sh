@@ -5,17 +5,8 @@
 # any failure (node --test exits 1 when a test fails).
 set -euo pipefail
 
-if [[ -z "${RATETRACK_LIBRARY:-}" ]]; then
-  echo "run-tests.sh: set RATETRACK_LIBRARY to the path of libratetrack.so.0" >&2
-  exit 2
-fi
-if [[ ! -e "$RATETRACK_LIBRARY" ]]; then
-  echo "run-tests.sh: RATETRACK_LIBRARY=$RATETRACK_LIBRARY does not exist" >&2
-  exit 2
-fi
-# A relative path is taken from the caller's directory, before the cd below.
-[[ "$RATETRACK_LIBRARY" == /* ]] || RATETRACK_LIBRARY="$PWD/$RATETRACK_LIBRARY"
-export RATETRACK_LIBRARY
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/library-env.sh"
+require_library run-tests.sh
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

@@ -9,20 +9,8 @@
 # unless $CI or RATETRACK_REQUIRE_REDIS=1 is set, where that is a failure.
 set -euo pipefail
 
-if [[ -z "${RATETRACK_LIBRARY:-}" ]]; then
-  echo "run-tests.sh: RATETRACK_LIBRARY is not set; set it to the path of libratetrack.so.0" >&2
-  exit 2
-fi
-if [[ ! -f "$RATETRACK_LIBRARY" ]]; then
-  echo "run-tests.sh: RATETRACK_LIBRARY=$RATETRACK_LIBRARY is not a file" >&2
-  exit 2
-fi
-# A relative path is relative to the caller's directory: make it absolute
-# before changing directory (the file name itself is kept, symlink or not).
-if [[ "$RATETRACK_LIBRARY" != /* ]]; then
-  RATETRACK_LIBRARY="$(cd "$(dirname "$RATETRACK_LIBRARY")" && pwd)/$(basename "$RATETRACK_LIBRARY")"
-fi
-export RATETRACK_LIBRARY
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/library-env.sh"
+require_library run-tests.sh
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

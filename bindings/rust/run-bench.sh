@@ -2,15 +2,8 @@
 # Runs the try_acquire benchmark; prints "BENCH rust try_acquire_ns=<x>".
 # Expects RATETRACK_LIBRARY to name the built libratetrack.so.0.
 set -euo pipefail
-# Resolve a relative RATETRACK_LIBRARY against the caller's directory first.
-if [[ -n "${RATETRACK_LIBRARY:-}" && "$RATETRACK_LIBRARY" != /* && -e "$RATETRACK_LIBRARY" ]]; then
-  RATETRACK_LIBRARY="$(cd "$(dirname "$RATETRACK_LIBRARY")" && pwd)/$(basename "$RATETRACK_LIBRARY")"
-  export RATETRACK_LIBRARY
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/library-env.sh"
+require_library run-bench.sh
 cd "$(dirname "${BASH_SOURCE[0]}")"
-if [[ -z "${RATETRACK_LIBRARY:-}" ]]; then
-  echo "run-bench.sh: set RATETRACK_LIBRARY to the path of libratetrack.so.0" >&2
-  exit 2
-fi
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo bench --locked --bench try_acquire

@@ -290,34 +290,14 @@ absl::Status Tracker::WithWindows(ModelState* m, Fn fn) {
   return absl::OkStatus();
 }
 
-Decision Tracker::DecideShared(ModelState* m, const Cost& cost, Mode mode, int lock_rc) {
-  if (redis_ != nullptr) {
-    Decision d = DecideRemote(m, cost, mode);
-    Count(m, d.code, mode == Mode::kCheck, /*locked=*/false);
-    return d;
-  }
-  Decision d;
-  d.degraded = 0;
-  d.grant = 0;
-  Verdict v;
-  int64_t now = 0;
-  if (m->conflict.load(std::memory_order_acquire)) {
-    v = {RT_E_CONFIG, 0};
-  } else if (!ShmSegment::Locked(m->shared, lock_rc).ok()) {
-    v = {RT_E_BACKEND, 0};
-  } else {
-    WindowSet& ws = *m->shared_ws;
-    now = clock_.Now();
-    v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
-    Count(m, static_cast<int>(v.code), mode == Mode::kCheck, /*locked=*/true);
-    pthread_mutex_unlock(m->shared_mu);
-  }
-  d.code = static_cast<int32_t>(v.code);
-  d.wait_ms = v.wait_ms;
-  if (d.code == RT_OK && mode == Mode::kAcquireWithGrant) {
-    d.grant = MakeTicket(now, m->hash, cost);
-  }
+Decision Tracker::DecideRedis(ModelState* m, const Cost& cost, Mode mode) {
+  Decision d = DecideRemote(m, cost, mode);
+  Count(m, d.code, mode == Mode::kCheck, /*locked=*/false);
   return d;
+}
+
+bool Tracker::RecoverShmLock(ModelState* m, int rc) {
+  return ShmSegment::Locked(m->shared, rc).ok();
 }
 
 Decision Tracker::CreateAndDecide(const NameKey& model, const Cost& cost, Mode mode) {

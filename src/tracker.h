@@ -141,9 +141,10 @@ class Tracker {
   absl::Status ApplyLocked(EffectiveConfig config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
   Decision Decide(ModelState* m, const Cost& cost, Mode mode);
-  // Redis; shared memory when the conflict flag is set or locking the slot
-  // returned `lock_rc` != 0 (EOWNERDEAD: repaired and locked).
-  Decision DecideShared(ModelState* m, const Cost& cost, Mode mode, int lock_rc = 0);
+  Decision DecideRedis(ModelState* m, const Cost& cost, Mode mode);  // Redis
+  // After locking a shared-memory slot returned `rc` != 0: true when the
+  // last owner died holding it (the windows are repaired; now locked).
+  bool RecoverShmLock(ModelState* m, int rc);
   Decision CreateAndDecide(const NameKey& model, const Cost& cost, Mode mode);
   // Record, when the model is new or its windows are not in this process.
   absl::Status RecordShared(const NameKey& model, const Cost& cost);

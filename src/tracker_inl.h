@@ -91,7 +91,7 @@ __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, co
   int64_t now;
   Verdict v;
   if (__builtin_expect(m->shared == nullptr, 1)) {
-    if (__builtin_expect(redis_ != nullptr, 0)) return DecideShared(m, cost, mode);
+    if (__builtin_expect(redis_ != nullptr, 0)) return DecideRedis(m, cost, mode);
     SpinLockHolder l(&m->mu);
     // Read under the lock: the time booked is the time of the decision, so
     // buckets are filled in time order whatever the scheduler does.
@@ -100,10 +100,13 @@ __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, co
                         mode != Mode::kCheck);
     if (mode != Mode::kCheck) tracker_internal::Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
   } else {
-    // Shared memory: the same under the slot's robust mutex (a dead owner
-    // and a configuration conflict go the long way).
-    const int rc = m->conflict.load(std::memory_order_relaxed) ? -1 : pthread_mutex_lock(m->shared_mu);
-    if (__builtin_expect(rc != 0, 0)) return DecideShared(m, cost, mode, rc);
+    // Shared memory: the same under the slot's robust mutex (out of line
+    // only when its last owner died holding it: the windows are repaired).
+    if (__builtin_expect(m->conflict.load(std::memory_order_relaxed), 0)) {
+      return {RT_E_CONFIG, 0, 0, 0};
+    }
+    const int rc = pthread_mutex_lock(m->shared_mu);
+    if (__builtin_expect(rc != 0, 0) && !RecoverShmLock(m, rc)) return {RT_E_BACKEND, 0, 0, 0};
     WindowSet& ws = *m->shared_ws;
     now = clock_.Now();
     v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);

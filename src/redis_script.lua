@@ -11,7 +11,10 @@
 --        width_ms, ring, limit (-1: none), unit (0 r, 1 t, 2 i, 3 o),
 --        day_end (a calendar-day window: the client's next local midnight,
 --        Unix ms; 0 for a sliding window); 6 and 7 the struct formats of the
---        numbers and of the state ("<d<d..."), so that no call builds them.
+--        numbers and of the state ("<d<d..."), so that no call builds them;
+--        acquire, check and record only, optionally: 8 the number of more
+--        decisions of the same kind merged into this call, 9 their input and
+--        output tokens (packed doubles, two per decision).
 -- Fields: "s": the head it was written for (the fingerprint is the one of
 -- whoever first used the model, or replaced it with limits=update; empty
 -- for none yet), then the windows' state, packed: per window three doubles,
@@ -21,16 +24,18 @@
 -- remaining, used since and the provider's limit per unit r t i o); per
 -- sliding window W, "W:<index>": an older bucket's count, written when the
 -- newest bucket moves on.
--- Hot path: TIME, one HMGET, one HSET of the packed state; numbers cross
--- between Redis and Lua as packed doubles (struct), not as decimal text,
--- and no closure or string is made but the state written. The TTL is
--- renewed when a bucket turns over.
+-- Hot path: TIME, one HMGET, one HSET of the packed state, however many
+-- decisions are merged into the call; numbers cross between Redis and Lua
+-- as packed doubles (struct), not as decimal text. The TTL is renewed when
+-- a bucket turns over.
 -- The same arithmetic as src/sliding_window.cc and src/window_set.cc, on
 -- the server's clock.
 -- Returns {code, wait_ms, now_ms, ...}: code 0 ok, 1 limited, -3 too large,
 -- -2 limits conflict (4th element: the stored fingerprint); "stats" adds
 -- each window's used count, the block's remaining ms, and per unit
--- (r t i o) the cap's remaining (-1: none), ms to its reset, and limit.
+-- (r t i o) the cap's remaining (-1: none), ms to its reset, and limit; a
+-- merged call adds code and wait_ms per further decision (a conflict, -2,
+-- is the answer for all of them).
 local key = KEYS[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -159,19 +164,43 @@ for i = 1, n do
   end
 end
 
-local result = {0, 0, now}
-local do_book = false
-if op == 'acquire' or op == 'check' then
+-- Books cost `c` (by unit + 1) in every window and in the provider's caps.
+local function book(c)
+  for i = 1, n do
+    local b = 5 * i + 5
+    local s = 3 * i - 2
+    local x = c[L[b + 3] + 1]
+    S[s + 1] = S[s + 1] + x
+    if L[b + 4] == 0 then S[s + 2] = S[s + 2] + x end
+  end
+  dirty = true
+  if caps then
+    for u = 0, 3 do
+      if caps[u].t > now then
+        caps[u].u = caps[u].u + c[u + 1]
+        pv_dirty = true
+      end
+    end
+  end
+end
+
+-- One decision: 'acquire' (books when it fits), 'check' or 'record' (books).
+-- Returns the code (0 ok, 1 limited, -3 larger than a limit) and the wait.
+local function decide(o, c)
+  if o == 'record' then
+    book(c)
+    return 0, 0
+  end
   local fits, wait = true, 1
   for i = 1, n do
     local b = 5 * i + 5
-    local c = cost[L[b + 3] + 1]
+    local x = c[L[b + 3] + 1]
     local lim = L[b + 2]
     local calendar = L[b + 4] > 0
     local u = calendar and S[3 * i - 1] or S[3 * i]
     if lim >= 0 then
-      if c > lim then return {-3, 0, now} end
-      if u > lim or c > lim - u then
+      if x > lim then return -3, 0 end
+      if u > lim or x > lim - u then
         fits = false
         local at
         if calendar then
@@ -179,7 +208,7 @@ if op == 'acquire' or op == 'check' then
         else
           -- Oldest bucket first: bucket j stops counting at (j + ring) * width.
           local wd, rg, h = L[b], L[b + 1], S[3 * i - 2]
-              local name = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
+          local name = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
           local fields = {}
           for j = h - rg + 1, h - 1 do fields[#fields + 1] = name .. ':' .. fmt('%d', j) end
           local counts = #fields > 0 and redis.call('HMGET', key, unpack(fields)) or {}
@@ -188,7 +217,7 @@ if op == 'acquire' or op == 'check' then
           at = (h + rg) * wd
           for j = 1, #counts do
             remaining = remaining - (tonumber(counts[j]) or 0)
-            if remaining <= lim and c <= lim - remaining then
+            if remaining <= lim and x <= lim - remaining then
               at = (h + j) * wd
               break
             end
@@ -205,20 +234,35 @@ if op == 'acquire' or op == 'check' then
   if caps then
     for u = 0, 3 do
       local p = caps[u]
-      local c = cost[u + 1]
-      if p.t > now and (p.u > p.r or c > p.r - p.u) then
+      local x = c[u + 1]
+      if p.t > now and (p.u > p.r or x > p.r - p.u) then
         fits = false
         if p.t - now > wait then wait = p.t - now end
       end
     end
   end
-  if not fits then
-    result = {1, wait, now}
-  elseif op == 'acquire' then
-    do_book = true
+  if not fits then return 1, wait end
+  if o == 'acquire' then book(c) end
+  return 0, 0
+end
+
+local result = {0, 0, now}
+if op == 'acquire' or op == 'check' or op == 'record' then
+  local code, wait = decide(op, cost)
+  result[1], result[2] = code, wait
+  -- Merged calls: ARGV[8] more decisions of the same kind, ARGV[9] their
+  -- input and output tokens (packed doubles), decided in order after the
+  -- first; each adds its code and wait to the result.
+  local more = tonumber(ARGV[8] or '0') or 0
+  if more > 0 then
+    local X = {struct.unpack(string.rep('<d', 2 * more), ARGV[9])}
+    for j = 1, more do
+      local ci, co = X[2 * j - 1], X[2 * j]
+      local c2, w2 = decide(op, {1, ci + co, ci, co})
+      result[#result + 1] = c2
+      result[#result + 1] = w2
+    end
   end
-elseif op == 'record' then
-  do_book = true
 elseif op == 'settle' then
   local at = targ
   local granted = {1, L[4] + L[5], L[4], L[5]}
@@ -282,25 +326,6 @@ elseif op == 'stats' then
   end
 end
 
-if do_book then
-  -- Books the cost in every window and in the provider's caps.
-  for i = 1, n do
-    local b = 5 * i + 5
-    local s = 3 * i - 2
-    local x = cost[L[b + 3] + 1]
-    S[s + 1] = S[s + 1] + x
-    if L[b + 4] == 0 then S[s + 2] = S[s + 2] + x end
-  end
-  dirty = true
-  if caps then
-    for u = 0, 3 do
-      if caps[u].t > now then
-        caps[u].u = caps[u].u + cost[u + 1]
-        pv_dirty = true
-      end
-    end
-  end
-end
 if dirty or (update and stored == nil and blob and string.sub(blob, 1, #head) ~= head) then
   sets[#sets + 1] = 's'
   sets[#sets + 1] = write_head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n))

@@ -4,11 +4,12 @@
 # threads = C clients): redis-benchmark -t incr -c C -P 1 (one event-loop
 # thread, no pipelining; p50/p99 from its CSV), bench_redis --raw-incr (INCR
 # through hiredis from P processes x T threads: the same harness as the
-# next) and bench_redis (rt_try_acquire, one tracker per process, 4 pooled
-# connections each). Redis is flushed before each measurement. Figures only:
-# nothing here fails on a slow machine.
+# next) and bench_redis (rt_try_acquire, one tracker per process with its 4
+# connections; with more threads than that, queued decisions are merged).
+# Redis is flushed before each measurement. Figures only: nothing here fails
+# on a slow machine.
 #
-#   scripts/bench-redis.sh [SECONDS] [PxT ...]    (default: 3 1x1 1x4 2x4)
+#   scripts/bench-redis.sh [SECONDS] [PxT ...]    (default: 3 1x1 1x4 2x4 1x16 2x8)
 #   RT_BENCH_NO_BUILD=1 scripts/bench-redis.sh   (no rebuild: measure build/ as is)
 #   RT_BENCH_ROUNDS=5 scripts/bench-redis.sh     (interleaved rounds; default 3)
 #
@@ -21,7 +22,7 @@ secs=${1:-3}
 rounds=${RT_BENCH_ROUNDS:-3}
 shift || true
 cases=("$@")
-[ ${#cases[@]} -eq 0 ] && cases=(1x1 1x4 2x4)
+[ ${#cases[@]} -eq 0 ] && cases=(1x1 1x4 2x4 1x16 2x8)
 
 for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" > /dev/null || { echo "bench-redis.sh: $tool not found (apt-get install redis-server redis-tools)" >&2; exit 1; }

@@ -1,12 +1,15 @@
 #include "redis_store.h"
 
 #include <hiredis/hiredis.h>
+#include <linux/futex.h>
 #include <poll.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -16,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "ratetrack.h"
+#include "spin_lock.h"
 #include "status.h"
 
 namespace ratetrack {
@@ -24,6 +28,8 @@ extern const char kRedisScript[];  // generated from src/redis_script.lua
 
 namespace {
 
+// Connections per store. Two keep a single-threaded Redis busy: one batch
+// is decided while the other's replies travel back and its callers return.
 constexpr int kPoolSize = 4;
 constexpr int64_t kMinBackoffMs = 50;
 constexpr int64_t kMaxBackoffMs = 2000;
@@ -49,6 +55,8 @@ struct timeval Tv(int64_t us) {
 
 // The most arguments a command of ours has (the script call has 19).
 constexpr size_t kMaxArgs = 32;
+
+using ReplyPtr = std::unique_ptr<redisReply, void (*)(void*)>;
 
 // A count as the script's double: exact, clamped at 2^53.
 double Exact(uint64_t v) { return static_cast<double>(std::min(v, kMaxExact)); }
@@ -78,7 +86,8 @@ std::string RedisUrl::Redacted() const {
                        : on_error == OnError::kOpen ? "open"
                                                     : "closed";
   return absl::StrCat("redis://", host, ":", port, "/", db, "?prefix=", prefix,
-                      "&timeout_ms=", timeout_ms, "&on_error=", policy);
+                      "&timeout_ms=", timeout_ms, "&on_error=", policy,
+                      connections != 4 ? absl::StrCat("&connections=", connections) : "");
 }
 
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
@@ -86,7 +95,8 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   auto bad = [](absl::string_view what) {
     return ConfigError(absl::StrCat("config key 'backend': bad Redis URL: ", what,
                                     " (expected redis://[user:password@]host:port[/db]"
-                                    "[?prefix=P&timeout_ms=T&on_error=local|open|closed])"));
+                                    "[?prefix=P&timeout_ms=T&on_error=local|open|closed"
+                                    "&connections=N])"));
   };
   if (!absl::StartsWith(url, "redis://")) return bad("it must start with redis://");
   absl::string_view rest = url.substr(8);
@@ -131,6 +141,11 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
       if (!absl::SimpleAtoi(p.second, &u.timeout_ms) || u.timeout_ms < 1 ||
           u.timeout_ms > 60000) {
         return bad("timeout_ms must be from 1 to 60000");
+      }
+    } else if (p.first == "connections") {
+      if (!absl::SimpleAtoi(p.second, &u.connections) || u.connections < 1 ||
+          u.connections > 64) {
+        return bad("connections must be from 1 to 64");
       }
     } else if (p.first == "on_error") {
       if (p.second == "local") u.on_error = RedisUrl::OnError::kLocal;
@@ -180,17 +195,85 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
 }
 
 struct RedisStore::Conn {
-  std::atomic<bool> busy{false};
-  redisContext* ctx = nullptr;
+  redisContext* ctx = nullptr;  // the leader's alone
   pid_t pid = 0;
+  bool busy = false;               // guarded by mu_: a leader is at work on it
+  std::vector<Request*> batch;     // guarded by mu_: on the wire; null: gave up
   void Drop() {
     if (ctx != nullptr) redisFree(ctx);
     ctx = nullptr;
   }
 };
 
+// One call of Run, on its caller's stack: its command's arguments, and once
+// answered its result. `state` is written under mu_ and waited on with a
+// futex.
+struct RedisStore::Request {
+  static constexpr uint32_t kWaiting = 0, kDone = 1, kLead = 2;
+  Op op;
+  std::vector<std::string> argv;  // EVALSHA sha 1 key op head update unit numbers formats
+  Cost cost;
+  int64_t deadline_us = 0;
+  std::atomic<uint32_t> state{kWaiting};
+  Conn* conn = nullptr;  // kLead: the connection handed over
+  absl::StatusOr<Reply> result{absl::UnknownError("not answered")};
+  bool failed = false;  // kDone with a failure of the connection (count it)
+};
+
+namespace {
+
+// The most requests one leader sends at once.
+constexpr size_t kMaxBatch = 64;
+
+// Waits until fd is ready for `events` or deadline_us passes (false).
+bool WaitFor(int fd, short events, int64_t deadline_us) {
+  for (;;) {
+    const int64_t left = deadline_us - NowUs();
+    if (left <= 0) return false;
+    struct pollfd pfd = {fd, events, 0};
+    struct timespec ts = {static_cast<time_t>(left / 1000000),
+                          static_cast<long>(left % 1000000) * 1000};
+    const int rc = ppoll(&pfd, 1, &ts, nullptr);
+    if (rc > 0) return true;
+    if (rc < 0 && errno == EINTR) continue;
+    return false;
+  }
+}
+
+// Sleeps while *word == expected, until woken or deadline_us (CLOCK_MONOTONIC)
+// passes; false once it has passed.
+bool FutexWaitUntil(std::atomic<uint32_t>* word, uint32_t expected, int64_t deadline_us) {
+  const struct timespec at = {static_cast<time_t>(deadline_us / 1000000),
+                              static_cast<long>(deadline_us % 1000000) * 1000};
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time.
+  const long rc = syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_BITSET_PRIVATE,
+                          expected, &at, nullptr, FUTEX_BITSET_MATCH_ANY);
+  return !(rc == -1 && errno == ETIMEDOUT);
+}
+
+// Wakes the thread sleeping on `word`. Its owner may have returned already
+// (it reads `state` under the lock): waking a word nobody sleeps on is
+// harmless.
+void FutexWake(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
+// Appends a command to ctx's output buffer; false when out of memory.
+bool AppendArgv(redisContext* ctx, const std::vector<std::string>& args) {
+  const char* ptrs[kMaxArgs];
+  size_t lens[kMaxArgs];
+  const int argc = static_cast<int>(std::min(args.size(), kMaxArgs));
+  for (int i = 0; i < argc; ++i) {
+    ptrs[i] = args[i].data();
+    lens[i] = args[i].size();
+  }
+  return redisAppendCommandArgv(ctx, argc, ptrs, lens) == REDIS_OK;
+}
+
+}  // namespace
+
 RedisStore::RedisStore(RedisUrl url) : url_(std::move(url)) {
-  for (int i = 0; i < kPoolSize; ++i) pool_.push_back(std::make_unique<Conn>());
+  for (int i = 0; i < url_.connections; ++i) pool_.push_back(std::make_unique<Conn>());
 }
 
 RedisStore::~RedisStore() {
@@ -232,60 +315,42 @@ RedisStore::Health RedisStore::health() const {
   return {connected_.load(), degraded_since_ms_.load(), errors_.load(), last_error_};
 }
 
-void RedisStore::LockForFork() {
-  for (auto& c : pool_) {
-    bool expected = false;
-    while (!c->busy.compare_exchange_weak(expected, true)) {
-      expected = false;
-      std::this_thread::yield();
-    }
+bool RedisStore::Idle() const {
+  for (const auto& c : pool_) {
+    if (c->busy) return false;
+  }
+  return true;
+}
+
+void RedisStore::LockForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Held across fork(): no command is on the wire then, and nobody waits (a
+  // queued request always has a leader at work).
+  for (;;) {
+    mu_.Lock();
+    if (Idle()) return;
+    mu_.Unlock();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 
-void RedisStore::UnlockForFork(bool child) {
-  for (auto& c : pool_) {
-    if (child) c->pid = 0;  // reconnect: never share the parent's socket
-    c->busy.store(false);
+void RedisStore::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (child) {
+    for (auto& c : pool_) c->pid = 0;  // reconnect: never share the parent's socket
   }
+  mu_.Unlock();
 }
 
-absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us,
-                                                    const std::vector<std::string>& argv) {
-  auto where = [&] { return absl::StrCat("Redis ", url_.host, ":", url_.port); };
-  auto remaining = [&] { return deadline_us - NowUs(); };
+absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
+  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
+  bool timed_out = false;
   // One command and its reply, within the deadline. The socket is never
   // read or written unless poll(2) says it is ready, so no call blocks past
   // the deadline and no per-command socket option is set.
-  bool timed_out = false;
-  auto wait_for = [&](short events) {
-    for (;;) {
-      const int64_t left = remaining();
-      if (left <= 0) return false;
-      struct pollfd pfd = {c.ctx->fd, events, 0};
-      struct timespec ts = {static_cast<time_t>(left / 1000000),
-                            static_cast<long>(left % 1000000) * 1000};
-      const int rc = ppoll(&pfd, 1, &ts, nullptr);
-      if (rc > 0) return true;
-      if (rc < 0 && errno == EINTR) continue;
-      return false;
-    }
-  };
   auto command = [&](const std::vector<std::string>& args) -> redisReply* {
-    if (remaining() <= 0) {
-      timed_out = true;
-      return nullptr;
-    }
-    const char* ptrs[kMaxArgs];
-    size_t lens[kMaxArgs];
-    const int argc = static_cast<int>(std::min(args.size(), kMaxArgs));
-    for (int i = 0; i < argc; ++i) {
-      ptrs[i] = args[i].data();
-      lens[i] = args[i].size();
-    }
-    if (redisAppendCommandArgv(c.ctx, argc, ptrs, lens) != REDIS_OK) return nullptr;
+    if (!AppendArgv(c.ctx, args)) return nullptr;
     for (int done = 0; !done;) {
       if (redisBufferWrite(c.ctx, &done) != REDIS_OK) return nullptr;
-      if (!done && !wait_for(POLLOUT)) {
+      if (!done && !WaitFor(c.ctx->fd, POLLOUT, deadline_us)) {
         timed_out = true;
         return nullptr;
       }
@@ -294,7 +359,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
       void* reply = nullptr;
       if (redisGetReplyFromReader(c.ctx, &reply) != REDIS_OK) return nullptr;
       if (reply != nullptr) return static_cast<redisReply*>(reply);
-      if (!wait_for(POLLIN)) {
+      if (!WaitFor(c.ctx->fd, POLLIN, deadline_us)) {
         timed_out = true;
         return nullptr;
       }
@@ -302,126 +367,288 @@ absl::StatusOr<RedisStore::Reply> RedisStore::RunOn(Conn& c, int64_t deadline_us
     }
   };
   auto io_error = [&](const char* during) {
-    std::string msg = absl::StrCat(where(), ": ", during, ": ",
+    std::string msg = absl::StrCat(where, ": ", during, ": ",
                                    c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
     if (timed_out || (c.ctx && c.ctx->err == REDIS_ERR_IO &&
                       (errno == EAGAIN || errno == EWOULDBLOCK))) {
-      msg = absl::StrCat(where(), ": ", during, ": timed out after ", url_.timeout_ms, " ms");
+      msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
     }
     c.Drop();
     return BackendError(msg);
   };
+  if (deadline_us - NowUs() <= 0) return BackendError(absl::StrCat(where, ": timed out"));
+  c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(deadline_us - NowUs()));
+  c.pid = getpid();
+  if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
+  if (c.ctx->err) return io_error("cannot connect");
+  auto check = [&](redisReply* r, const char* during) -> absl::Status {
+    if (r == nullptr) return io_error(during);
+    std::string err = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "";
+    freeReplyObject(r);
+    if (!err.empty()) {
+      c.Drop();
+      return BackendError(absl::StrCat(where, ": ", during, ": ", err));
+    }
+    return absl::OkStatus();
+  };
+  if (!url_.password.empty()) {
+    std::vector<std::string> auth = {"AUTH"};
+    if (!url_.user.empty()) auth.push_back(url_.user);
+    auth.push_back(url_.password);
+    absl::Status st = check(command(auth), "AUTH");
+    if (!st.ok()) return st;
+  }
+  if (url_.db != 0) {
+    absl::Status st = check(command({"SELECT", std::to_string(url_.db)}), "SELECT");
+    if (!st.ok()) return st;
+  }
+  if (secret_.load(std::memory_order_acquire) == 0) {
+    // One ticket key per Redis and prefix: whoever connects first sets it.
+    std::random_device rd;
+    const uint64_t mine = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
+    const std::string key = absl::StrCat("{", url_.prefix, ":}secret");
+    redisReply* set = command({"SET", key, std::to_string(mine), "NX"});
+    if (set == nullptr) return io_error("SET");
+    freeReplyObject(set);
+    redisReply* got = command({"GET", key});
+    if (got == nullptr) return io_error("GET");
+    uint64_t shared = 0;
+    if (got->type == REDIS_REPLY_STRING &&
+        absl::SimpleAtoi(absl::string_view(got->str, got->len), &shared) && shared != 0) {
+      secret_.store(shared, std::memory_order_release);
+    }
+    freeReplyObject(got);
+  }
+  redisReply* loaded = command({"SCRIPT", "LOAD", kRedisScript});
+  if (loaded == nullptr) return io_error("SCRIPT LOAD");
+  if (loaded->type == REDIS_REPLY_STRING && !sha_known_.load()) {
+    std::lock_guard<std::mutex> l(last_error_mu_);
+    if (!sha_known_.load()) {
+      sha_.assign(loaded->str, loaded->len);
+      sha_known_.store(true, std::memory_order_release);
+    }
+  }
+  const bool failed = loaded->type == REDIS_REPLY_ERROR;
+  std::string err = failed ? std::string(loaded->str, loaded->len) : "";
+  freeReplyObject(loaded);
+  if (failed) {
+    c.Drop();
+    return BackendError(absl::StrCat(where, ": SCRIPT LOAD: ", err));
+  }
+  return absl::OkStatus();
+}
+
+void RedisStore::Lead(Conn& c, Request* me) {
+  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
+  const int64_t deadline_us = me->deadline_us;
+  // What the leader needs of each request is moved out under the lock: a
+  // caller that gives up may return (and its request go) at any time.
+  struct Item {
+    Op op;
+    std::vector<std::string> argv;
+    Cost cost;
+    bool MergesWith(const Item& o) const {
+      // Decisions of one kind on one model with the same limits: one script
+      // call decides them all, in order. argv[8] (the numbers) differs only
+      // in its first two doubles, the tokens.
+      return (op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) && op == o.op &&
+             argv[3] == o.argv[3] && argv[5] == o.argv[5] && argv[9] == o.argv[9] &&
+             argv[10] == o.argv[10] && argv[8].size() == o.argv[8].size() &&
+             std::memcmp(argv[8].data() + 16, o.argv[8].data() + 16, argv[8].size() - 16) == 0;
+    }
+  };
+  std::vector<Item> batch;
+  {
+    SpinLockHolder l(&mu_);
+    c.batch.push_back(me);
+    while (!queue_.empty() && c.batch.size() < kMaxBatch) {
+      c.batch.push_back(queue_.front());
+      queue_.pop_front();
+    }
+    batch.reserve(c.batch.size());
+    for (Request* r : c.batch) batch.push_back({r->op, std::move(r->argv), r->cost});
+  }
+  // Groups: requests merged into one script call, in order of their first.
+  std::vector<std::vector<size_t>> groups;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    bool merged = false;
+    for (auto& g : groups) {
+      if (batch[g[0]].MergesWith(batch[i])) {
+        g.push_back(i);
+        merged = true;
+        break;
+      }
+    }
+    if (!merged) groups.push_back({i});
+  }
+  // The command of a group: its first request's, plus the others' tokens.
+  auto command_of = [&](const std::vector<size_t>& g, bool eval) {
+    std::vector<std::string> argv = batch[g[0]].argv;
+    argv[0] = eval ? "EVAL" : "EVALSHA";
+    argv[1] = eval ? std::string(kRedisScript) : sha_;
+    if (g.size() > 1) {
+      argv.push_back(std::to_string(g.size() - 1));
+      std::string more;
+      for (size_t k = 1; k < g.size(); ++k) {
+        const Cost& cost = batch[g[k]].cost;
+        AppendDouble(&more, Exact(cost.input));
+        AppendDouble(&more, Exact(cost.output));
+      }
+      argv.push_back(std::move(more));
+    }
+    return argv;
+  };
+  std::vector<absl::StatusOr<Reply>> results(batch.size(), absl::UnknownError("not answered"));
+  bool timed_out = false;
+  auto io_error = [&](const char* during) {
+    std::string msg = absl::StrCat(where, ": ", during, ": ",
+                                   c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
+    if (timed_out || (c.ctx && c.ctx->err == REDIS_ERR_IO &&
+                      (errno == EAGAIN || errno == EWOULDBLOCK))) {
+      msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
+    }
+    c.Drop();
+    return BackendError(msg);
+  };
+  auto flush = [&]() -> bool {
+    for (int done = 0; !done;) {
+      if (redisBufferWrite(c.ctx, &done) != REDIS_OK) return false;
+      if (!done && !WaitFor(c.ctx->fd, POLLOUT, deadline_us)) {
+        timed_out = true;
+        return false;
+      }
+    }
+    return true;
+  };
+  auto next_reply = [&]() -> redisReply* {
+    for (;;) {
+      void* reply = nullptr;
+      if (redisGetReplyFromReader(c.ctx, &reply) != REDIS_OK) return nullptr;
+      if (reply != nullptr) return static_cast<redisReply*>(reply);
+      if (!WaitFor(c.ctx->fd, POLLIN, deadline_us)) {
+        timed_out = true;
+        return nullptr;
+      }
+      if (redisBufferRead(c.ctx) != REDIS_OK) return nullptr;
+    }
+  };
+  absl::Status status;
   if (c.ctx != nullptr && c.pid != getpid()) {
     c.ctx = nullptr;  // the parent's socket: leave it to the parent
   }
-  if (c.ctx == nullptr) {
-    if (remaining() <= 0) return BackendError(absl::StrCat(where(), ": timed out"));
-    c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(remaining()));
-    c.pid = getpid();
-    if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
-    if (c.ctx->err) return io_error("cannot connect");
-    auto check = [&](redisReply* r, const char* during) -> absl::Status {
-      if (r == nullptr) return io_error(during);
-      std::string err = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "";
-      freeReplyObject(r);
-      if (!err.empty()) {
-        c.Drop();
-        return BackendError(absl::StrCat(where(), ": ", during, ": ", err));
+  if (c.ctx == nullptr) status = Connect(c, deadline_us);
+  std::vector<ReplyPtr> replies;
+  if (status.ok()) {
+    // Every group's command in one write, then every reply in order.
+    const bool eval = !sha_known_.load();
+    bool appended = true;
+    for (const auto& g : groups) appended = appended && AppendArgv(c.ctx, command_of(g, eval));
+    if (!appended || !flush()) status = io_error(sha_known_.load() ? "EVALSHA" : "EVAL");
+    for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
+      ReplyPtr r(next_reply(), freeReplyObject);
+      if (r == nullptr) status = io_error(sha_known_.load() ? "EVALSHA" : "EVAL");
+      replies.push_back(std::move(r));
+    }
+    // Not loaded on this server (flushed, or a restarted server): EVAL
+    // loads and runs it.
+    for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
+      redisReply* r = replies[i].get();
+      if (r->type != REDIS_REPLY_ERROR ||
+          !absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
+        continue;
       }
-      return absl::OkStatus();
-    };
-    if (!url_.password.empty()) {
-      std::vector<std::string> auth = {"AUTH"};
-      if (!url_.user.empty()) auth.push_back(url_.user);
-      auth.push_back(url_.password);
-      absl::Status st = check(command(auth), "AUTH");
-      if (!st.ok()) return st;
-    }
-    if (url_.db != 0) {
-      absl::Status st = check(command({"SELECT", std::to_string(url_.db)}), "SELECT");
-      if (!st.ok()) return st;
-    }
-    if (secret_.load(std::memory_order_acquire) == 0) {
-      // One ticket key per Redis and prefix: whoever connects first sets it.
-      std::random_device rd;
-      const uint64_t mine = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
-      const std::string key = absl::StrCat("{", url_.prefix, ":}secret");
-      redisReply* set = command({"SET", key, std::to_string(mine), "NX"});
-      if (set == nullptr) return io_error("SET");
-      freeReplyObject(set);
-      redisReply* got = command({"GET", key});
-      if (got == nullptr) return io_error("GET");
-      uint64_t shared = 0;
-      if (got->type == REDIS_REPLY_STRING &&
-          absl::SimpleAtoi(absl::string_view(got->str, got->len), &shared) && shared != 0) {
-        secret_.store(shared, std::memory_order_release);
+      if (!AppendArgv(c.ctx, command_of(groups[i], /*eval=*/true)) || !flush()) {
+        status = io_error("EVAL");
       }
-      freeReplyObject(got);
-    }
-    redisReply* loaded = command({"SCRIPT", "LOAD", kRedisScript});
-    if (loaded == nullptr) return io_error("SCRIPT LOAD");
-    if (loaded->type == REDIS_REPLY_STRING && !sha_known_.load()) {
-      std::lock_guard<std::mutex> l(last_error_mu_);
-      if (!sha_known_.load()) {
-        sha_.assign(loaded->str, loaded->len);
-        sha_known_.store(true, std::memory_order_release);
+      if (status.ok()) {
+        replies[i].reset(next_reply());
+        if (replies[i] == nullptr) status = io_error("EVAL");
       }
     }
-    const bool failed = loaded->type == REDIS_REPLY_ERROR;
-    std::string err = failed ? std::string(loaded->str, loaded->len) : "";
-    freeReplyObject(loaded);
-    if (failed) {
-      c.Drop();
-      return BackendError(absl::StrCat(where(), ": SCRIPT LOAD: ", err));
+  }
+  if (!status.ok()) {
+    if (status.code() == absl::StatusCode::kUnavailable) {
+      NoteFailure(std::string(status.message()));
+    }
+    for (auto& r : results) r = status;
+  } else {
+    bool script_failed = false;
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const std::vector<size_t>& g = groups[i];
+      redisReply* r = replies[i].get();
+      std::string error;
+      if (r->type == REDIS_REPLY_ERROR) {
+        error = absl::StrCat(where, ": ", absl::string_view(r->str, r->len));
+      } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+                 (r->element[0]->integer != -2 && r->elements < 3 + 2 * (g.size() - 1))) {
+        error = absl::StrCat(where, ": unexpected reply to the script");
+      }
+      if (!error.empty()) {
+        NoteFailure(error);
+        script_failed = true;
+        for (size_t k : g) results[k] = BackendError(error);
+        continue;
+      }
+      auto code_of = [](long long code) {
+        return code == 0 ? RT_OK : code == 1 ? RT_LIMITED : code == -3 ? RT_E_TOO_LARGE : RT_E_CONFIG;
+      };
+      Reply first;
+      first.code = code_of(r->element[0]->integer);
+      first.wait_ms = static_cast<uint64_t>(std::max<long long>(r->element[1]->integer, 0));
+      first.now_ms = r->element[2]->integer;
+      std::vector<long long> extra;
+      for (size_t e = 3; e < r->elements; ++e) {
+        redisReply* x = r->element[e];
+        if (x->type == REDIS_REPLY_STRING) first.stored_limits.assign(x->str, x->len);
+        if (x->type == REDIS_REPLY_INTEGER) extra.push_back(x->integer);
+      }
+      // kStats: n used counts, the block, then (remaining, reset, limit) per unit.
+      if (batch[g[0]].op == Op::kStats && extra.size() >= 13) {
+        const size_t n = extra.size() - 13;
+        for (size_t k = 0; k < n; ++k) first.used.push_back(static_cast<uint64_t>(extra[k]));
+        first.blocked_ms = static_cast<uint64_t>(std::max<long long>(extra[n], 0));
+        for (int u = 0; u < 4; ++u) {
+          first.caps[u].remaining = extra[n + 1 + u * 3];
+          first.caps[u].reset_ms = static_cast<uint64_t>(std::max<long long>(extra[n + 2 + u * 3], 0));
+          first.caps[u].limit = static_cast<uint64_t>(std::max<long long>(extra[n + 3 + u * 3], 0));
+        }
+      }
+      for (size_t k = 0; k < g.size(); ++k) {
+        Reply one = first;
+        if (k > 0 && first.code != RT_E_CONFIG) {  // a conflict answers them all
+          one.code = code_of(extra[2 * (k - 1)]);
+          one.wait_ms = static_cast<uint64_t>(std::max<long long>(extra[2 * (k - 1) + 1], 0));
+        }
+        results[g[k]] = std::move(one);
+      }
+    }
+    if (!script_failed) NoteSuccess();
+  }
+  // Hand out the results, and the connection to the first one queued.
+  std::vector<Request*> wake;
+  Request* next = nullptr;
+  {
+    SpinLockHolder l(&mu_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Request* r = c.batch[i];
+      if (r == nullptr) continue;  // gave up waiting
+      r->result = std::move(results[i]);
+      r->failed = !status.ok();
+      r->state.store(Request::kDone, std::memory_order_release);
+      if (r != me) wake.push_back(r);
+    }
+    c.batch.clear();
+    if (!queue_.empty()) {
+      next = queue_.front();
+      queue_.pop_front();
+      next->conn = &c;
+      next->state.store(Request::kLead, std::memory_order_release);
+    } else {
+      c.busy = false;
     }
   }
-  redisReply* r = command(argv);
-  if (r == nullptr) return io_error(argv[0] == "EVAL" ? "EVAL" : "EVALSHA");
-  if (r->type == REDIS_REPLY_ERROR && absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
-    // Not loaded yet on this server (or flushed, or a restarted server):
-    // EVAL loads and runs it.
-    freeReplyObject(r);
-    std::vector<std::string> eval = argv;
-    eval[0] = "EVAL";
-    eval[1] = kRedisScript;
-    r = command(eval);
-    if (r == nullptr) return io_error("EVAL");
-  }
-  if (r->type == REDIS_REPLY_ERROR) {
-    std::string err(r->str, r->len);
-    freeReplyObject(r);
-    c.Drop();
-    return BackendError(absl::StrCat(where(), ": ", err));
-  }
-  if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
-    freeReplyObject(r);
-    c.Drop();
-    return BackendError(absl::StrCat(where(), ": unexpected reply to the script"));
-  }
-  Reply out;
-  const int64_t code = r->element[0]->integer;
-  out.code = code == 0 ? RT_OK : code == 1 ? RT_LIMITED : code == -3 ? RT_E_TOO_LARGE : RT_E_CONFIG;
-  out.wait_ms = static_cast<uint64_t>(std::max<long long>(r->element[1]->integer, 0));
-  out.now_ms = r->element[2]->integer;
-  std::vector<long long> extra;
-  for (size_t i = 3; i < r->elements; ++i) {
-    redisReply* e = r->element[i];
-    if (e->type == REDIS_REPLY_STRING) out.stored_limits.assign(e->str, e->len);
-    if (e->type == REDIS_REPLY_INTEGER) extra.push_back(e->integer);
-  }
-  // kStats: n used counts, the block, then (remaining, reset, limit) per unit.
-  if (extra.size() >= 13) {
-    const size_t n = extra.size() - 13;
-    for (size_t i = 0; i < n; ++i) out.used.push_back(static_cast<uint64_t>(extra[i]));
-    out.blocked_ms = static_cast<uint64_t>(std::max<long long>(extra[n], 0));
-    for (int u = 0; u < 4; ++u) {
-      out.caps[u].remaining = extra[n + 1 + u * 3];
-      out.caps[u].reset_ms = static_cast<uint64_t>(std::max<long long>(extra[n + 2 + u * 3], 0));
-      out.caps[u].limit = static_cast<uint64_t>(std::max<long long>(extra[n + 3 + u * 3], 0));
-    }
-  }
-  freeReplyObject(r);
-  return out;
+  for (Request* r : wake) FutexWake(&r->state);
+  if (next != nullptr) FutexWake(&next->state);
 }
 
 absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model,
@@ -429,26 +656,24 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
                                                   int64_t time_arg, const Cost& granted,
                                                   const Observation& observation) {
   const int64_t start = NowUs();
-  const int64_t next = next_attempt_us_.load(std::memory_order_relaxed);
-  if (start < next) {
+  const int64_t next_attempt = next_attempt_us_.load(std::memory_order_relaxed);
+  if (start < next_attempt) {
     std::lock_guard<std::mutex> l(last_error_mu_);
-    return BackendError(absl::StrCat(last_error_, " (retrying in ", (next - start) / 1000 + 1,
-                                     " ms)"));
+    return BackendError(absl::StrCat(last_error_, " (retrying in ",
+                                     (next_attempt - start) / 1000 + 1, " ms)"));
   }
-  const int64_t deadline = start + static_cast<int64_t>(url_.timeout_ms) * 1000;
+  Request me;
+  me.op = op;
+  me.cost = cost;
+  me.deadline_us = start + static_cast<int64_t>(url_.timeout_ms) * 1000;
   static const char* const kOps[] = {"acquire", "check", "record", "settle",
                                      "stats",   "reset", "block",  "observe"};
-  std::vector<std::string> argv;
-  argv.reserve(20);
+  std::vector<std::string>& argv = me.argv;
+  argv.reserve(13);
   // By SHA once a connection has loaded the script (SCRIPT LOAD at connect);
-  // the whole script before that.
-  if (sha_known_.load(std::memory_order_acquire)) {
-    argv.push_back("EVALSHA");
-    argv.push_back(sha_);
-  } else {
-    argv.push_back("EVAL");
-    argv.push_back(kRedisScript);
-  }
+  // the leader sends the whole script before that.
+  argv.push_back("EVALSHA");
+  argv.push_back(sha_known_.load(std::memory_order_acquire) ? sha_ : std::string());
   argv.push_back("1");
   argv.push_back(absl::StrCat("{", url_.prefix, ":", model, "}"));
   argv.push_back(kOps[static_cast<int>(op)]);
@@ -480,30 +705,79 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   argv.push_back(std::move(numbers));
   argv.push_back(spec.numbers_format);
   argv.push_back(spec.state_format);
-  // A free connection of the pool, starting from this thread's own.
+  // A free connection of the pool, starting from this thread's own; with
+  // none free, wait in the queue: the next leader sends the queued requests
+  // together, merging decisions on one model into one script call.
   static thread_local unsigned home = static_cast<unsigned>(
       std::hash<std::thread::id>{}(std::this_thread::get_id()));
-  for (;;) {
-    for (int k = 0; k < kPoolSize; ++k) {
-      Conn& c = *pool_[(home + k) % kPoolSize];
-      bool expected = false;
-      if (!c.busy.compare_exchange_strong(expected, true, std::memory_order_acquire)) continue;
-      auto reply = RunOn(c, deadline, argv);
-      c.busy.store(false, std::memory_order_release);
-      if (reply.ok()) {
-        NoteSuccess();
-      } else if (reply.status().code() == absl::StatusCode::kUnavailable) {
-        NoteFailure(std::string(reply.status().message()));
+  Conn* conn = nullptr;
+  {
+    SpinLockHolder l(&mu_);
+    const size_t size = pool_.size();
+    for (size_t k = 0; k < size && conn == nullptr; ++k) {
+      Conn* c = pool_[(home + k) % size].get();
+      if (!c->busy) {
+        c->busy = true;
+        conn = c;
       }
-      return reply;
     }
-    if (NowUs() >= deadline) {
-      return BackendError(absl::StrCat("Redis ", url_.host, ":", url_.port,
-                                       ": every pooled connection stayed busy for ",
-                                       url_.timeout_ms, " ms"));
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (conn == nullptr) queue_.push_back(&me);
   }
+  if (conn == nullptr) {
+    const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
+    auto timed_out = [&] {
+      const std::string message =
+          absl::StrCat(where, ": timed out after ", url_.timeout_ms, " ms");
+      NoteFailure(message);
+      return BackendError(message);
+    };
+    while (me.state.load(std::memory_order_acquire) == Request::kWaiting) {
+      if (FutexWaitUntil(&me.state, Request::kWaiting, me.deadline_us)) continue;
+      // The deadline passed. Still queued: leave; on the wire: the leader
+      // drops the reply. Else it has just been answered.
+      bool answered = false;
+      {
+        SpinLockHolder l(&mu_);
+        answered = me.state.load(std::memory_order_relaxed) != Request::kWaiting;
+        if (!answered) {
+          if (auto it = std::find(queue_.begin(), queue_.end(), &me); it != queue_.end()) {
+            queue_.erase(it);
+          } else {
+            for (auto& c : pool_) {
+              std::replace(c->batch.begin(), c->batch.end(), &me, static_cast<Request*>(nullptr));
+            }
+          }
+        }
+      }
+      if (answered) break;
+      return timed_out();
+    }
+    if (me.state.load(std::memory_order_acquire) == Request::kDone) {
+      if (!me.result.ok() && me.failed) errors_.fetch_add(1);  // the leader noted it
+      return std::move(me.result);
+    }
+    conn = me.conn;  // kLead: the connection is ours
+    if (NowUs() >= me.deadline_us) {
+      // Too late to lead (the batch would fail with this deadline): the
+      // next one queued takes the connection.
+      Request* next = nullptr;
+      {
+        SpinLockHolder l(&mu_);
+        if (!queue_.empty()) {
+          next = queue_.front();
+          queue_.pop_front();
+          next->conn = conn;
+          next->state.store(Request::kLead, std::memory_order_release);
+        } else {
+          conn->busy = false;
+        }
+      }
+      if (next != nullptr) FutexWake(&next->state);
+      return timed_out();
+    }
+  }
+  Lead(*conn, &me);
+  return std::move(me.result);
 }
 
 }  // namespace ratetrack

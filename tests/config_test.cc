@@ -137,6 +137,18 @@ TEST(ConfigTest, RedisUrlsParseAndNeverShowThePassword) {
   EXPECT_EQ(d->port, 6379);
   EXPECT_EQ(d->timeout_ms, 50);
   EXPECT_EQ(d->on_error, RedisUrl::OnError::kLocal);
+  EXPECT_EQ(d->connections, 4);
+  auto c = ParseRedisUrl("redis://h:1?connections=2");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->connections, 2);
+  EXPECT_NE(c->Redacted().find("connections=2"), std::string::npos) << c->Redacted();
+  for (const char* bad : {"redis://h:1?connections=0", "redis://h:1?connections=65",
+                          "redis://h:1?connections=two"}) {
+    auto r = ParseRedisUrl(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(std::string(r.status().message()).find("connections"), std::string::npos)
+        << r.status();
+  }
   auto p = ParseRedisUrl("redis://secretonly@h:1");
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->password, "secretonly");

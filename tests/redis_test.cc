@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <string>
@@ -163,6 +164,92 @@ TEST(RedisTest, ProcessesRacingAdmitExactlyTheLimit) {
   }
   for (pid_t p : kids) waitpid(p, nullptr, 0);
   EXPECT_EQ(total, 500);
+}
+
+// Script calls the server has run since the last CONFIG RESETSTAT.
+int EvalshaCalls(RedisServer& redis) {
+  const std::string info = redis.Command({"INFO", "commandstats"});
+  const size_t at = info.find("cmdstat_evalsha:calls=");
+  return at == std::string::npos ? 0 : std::atoi(info.c_str() + at + 22);
+}
+
+TEST(RedisTest, ThreadsRacingAdmitExactlyTheLimit) {
+  RedisServer redis;
+  // Two connections for sixteen threads: most calls queue and are merged.
+  rt_tracker* t = rt_open(Config(redis.Url("?prefix=threads&connections=2&timeout_ms=2000"),
+      R"({"a/b": {"windows": [{"unit": "requests", "limit": 500, "seconds": 3600},
+                              {"unit": "tokens", "limit": 100000, "seconds": 3600}]}})").c_str());
+  ASSERT_NE(t, nullptr) << rt_last_error();
+  std::atomic<int> admitted{0}, limited{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      for (int j = 0; j < 60; ++j) {
+        const int rc = i % 4 == 3 ? rt_can_make(t, "a/b", 7) : rt_try_acquire(t, "a/b", 7, nullptr);
+        if (i % 4 == 3) {
+          other += rc != RT_OK && rc != RT_LIMITED;
+        } else {
+          (rc == RT_OK ? admitted : rc == RT_LIMITED ? limited : other)++;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(other.load(), 0) << rt_last_error();
+  EXPECT_EQ(admitted.load(), 500);
+  EXPECT_EQ(limited.load(), 12 * 60 - 500);
+  json s = Stats(t)["models"]["a/b"];
+  EXPECT_EQ(s["requests_per_3600s"]["current"], 500) << s.dump();
+  EXPECT_EQ(s["tokens_per_3600s"]["current"], 3500) << s.dump();
+  rt_close(t);
+}
+
+TEST(RedisTest, QueuedDecisionsOnOneModelAreMergedIntoOneScriptCall) {
+  RedisServer redis;
+  // One connection: while it waits on a stopped server, calls queue.
+  rt_tracker* t = rt_open(Config(redis.Url("?prefix=merge&connections=1&timeout_ms=5000"),
+                                 R"({"a/b": {"rpm": 5, "tpm": 1000}, "c/d": {"rpm": 6}})").c_str());
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK) << rt_last_error();  // connects
+  ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
+  redis.Stop();
+  std::thread first([&] { EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // its call is on the wire
+  // Queued meanwhile, in any order: five acquires and a check on a/b, two
+  // records and an acquire on c/d. The next batch is one write: the five
+  // acquires in one script call, the records in another, the check and the
+  // acquire on c/d alone.
+  std::atomic<int> ok{0}, limited{0}, other{0};
+  std::vector<std::thread> queued;
+  for (int i = 0; i < 5; ++i) {
+    queued.emplace_back([&] {
+      const int rc = rt_try_acquire(t, "a/b", 10, nullptr);
+      (rc == RT_OK ? ok : rc == RT_LIMITED ? limited : other)++;
+    });
+  }
+  queued.emplace_back([&] {
+    const int rc = rt_can_make(t, "a/b", 1);  // before or after the acquires
+    EXPECT_TRUE(rc == RT_OK || rc == RT_LIMITED) << rt_status_string(rc);
+  });
+  for (int i = 0; i < 2; ++i) {
+    queued.emplace_back([&] { EXPECT_EQ(rt_record(t, "c/d", 100), RT_OK) << rt_last_error(); });
+  }
+  queued.emplace_back([&] { EXPECT_EQ(rt_try_acquire(t, "c/d", 1, nullptr), RT_OK); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // all queued
+  redis.Continue();
+  first.join();
+  for (auto& th : queued) th.join();
+  // a/b allows 5 requests a minute: 2 taken before, so 3 of the 5 fit, each
+  // decided in turn within the one call.
+  EXPECT_EQ(ok.load(), 3);
+  EXPECT_EQ(limited.load(), 2);
+  EXPECT_EQ(other.load(), 0);
+  // The first call, then the batch's four: ten decisions in five calls.
+  EXPECT_EQ(EvalshaCalls(redis), 5);
+  json s = Stats(t)["models"];
+  EXPECT_EQ(s["a/b"]["requests_per_minute"]["current"], 5) << s.dump();
+  EXPECT_EQ(s["a/b"]["tokens_per_minute"]["current"], 1 + 1 + 30) << s.dump();
+  EXPECT_EQ(s["c/d"]["requests_per_minute"]["current"], 3) << s.dump();
+  rt_close(t);
 }
 
 TEST(RedisTest, ARequestRefusedByOneWindowConsumesNothing) {

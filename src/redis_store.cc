@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -197,6 +199,9 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
 struct RedisStore::Conn {
   redisContext* ctx = nullptr;  // the leader's alone
   pid_t pid = 0;
+  // The socket's SO_RCVTIMEO: a read may block when at least this is left
+  // (a little under timeout_ms); INT64_MAX: never, poll first.
+  int64_t read_timeout_us = INT64_MAX;
   bool busy = false;               // guarded by mu_: a leader is at work on it
   std::vector<Request*> batch;     // guarded by mu_: on the wire; null: gave up
   void Drop() {
@@ -270,6 +275,20 @@ bool AppendArgv(redisContext* ctx, const std::vector<std::string>& args) {
   return redisAppendCommandArgv(ctx, argc, ptrs, lens) == REDIS_OK;
 }
 
+// This process's id without a system call per batch: refreshed in a forked
+// child (the tracker's own fork handlers reset the connections too; this
+// covers a fork that bypassed them).
+std::atomic<pid_t> g_pid{0};
+
+pid_t CurrentPid() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    g_pid.store(getpid());
+    pthread_atfork(nullptr, nullptr, [] { g_pid.store(getpid()); });
+  });
+  return g_pid.load(std::memory_order_relaxed);
+}
+
 }  // namespace
 
 RedisStore::RedisStore(RedisUrl url) : url_(std::move(url)) {
@@ -278,7 +297,7 @@ RedisStore::RedisStore(RedisUrl url) : url_(std::move(url)) {
 
 RedisStore::~RedisStore() {
   for (auto& c : pool_) {
-    if (c->pid == getpid()) c->Drop();
+    if (c->pid == CurrentPid()) c->Drop();
   }
 }
 
@@ -378,7 +397,7 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   };
   if (deadline_us - NowUs() <= 0) return BackendError(absl::StrCat(where, ": timed out"));
   c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(deadline_us - NowUs()));
-  c.pid = getpid();
+  c.pid = CurrentPid();
   if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
   if (c.ctx->err) return io_error("cannot connect");
   auto check = [&](redisReply* r, const char* during) -> absl::Status {
@@ -434,6 +453,13 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   if (failed) {
     c.Drop();
     return BackendError(absl::StrCat(where, ": SCRIPT LOAD: ", err));
+  }
+  // Replies are read with a receive timeout a millisecond under timeout_ms
+  // (no poll(2) per command); a call with less than that left polls.
+  const int64_t timeout_us = static_cast<int64_t>(url_.timeout_ms) * 1000;
+  c.read_timeout_us = INT64_MAX;
+  if (timeout_us >= 4000 && redisSetTimeout(c.ctx, Tv(timeout_us - 1000)) == REDIS_OK) {
+    c.read_timeout_us = timeout_us - 1000;
   }
   return absl::OkStatus();
 }
@@ -525,15 +551,21 @@ void RedisStore::Lead(Conn& c, Request* me) {
       void* reply = nullptr;
       if (redisGetReplyFromReader(c.ctx, &reply) != REDIS_OK) return nullptr;
       if (reply != nullptr) return static_cast<redisReply*>(reply);
-      if (!WaitFor(c.ctx->fd, POLLIN, deadline_us)) {
+      // With the socket's receive timeout (set at connect) inside what is
+      // left, a blocking read waits for the reply itself; else poll first.
+      const int64_t left = deadline_us - NowUs();
+      if (left < c.read_timeout_us && !WaitFor(c.ctx->fd, POLLIN, deadline_us)) {
         timed_out = true;
         return nullptr;
       }
-      if (redisBufferRead(c.ctx) != REDIS_OK) return nullptr;
+      if (redisBufferRead(c.ctx) != REDIS_OK) {
+        if (NowUs() >= deadline_us) timed_out = true;
+        return nullptr;
+      }
     }
   };
   absl::Status status;
-  if (c.ctx != nullptr && c.pid != getpid()) {
+  if (c.ctx != nullptr && c.pid != CurrentPid()) {
     c.ctx = nullptr;  // the parent's socket: leave it to the parent
   }
   if (c.ctx == nullptr) status = Connect(c, deadline_us);

@@ -12,6 +12,7 @@
 #   scripts/bench-redis.sh [SECONDS] [PxT ...]    (default: 3 1x1 1x4 2x4 1x16 2x8)
 #   RT_BENCH_NO_BUILD=1 scripts/bench-redis.sh   (no rebuild: measure build/ as is)
 #   RT_BENCH_ROUNDS=5 scripts/bench-redis.sh     (interleaved rounds; default 3)
+#   RT_BENCH_QUERY='&connections=2' scripts/bench-redis.sh   (more URL parameters)
 #
 # Ratios are try_acquire / redis-benchmark INCR (throughput, p99); the last
 # two columns are try_acquire / in-program INCR. The issue's target:
@@ -56,9 +57,9 @@ for _ in $(seq 100); do
 done
 [ "$(redis-cli -p "$port" ping 2> /dev/null)" = PONG ] || { echo "bench-redis.sh: redis-server did not start" >&2; exit 1; }
 cli() { redis-cli -p "$port" "$@" > /dev/null; }
-url="redis://127.0.0.1:$port/0?prefix=rtbench&timeout_ms=50&on_error=closed"
+url="redis://127.0.0.1:$port/0?prefix=rtbench&timeout_ms=50&on_error=closed${RT_BENCH_QUERY:-}"
 
-echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement"
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement${RT_BENCH_QUERY:+; URL parameters $RT_BENCH_QUERY}"
 out=$(mktemp)
 # Rounds: every case is measured $rounds times, interleaved (INCR, then
 # try_acquire, case after case), and the table shows medians: this machine's

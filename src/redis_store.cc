@@ -204,10 +204,16 @@ struct RedisStore::Conn {
   int64_t read_timeout_us = INT64_MAX;
   bool busy = false;               // guarded by mu_: a leader is at work on it
   std::vector<Request*> batch;     // guarded by mu_: on the wire; null: gave up
+  bool timed_out = false;  // the last Flush or NextReply failed by the deadline
   void Drop() {
     if (ctx != nullptr) redisFree(ctx);
     ctx = nullptr;
   }
+  // Writes the commands appended to ctx, within the deadline.
+  bool Flush(int64_t deadline_us);
+  // The next reply (the caller's to free), within the deadline; null on an
+  // I/O error or when the deadline passed (timed_out).
+  redisReply* NextReply(int64_t deadline_us);
 };
 
 // One call of Run, on its caller's stack: its command's arguments, and once
@@ -291,6 +297,49 @@ pid_t CurrentPid() {
 
 }  // namespace
 
+bool RedisStore::Conn::Flush(int64_t deadline_us) {
+  timed_out = false;
+  for (int done = 0; !done;) {
+    if (redisBufferWrite(ctx, &done) != REDIS_OK) return false;
+    if (!done && !WaitFor(ctx->fd, POLLOUT, deadline_us)) {
+      timed_out = true;
+      return false;
+    }
+  }
+  return true;
+}
+
+redisReply* RedisStore::Conn::NextReply(int64_t deadline_us) {
+  timed_out = false;
+  for (;;) {
+    void* reply = nullptr;
+    if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK) return nullptr;
+    if (reply != nullptr) return static_cast<redisReply*>(reply);
+    // With the socket's receive timeout (set at connect) inside what is
+    // left, a blocking read waits for the reply itself; else poll first.
+    if (deadline_us - NowUs() < read_timeout_us && !WaitFor(ctx->fd, POLLIN, deadline_us)) {
+      timed_out = true;
+      return nullptr;
+    }
+    if (redisBufferRead(ctx) != REDIS_OK) {
+      timed_out = NowUs() >= deadline_us;
+      return nullptr;
+    }
+  }
+}
+
+absl::Status RedisStore::IoError(Conn& c, const char* during) const {
+  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
+  std::string msg = absl::StrCat(where, ": ", during, ": ",
+                                 c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
+  if (c.timed_out ||
+      (c.ctx && c.ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+    msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
+  }
+  c.Drop();
+  return BackendError(msg);
+}
+
 RedisStore::RedisStore(RedisUrl url) : url_(std::move(url)) {
   for (int i = 0; i < url_.connections; ++i) pool_.push_back(std::make_unique<Conn>());
 }
@@ -361,40 +410,15 @@ void RedisStore::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
 
 absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
-  bool timed_out = false;
-  // One command and its reply, within the deadline. The socket is never
-  // read or written unless poll(2) says it is ready, so no call blocks past
-  // the deadline and no per-command socket option is set.
+  // One command and its reply, within the deadline (polling: the socket's
+  // receive timeout is set at the end).
+  c.read_timeout_us = INT64_MAX;
+  c.timed_out = false;
   auto command = [&](const std::vector<std::string>& args) -> redisReply* {
-    if (!AppendArgv(c.ctx, args)) return nullptr;
-    for (int done = 0; !done;) {
-      if (redisBufferWrite(c.ctx, &done) != REDIS_OK) return nullptr;
-      if (!done && !WaitFor(c.ctx->fd, POLLOUT, deadline_us)) {
-        timed_out = true;
-        return nullptr;
-      }
-    }
-    for (;;) {
-      void* reply = nullptr;
-      if (redisGetReplyFromReader(c.ctx, &reply) != REDIS_OK) return nullptr;
-      if (reply != nullptr) return static_cast<redisReply*>(reply);
-      if (!WaitFor(c.ctx->fd, POLLIN, deadline_us)) {
-        timed_out = true;
-        return nullptr;
-      }
-      if (redisBufferRead(c.ctx) != REDIS_OK) return nullptr;
-    }
+    if (!AppendArgv(c.ctx, args) || !c.Flush(deadline_us)) return nullptr;
+    return c.NextReply(deadline_us);
   };
-  auto io_error = [&](const char* during) {
-    std::string msg = absl::StrCat(where, ": ", during, ": ",
-                                   c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
-    if (timed_out || (c.ctx && c.ctx->err == REDIS_ERR_IO &&
-                      (errno == EAGAIN || errno == EWOULDBLOCK))) {
-      msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
-    }
-    c.Drop();
-    return BackendError(msg);
-  };
+  auto io_error = [&](const char* during) { return IoError(c, during); };
   if (deadline_us - NowUs() <= 0) return BackendError(absl::StrCat(where, ": timed out"));
   c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(deadline_us - NowUs()));
   c.pid = CurrentPid();
@@ -525,45 +549,6 @@ void RedisStore::Lead(Conn& c, Request* me) {
     return argv;
   };
   std::vector<absl::StatusOr<Reply>> results(batch.size(), absl::UnknownError("not answered"));
-  bool timed_out = false;
-  auto io_error = [&](const char* during) {
-    std::string msg = absl::StrCat(where, ": ", during, ": ",
-                                   c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
-    if (timed_out || (c.ctx && c.ctx->err == REDIS_ERR_IO &&
-                      (errno == EAGAIN || errno == EWOULDBLOCK))) {
-      msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
-    }
-    c.Drop();
-    return BackendError(msg);
-  };
-  auto flush = [&]() -> bool {
-    for (int done = 0; !done;) {
-      if (redisBufferWrite(c.ctx, &done) != REDIS_OK) return false;
-      if (!done && !WaitFor(c.ctx->fd, POLLOUT, deadline_us)) {
-        timed_out = true;
-        return false;
-      }
-    }
-    return true;
-  };
-  auto next_reply = [&]() -> redisReply* {
-    for (;;) {
-      void* reply = nullptr;
-      if (redisGetReplyFromReader(c.ctx, &reply) != REDIS_OK) return nullptr;
-      if (reply != nullptr) return static_cast<redisReply*>(reply);
-      // With the socket's receive timeout (set at connect) inside what is
-      // left, a blocking read waits for the reply itself; else poll first.
-      const int64_t left = deadline_us - NowUs();
-      if (left < c.read_timeout_us && !WaitFor(c.ctx->fd, POLLIN, deadline_us)) {
-        timed_out = true;
-        return nullptr;
-      }
-      if (redisBufferRead(c.ctx) != REDIS_OK) {
-        if (NowUs() >= deadline_us) timed_out = true;
-        return nullptr;
-      }
-    }
-  };
   absl::Status status;
   if (c.ctx != nullptr && c.pid != CurrentPid()) {
     c.ctx = nullptr;  // the parent's socket: leave it to the parent
@@ -575,10 +560,11 @@ void RedisStore::Lead(Conn& c, Request* me) {
     const bool eval = !sha_known_.load();
     bool appended = true;
     for (const auto& g : groups) appended = appended && AppendArgv(c.ctx, command_of(g, eval));
-    if (!appended || !flush()) status = io_error(sha_known_.load() ? "EVALSHA" : "EVAL");
+    const char* what = eval ? "EVAL" : "EVALSHA";
+    if (!appended || !c.Flush(deadline_us)) status = IoError(c, what);
     for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
-      ReplyPtr r(next_reply(), freeReplyObject);
-      if (r == nullptr) status = io_error(sha_known_.load() ? "EVALSHA" : "EVAL");
+      ReplyPtr r(c.NextReply(deadline_us), freeReplyObject);
+      if (r == nullptr) status = IoError(c, what);
       replies.push_back(std::move(r));
     }
     // Not loaded on this server (flushed, or a restarted server): EVAL
@@ -589,12 +575,12 @@ void RedisStore::Lead(Conn& c, Request* me) {
           !absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
         continue;
       }
-      if (!AppendArgv(c.ctx, command_of(groups[i], /*eval=*/true)) || !flush()) {
-        status = io_error("EVAL");
+      if (!AppendArgv(c.ctx, command_of(groups[i], /*eval=*/true)) || !c.Flush(deadline_us)) {
+        status = IoError(c, "EVAL");
       }
       if (status.ok()) {
-        replies[i].reset(next_reply());
-        if (replies[i] == nullptr) status = io_error("EVAL");
+        replies[i].reset(c.NextReply(deadline_us));
+        if (replies[i] == nullptr) status = IoError(c, "EVAL");
       }
     }
   }

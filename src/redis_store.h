@@ -150,6 +150,8 @@ class RedisStore {
   // Connects c, authenticates, selects the database, learns the ticket key
   // and loads the script, all within deadline_us.
   absl::Status Connect(Conn& c, int64_t deadline_us);
+  // After a failed Flush or NextReply on c: drops it, says what failed.
+  absl::Status IoError(Conn& c, const char* during) const;
   // The leader's part, with c its own: takes the queued requests along,
   // merges the decisions on one model into one script call each, writes
   // them all at once, reads every reply, hands the results out and the

@@ -1,6 +1,7 @@
 #include "redis_store.h"
 
 #include <hiredis/hiredis.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
@@ -199,9 +200,6 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
 struct RedisStore::Conn {
   redisContext* ctx = nullptr;  // the leader's alone
   pid_t pid = 0;
-  // The socket's SO_RCVTIMEO: a read may block when at least this is left
-  // (a little under timeout_ms); INT64_MAX: never, poll first.
-  int64_t read_timeout_us = INT64_MAX;
   bool busy = false;               // guarded by mu_: a leader is at work on it
   std::vector<Request*> batch;     // guarded by mu_: on the wire; null: gave up
   bool timed_out = false;  // the last Flush or NextReply failed by the deadline
@@ -227,7 +225,7 @@ struct RedisStore::Request {
   int64_t deadline_us = 0;
   std::atomic<uint32_t> state{kWaiting};
   Conn* conn = nullptr;  // kLead: the connection handed over
-  absl::StatusOr<Reply> result{absl::UnknownError("not answered")};
+  absl::StatusOr<Reply> result;  // kDone: the answer
   bool failed = false;  // kDone with a failure of the connection (count it)
 };
 
@@ -315,16 +313,11 @@ redisReply* RedisStore::Conn::NextReply(int64_t deadline_us) {
     void* reply = nullptr;
     if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK) return nullptr;
     if (reply != nullptr) return static_cast<redisReply*>(reply);
-    // With the socket's receive timeout (set at connect) inside what is
-    // left, a blocking read waits for the reply itself; else poll first.
-    if (deadline_us - NowUs() < read_timeout_us && !WaitFor(ctx->fd, POLLIN, deadline_us)) {
+    if (!WaitFor(ctx->fd, POLLIN, deadline_us)) {
       timed_out = true;
       return nullptr;
     }
-    if (redisBufferRead(ctx) != REDIS_OK) {
-      timed_out = NowUs() >= deadline_us;
-      return nullptr;
-    }
+    if (redisBufferRead(ctx) != REDIS_OK) return nullptr;
   }
 }
 
@@ -364,6 +357,12 @@ void RedisStore::NoteFailure(const std::string& message) {
   last_error_ = message;
 }
 
+void RedisStore::NoteError(const std::string& message) {
+  errors_.fetch_add(1);
+  std::lock_guard<std::mutex> l(last_error_mu_);
+  last_error_ = message;
+}
+
 void RedisStore::NoteSuccess() {
   connected_.store(true, std::memory_order_relaxed);
   if (degraded_since_ms_.load(std::memory_order_relaxed) != 0) {
@@ -391,6 +390,12 @@ bool RedisStore::Idle() const {
 }
 
 void RedisStore::LockForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  {
+    // No new call takes a connection or queues from now on; those queued
+    // are served (within their deadlines), so the connections come free.
+    SpinLockHolder l(&mu_);
+    forking_ = true;
+  }
   // Held across fork(): no command is on the wire then, and nobody waits (a
   // queued request always has a leader at work).
   for (;;) {
@@ -403,16 +408,17 @@ void RedisStore::LockForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
 
 void RedisStore::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (child) {
-    for (auto& c : pool_) c->pid = 0;  // reconnect: never share the parent's socket
+    // Never share the parent's socket: the child connects anew. Closing the
+    // child's copy of the descriptor leaves the parent's connection as it is.
+    for (auto& c : pool_) c->Drop();
   }
+  forking_ = false;
   mu_.Unlock();
 }
 
 absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
-  // One command and its reply, within the deadline (polling: the socket's
-  // receive timeout is set at the end).
-  c.read_timeout_us = INT64_MAX;
+  // One command and its reply, within the deadline.
   c.timed_out = false;
   auto command = [&](const std::vector<std::string>& args) -> redisReply* {
     if (!AppendArgv(c.ctx, args) || !c.Flush(deadline_us)) return nullptr;
@@ -478,13 +484,15 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
     c.Drop();
     return BackendError(absl::StrCat(where, ": SCRIPT LOAD: ", err));
   }
-  // Replies are read with a receive timeout a millisecond under timeout_ms
-  // (no poll(2) per command); a call with less than that left polls.
-  const int64_t timeout_us = static_cast<int64_t>(url_.timeout_ms) * 1000;
-  c.read_timeout_us = INT64_MAX;
-  if (timeout_us >= 4000 && redisSetTimeout(c.ctx, Tv(timeout_us - 1000)) == REDIS_OK) {
-    c.read_timeout_us = timeout_us - 1000;
+  // From here on the socket never blocks: a write that cannot go on waits
+  // in poll(2) for the deadline like a read (the socket timeouts hiredis
+  // sets are in whole clock ticks and may overshoot it).
+  const int flags = fcntl(c.ctx->fd, F_GETFL);
+  if (flags < 0 || fcntl(c.ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    c.Drop();
+    return BackendError(absl::StrCat(where, ": cannot make the socket non-blocking"));
   }
+  c.ctx->flags &= ~REDIS_BLOCK;
   return absl::OkStatus();
 }
 
@@ -548,7 +556,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
     }
     return argv;
   };
-  std::vector<absl::StatusOr<Reply>> results(batch.size(), absl::UnknownError("not answered"));
+  std::vector<absl::StatusOr<Reply>> results(batch.size());
   absl::Status status;
   if (c.ctx != nullptr && c.pid != CurrentPid()) {
     c.ctx = nullptr;  // the parent's socket: leave it to the parent
@@ -591,13 +599,19 @@ void RedisStore::Lead(Conn& c, Request* me) {
     for (auto& r : results) r = status;
   } else {
     bool script_failed = false;
+    bool drop = false;
     for (size_t i = 0; i < groups.size(); ++i) {
       const std::vector<size_t>& g = groups[i];
       redisReply* r = replies[i].get();
       std::string error;
       if (r->type == REDIS_REPLY_ERROR) {
-        error = absl::StrCat(where, ": ", absl::string_view(r->str, r->len));
+        const absl::string_view text(r->str, r->len);
+        error = absl::StrCat(where, ": ", text);
+        // Not the script failing but the server refusing (READONLY after a
+        // failover, LOADING, OOM, ...): a new connection next time.
+        if (!absl::StrContains(text, "user_script:")) drop = true;
       } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+                 r->element[0]->type != REDIS_REPLY_INTEGER ||
                  (r->element[0]->integer != -2 && r->elements < 3 + 2 * (g.size() - 1))) {
         error = absl::StrCat(where, ": unexpected reply to the script");
       }
@@ -640,6 +654,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
         results[g[k]] = std::move(one);
       }
     }
+    if (drop) c.Drop();
     if (!script_failed) NoteSuccess();
   }
   // Hand out the results, and the connection to the first one queued.
@@ -728,27 +743,40 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   // together, merging decisions on one model into one script call.
   static thread_local unsigned home = static_cast<unsigned>(
       std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  // Failing by this call's own deadline while waiting for a connection or a
+  // fork: an error of this call (counted), not of Redis (no backoff).
+  auto timed_out = [&] {
+    const std::string message = absl::StrCat("Redis ", url_.host, ":", url_.port,
+                                             ": timed out after ", url_.timeout_ms,
+                                             " ms waiting for a connection");
+    NoteError(message);
+    return BackendError(message);
+  };
   Conn* conn = nullptr;
-  {
-    SpinLockHolder l(&mu_);
-    const size_t size = pool_.size();
-    for (size_t k = 0; k < size && conn == nullptr; ++k) {
-      Conn* c = pool_[(home + k) % size].get();
-      if (!c->busy) {
-        c->busy = true;
-        conn = c;
+  for (bool queued = false; conn == nullptr && !queued;) {
+    {
+      SpinLockHolder l(&mu_);
+      if (!forking_) {
+        const size_t size = pool_.size();
+        for (size_t k = 0; k < size && conn == nullptr; ++k) {
+          Conn* c = pool_[(home + k) % size].get();
+          if (!c->busy) {
+            c->busy = true;
+            conn = c;
+          }
+        }
+        if (conn == nullptr) {
+          queue_.push_back(&me);
+          queued = true;
+        }
       }
     }
-    if (conn == nullptr) queue_.push_back(&me);
+    if (conn == nullptr && !queued) {  // a fork is being prepared
+      if (NowUs() >= me.deadline_us) return timed_out();
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
   }
-  if (conn == nullptr) {
-    const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
-    auto timed_out = [&] {
-      const std::string message =
-          absl::StrCat(where, ": timed out after ", url_.timeout_ms, " ms");
-      NoteFailure(message);
-      return BackendError(message);
-    };
+  while (conn == nullptr) {
     while (me.state.load(std::memory_order_acquire) == Request::kWaiting) {
       if (FutexWaitUntil(&me.state, Request::kWaiting, me.deadline_us)) continue;
       // The deadline passed. Still queued: leave; on the wire: the leader
@@ -774,25 +802,39 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
       if (!me.result.ok() && me.failed) errors_.fetch_add(1);  // the leader noted it
       return std::move(me.result);
     }
-    conn = me.conn;  // kLead: the connection is ours
-    if (NowUs() >= me.deadline_us) {
-      // Too late to lead (the batch would fail with this deadline): the
-      // next one queued takes the connection.
-      Request* next = nullptr;
-      {
-        SpinLockHolder l(&mu_);
-        if (!queue_.empty()) {
-          next = queue_.front();
-          queue_.pop_front();
-          next->conn = conn;
-          next->state.store(Request::kLead, std::memory_order_release);
-        } else {
-          conn->busy = false;
-        }
-      }
-      if (next != nullptr) FutexWake(&next->state);
-      return timed_out();
+    // kLead: the connection is handed to this call. With less than half its
+    // time left it would fail the whole batch should Redis be a little slow:
+    // the newest queued call (the most time left) leads instead, and this
+    // one waits at the head of the queue to go with it.
+    const int64_t left = me.deadline_us - NowUs();
+    if (left >= static_cast<int64_t>(url_.timeout_ms) * 500) {
+      conn = me.conn;
+      break;
     }
+    Request* next = nullptr;
+    bool alone = false;
+    {
+      SpinLockHolder l(&mu_);
+      if (!queue_.empty()) {
+        next = queue_.back();
+        queue_.pop_back();
+        next->conn = me.conn;
+        next->state.store(Request::kLead, std::memory_order_release);
+        queue_.push_front(&me);
+        me.conn = nullptr;
+        me.state.store(Request::kWaiting, std::memory_order_relaxed);
+      } else if (left <= 0) {
+        me.conn->busy = false;
+      } else {
+        alone = true;  // nobody to hand it to: lead with the time there is
+      }
+    }
+    if (next != nullptr) {
+      FutexWake(&next->state);
+      continue;
+    }
+    if (!alone) return timed_out();
+    conn = me.conn;
   }
   Lead(*conn, &me);
   return std::move(me.result);

@@ -158,13 +158,18 @@ class RedisStore {
   // connection on to the first request queued meanwhile.
   void Lead(Conn& c, Request* me);
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A failure of Redis: counted, reported, and connecting backs off.
   void NoteFailure(const std::string& message);
+  // A call that failed by its own deadline while Redis is fine: counted and
+  // reported only.
+  void NoteError(const std::string& message);
   void NoteSuccess();
 
   const RedisUrl url_;
   std::vector<std::unique_ptr<Conn>> pool_;
   SpinLock mu_;  // the connections' busy flags and batches, the queue (held briefly)
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);  // waiting for a connection
+  bool forking_ ABSL_GUARDED_BY(mu_) = false;        // LockForFork: take no new calls
   std::atomic<int64_t> next_attempt_us_{0};  // backoff: fail fast until then
   std::atomic<int64_t> backoff_ms_{0};
   std::atomic<int64_t> degraded_since_ms_{0};

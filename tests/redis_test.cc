@@ -176,7 +176,8 @@ int EvalshaCalls(RedisServer& redis) {
 TEST(RedisTest, ThreadsRacingAdmitExactlyTheLimit) {
   RedisServer redis;
   // Two connections for sixteen threads: most calls queue and are merged.
-  rt_tracker* t = rt_open(Config(redis.Url("?prefix=threads&connections=2&timeout_ms=2000"),
+  // on_error=closed: a failed call shows as such, not as a local decision.
+  rt_tracker* t = rt_open(Config(redis.Url("?prefix=threads&connections=2&timeout_ms=2000&on_error=closed"),
       R"({"a/b": {"windows": [{"unit": "requests", "limit": 500, "seconds": 3600},
                               {"unit": "tokens", "limit": 100000, "seconds": 3600}]}})").c_str());
   ASSERT_NE(t, nullptr) << rt_last_error();
@@ -214,36 +215,47 @@ TEST(RedisTest, QueuedDecisionsOnOneModelAreMergedIntoOneScriptCall) {
   redis.Stop();
   std::thread first([&] { EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // its call is on the wire
-  // Queued meanwhile, in any order: five acquires and a check on a/b, two
-  // records and an acquire on c/d. The next batch is one write: the five
-  // acquires in one script call, the records in another, the check and the
-  // acquire on c/d alone.
-  std::atomic<int> ok{0}, limited{0}, other{0};
+  // Queued meanwhile, in any order: six acquires (one larger than the
+  // token limit) and a check on a/b, two records and an acquire on c/d. The
+  // next batch is one write: the six acquires in one script call, the
+  // records in another, the check and the acquire on c/d alone.
+  std::atomic<int> started{0}, ok{0}, limited{0}, too_large{0}, other{0};
   std::vector<std::thread> queued;
-  for (int i = 0; i < 5; ++i) {
-    queued.emplace_back([&] {
-      const int rc = rt_try_acquire(t, "a/b", 10, nullptr);
-      (rc == RT_OK ? ok : rc == RT_LIMITED ? limited : other)++;
+  for (int i = 0; i < 6; ++i) {
+    queued.emplace_back([&, i] {
+      started++;
+      const int rc = rt_try_acquire(t, "a/b", i == 2 ? 5000 : 10, nullptr);
+      (rc == RT_OK ? ok : rc == RT_LIMITED ? limited : rc == RT_E_TOO_LARGE ? too_large : other)++;
     });
   }
   queued.emplace_back([&] {
+    started++;
     const int rc = rt_can_make(t, "a/b", 1);  // before or after the acquires
     EXPECT_TRUE(rc == RT_OK || rc == RT_LIMITED) << rt_status_string(rc);
   });
   for (int i = 0; i < 2; ++i) {
-    queued.emplace_back([&] { EXPECT_EQ(rt_record(t, "c/d", 100), RT_OK) << rt_last_error(); });
+    queued.emplace_back([&] {
+      started++;
+      EXPECT_EQ(rt_record(t, "c/d", 100), RT_OK) << rt_last_error();
+    });
   }
-  queued.emplace_back([&] { EXPECT_EQ(rt_try_acquire(t, "c/d", 1, nullptr), RT_OK); });
+  queued.emplace_back([&] {
+    started++;
+    EXPECT_EQ(rt_try_acquire(t, "c/d", 1, nullptr), RT_OK);
+  });
+  while (started.load() < 10) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // all queued
   redis.Continue();
   first.join();
   for (auto& th : queued) th.join();
   // a/b allows 5 requests a minute: 2 taken before, so 3 of the 5 fit, each
-  // decided in turn within the one call.
+  // decided in turn within the one call; the one larger than the limit is
+  // told so and stops none of the others.
   EXPECT_EQ(ok.load(), 3);
   EXPECT_EQ(limited.load(), 2);
+  EXPECT_EQ(too_large.load(), 1);
   EXPECT_EQ(other.load(), 0);
-  // The first call, then the batch's four: ten decisions in five calls.
+  // The first call, then the batch's four: eleven decisions in five calls.
   EXPECT_EQ(EvalshaCalls(redis), 5);
   json s = Stats(t)["models"];
   EXPECT_EQ(s["a/b"]["requests_per_minute"]["current"], 5) << s.dump();
@@ -419,6 +431,71 @@ TEST(RedisTest, AFrozenServerNeverBlocksLongerThanTheTimeout) {
   redis.Continue();
   EXPECT_EQ(slow.load(), 0) << "a caller waited past the timeout";
   EXPECT_EQ(backend.load(), 6);
+  rt_close(t);
+}
+
+TEST(RedisTest, QueuedCallsNeverWaitPastTheirTimeout) {
+  RedisServer redis;
+  // One connection, so seven of the eight calls queue behind a server that
+  // answers nothing.
+  rt_tracker* t = rt_open(Config(redis.Url("?timeout_ms=200&on_error=closed&connections=1"),
+                                 R"({"a/b": {"rpm": 100}})").c_str());
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK) << rt_last_error();
+  redis.Stop();
+  std::vector<std::thread> threads;
+  std::atomic<int> slow{0}, backend{0};
+  std::atomic<int64_t> longest_ms{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      const auto start = Clock::now();
+      const int rc = rt_try_acquire(t, "a/b", 1, nullptr);
+      const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+          Clock::now() - start).count();
+      if (ms > 320) slow++;  // 1.6 x the timeout: room for a busy machine only
+      int64_t seen = longest_ms.load();
+      while (ms > seen && !longest_ms.compare_exchange_weak(seen, ms)) {}
+      if (rc == RT_E_BACKEND) backend++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  redis.Continue();
+  EXPECT_EQ(slow.load(), 0) << "the longest call took " << longest_ms.load() << " ms";
+  EXPECT_EQ(backend.load(), 8);
+  rt_close(t);
+}
+
+TEST(RedisTest, ForkUnderLoadIsNotHeldUp) {
+  RedisServer redis;
+  rt_tracker* t = rt_open(Config(redis.Url("?prefix=fork&on_error=closed"),
+                                 R"({"a/b": {"rpm": 100000000}})").c_str());
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK) << rt_last_error();
+  // Three times as many threads as connections: there is always a queue,
+  // and connections pass from caller to caller without ever all being free.
+  std::atomic<bool> stop{false};
+  std::atomic<int> calls{0};
+  std::vector<std::thread> threads;
+  const auto give_up = Clock::now() + std::chrono::seconds(5);  // a fork held up fails, not hangs
+  for (int i = 0; i < 12; ++i) {
+    threads.emplace_back([&] {
+      while (!stop.load() && Clock::now() < give_up) {
+        rt_try_acquire(t, "a/b", 1, nullptr);
+        calls++;
+      }
+    });
+  }
+  while (calls.load() < 500) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 3; ++i) {
+    const auto start = Clock::now();
+    pid_t p = fork();
+    if (p == 0) _exit(rt_try_acquire(t, "a/b", 1, nullptr) == RT_OK ? 0 : 1);
+    const auto took = Clock::now() - start;
+    EXPECT_LT(took, std::chrono::milliseconds(1000)) << "fork() waited for the load to stop";
+    int status = 0;
+    waitpid(p, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  stop = true;
+  for (auto& th : threads) th.join();
   rt_close(t);
 }
 

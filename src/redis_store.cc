@@ -400,10 +400,11 @@ void RedisStore::LockForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   // queued request always has a leader at work).
   for (;;) {
     mu_.Lock();
-    if (Idle()) return;
+    if (Idle()) break;
     mu_.Unlock();
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
+  last_error_mu_.lock();  // a child must not inherit it held
 }
 
 void RedisStore::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -411,7 +412,10 @@ void RedisStore::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     // Never share the parent's socket: the child connects anew. Closing the
     // child's copy of the descriptor leaves the parent's connection as it is.
     for (auto& c : pool_) c->Drop();
+    next_attempt_us_.store(0);  // and without the parent's backoff
+    backoff_ms_.store(0);
   }
+  last_error_mu_.unlock();
   forking_ = false;
   mu_.Unlock();
 }
@@ -430,6 +434,15 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   c.pid = CurrentPid();
   if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
   if (c.ctx->err) return io_error("cannot connect");
+  // From here on the socket never blocks: a write that cannot go on waits
+  // in poll(2) for the deadline like a read (the socket timeouts hiredis
+  // sets are in whole clock ticks and may overshoot it).
+  const int flags = fcntl(c.ctx->fd, F_GETFL);
+  if (flags < 0 || fcntl(c.ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    c.Drop();
+    return BackendError(absl::StrCat(where, ": cannot make the socket non-blocking"));
+  }
+  c.ctx->flags &= ~REDIS_BLOCK;
   auto check = [&](redisReply* r, const char* during) -> absl::Status {
     if (r == nullptr) return io_error(during);
     std::string err = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "";
@@ -484,15 +497,6 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
     c.Drop();
     return BackendError(absl::StrCat(where, ": SCRIPT LOAD: ", err));
   }
-  // From here on the socket never blocks: a write that cannot go on waits
-  // in poll(2) for the deadline like a read (the socket timeouts hiredis
-  // sets are in whole clock ticks and may overshoot it).
-  const int flags = fcntl(c.ctx->fd, F_GETFL);
-  if (flags < 0 || fcntl(c.ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-    c.Drop();
-    return BackendError(absl::StrCat(where, ": cannot make the socket non-blocking"));
-  }
-  c.ctx->flags &= ~REDIS_BLOCK;
   return absl::OkStatus();
 }
 
@@ -607,9 +611,10 @@ void RedisStore::Lead(Conn& c, Request* me) {
       if (r->type == REDIS_REPLY_ERROR) {
         const absl::string_view text(r->str, r->len);
         error = absl::StrCat(where, ": ", text);
-        // Not the script failing but the server refusing (READONLY after a
-        // failover, LOADING, OOM, ...): a new connection next time.
-        if (!absl::StrContains(text, "user_script:")) drop = true;
+        // Not the script failing ("ERR ...") but the server refusing
+        // (READONLY after a failover, LOADING, MASTERDOWN, OOM, ...): a new
+        // connection next time.
+        if (!absl::StartsWith(text, "ERR ")) drop = true;
       } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
                  r->element[0]->type != REDIS_REPLY_INTEGER ||
                  (r->element[0]->integer != -2 && r->elements < 3 + 2 * (g.size() - 1))) {
@@ -776,6 +781,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
+  bool put_back = false;
   while (conn == nullptr) {
     while (me.state.load(std::memory_order_acquire) == Request::kWaiting) {
       if (FutexWaitUntil(&me.state, Request::kWaiting, me.deadline_us)) continue;
@@ -802,38 +808,42 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
       if (!me.result.ok() && me.failed) errors_.fetch_add(1);  // the leader noted it
       return std::move(me.result);
     }
-    // kLead: the connection is handed to this call. With less than half its
-    // time left it would fail the whole batch should Redis be a little slow:
-    // the newest queued call (the most time left) leads instead, and this
-    // one waits at the head of the queue to go with it.
-    const int64_t left = me.deadline_us - NowUs();
-    if (left >= static_cast<int64_t>(url_.timeout_ms) * 500) {
-      conn = me.conn;
-      break;
-    }
+    // kLead: the connection is handed to this call. Past its deadline it
+    // passes the connection to the next queued call. With less than half
+    // its time left it would fail the whole batch should Redis be a little
+    // slow: if the newest queued call has at least half of its time, that
+    // one leads instead and this one waits at the head of the queue to go
+    // with it (once: a call put back never passes the lead again).
+    const int64_t half = static_cast<int64_t>(url_.timeout_ms) * 500;
+    const int64_t now = NowUs();
+    const int64_t left = me.deadline_us - now;
     Request* next = nullptr;
-    bool alone = false;
     {
       SpinLockHolder l(&mu_);
-      if (!queue_.empty()) {
+      if (left <= 0) {
+        if (!queue_.empty()) {
+          next = queue_.front();
+          queue_.pop_front();
+        } else {
+          me.conn->busy = false;
+        }
+      } else if (left < half && !put_back && !queue_.empty() &&
+                 queue_.back()->deadline_us - now >= half) {
         next = queue_.back();
         queue_.pop_back();
+        queue_.push_front(&me);
+        put_back = true;
+        me.state.store(Request::kWaiting, std::memory_order_relaxed);
+      }
+      if (next != nullptr) {
         next->conn = me.conn;
         next->state.store(Request::kLead, std::memory_order_release);
-        queue_.push_front(&me);
         me.conn = nullptr;
-        me.state.store(Request::kWaiting, std::memory_order_relaxed);
-      } else if (left <= 0) {
-        me.conn->busy = false;
-      } else {
-        alone = true;  // nobody to hand it to: lead with the time there is
       }
     }
-    if (next != nullptr) {
-      FutexWake(&next->state);
-      continue;
-    }
-    if (!alone) return timed_out();
+    if (next != nullptr) FutexWake(&next->state);
+    if (left <= 0) return timed_out();
+    if (next != nullptr) continue;
     conn = me.conn;
   }
   Lead(*conn, &me);

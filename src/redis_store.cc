@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -56,7 +55,7 @@ struct timeval Tv(int64_t us) {
   return {static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
 }
 
-// The most arguments a command of ours has (the script call has 19).
+// The most arguments a command of ours has (a merged script call has 13).
 constexpr size_t kMaxArgs = 32;
 
 using ReplyPtr = std::unique_ptr<redisReply, void (*)(void*)>;
@@ -198,8 +197,8 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
 }
 
 struct RedisStore::Conn {
-  redisContext* ctx = nullptr;  // the leader's alone
-  pid_t pid = 0;
+  // The leader's alone. A forked child drops its copy (UnlockForFork).
+  redisContext* ctx = nullptr;
   bool busy = false;               // guarded by mu_: a leader is at work on it
   std::vector<Request*> batch;     // guarded by mu_: on the wire; null: gave up
   bool timed_out = false;  // the last Flush or NextReply failed by the deadline
@@ -220,7 +219,9 @@ struct RedisStore::Conn {
 struct RedisStore::Request {
   static constexpr uint32_t kWaiting = 0, kDone = 1, kLead = 2;
   Op op;
-  std::vector<std::string> argv;  // EVALSHA sha 1 key op head update unit numbers formats
+  // The script's arguments: 1 key op head update unit numbers formats (the
+  // leader puts EVALSHA sha, or EVAL and the script, before them).
+  std::vector<std::string> args;
   Cost cost;
   int64_t deadline_us = 0;
   std::atomic<uint32_t> state{kWaiting};
@@ -279,20 +280,6 @@ bool AppendArgv(redisContext* ctx, const std::vector<std::string>& args) {
   return redisAppendCommandArgv(ctx, argc, ptrs, lens) == REDIS_OK;
 }
 
-// This process's id without a system call per batch: refreshed in a forked
-// child (the tracker's own fork handlers reset the connections too; this
-// covers a fork that bypassed them).
-std::atomic<pid_t> g_pid{0};
-
-pid_t CurrentPid() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    g_pid.store(getpid());
-    pthread_atfork(nullptr, nullptr, [] { g_pid.store(getpid()); });
-  });
-  return g_pid.load(std::memory_order_relaxed);
-}
-
 }  // namespace
 
 bool RedisStore::Conn::Flush(int64_t deadline_us) {
@@ -322,25 +309,23 @@ redisReply* RedisStore::Conn::NextReply(int64_t deadline_us) {
 }
 
 absl::Status RedisStore::IoError(Conn& c, const char* during) const {
-  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
-  std::string msg = absl::StrCat(where, ": ", during, ": ",
+  std::string msg = absl::StrCat(where_, ": ", during, ": ",
                                  c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
   if (c.timed_out ||
       (c.ctx && c.ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))) {
-    msg = absl::StrCat(where, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
+    msg = absl::StrCat(where_, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
   }
   c.Drop();
   return BackendError(msg);
 }
 
-RedisStore::RedisStore(RedisUrl url) : url_(std::move(url)) {
+RedisStore::RedisStore(RedisUrl url)
+    : url_(std::move(url)), where_(absl::StrCat("Redis ", url_.host, ":", url_.port)) {
   for (int i = 0; i < url_.connections; ++i) pool_.push_back(std::make_unique<Conn>());
 }
 
 RedisStore::~RedisStore() {
-  for (auto& c : pool_) {
-    if (c->pid == CurrentPid()) c->Drop();
-  }
+  for (auto& c : pool_) c->Drop();
 }
 
 void RedisStore::NoteFailure(const std::string& message) {
@@ -421,102 +406,98 @@ void RedisStore::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
 }
 
 absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
-  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
-  // One command and its reply, within the deadline.
   c.timed_out = false;
-  auto command = [&](const std::vector<std::string>& args) -> redisReply* {
-    if (!AppendArgv(c.ctx, args) || !c.Flush(deadline_us)) return nullptr;
-    return c.NextReply(deadline_us);
-  };
-  auto io_error = [&](const char* during) { return IoError(c, during); };
-  if (deadline_us - NowUs() <= 0) return BackendError(absl::StrCat(where, ": timed out"));
+  if (deadline_us - NowUs() <= 0) return BackendError(absl::StrCat(where_, ": timed out"));
   c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(deadline_us - NowUs()));
-  c.pid = CurrentPid();
   if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
-  if (c.ctx->err) return io_error("cannot connect");
+  if (c.ctx->err) return IoError(c, "cannot connect");
   // From here on the socket never blocks: a write that cannot go on waits
   // in poll(2) for the deadline like a read (the socket timeouts hiredis
   // sets are in whole clock ticks and may overshoot it).
   const int flags = fcntl(c.ctx->fd, F_GETFL);
   if (flags < 0 || fcntl(c.ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
     c.Drop();
-    return BackendError(absl::StrCat(where, ": cannot make the socket non-blocking"));
+    return BackendError(absl::StrCat(where_, ": cannot make the socket non-blocking"));
   }
   c.ctx->flags &= ~REDIS_BLOCK;
-  auto check = [&](redisReply* r, const char* during) -> absl::Status {
-    if (r == nullptr) return io_error(during);
-    std::string err = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len) : "";
-    freeReplyObject(r);
-    if (!err.empty()) {
+  // One command and its reply, within the deadline: an I/O failure or an
+  // error reply fails the connection.
+  auto step = [&](const std::vector<std::string>& args,
+                  const char* during) -> absl::StatusOr<ReplyPtr> {
+    ReplyPtr r(AppendArgv(c.ctx, args) && c.Flush(deadline_us) ? c.NextReply(deadline_us)
+                                                               : nullptr,
+               freeReplyObject);
+    if (r == nullptr) return IoError(c, during);
+    if (r->type == REDIS_REPLY_ERROR) {
+      const std::string err(r->str, r->len);
       c.Drop();
-      return BackendError(absl::StrCat(where, ": ", during, ": ", err));
+      return BackendError(absl::StrCat(where_, ": ", during, ": ", err));
     }
-    return absl::OkStatus();
+    return r;
   };
   if (!url_.password.empty()) {
     std::vector<std::string> auth = {"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
     auth.push_back(url_.password);
-    absl::Status st = check(command(auth), "AUTH");
-    if (!st.ok()) return st;
+    if (auto r = step(auth, "AUTH"); !r.ok()) return r.status();
   }
   if (url_.db != 0) {
-    absl::Status st = check(command({"SELECT", std::to_string(url_.db)}), "SELECT");
-    if (!st.ok()) return st;
+    if (auto r = step({"SELECT", std::to_string(url_.db)}, "SELECT"); !r.ok()) return r.status();
   }
   if (secret_.load(std::memory_order_acquire) == 0) {
     // One ticket key per Redis and prefix: whoever connects first sets it.
     std::random_device rd;
     const uint64_t mine = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
     const std::string key = absl::StrCat("{", url_.prefix, ":}secret");
-    redisReply* set = command({"SET", key, std::to_string(mine), "NX"});
-    if (set == nullptr) return io_error("SET");
-    freeReplyObject(set);
-    redisReply* got = command({"GET", key});
-    if (got == nullptr) return io_error("GET");
+    if (auto r = step({"SET", key, std::to_string(mine), "NX"}, "SET"); !r.ok()) return r.status();
+    auto got = step({"GET", key}, "GET");
+    if (!got.ok()) return got.status();
     uint64_t shared = 0;
-    if (got->type == REDIS_REPLY_STRING &&
-        absl::SimpleAtoi(absl::string_view(got->str, got->len), &shared) && shared != 0) {
+    if ((*got)->type == REDIS_REPLY_STRING &&
+        absl::SimpleAtoi(absl::string_view((*got)->str, (*got)->len), &shared) && shared != 0) {
       secret_.store(shared, std::memory_order_release);
     }
-    freeReplyObject(got);
   }
-  redisReply* loaded = command({"SCRIPT", "LOAD", kRedisScript});
-  if (loaded == nullptr) return io_error("SCRIPT LOAD");
-  if (loaded->type == REDIS_REPLY_STRING && !sha_known_.load()) {
+  auto loaded = step({"SCRIPT", "LOAD", kRedisScript}, "SCRIPT LOAD");
+  if (!loaded.ok()) return loaded.status();
+  if ((*loaded)->type == REDIS_REPLY_STRING && !sha_known_.load()) {
     std::lock_guard<std::mutex> l(last_error_mu_);
     if (!sha_known_.load()) {
-      sha_.assign(loaded->str, loaded->len);
+      sha_.assign((*loaded)->str, (*loaded)->len);
       sha_known_.store(true, std::memory_order_release);
     }
-  }
-  const bool failed = loaded->type == REDIS_REPLY_ERROR;
-  std::string err = failed ? std::string(loaded->str, loaded->len) : "";
-  freeReplyObject(loaded);
-  if (failed) {
-    c.Drop();
-    return BackendError(absl::StrCat(where, ": SCRIPT LOAD: ", err));
   }
   return absl::OkStatus();
 }
 
+RedisStore::Request* RedisStore::HandOn(Conn& c) {
+  if (queue_.empty()) {
+    c.busy = false;
+    return nullptr;
+  }
+  Request* next = queue_.front();
+  queue_.pop_front();
+  next->conn = &c;
+  next->state.store(Request::kLead, std::memory_order_release);
+  return next;
+}
+
 void RedisStore::Lead(Conn& c, Request* me) {
-  const std::string where = absl::StrCat("Redis ", url_.host, ":", url_.port);
   const int64_t deadline_us = me->deadline_us;
   // What the leader needs of each request is moved out under the lock: a
   // caller that gives up may return (and its request go) at any time.
   struct Item {
     Op op;
-    std::vector<std::string> argv;
+    std::vector<std::string> args;
     Cost cost;
     bool MergesWith(const Item& o) const {
       // Decisions of one kind on one model with the same limits: one script
-      // call decides them all, in order. argv[8] (the numbers) differs only
+      // call decides them all, in order. args[6] (the numbers) differs only
       // in its first two doubles, the tokens.
       return (op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) && op == o.op &&
-             argv[3] == o.argv[3] && argv[5] == o.argv[5] && argv[9] == o.argv[9] &&
-             argv[10] == o.argv[10] && argv[8].size() == o.argv[8].size() &&
-             std::memcmp(argv[8].data() + 16, o.argv[8].data() + 16, argv[8].size() - 16) == 0;
+             args[1] == o.args[1] && args[3] == o.args[3] && args[7] == o.args[7] &&
+             args[8] == o.args[8] && args[6].size() == o.args[6].size() &&
+             std::memcmp(args[6].data() + 16, o.args[6].data() + 16, args[6].size() - 16) == 0;
     }
   };
   std::vector<Item> batch;
@@ -528,7 +509,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
       queue_.pop_front();
     }
     batch.reserve(c.batch.size());
-    for (Request* r : c.batch) batch.push_back({r->op, std::move(r->argv), r->cost});
+    for (Request* r : c.batch) batch.push_back({r->op, std::move(r->args), r->cost});
   }
   // Groups: requests merged into one script call, in order of their first.
   std::vector<std::vector<size_t>> groups;
@@ -543,35 +524,41 @@ void RedisStore::Lead(Conn& c, Request* me) {
     }
     if (!merged) groups.push_back({i});
   }
-  // The command of a group: its first request's, plus the others' tokens.
-  auto command_of = [&](const std::vector<size_t>& g, bool eval) {
-    std::vector<std::string> argv = batch[g[0]].argv;
-    argv[0] = eval ? "EVAL" : "EVALSHA";
-    argv[1] = eval ? std::string(kRedisScript) : sha_;
+  // Appends a group's command: the script (by SHA, or whole), its first
+  // request's arguments, and for a merged group the others' tokens.
+  auto append_group = [&](const std::vector<size_t>& g, bool eval) {
+    const std::vector<std::string>& args = batch[g[0]].args;
+    const char* ptrs[kMaxArgs];
+    size_t lens[kMaxArgs];
+    int argc = 0;
+    auto add = [&](absl::string_view a) {
+      ptrs[argc] = a.data();
+      lens[argc++] = a.size();
+    };
+    add(eval ? "EVAL" : "EVALSHA");
+    add(eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
+    for (const std::string& a : args) add(a);
+    std::string count, more;
     if (g.size() > 1) {
-      argv.push_back(std::to_string(g.size() - 1));
-      std::string more;
+      count = std::to_string(g.size() - 1);
       for (size_t k = 1; k < g.size(); ++k) {
-        const Cost& cost = batch[g[k]].cost;
-        AppendDouble(&more, Exact(cost.input));
-        AppendDouble(&more, Exact(cost.output));
+        AppendDouble(&more, Exact(batch[g[k]].cost.input));
+        AppendDouble(&more, Exact(batch[g[k]].cost.output));
       }
-      argv.push_back(std::move(more));
+      add(count);
+      add(more);
     }
-    return argv;
+    return redisAppendCommandArgv(c.ctx, argc, ptrs, lens) == REDIS_OK;
   };
   std::vector<absl::StatusOr<Reply>> results(batch.size());
   absl::Status status;
-  if (c.ctx != nullptr && c.pid != CurrentPid()) {
-    c.ctx = nullptr;  // the parent's socket: leave it to the parent
-  }
   if (c.ctx == nullptr) status = Connect(c, deadline_us);
   std::vector<ReplyPtr> replies;
   if (status.ok()) {
     // Every group's command in one write, then every reply in order.
     const bool eval = !sha_known_.load();
     bool appended = true;
-    for (const auto& g : groups) appended = appended && AppendArgv(c.ctx, command_of(g, eval));
+    for (const auto& g : groups) appended = appended && append_group(g, eval);
     const char* what = eval ? "EVAL" : "EVALSHA";
     if (!appended || !c.Flush(deadline_us)) status = IoError(c, what);
     for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
@@ -587,7 +574,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
           !absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
         continue;
       }
-      if (!AppendArgv(c.ctx, command_of(groups[i], /*eval=*/true)) || !c.Flush(deadline_us)) {
+      if (!append_group(groups[i], /*eval=*/true) || !c.Flush(deadline_us)) {
         status = IoError(c, "EVAL");
       }
       if (status.ok()) {
@@ -610,7 +597,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
       std::string error;
       if (r->type == REDIS_REPLY_ERROR) {
         const absl::string_view text(r->str, r->len);
-        error = absl::StrCat(where, ": ", text);
+        error = absl::StrCat(where_, ": ", text);
         // Not the script failing ("ERR ...") but the server refusing
         // (READONLY after a failover, LOADING, MASTERDOWN, OOM, ...): a new
         // connection next time.
@@ -618,7 +605,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
       } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
                  r->element[0]->type != REDIS_REPLY_INTEGER ||
                  (r->element[0]->integer != -2 && r->elements < 3 + 2 * (g.size() - 1))) {
-        error = absl::StrCat(where, ": unexpected reply to the script");
+        error = absl::StrCat(where_, ": unexpected reply to the script");
       }
       if (!error.empty()) {
         NoteFailure(error);
@@ -676,14 +663,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
       if (r != me) wake.push_back(r);
     }
     c.batch.clear();
-    if (!queue_.empty()) {
-      next = queue_.front();
-      queue_.pop_front();
-      next->conn = &c;
-      next->state.store(Request::kLead, std::memory_order_release);
-    } else {
-      c.busy = false;
-    }
+    next = HandOn(c);
   }
   for (Request* r : wake) FutexWake(&r->state);
   if (next != nullptr) FutexWake(&next->state);
@@ -706,18 +686,14 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   me.deadline_us = start + static_cast<int64_t>(url_.timeout_ms) * 1000;
   static const char* const kOps[] = {"acquire", "check", "record", "settle",
                                      "stats",   "reset", "block",  "observe"};
-  std::vector<std::string>& argv = me.argv;
-  argv.reserve(13);
-  // By SHA once a connection has loaded the script (SCRIPT LOAD at connect);
-  // the leader sends the whole script before that.
-  argv.push_back("EVALSHA");
-  argv.push_back(sha_known_.load(std::memory_order_acquire) ? sha_ : std::string());
-  argv.push_back("1");
-  argv.push_back(absl::StrCat("{", url_.prefix, ":", model, "}"));
-  argv.push_back(kOps[static_cast<int>(op)]);
-  argv.push_back(spec.head);
-  argv.push_back(url_.update_limits ? "1" : "0");
-  argv.push_back(std::string(1, UnitLetter(observation.unit)));
+  std::vector<std::string>& args = me.args;
+  args.reserve(9);
+  args.push_back("1");
+  args.push_back(absl::StrCat("{", url_.prefix, ":", model, "}"));
+  args.push_back(kOps[static_cast<int>(op)]);
+  args.push_back(spec.head);
+  args.push_back(url_.update_limits ? "1" : "0");
+  args.push_back(std::string(1, UnitLetter(observation.unit)));
   // The numbers, packed: nine, then the windows' layout.
   std::string numbers;
   numbers.reserve(9 * 8 + spec.layout.size());
@@ -740,9 +716,9 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
     AppendDouble(&day_end, static_cast<double>(NextLocalMidnightMs(w.calendar_tz, UnixMs())));
     numbers.replace(layout_at + static_cast<size_t>(i) * 40 + 32, 8, day_end);
   }
-  argv.push_back(std::move(numbers));
-  argv.push_back(spec.numbers_format);
-  argv.push_back(spec.state_format);
+  args.push_back(std::move(numbers));
+  args.push_back(spec.numbers_format);
+  args.push_back(spec.state_format);
   // A free connection of the pool, starting from this thread's own; with
   // none free, wait in the queue: the next leader sends the queued requests
   // together, merging decisions on one model into one script call.
@@ -751,9 +727,8 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   // Failing by this call's own deadline while waiting for a connection or a
   // fork: an error of this call (counted), not of Redis (no backoff).
   auto timed_out = [&] {
-    const std::string message = absl::StrCat("Redis ", url_.host, ":", url_.port,
-                                             ": timed out after ", url_.timeout_ms,
-                                             " ms waiting for a connection");
+    const std::string message =
+        absl::StrCat(where_, ": timed out after ", url_.timeout_ms, " ms waiting for a connection");
     NoteError(message);
     return BackendError(message);
   };
@@ -821,12 +796,8 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
     {
       SpinLockHolder l(&mu_);
       if (left <= 0) {
-        if (!queue_.empty()) {
-          next = queue_.front();
-          queue_.pop_front();
-        } else {
-          me.conn->busy = false;
-        }
+        next = HandOn(*me.conn);
+        me.conn = nullptr;
       } else if (left < half && !put_back && !queue_.empty() &&
                  queue_.back()->deadline_us - now >= half) {
         next = queue_.back();
@@ -834,8 +805,6 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
         queue_.push_front(&me);
         put_back = true;
         me.state.store(Request::kWaiting, std::memory_order_relaxed);
-      }
-      if (next != nullptr) {
         next->conn = me.conn;
         next->state.store(Request::kLead, std::memory_order_release);
         me.conn = nullptr;

@@ -158,6 +158,9 @@ class RedisStore {
   // connection on to the first request queued meanwhile.
   void Lead(Conn& c, Request* me);
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands c to the first queued request (the caller wakes it: the result)
+  // or marks it free.
+  Request* HandOn(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A failure of Redis: counted, reported, and connecting backs off.
   void NoteFailure(const std::string& message);
   // A call that failed by its own deadline while Redis is fine: counted and
@@ -166,6 +169,7 @@ class RedisStore {
   void NoteSuccess();
 
   const RedisUrl url_;
+  const std::string where_;  // "Redis host:port", the start of every error
   std::vector<std::unique_ptr<Conn>> pool_;
   SpinLock mu_;  // the connections' busy flags and batches, the queue (held briefly)
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);  // waiting for a connection

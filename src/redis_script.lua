@@ -114,6 +114,12 @@ if vals[2] or op == 'block' or op == 'observe' then
   end
 end
 
+-- Window i's name ("t60"), from the head; and the field of its bucket j.
+local function window_name(i)
+  return string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
+end
+local function bucket_field(i, j) return window_name(i) .. ':' .. fmt('%d', j) end
+
 -- Every window, advanced to now. S[3i-2], S[3i-1], S[3i]: h, c, u (sliding)
 -- or e, u, 0 (calendar).
 local sets = {}
@@ -140,7 +146,7 @@ for i = 1, n do
     elseif k > h then
       -- The newest bucket moves on: the old one joins the ring as "W:<h>",
       -- and buckets that no longer count leave.
-      local name = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
+      local name = window_name(i)
       local old = {}
       if k - h >= rg then
         for j = h - rg + 1, h - 1 do old[#old + 1] = name .. ':' .. fmt('%d', j) end
@@ -208,7 +214,7 @@ local function decide(o, c)
         else
           -- Oldest bucket first: bucket j stops counting at (j + ring) * width.
           local wd, rg, h = L[b], L[b + 1], S[3 * i - 2]
-          local name = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
+          local name = window_name(i)
           local fields = {}
           for j = h - rg + 1, h - 1 do fields[#fields + 1] = name .. ':' .. fmt('%d', j) end
           local counts = #fields > 0 and redis.call('HMGET', key, unpack(fields)) or {}
@@ -284,14 +290,14 @@ elseif op == 'settle' then
         if h - j < L[b + 1] then
           local cj = S[s + 1]
               if j ~= h then
-            cj = tonumber(redis.call('HGET', key, string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)') .. ':' .. fmt('%d', j))) or 0
+            cj = tonumber(redis.call('HGET', key, bucket_field(i, j))) or 0
           end
           if delta < 0 and -delta > cj then delta = -cj end
           S[s + 2] = math.max(S[s + 2] + delta, 0)
           if j == h then
             S[s + 1] = cj + delta
           else
-            sets[#sets + 1] = string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)') .. ':' .. fmt('%d', j)
+            sets[#sets + 1] = bucket_field(i, j)
             sets[#sets + 1] = fmt('%d', cj + delta)
           end
         end

@@ -85,6 +85,10 @@ echo '{"limits": {"acme/tiny": {"rpm": 3}}}' > "$tmp/other.json"
 expect 78 "$cli" acquire acme/tiny 1 --config "$tmp/other.json"; has "holds" err
 expect 1 "$cli" stats --config "$tmp/other.json"; has "holds" err
 expect 69 "$cli" acquire acme/tiny 1 --backend "redis://127.0.0.1:1/?on_error=closed&timeout_ms=20"
+# a backend URL that does not parse: its reason, not the hint about differing limits
+expect 78 "$cli" acquire acme/tiny 1 --backend "redis://127.0.0.1:1/?connections=0"
+has "connections must be from 1 to 64" err
+if grep -q "first user set" "$tmp/err"; then fail "the limits hint for a bad backend URL"; fi
 
 # --- stats: the segment as the agents left it (tiny rpm 2/2, tpm 650/1000)
 check_stats() {

@@ -193,7 +193,10 @@ int cli_open(const cli_tracker_opts *o, cli_open_purpose purpose, rt_tracker **o
   if (status != RT_OK) {
     fprintf(stderr, "ratetrack: cannot open the tracker (backend %s): %s: %s\n", backend,
             rt_status_string(status), rt_last_error());
-    if (status == RT_E_CONFIG && !memory) {
+    /* The hint is for limits that differ from the store's, not for a
+     * backend that could not be parsed. */
+    if (status == RT_E_CONFIG && !memory &&
+        strstr(rt_last_error(), "config key 'backend'") == NULL) {
       fprintf(stderr,
               "ratetrack: a shared store keeps the limits its first user set: give this command "
               "the agents' tier and configuration (--tier/--config, or "

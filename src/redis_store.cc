@@ -547,6 +547,8 @@ void RedisStore::Lead(Conn& c, Request* me) {
       }
       add(count);
       add(more);
+    } else if (url_.full_path_only) {
+      add("0");
     }
     return redisAppendCommandArgv(c.ctx, argc, ptrs, lens) == REDIS_OK;
   };

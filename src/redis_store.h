@@ -46,6 +46,9 @@ struct RedisUrl {
   int connections = 4;  // per tracker
   OnError on_error = OnError::kLocal;
   bool update_limits = false;  // ?limits=update
+  // Tests only, not in the URL: every decision takes the script's full path
+  // (ARGV[8] = '0'), so that a test can compare its hot path with it.
+  bool full_path_only = false;
 
   // "redis://host:port/db?prefix=P&timeout_ms=T&on_error=E", no credentials.
   std::string Redacted() const;

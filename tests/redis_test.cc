@@ -13,13 +13,17 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "config.h"
 #include "ratetrack.h"
+#include "redis_store.h"
+#include "window_set.h"
 
 namespace {
 
@@ -262,6 +266,83 @@ TEST(RedisTest, QueuedDecisionsOnOneModelAreMergedIntoOneScriptCall) {
   EXPECT_EQ(s["a/b"]["tokens_per_minute"]["current"], 1 + 1 + 30) << s.dump();
   EXPECT_EQ(s["c/d"]["requests_per_minute"]["current"], 3) << s.dump();
   rt_close(t);
+}
+
+// The script's hot path (one decision with room, between bucket turns)
+// decides exactly as its full path: the same random acquires, checks and
+// records through two stores on one Redis, one sent down the full path, on
+// windows whose buckets (33 and 50 ms) turn over during the test, with
+// costs that fit, that do not, and that exceed a limit outright. Every
+// answer and the state stored after it agree.
+TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
+  RedisServer redis;
+  auto config = ratetrack::ParseConfig(R"({"builtin_tiers": false, "limits": {"x/m": {
+      "windows": [
+        {"unit": "requests", "limit": 200, "seconds": 2},
+        {"unit": "input_tokens", "limit": 20000, "seconds": 3},
+        {"unit": "output_tokens", "limit": 1000000000, "calendar_day": "UTC"}]}}})");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto effective = ratetrack::EffectiveConfig::From(*config);
+  ASSERT_TRUE(effective.ok()) << effective.status();
+  ratetrack::WindowSet windows;
+  windows.SetLimits(effective->Resolve("x/m"), 1);
+  const ratetrack::RemoteSpec spec = ratetrack::RemoteSpec::From(windows);
+  ASSERT_EQ(spec.n, 7);
+  auto url = ratetrack::ParseRedisUrl(redis.Url("?prefix=hot&timeout_ms=2000"));
+  ASSERT_TRUE(url.ok()) << url.status();
+  ratetrack::RedisStore hot(*url);
+  url->prefix = "full";
+  url->full_path_only = true;
+  ratetrack::RedisStore full(*url);
+  using Op = ratetrack::RedisStore::Op;
+  // Which bucket (or day) of each window a decision at now_ms falls in.
+  auto buckets = [&](int64_t now_ms) {
+    std::vector<int64_t> b;
+    for (int i = 0; i < spec.n; ++i) {
+      b.push_back(spec.w[i].calendar_tz[0] != '\0' ? now_ms / 86400000 : now_ms / spec.w[i].width_ms);
+    }
+    return b;
+  };
+  std::mt19937 rng(20261203);
+  int compared = 0, ok = 0, limited = 0, too_large = 0;
+  for (int step = 0; step < 3000; ++step) {
+    // Few records: they book beyond the limits, and a window filled just to
+    // its limit is where the two paths could part.
+    const uint32_t pick = rng() % 20;
+    const Op op = pick == 0 ? Op::kRecord : pick < 5 ? Op::kCheck : Op::kAcquire;
+    const uint64_t in = rng() % 16 == 0 ? 20001 + rng() % 10 : rng() % 150;
+    const uint64_t out = rng() % 300;
+    auto a = hot.Run(op, "x/m", spec, ratetrack::Cost{in, out});
+    auto b = full.Run(op, "x/m", spec, ratetrack::Cost{in, out});
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << " " << b.status();
+    if (buckets(a->now_ms) != buckets(b->now_ms)) {
+      // A bucket turned between the two calls: nothing to compare; the full
+      // store goes on from the hot one's state.
+      ASSERT_EQ(redis.Command({"RESTORE", "{full:x/m}", "0", redis.Command({"DUMP", "{hot:x/m}"}),
+                               "REPLACE"}),
+                "OK");
+      continue;
+    }
+    ++compared;
+    ASSERT_EQ(a->code, b->code) << "step " << step;
+    if (a->code == RT_LIMITED) {
+      // The same moment to wait for, seen from each call's own now.
+      EXPECT_LE(std::llabs(static_cast<long long>(a->wait_ms + a->now_ms) -
+                           static_cast<long long>(b->wait_ms + b->now_ms)), 1)
+          << "step " << step;
+    }
+    ASSERT_EQ(redis.Command({"HGET", "{hot:x/m}", "s"}), redis.Command({"HGET", "{full:x/m}", "s"}))
+        << "step " << step;
+    ok += a->code == RT_OK && op == Op::kAcquire;
+    limited += a->code == RT_LIMITED;
+    too_large += a->code == RT_E_TOO_LARGE;
+  }
+  // Not vacuous: most steps compared, with every kind of answer.
+  EXPECT_GT(compared, 2500);
+  EXPECT_GT(ok, 150);
+  EXPECT_GT(limited, 150);
+  EXPECT_GT(too_large, 50);
+  std::printf("compared %d steps: %d admitted, %d limited, %d too large\n", compared, ok, limited, too_large);
 }
 
 TEST(RedisTest, ARequestRefusedByOneWindowConsumesNothing) {

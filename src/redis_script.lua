@@ -11,10 +11,11 @@
 --        width_ms, ring, limit (-1: none), unit (0 r, 1 t, 2 i, 3 o),
 --        day_end (a calendar-day window: the client's next local midnight,
 --        Unix ms; 0 for a sliding window); 6 and 7 the struct formats of the
---        numbers and of the state ("<d<d..."), so that no call builds them;
+--        numbers and of the state ("<ddd..."), so that no call builds them;
 --        acquire, check and record only, optionally: 8 the number of more
 --        decisions of the same kind merged into this call, 9 their input and
---        output tokens (packed doubles, two per decision).
+--        output tokens (packed doubles, two per decision); 10 (any value,
+--        after 8 and 9): take the full path (tests only).
 -- Fields: "s": the head it was written for (the fingerprint is the one of
 -- whoever first used the model, or replaced it with limits=update; empty
 -- for none yet), then the windows' state, packed: per window three doubles,
@@ -59,20 +60,41 @@ local write_head = head
 if blob and #blob == #head + 24 * n and string.sub(blob, 1, #head) == head then
   -- The common case: our limits, our windows.
   S = {struct.unpack(ARGV[7], blob, #head + 1)}
-  -- The hot path: one acquire, check or record, nothing said by the
-  -- provider, every window in its current bucket (or day) and, but for a
-  -- record, room in every one. Decided here exactly as the full path below
-  -- decides it, in fewer Lua steps (each costs Redis about 90 instructions);
-  -- anything else (a bucket or a day turning over, no room: the wait to
-  -- compute, a merged call) goes the full path. ARGV[8] = '0' forces the
-  -- full path (the tests compare the two).
-  if not vals[2] and not ARGV[8] and (op == 'acquire' or op == 'check' or op == 'record') then
-    local x0, x1 = 1, cin + cout  -- requests, tokens; input cin, output cout
-    local fits = true
-    for i = 1, n do
+  -- The hot path: acquires, checks or records (one, or several merged),
+  -- nothing said by the provider, every window in its current bucket (or
+  -- day) and, but for records, room in every window for every decision.
+  -- Decided here exactly as the full path below decides them, in fewer Lua
+  -- steps (each costs Redis about 90 instructions); anything else (a bucket
+  -- or a day turning over, no room: the wait to compute) goes the full
+  -- path. Merged decisions are taken together: acquires in order all have
+  -- room exactly when their sum has (costs are whole numbers, exact in
+  -- doubles below 2^53), checks (which book nothing) when their largest
+  -- cost of each unit has. ARGV[10] forces the full path (the tests
+  -- compare the two).
+  if not vals[2] and not ARGV[10] and (op == 'acquire' or op == 'check' or op == 'record') then
+    -- What the decisions take of requests, tokens, input, output.
+    local x0, x1, xi, xo = 1, cin + cout, cin, cout
+    local more = ARGV[8] and tonumber(ARGV[8]) or 0
+    if more > 0 then
+      local X = {struct.unpack(string.rep('<d', 2 * more), ARGV[9])}
+      if op == 'check' then
+        for j = 1, 2 * more, 2 do
+          local ci, co = X[j], X[j + 1]
+          if ci > xi then xi = ci end
+          if co > xo then xo = co end
+          if ci + co > x1 then x1 = ci + co end
+        end
+      else
+        x0 = 1 + more
+        for j = 1, 2 * more, 2 do xi, xo = xi + X[j], xo + X[j + 1] end
+        x1 = xi + xo
+      end
+    end
+    local fits = x1 < 9007199254740992  -- 2^53: sums stay exact
+    for i = 1, fits and n or 0 do
       local b, s = 5 * i + 5, 3 * i - 2
       local unit = L[b + 3]
-      local x = unit == 0 and x0 or unit == 1 and x1 or unit == 2 and cin or cout
+      local x = unit == 0 and x0 or unit == 1 and x1 or unit == 2 and xi or xo
       local lim, u = L[b + 2], nil
       if L[b + 4] > 0 then
         if now >= S[s] then fits = false break end
@@ -88,13 +110,16 @@ if blob and #blob == #head + 24 * n and string.sub(blob, 1, #head) == head then
         for i = 1, n do
           local b, s = 5 * i + 5, 3 * i - 2
           local unit = L[b + 3]
-          local x = unit == 0 and x0 or unit == 1 and x1 or unit == 2 and cin or cout
+          local x = unit == 0 and x0 or unit == 1 and x1 or unit == 2 and xi or xo
           S[s + 1] = S[s + 1] + x
           if L[b + 4] == 0 then S[s + 2] = S[s + 2] + x end
         end
         redis.call('HSET', key, 's', head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)))
       end
-      return {0, 0, now}
+      if more == 0 then return {0, 0, now} end
+      local result = {0, 0, now}
+      for k = 4, 3 + 2 * more do result[k] = 0 end
+      return result
     end
   end
 else

@@ -191,8 +191,10 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
   s.ttl_ms = longest + 60000;  // a little longer than the longest window
   s.fingerprint = DescribeLimits(ws.Limits());
   s.head = absl::StrCat(s.fingerprint, "\n", s.names, "\n");
-  for (int i = 0; i < 9 + 5 * s.n; ++i) s.numbers_format += "<d";
-  for (int i = 0; i < 3 * s.n; ++i) s.state_format += "<d";
+  // One '<' (little-endian, for what follows) and a 'd' per double: struct
+  // parses each character of the format per call.
+  s.numbers_format = "<" + std::string(9 + 5 * s.n, 'd');
+  s.state_format = "<" + std::string(3 * s.n, 'd');
   return s;
 }
 
@@ -549,7 +551,9 @@ void RedisStore::Lead(Conn& c, Request* me) {
       add(more);
     } else if (url_.full_path_only) {
       add("0");
+      add("");
     }
+    if (url_.full_path_only) add("full");
     return redisAppendCommandArgv(c.ctx, argc, ptrs, lens) == REDIS_OK;
   };
   std::vector<absl::StatusOr<Reply>> results(batch.size());
@@ -671,21 +675,12 @@ void RedisStore::Lead(Conn& c, Request* me) {
   if (next != nullptr) FutexWake(&next->state);
 }
 
-absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model,
-                                                  const RemoteSpec& spec, const Cost& cost,
-                                                  int64_t time_arg, const Cost& granted,
-                                                  const Observation& observation) {
-  const int64_t start = NowUs();
-  const int64_t next_attempt = next_attempt_us_.load(std::memory_order_relaxed);
-  if (start < next_attempt) {
-    std::lock_guard<std::mutex> l(last_error_mu_);
-    return BackendError(absl::StrCat(last_error_, " (retrying in ",
-                                     (next_attempt - start) / 1000 + 1, " ms)"));
-  }
-  Request me;
+void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view model,
+                         const RemoteSpec& spec, const Cost& cost, int64_t time_arg,
+                         const Cost& granted, const Observation& observation) const {
   me.op = op;
   me.cost = cost;
-  me.deadline_us = start + static_cast<int64_t>(url_.timeout_ms) * 1000;
+  me.deadline_us = start_us + static_cast<int64_t>(url_.timeout_ms) * 1000;
   static const char* const kOps[] = {"acquire", "check", "record", "settle",
                                      "stats",   "reset", "block",  "observe"};
   std::vector<std::string>& args = me.args;
@@ -721,6 +716,49 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   args.push_back(std::move(numbers));
   args.push_back(spec.numbers_format);
   args.push_back(spec.state_format);
+}
+
+std::vector<absl::StatusOr<RedisStore::Reply>> RedisStore::RunMergedForTest(
+    Op op, absl::string_view model, const RemoteSpec& spec, const std::vector<Cost>& costs) {
+  std::vector<absl::StatusOr<Reply>> out;
+  if (costs.empty()) return out;
+  const int64_t start = NowUs();
+  std::unique_ptr<Request[]> reqs(new Request[costs.size()]);
+  for (size_t k = 0; k < costs.size(); ++k) Prepare(reqs[k], start, op, model, spec, costs[k]);
+  Conn* conn = nullptr;
+  {
+    SpinLockHolder l(&mu_);
+    for (size_t k = 0; queue_.empty() && k < pool_.size() && conn == nullptr; ++k) {
+      if (!pool_[k]->busy) conn = pool_[k].get();
+    }
+    if (conn != nullptr) {
+      conn->busy = true;
+      // The leader takes the queue along and merges it with its own.
+      for (size_t k = 1; k < costs.size(); ++k) queue_.push_back(&reqs[k]);
+    }
+  }
+  if (conn == nullptr) {
+    out.assign(costs.size(), absl::FailedPreconditionError("RunMergedForTest: the store is busy"));
+    return out;
+  }
+  Lead(*conn, &reqs[0]);
+  for (size_t k = 0; k < costs.size(); ++k) out.push_back(std::move(reqs[k].result));
+  return out;
+}
+
+absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model,
+                                                  const RemoteSpec& spec, const Cost& cost,
+                                                  int64_t time_arg, const Cost& granted,
+                                                  const Observation& observation) {
+  const int64_t start = NowUs();
+  const int64_t next_attempt = next_attempt_us_.load(std::memory_order_relaxed);
+  if (start < next_attempt) {
+    std::lock_guard<std::mutex> l(last_error_mu_);
+    return BackendError(absl::StrCat(last_error_, " (retrying in ",
+                                     (next_attempt - start) / 1000 + 1, " ms)"));
+  }
+  Request me;
+  Prepare(me, start, op, model, spec, cost, time_arg, granted, observation);
   // A free connection of the pool, starting from this thread's own; with
   // none free, wait in the queue: the next leader sends the queued requests
   // together, merging decisions on one model into one script call.

@@ -77,8 +77,8 @@ struct RemoteSpec {
   std::string fingerprint;  // DescribeLimits: "conflict" detection
   std::string names;        // "r60,t60,rc86400": the windows' names, in order
   std::string head;         // fingerprint "\n" names "\n": what the state is for
-  std::string numbers_format;  // "<d" per number sent (9 + 5 per window)
-  std::string state_format;    // "<d" per number of state (3 per window)
+  std::string numbers_format;  // "<dd...d": a 'd' per number sent (9 + 5 per window)
+  std::string state_format;    // "<dd...d": a 'd' per number of state (3 per window)
   // Per window five little-endian doubles (width, ring, limit or -1, unit,
   // day end: 0 here, set per call for calendar windows): what the script
   // unpacks without parsing text.
@@ -133,6 +133,14 @@ class RedisStore {
                             const Cost& granted = Cost{0, 0},
                             const Observation& observation = Observation{Unit::kRequests, 0, 0});
 
+  // Tests only: `costs.size()` decisions of one kind on `model` sent as one
+  // merged script call, as a leader merges queued ones (at most 64). The
+  // store must be idle (no other call in progress); else every result is
+  // FailedPrecondition.
+  std::vector<absl::StatusOr<Reply>> RunMergedForTest(Op op, absl::string_view model,
+                                                      const RemoteSpec& spec,
+                                                      const std::vector<Cost>& costs);
+
   Health health() const;
   // The key of grant tickets made in Redis, shared by every tracker on the
   // same Redis and prefix (kept there, set once): a grant acquired by one
@@ -153,6 +161,11 @@ class RedisStore {
   // Connects c, authenticates, selects the database, learns the ticket key
   // and loads the script, all within deadline_us.
   absl::Status Connect(Conn& c, int64_t deadline_us);
+  // Fills in a call's arguments and deadline (start_us + timeout_ms).
+  void Prepare(Request& me, int64_t start_us, Op op, absl::string_view model,
+               const RemoteSpec& spec, const Cost& cost, int64_t time_arg = 0,
+               const Cost& granted = Cost{0, 0},
+               const Observation& observation = Observation{Unit::kRequests, 0, 0}) const;
   // After a failed Flush or NextReply on c: drops it, says what failed.
   absl::Status IoError(Conn& c, const char* during) const;
   // The leader's part, with c its own: takes the queued requests along,

@@ -268,26 +268,15 @@ TEST(RedisTest, QueuedDecisionsOnOneModelAreMergedIntoOneScriptCall) {
   rt_close(t);
 }
 
-// The script's hot path (one decision with room, between bucket turns)
-// decides exactly as its full path: the same random acquires, checks and
-// records through two stores on one Redis, one sent down the full path, on
-// windows whose buckets (33 and 50 ms) turn over during the test, with
-// costs that fit, that do not, and that exceed a limit outright. Every
-// answer and the state stored after it agree.
+// The script's hot path (decisions with room, between bucket turns, one or
+// several merged into a call) decides exactly as its full path: the same
+// random acquires, checks and records, alone or merged, through two stores
+// on one Redis, one sent down the full path, on windows whose buckets (33
+// and 50 ms) turn over during the test, with costs that fit, that do not,
+// and that exceed a limit outright. Every answer and the state stored after
+// it agree.
 TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
   RedisServer redis;
-  auto config = ratetrack::ParseConfig(R"({"builtin_tiers": false, "limits": {"x/m": {
-      "windows": [
-        {"unit": "requests", "limit": 200, "seconds": 2},
-        {"unit": "input_tokens", "limit": 20000, "seconds": 3},
-        {"unit": "output_tokens", "limit": 1000000000, "calendar_day": "UTC"}]}}})");
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto effective = ratetrack::EffectiveConfig::From(*config);
-  ASSERT_TRUE(effective.ok()) << effective.status();
-  ratetrack::WindowSet windows;
-  windows.SetLimits(effective->Resolve("x/m"), 1);
-  const ratetrack::RemoteSpec spec = ratetrack::RemoteSpec::From(windows);
-  ASSERT_EQ(spec.n, 7);
   auto url = ratetrack::ParseRedisUrl(redis.Url("?prefix=hot&timeout_ms=2000"));
   ASSERT_TRUE(url.ok()) << url.status();
   ratetrack::RedisStore hot(*url);
@@ -295,6 +284,9 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
   url->full_path_only = true;
   ratetrack::RedisStore full(*url);
   using Op = ratetrack::RedisStore::Op;
+  std::mt19937 rng(20261203);
+  ratetrack::RemoteSpec spec;
+  std::string model;
   // Which bucket (or day) of each window a decision at now_ms falls in.
   auto buckets = [&](int64_t now_ms) {
     std::vector<int64_t> b;
@@ -303,47 +295,97 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
     }
     return b;
   };
-  std::mt19937 rng(20261203);
-  int compared = 0, ok = 0, limited = 0, too_large = 0;
+  int compared = 0, ok = 0, limited = 0, too_large = 0, merged_ok = 0;
   for (int step = 0; step < 3000; ++step) {
+    // Every 100 steps a new model with new limits, each window's either
+    // within reach of 100 steps or out of it: room first, then windows
+    // filled to their limits one by one, however fast the steps run.
+    if (step % 100 == 0) {
+      auto limit = [&](uint32_t low, uint32_t span) {
+        return std::to_string(rng() % 3 == 0 ? 1000000000 : low + rng() % span);
+      };
+      model = "x/m" + std::to_string(step / 100);
+      const std::string requests = limit(50, 150), input = limit(2000, 8000),
+                        tokens = limit(5000, 20000), output = limit(1500, 6000);
+      const std::string json = absl::StrCat(
+          R"({"builtin_tiers": false, "limits": {")", model, R"(": {"windows": [
+            {"unit": "requests", "limit": )", requests, R"(, "seconds": 2},
+            {"unit": "input_tokens", "limit": )", input, R"(, "seconds": 3},
+            {"unit": "tokens", "limit": )", tokens, R"(, "seconds": 2},
+            {"unit": "output_tokens", "limit": )", output, R"(, "calendar_day": "UTC"}]}}})");
+      auto config = ratetrack::ParseConfig(json.c_str());
+      ASSERT_TRUE(config.ok()) << config.status();
+      auto effective = ratetrack::EffectiveConfig::From(*config);
+      ASSERT_TRUE(effective.ok()) << effective.status();
+      ratetrack::WindowSet windows;
+      windows.SetLimits(effective->Resolve(model), 1);
+      spec = ratetrack::RemoteSpec::From(windows);
+      ASSERT_EQ(spec.n, 8);
+    }
     // Few records: they book beyond the limits, and a window filled just to
-    // its limit is where the two paths could part.
+    // its limit is where the two paths could part. One step in four is a
+    // merged call of 2-5 decisions (as a leader sends queued ones).
     const uint32_t pick = rng() % 20;
     const Op op = pick == 0 ? Op::kRecord : pick < 5 ? Op::kCheck : Op::kAcquire;
-    const uint64_t in = rng() % 16 == 0 ? 20001 + rng() % 10 : rng() % 150;
-    const uint64_t out = rng() % 300;
-    auto a = hot.Run(op, "x/m", spec, ratetrack::Cost{in, out});
-    auto b = full.Run(op, "x/m", spec, ratetrack::Cost{in, out});
-    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << " " << b.status();
-    if (buckets(a->now_ms) != buckets(b->now_ms)) {
+    const size_t decisions = rng() % 4 == 0 ? 2 + rng() % 4 : 1;
+    std::vector<ratetrack::Cost> costs;
+    for (size_t k = 0; k < decisions; ++k) {
+      // Some too large, some tiny: a tiny one fits in what a full window
+      // has left, where a larger one after it does not.
+      const uint32_t size = rng() % 16;
+      const uint64_t in = size == 0 ? 20001 + rng() % 10 : size < 5 ? rng() % 5 : rng() % 150;
+      const uint64_t out = size < 5 ? rng() % 5 : rng() % 300;
+      costs.push_back(ratetrack::Cost{in, out});
+    }
+    std::vector<absl::StatusOr<ratetrack::RedisStore::Reply>> a, b;
+    if (decisions == 1) {
+      a.push_back(hot.Run(op, model, spec, costs[0]));
+      b.push_back(full.Run(op, model, spec, costs[0]));
+    } else {
+      a = hot.RunMergedForTest(op, model, spec, costs);
+      b = full.RunMergedForTest(op, model, spec, costs);
+    }
+    ASSERT_EQ(a.size(), decisions);
+    ASSERT_EQ(b.size(), decisions);
+    for (size_t k = 0; k < decisions; ++k) {
+      ASSERT_TRUE(a[k].ok() && b[k].ok()) << a[k].status() << " " << b[k].status();
+    }
+    if (buckets(a[0]->now_ms) != buckets(b[0]->now_ms)) {
       // A bucket turned between the two calls: nothing to compare; the full
       // store goes on from the hot one's state.
-      ASSERT_EQ(redis.Command({"RESTORE", "{full:x/m}", "0", redis.Command({"DUMP", "{hot:x/m}"}),
-                               "REPLACE"}),
+      ASSERT_EQ(redis.Command({"RESTORE", "{full:" + model + "}", "0",
+                               redis.Command({"DUMP", "{hot:" + model + "}"}), "REPLACE"}),
                 "OK");
       continue;
     }
     ++compared;
-    ASSERT_EQ(a->code, b->code) << "step " << step;
-    if (a->code == RT_LIMITED) {
-      // The same moment to wait for, seen from each call's own now.
-      EXPECT_LE(std::llabs(static_cast<long long>(a->wait_ms + a->now_ms) -
-                           static_cast<long long>(b->wait_ms + b->now_ms)), 1)
-          << "step " << step;
+    bool all_ok = true;
+    for (size_t k = 0; k < decisions; ++k) {
+      ASSERT_EQ(a[k]->code, b[k]->code) << "step " << step << " decision " << k;
+      if (a[k]->code == RT_LIMITED) {
+        // The same moment to wait for, seen from each call's own now.
+        EXPECT_LE(std::llabs(static_cast<long long>(a[k]->wait_ms + a[k]->now_ms) -
+                             static_cast<long long>(b[k]->wait_ms + b[k]->now_ms)), 1)
+            << "step " << step << " decision " << k;
+      }
+      ok += a[k]->code == RT_OK && op == Op::kAcquire;
+      limited += a[k]->code == RT_LIMITED;
+      too_large += a[k]->code == RT_E_TOO_LARGE;
+      all_ok = all_ok && a[k]->code == RT_OK;
     }
-    ASSERT_EQ(redis.Command({"HGET", "{hot:x/m}", "s"}), redis.Command({"HGET", "{full:x/m}", "s"}))
+    merged_ok += decisions > 1 && all_ok && op != Op::kRecord;
+    ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", "s"}),
+              redis.Command({"HGET", "{full:" + model + "}", "s"}))
         << "step " << step;
-    ok += a->code == RT_OK && op == Op::kAcquire;
-    limited += a->code == RT_LIMITED;
-    too_large += a->code == RT_E_TOO_LARGE;
   }
-  // Not vacuous: most steps compared, with every kind of answer. (How many
-  // are admitted depends on how long the steps take: the windows refill
-  // with time; about 190 here in 3-5 s, at least ~50 however fast.)
+  // Not vacuous: most steps compared, with every kind of answer, and merged
+  // calls that fit (the merged hot path). Typical: 2,980 compared, 1,400
+  // admitted, 2,500 limited, 270 too large, 230 merged calls that fit.
   EXPECT_GT(compared, 2500);
-  EXPECT_GT(ok, 40);
-  EXPECT_GT(limited, 150);
-  EXPECT_GT(too_large, 50);
+  EXPECT_GT(ok, 500);
+  EXPECT_GT(limited, 300);
+  EXPECT_GT(too_large, 100);
+  EXPECT_GT(merged_ok, 50);
 }
 
 TEST(RedisTest, ARequestRefusedByOneWindowConsumesNothing) {

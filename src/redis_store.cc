@@ -89,7 +89,7 @@ std::string RedisUrl::Redacted() const {
                                                     : "closed";
   return absl::StrCat("redis://", host, ":", port, "/", db, "?prefix=", prefix,
                       "&timeout_ms=", timeout_ms, "&on_error=", policy,
-                      connections != 4 ? absl::StrCat("&connections=", connections) : "");
+                      connections != 2 ? absl::StrCat("&connections=", connections) : "");
 }
 
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {

@@ -2,7 +2,7 @@
 // script over all windows of a model (src/redis_script.lua), run by its SHA
 // on the Redis server's clock.
 //
-// A few connections per store (4; ?connections=N). A caller that finds one
+// A few connections per store (2; ?connections=N). A caller that finds one
 // free uses it at once; callers that find all busy queue, and the first of them, once a
 // connection is handed to it, sends every queued request together: the
 // decisions of one kind on one model (the common case under load) become
@@ -43,7 +43,7 @@ struct RedisUrl {
   std::string password;  // never printed
   std::string prefix = "ratetrack";
   int timeout_ms = 50;
-  int connections = 4;  // per tracker
+  int connections = 2;  // per tracker
   OnError on_error = OnError::kLocal;
   bool update_limits = false;  // ?limits=update
   // Tests only, not in the URL: every decision takes the script's full path

@@ -57,7 +57,7 @@ local blob = vals[1]
 local S
 local stored = nil   -- the stored fingerprint, when it differs from ours
 local write_head = head
-if blob and #blob == #head + 24 * n and string.sub(blob, 1, #head) == head then
+if blob and #blob == #head + 24 * n and string.find(blob, head, 1, true) == 1 then
   -- The common case: our limits, our windows.
   S = {struct.unpack(ARGV[7], blob, #head + 1)}
   -- The hot path: acquires, checks or records (one, or several merged),

@@ -14,8 +14,10 @@ trap cleanup EXIT
 unset RATETRACK_BACKEND RATETRACK_TIER RATETRACK_CONFIG
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-for attempt in 1 2 3 4 5; do  # a free port: bind-and-retry, no guessing window
-  port=$((20000 + (RANDOM * 7 + $$) % 40000))
+# A free port below the ephemeral range (32768-60999 on Linux), where client
+# sockets of tests running alongside take theirs; bind-and-retry all the same.
+for attempt in 1 2 3 4 5; do
+  port=$((20000 + (RANDOM * 7 + $$) % 12000))
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no > "$tmp/redis.log" 2>&1 &
   redis=$!
   for i in $(seq 50); do
@@ -24,9 +26,9 @@ for attempt in 1 2 3 4 5; do  # a free port: bind-and-retry, no guessing window
     sleep 0.1
   done
   grep -q "Ready to accept connections" "$tmp/redis.log" && break
-  kill -KILL "$redis" 2> /dev/null; wait "$redis" 2> /dev/null || true; redis=""
+  kill -KILL "$redis" 2> /dev/null || true; wait "$redis" 2> /dev/null || true; redis=""
 done
-[ -n "$redis" ] || { cat "$tmp/redis.log"; fail "redis-server did not start"; }
+[ -n "$redis" ] || { cat "$tmp/redis.log"; fail "redis-server did not start in 5 attempts"; }
 
 url="redis://127.0.0.1:$port/0?prefix=cli$$"
 echo '{"limits": {"acme/tiny": {"rpm": 2, "tpm": 1000}}}' > "$tmp/config.json"

@@ -20,9 +20,12 @@
 -- whoever first used the model, or replaced it with limits=update; empty
 -- for none yet), then the windows' state, packed: per window three doubles,
 -- sliding: newest bucket index, its count, the sum of the counted buckets;
--- calendar: day end, used this day, 0. "pv" (what the provider said, only once it
--- said something: "blocked_until,t,r,u,l,t,r,u,l,..." with a cap's until,
--- remaining, used since and the provider's limit per unit r t i o); per
+-- calendar: day end, used this day, 0. "p" (what the provider said, only once it
+-- said something: "active_until,blocked_until,t,r,u,l,t,r,u,l,..." with a
+-- cap's until, remaining, used since and the provider's limit per unit
+-- r t i o; active_until, first, is the latest of blocked_until and the caps'
+-- untils: once it has passed, nothing the provider said can refuse or book
+-- anything, and the hot path is taken again); per
 -- sliding window W, "W:<index>": an older bucket's count, written when the
 -- newest bucket moves on.
 -- Hot path: TIME, one HMGET, one HSET of the packed state, however many
@@ -45,7 +48,7 @@ if op == 'reset' then
   redis.call('DEL', key)
   return {0, 0, now}
 end
-local vals = redis.call('HMGET', key, 's', 'pv')
+local vals = redis.call('HMGET', key, 's', 'p')
 local head = ARGV[2]
 local update = ARGV[3] == '1'
 local numbers = ARGV[5]
@@ -62,7 +65,10 @@ if blob and #blob == #head + 24 * n and string.find(blob, head, 1, true) == 1 th
   S = {struct.unpack(ARGV[7], blob, #head + 1)}
   -- The hot path: acquires, checks or records (one, or several merged),
   -- nothing said by the provider, every window in its current bucket (or
-  -- day) and, but for records, room in every window for every decision.
+  -- day) and, but for records, room in every window for every decision;
+  -- what the provider said counts as nothing once its active_until (the
+  -- first number of "p") has passed: no block or cap then refuses, and
+  -- booking leaves every cap as it is (book() only counts in live caps).
   -- Decided here exactly as the full path below decides them, in fewer Lua
   -- steps (each costs Redis about 90 instructions); anything else (a bucket
   -- or a day turning over, no room: the wait to compute) goes the full
@@ -71,7 +77,8 @@ if blob and #blob == #head + 24 * n and string.find(blob, head, 1, true) == 1 th
   -- doubles below 2^53), checks (which book nothing) when their largest
   -- cost of each unit has. ARGV[10] forces the full path (the tests
   -- compare the two).
-  if not vals[2] and not ARGV[10] and (op == 'acquire' or op == 'check' or op == 'record') then
+  if not ARGV[10] and (op == 'acquire' or op == 'check' or op == 'record')
+      and (not vals[2] or (tonumber(string.match(vals[2], '^[^,]*')) or 0) <= now) then
     -- What the decisions take of requests, tokens, input, output.
     local x0, x1, xi, xo = 1, cin + cout, cin, cout
     local more = ARGV[8] and tonumber(ARGV[8]) or 0
@@ -168,7 +175,10 @@ if vals[2] or op == 'block' or op == 'observe' then
   caps = {}
   local p = {}
   if vals[2] then
-    for x in string.gmatch(vals[2], '[^,]+') do p[#p + 1] = tonumber(x) or 0 end
+    -- The first number, active_until, is derived: skipped.
+    for x in string.gmatch(string.match(vals[2], '^[^,]*,(.*)$') or '', '[^,]+') do
+      p[#p + 1] = tonumber(x) or 0
+    end
   end
   blocked = p[1] or 0
   for u = 0, 3 do
@@ -400,12 +410,15 @@ if dirty or (update and stored == nil and blob and string.sub(blob, 1, #head) ~=
   sets[#sets + 1] = write_head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n))
 end
 if pv_dirty then
-  local p = {fmt('%d', blocked)}
+  local active = blocked
+  local p = {'', fmt('%d', blocked)}
   for u = 0, 3 do
     local c = caps[u]
+    if c.t > active then active = c.t end
     p[#p + 1] = fmt('%d,%d,%d,%d', c.t, c.r, c.u, c.l)
   end
-  sets[#sets + 1] = 'pv'
+  p[1] = fmt('%d', active)
+  sets[#sets + 1] = 'p'
   sets[#sets + 1] = table.concat(p, ',')
 end
 if #sets == 2 then

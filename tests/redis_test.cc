@@ -12,12 +12,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "config.h"
@@ -295,7 +299,19 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
     }
     return b;
   };
+  // The moments in what the provider said ("p": active_until, blocked_until,
+  // then per unit until, remaining, used, limit) at which a decision changes.
+  auto provider_times = [&](const std::string& p) {
+    std::vector<int64_t> times;
+    std::vector<std::string> f = absl::StrSplit(p, ',');
+    for (size_t j = 0; j < f.size(); ++j) {
+      int64_t v = 0;
+      if ((j < 2 || (j - 2) % 4 == 0) && absl::SimpleAtoi(f[j], &v)) times.push_back(v);
+    }
+    return times;
+  };
   int compared = 0, ok = 0, limited = 0, too_large = 0, merged_ok = 0;
+  int said_live = 0, said_passed = 0;
   for (int step = 0; step < 3000; ++step) {
     // Every 100 steps a new model with new limits, each window's either
     // within reach of 100 steps or out of it: room first, then windows
@@ -322,6 +338,27 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
       spec = ratetrack::RemoteSpec::From(windows);
       ASSERT_EQ(spec.n, 8);
     }
+    // Now and then the provider says something: a block (a 429) or a cap
+    // from its headers, live for 0-20 ms, so that decisions fall both while
+    // it holds (the full path) and after it passed (the hot path again).
+    // Said to the hot store; the full one goes on from its state.
+    if (rng() % 25 == 0) {
+      const int64_t ms = std::vector<int64_t>{0, 1, 3, 8, 20}[rng() % 5];
+      absl::StatusOr<ratetrack::RedisStore::Reply> told;
+      if (rng() % 3 == 0) {
+        told = hot.Run(Op::kBlock, model, spec, ratetrack::Cost{0, 0}, ms);
+      } else {
+        const auto unit = static_cast<ratetrack::Unit>(rng() % 4);
+        const uint64_t remaining = unit == ratetrack::Unit::kRequests ? rng() % 8 : rng() % 1500;
+        told = hot.Run(Op::kObserve, model, spec, ratetrack::Cost{0, 0}, ms, ratetrack::Cost{0, 0},
+                       ratetrack::RedisStore::Observation{unit, remaining, 100000});
+      }
+      ASSERT_TRUE(told.ok()) << told.status();
+      ASSERT_EQ(redis.Command({"RESTORE", "{full:" + model + "}", "0",
+                               redis.Command({"DUMP", "{hot:" + model + "}"}), "REPLACE"}),
+                "OK");
+    }
+    const std::string said = redis.Command({"HGET", "{hot:" + model + "}", "p"});
     // Few records: they book beyond the limits, and a window filled just to
     // its limit is where the two paths could part. One step in four is a
     // merged call of 2-5 decisions (as a leader sends queued ones).
@@ -350,15 +387,23 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
     for (size_t k = 0; k < decisions; ++k) {
       ASSERT_TRUE(a[k].ok() && b[k].ok()) << a[k].status() << " " << b[k].status();
     }
-    if (buckets(a[0]->now_ms) != buckets(b[0]->now_ms)) {
-      // A bucket turned between the two calls: nothing to compare; the full
-      // store goes on from the hot one's state.
+    bool apart = buckets(a[0]->now_ms) != buckets(b[0]->now_ms);
+    bool live = false;
+    for (int64_t at : provider_times(said)) {
+      apart = apart || (at > a[0]->now_ms) != (at > b[0]->now_ms);
+      live = live || at > a[0]->now_ms;
+    }
+    if (apart) {
+      // A bucket turned, or a block or cap ended, between the two calls:
+      // nothing to compare; the full store goes on from the hot one's state.
       ASSERT_EQ(redis.Command({"RESTORE", "{full:" + model + "}", "0",
                                redis.Command({"DUMP", "{hot:" + model + "}"}), "REPLACE"}),
                 "OK");
       continue;
     }
     ++compared;
+    said_live += !said.empty() && live;
+    said_passed += !said.empty() && !live;
     bool all_ok = true;
     for (size_t k = 0; k < decisions; ++k) {
       ASSERT_EQ(a[k]->code, b[k]->code) << "step " << step << " decision " << k;
@@ -377,10 +422,19 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
     ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", "s"}),
               redis.Command({"HGET", "{full:" + model + "}", "s"}))
         << "step " << step;
+    ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", "p"}),
+              redis.Command({"HGET", "{full:" + model + "}", "p"}))
+        << "step " << step;
   }
-  // Not vacuous: most steps compared, with every kind of answer, and merged
-  // calls that fit (the merged hot path). Typical: 2,980 compared, 1,400
+  // Not vacuous: most steps compared, with every kind of answer, merged
+  // calls that fit (the merged hot path), and decisions both while what the
+  // provider said held and after it passed. Typical: 2,980 compared, 1,400
   // admitted, 2,500 limited, 270 too large, 230 merged calls that fit.
+  std::printf("compared %d, admitted %d, limited %d, too large %d, merged ok %d, "
+              "provider live %d, passed %d\n",
+              compared, ok, limited, too_large, merged_ok, said_live, said_passed);
+  EXPECT_GT(said_live, 30);
+  EXPECT_GT(said_passed, 300);
   EXPECT_GT(compared, 2500);
   EXPECT_GT(ok, 500);
   EXPECT_GT(limited, 300);

@@ -608,6 +608,18 @@ void RedisStore::Lead(Conn& c, Request* me) {
         // (READONLY after a failover, LOADING, MASTERDOWN, OOM, ...): a new
         // connection next time.
         if (!absl::StartsWith(text, "ERR ")) drop = true;
+      } else if (r->type == REDIS_REPLY_INTEGER) {
+        // Every decision admitted: the script returns the server's time alone.
+        if (batch[g[0]].op == Op::kAcquire || batch[g[0]].op == Op::kCheck ||
+            batch[g[0]].op == Op::kRecord) {
+          Reply ok;
+          ok.code = RT_OK;
+          ok.wait_ms = 0;
+          ok.now_ms = r->integer;
+          for (size_t k : g) results[k] = ok;
+          continue;
+        }
+        error = absl::StrCat(where_, ": unexpected reply to the script");
       } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
                  r->element[0]->type != REDIS_REPLY_INTEGER ||
                  (r->element[0]->integer != -2 && r->elements < 3 + 2 * (g.size() - 1))) {

@@ -20,7 +20,8 @@
 -- whoever first used the model, or replaced it with limits=update; empty
 -- for none yet), then the windows' state, packed: per window three doubles,
 -- sliding: newest bucket index, its count, the sum of the counted buckets;
--- calendar: day end, used this day, 0. "p" (what the provider said, only once it
+-- calendar: day end, used this day, 0; then, only when "p" exists, its
+-- active_until as one more double. "p" (what the provider said, only once it
 -- said something: "active_until,blocked_until,t,r,u,l,t,r,u,l,..." with a
 -- cap's until, remaining, used since and the provider's limit per unit
 -- r t i o; active_until, first, is the latest of blocked_until and the caps'
@@ -28,7 +29,7 @@
 -- anything, and the hot path is taken again); per
 -- sliding window W, "W:<index>": an older bucket's count, written when the
 -- newest bucket moves on.
--- Hot path: TIME, one HMGET, one HSET of the packed state, however many
+-- Hot path: TIME, one HGET, one HSET of the packed state, however many
 -- decisions are merged into the call; numbers cross between Redis and Lua
 -- as packed doubles (struct), not as decimal text. The TTL is renewed when
 -- a bucket turns over.
@@ -51,7 +52,7 @@ if op == 'reset' then
   redis.call('DEL', key)
   return {0, 0, now}
 end
-local vals = redis.call('HMGET', key, 's', 'p')
+local blob = redis.call('HGET', key, 's')
 local head = ARGV[2]
 local update = ARGV[3] == '1'
 local numbers = ARGV[5]
@@ -59,11 +60,11 @@ local numbers = ARGV[5]
 -- then five per window from L[10].
 local L = {struct.unpack(ARGV[6], numbers)}
 local cin, cout, targ, n = L[1], L[2], L[3], L[9]
-local blob = vals[1]
 local S
 local stored = nil   -- the stored fingerprint, when it differs from ours
 local write_head = head
-if blob and #blob == #head + 24 * n and string.find(blob, head, 1, true) == 1 then
+local size = #head + 24 * n  -- of "s" without the provider's moment
+if blob and (#blob == size or #blob == size + 8) and string.find(blob, head, 1, true) == 1 then
   -- The common case: our limits, our windows.
   S = {struct.unpack(ARGV[7], blob, #head + 1)}
   -- The hot path: acquires, checks or records (one, or several merged),
@@ -81,7 +82,7 @@ if blob and #blob == #head + 24 * n and string.find(blob, head, 1, true) == 1 th
   -- cost of each unit has. ARGV[10] forces the full path (the tests
   -- compare the two).
   if not ARGV[10] and (op == 'acquire' or op == 'check' or op == 'record')
-      and (not vals[2] or (tonumber(string.match(vals[2], '^[^,]*')) or 0) <= now) then
+      and (#blob == size or struct.unpack('<d', blob, size + 1) <= now) then
     -- What the decisions take of requests, tokens, input, output.
     local x0, x1, xi, xo = 1, cin + cout, cin, cout
     local more = ARGV[8] and tonumber(ARGV[8]) or 0
@@ -124,7 +125,12 @@ if blob and #blob == #head + 24 * n and string.find(blob, head, 1, true) == 1 th
           S[s + 1] = S[s + 1] + x
           if L[b + 4] == 0 then S[s + 2] = S[s + 2] + x end
         end
-        redis.call('HSET', key, 's', head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)))
+        if #blob == size then
+          redis.call('HSET', key, 's', head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)))
+        else
+          redis.call('HSET', key, 's', head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)) ..
+                     string.sub(blob, -8))
+        end
       end
       return now  -- every decision admitted (cheaper for Redis than a table)
     end
@@ -171,12 +177,13 @@ local fmt = string.format  -- '%d': Lua's default number format writes 1e+15
 local blocked = 0
 local caps = nil
 local pv_dirty = false
-if vals[2] or op == 'block' or op == 'observe' then
+local said = redis.call('HGET', key, 'p')
+if said or op == 'block' or op == 'observe' then
   caps = {}
   local p = {}
-  if vals[2] then
+  if said then
     -- The first number, active_until, is derived: skipped.
-    for x in string.gmatch(string.match(vals[2], '^[^,]*,(.*)$') or '', '[^,]+') do
+    for x in string.gmatch(string.match(said, '^[^,]*,(.*)$') or '', '[^,]+') do
       p[#p + 1] = tonumber(x) or 0
     end
   end
@@ -408,12 +415,11 @@ elseif op == 'stats' then
   end
 end
 
-if dirty or (update and stored == nil and blob and string.sub(blob, 1, #head) ~= head) then
-  sets[#sets + 1] = 's'
-  sets[#sets + 1] = write_head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n))
-end
+-- Whenever "p" exists, "s" ends with its active_until as one more packed
+-- double: the short path reads that one field.
+local active = said and (tonumber(string.match(said, '^[^,]*')) or 0)
 if pv_dirty then
-  local active = blocked
+  active = blocked
   local p = {'', fmt('%d', blocked)}
   for u = 0, 3 do
     local c = caps[u]
@@ -423,6 +429,11 @@ if pv_dirty then
   p[1] = fmt('%d', active)
   sets[#sets + 1] = 'p'
   sets[#sets + 1] = table.concat(p, ',')
+end
+if dirty or pv_dirty or (update and stored == nil and blob and string.sub(blob, 1, #head) ~= head) then
+  sets[#sets + 1] = 's'
+  sets[#sets + 1] = write_head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)) ..
+      (active and struct.pack('<d', active) or '')
 end
 if #sets == 2 then
   redis.call('HSET', key, sets[1], sets[2])

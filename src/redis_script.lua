@@ -111,7 +111,8 @@ if blob and (#blob == size or #blob == size + 8) and string.find(blob, head, 1, 
         if now >= S[s] then fits = false break end
         u = S[s + 1]
       else
-        if math.floor(now / L[b]) ~= S[s] then fits = false break end
+        local lo = S[s] * L[b]
+        if now < lo or now >= lo + L[b] then fits = false break end
         u = S[s + 2]
       end
       if op ~= 'record' and lim >= 0 and (u > lim or x > lim - u) then fits = false break end

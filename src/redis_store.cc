@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <random>
@@ -68,7 +69,9 @@ double Exact(uint64_t v) { return static_cast<double>(std::min(v, kMaxExact)); }
 void AppendDouble(std::string* out, double v) {
   uint64_t bits;
   std::memcpy(&bits, &v, sizeof bits);
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(bits >> (8 * i)));
+  char bytes[8];
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(bits >> (8 * i));
+  out->append(bytes, sizeof bytes);
 }
 
 char UnitLetter(Unit u) {
@@ -221,9 +224,12 @@ struct RedisStore::Conn {
 struct RedisStore::Request {
   static constexpr uint32_t kWaiting = 0, kDone = 1, kLead = 2;
   Op op;
-  // The script's arguments: 1 key op head update unit numbers formats (the
-  // leader puts EVALSHA sha, or EVAL and the script, before them).
-  std::vector<std::string> args;
+  // The script's arguments, already in the protocol's form ("$<len>\r\n
+  // <bytes>\r\n" each): 1 key op head update unit numbers formats; the
+  // leader puts the array's header and EVALSHA sha (or EVAL and the script)
+  // before them. `numbers_at`: where the numbers' bytes start in `wire`.
+  std::string wire;
+  size_t numbers_at = 0;
   Cost cost;
   int64_t deadline_us = 0;
   std::atomic<uint32_t> state{kWaiting};
@@ -268,6 +274,11 @@ bool FutexWaitUntil(std::atomic<uint32_t>* word, uint32_t expected, int64_t dead
 // harmless.
 void FutexWake(std::atomic<uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
+// Appends `a` as one bulk string of the protocol: "$<len>\r\n<bytes>\r\n".
+void AppendBulk(std::string* out, absl::string_view a) {
+  absl::StrAppend(out, "$", a.size(), "\r\n", a, "\r\n");
 }
 
 // Appends a command to ctx's output buffer; false when out of memory.
@@ -490,16 +501,20 @@ void RedisStore::Lead(Conn& c, Request* me) {
   // caller that gives up may return (and its request go) at any time.
   struct Item {
     Op op;
-    std::vector<std::string> args;
+    std::string wire;
+    size_t numbers_at;
     Cost cost;
     bool MergesWith(const Item& o) const {
       // Decisions of one kind on one model with the same limits: one script
-      // call decides them all, in order. args[6] (the numbers) differs only
-      // in its first two doubles, the tokens.
-      return (op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) && op == o.op &&
-             args[1] == o.args[1] && args[3] == o.args[3] && args[7] == o.args[7] &&
-             args[8] == o.args[8] && args[6].size() == o.args[6].size() &&
-             std::memcmp(args[6].data() + 16, o.args[6].data() + 16, args[6].size() - 16) == 0;
+      // call decides them all, in order. Their arguments differ only in the
+      // numbers' first two doubles, the tokens.
+      if (!(op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) || op != o.op ||
+          wire.size() != o.wire.size() || numbers_at != o.numbers_at) {
+        return false;
+      }
+      const size_t rest = numbers_at + 16;
+      return std::memcmp(wire.data(), o.wire.data(), numbers_at) == 0 &&
+             std::memcmp(wire.data() + rest, o.wire.data() + rest, wire.size() - rest) == 0;
     }
   };
   std::vector<Item> batch;
@@ -511,7 +526,9 @@ void RedisStore::Lead(Conn& c, Request* me) {
       queue_.pop_front();
     }
     batch.reserve(c.batch.size());
-    for (Request* r : c.batch) batch.push_back({r->op, std::move(r->args), r->cost});
+    for (Request* r : c.batch) {
+      batch.push_back({r->op, std::move(r->wire), r->numbers_at, r->cost});
+    }
   }
   // Groups: requests merged into one script call, in order of their first.
   std::vector<std::vector<size_t>> groups;
@@ -528,33 +545,32 @@ void RedisStore::Lead(Conn& c, Request* me) {
   }
   // Appends a group's command: the script (by SHA, or whole), its first
   // request's arguments, and for a merged group the others' tokens.
+  // The command is formatted here, in the protocol's form, and handed to
+  // hiredis whole (its own formatting costs a few thousand instructions a
+  // call).
+  std::string cmd;
   auto append_group = [&](const std::vector<size_t>& g, bool eval) {
-    const std::vector<std::string>& args = batch[g[0]].args;
-    const char* ptrs[kMaxArgs];
-    size_t lens[kMaxArgs];
-    int argc = 0;
-    auto add = [&](absl::string_view a) {
-      ptrs[argc] = a.data();
-      lens[argc++] = a.size();
-    };
-    add(eval ? "EVAL" : "EVALSHA");
-    add(eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
-    for (const std::string& a : args) add(a);
-    std::string count, more;
-    if (g.size() > 1) {
-      count = std::to_string(g.size() - 1);
+    const Item& first = batch[g[0]];
+    const bool extras = g.size() > 1 || url_.full_path_only;
+    const int argc = 2 + 9 + (extras ? 2 : 0) + (url_.full_path_only ? 1 : 0);
+    cmd.clear();
+    cmd.reserve(64 + first.wire.size() + 16 * g.size() +
+                (eval ? std::strlen(kRedisScript) : 0));
+    absl::StrAppend(&cmd, "*", argc, "\r\n");
+    AppendBulk(&cmd, eval ? "EVAL" : "EVALSHA");
+    AppendBulk(&cmd, eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
+    cmd.append(first.wire);
+    if (extras) {
+      std::string more;
       for (size_t k = 1; k < g.size(); ++k) {
         AppendDouble(&more, Exact(batch[g[k]].cost.input));
         AppendDouble(&more, Exact(batch[g[k]].cost.output));
       }
-      add(count);
-      add(more);
-    } else if (url_.full_path_only) {
-      add("0");
-      add("");
+      AppendBulk(&cmd, std::to_string(g.size() - 1));
+      AppendBulk(&cmd, more);
     }
-    if (url_.full_path_only) add("full");
-    return redisAppendCommandArgv(c.ctx, argc, ptrs, lens) == REDIS_OK;
+    if (url_.full_path_only) AppendBulk(&cmd, "full");
+    return redisAppendFormattedCommand(c.ctx, cmd.data(), cmd.size()) == REDIS_OK;
   };
   std::vector<absl::StatusOr<Reply>> results(batch.size());
   absl::Status status;
@@ -695,14 +711,17 @@ void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view
   me.deadline_us = start_us + static_cast<int64_t>(url_.timeout_ms) * 1000;
   static const char* const kOps[] = {"acquire", "check", "record", "settle",
                                      "stats",   "reset", "block",  "observe"};
-  std::vector<std::string>& args = me.args;
-  args.reserve(9);
-  args.push_back("1");
-  args.push_back(absl::StrCat("{", url_.prefix, ":", model, "}"));
-  args.push_back(kOps[static_cast<int>(op)]);
-  args.push_back(spec.head);
-  args.push_back(url_.update_limits ? "1" : "0");
-  args.push_back(std::string(1, UnitLetter(observation.unit)));
+  std::string& wire = me.wire;
+  wire.reserve(url_.prefix.size() + model.size() + spec.head.size() + 9 * 8 + spec.layout.size() +
+               spec.numbers_format.size() + spec.state_format.size() + 120);
+  AppendBulk(&wire, "1");
+  absl::StrAppend(&wire, "$", url_.prefix.size() + model.size() + 3, "\r\n{", url_.prefix, ":",
+                  model, "}\r\n");
+  AppendBulk(&wire, kOps[static_cast<int>(op)]);
+  AppendBulk(&wire, spec.head);
+  AppendBulk(&wire, url_.update_limits ? "1" : "0");
+  const char unit = UnitLetter(observation.unit);
+  AppendBulk(&wire, absl::string_view(&unit, 1));
   // The numbers, packed: nine, then the windows' layout.
   std::string numbers;
   numbers.reserve(9 * 8 + spec.layout.size());
@@ -725,9 +744,12 @@ void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view
     AppendDouble(&day_end, static_cast<double>(NextLocalMidnightMs(w.calendar_tz, UnixMs())));
     numbers.replace(layout_at + static_cast<size_t>(i) * 40 + 32, 8, day_end);
   }
-  args.push_back(std::move(numbers));
-  args.push_back(spec.numbers_format);
-  args.push_back(spec.state_format);
+  absl::StrAppend(&wire, "$", numbers.size(), "\r\n");
+  me.numbers_at = wire.size();
+  wire.append(numbers);
+  wire.append("\r\n", 2);
+  AppendBulk(&wire, spec.numbers_format);
+  AppendBulk(&wire, spec.state_format);
 }
 
 std::vector<absl::StatusOr<RedisStore::Reply>> RedisStore::RunMergedForTest(

@@ -276,9 +276,51 @@ void FutexWake(std::atomic<uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
+// Writes the protocol's pieces from `p` on, into room the caller has made
+// (at most kBulkOverhead bytes a bulk string besides its own): no allocation,
+// no formatting library.
+struct RespWriter {
+  static constexpr size_t kBulkOverhead = 25;  // '$', up to 20 digits, 2 CRLFs
+  char* p;
+
+  void Raw(const void* d, size_t n) {
+    std::memcpy(p, d, n);
+    p += n;
+  }
+  // "$<len>\r\n": a bulk string's header ('*': an array's).
+  void Header(size_t len, char lead = '$') {
+    char digits[20];
+    char* d = digits + sizeof digits;
+    do {
+      *--d = static_cast<char>('0' + len % 10);
+      len /= 10;
+    } while (len != 0);
+    *p++ = lead;
+    Raw(d, static_cast<size_t>(digits + sizeof digits - d));
+    Raw("\r\n", 2);
+  }
+  // "$<len>\r\n<bytes>\r\n".
+  void Bulk(absl::string_view a) {
+    Header(a.size());
+    Raw(a.data(), a.size());
+    Raw("\r\n", 2);
+  }
+  // A little-endian IEEE double, as AppendDouble.
+  void Double(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(bits >> (8 * i));
+    p += 8;
+  }
+};
+
 // Appends `a` as one bulk string of the protocol: "$<len>\r\n<bytes>\r\n".
 void AppendBulk(std::string* out, absl::string_view a) {
-  absl::StrAppend(out, "$", a.size(), "\r\n", a, "\r\n");
+  const size_t at = out->size();
+  out->resize(at + a.size() + RespWriter::kBulkOverhead);
+  RespWriter w{&(*out)[at]};
+  w.Bulk(a);
+  out->resize(static_cast<size_t>(w.p - out->data()));
 }
 
 // Appends a command to ctx's output buffer; false when out of memory.
@@ -556,7 +598,10 @@ void RedisStore::Lead(Conn& c, Request* me) {
     cmd.clear();
     cmd.reserve(64 + first.wire.size() + 16 * g.size() +
                 (eval ? std::strlen(kRedisScript) : 0));
-    absl::StrAppend(&cmd, "*", argc, "\r\n");
+    cmd.resize(RespWriter::kBulkOverhead);
+    RespWriter w{cmd.data()};
+    w.Header(static_cast<size_t>(argc), '*');
+    cmd.resize(static_cast<size_t>(w.p - cmd.data()));
     AppendBulk(&cmd, eval ? "EVAL" : "EVALSHA");
     AppendBulk(&cmd, eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
     cmd.append(first.wire);
@@ -711,45 +756,50 @@ void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view
   me.deadline_us = start_us + static_cast<int64_t>(url_.timeout_ms) * 1000;
   static const char* const kOps[] = {"acquire", "check", "record", "settle",
                                      "stats",   "reset", "block",  "observe"};
+  const absl::string_view op_name = kOps[static_cast<int>(op)];
+  const size_t key_size = url_.prefix.size() + model.size() + 3;  // "{prefix:model}"
+  const size_t numbers_size = 9 * 8 + spec.layout.size();
+  // Nine bulk strings, written in place into room for the longest they can be.
   std::string& wire = me.wire;
-  wire.reserve(url_.prefix.size() + model.size() + spec.head.size() + 9 * 8 + spec.layout.size() +
-               spec.numbers_format.size() + spec.state_format.size() + 120);
-  AppendBulk(&wire, "1");
-  absl::StrAppend(&wire, "$", url_.prefix.size() + model.size() + 3, "\r\n{", url_.prefix, ":",
-                  model, "}\r\n");
-  AppendBulk(&wire, kOps[static_cast<int>(op)]);
-  AppendBulk(&wire, spec.head);
-  AppendBulk(&wire, url_.update_limits ? "1" : "0");
+  wire.resize(9 * RespWriter::kBulkOverhead + 1 + key_size + op_name.size() + spec.head.size() +
+              2 + numbers_size + spec.numbers_format.size() + spec.state_format.size());
+  RespWriter w{wire.data()};
+  w.Bulk("1");
+  w.Header(key_size);
+  w.Raw("{", 1);
+  w.Raw(url_.prefix.data(), url_.prefix.size());
+  w.Raw(":", 1);
+  w.Raw(model.data(), model.size());
+  w.Raw("}\r\n", 3);
+  w.Bulk(op_name);
+  w.Bulk(spec.head);
+  w.Bulk(url_.update_limits ? "1" : "0");
   const char unit = UnitLetter(observation.unit);
-  AppendBulk(&wire, absl::string_view(&unit, 1));
+  w.Bulk(absl::string_view(&unit, 1));
   // The numbers, packed: nine, then the windows' layout.
-  std::string numbers;
-  numbers.reserve(9 * 8 + spec.layout.size());
-  for (uint64_t v : {cost.input, cost.output}) AppendDouble(&numbers, Exact(v));
+  w.Header(numbers_size);
+  me.numbers_at = static_cast<size_t>(w.p - wire.data());
+  for (uint64_t v : {cost.input, cost.output}) w.Double(Exact(v));
   constexpr int64_t kMaxTime = int64_t{1} << 53;
-  AppendDouble(&numbers,
-               static_cast<double>(std::max(std::min(time_arg, kMaxTime), -kMaxTime)));
+  w.Double(static_cast<double>(std::max(std::min(time_arg, kMaxTime), -kMaxTime)));
   for (uint64_t v : {granted.input, granted.output, observation.remaining, observation.limit}) {
-    AppendDouble(&numbers, Exact(v));
+    w.Double(Exact(v));
   }
-  AppendDouble(&numbers, static_cast<double>(spec.ttl_ms));
-  AppendDouble(&numbers, static_cast<double>(spec.n));
-  const size_t layout_at = numbers.size();
-  numbers += spec.layout;
+  w.Double(static_cast<double>(spec.ttl_ms));
+  w.Double(static_cast<double>(spec.n));
+  char* const layout = w.p;
+  w.Raw(spec.layout.data(), spec.layout.size());
   for (int i = 0; i < spec.n; ++i) {
-    const RemoteSpec::Window& w = spec.w[i];
-    if (w.calendar_tz[0] == '\0') continue;
+    const RemoteSpec::Window& win = spec.w[i];
+    if (win.calendar_tz[0] == '\0') continue;
     // The client's next local midnight: the script's start for a new day.
-    std::string day_end;
-    AppendDouble(&day_end, static_cast<double>(NextLocalMidnightMs(w.calendar_tz, UnixMs())));
-    numbers.replace(layout_at + static_cast<size_t>(i) * 40 + 32, 8, day_end);
+    RespWriter day_end{layout + static_cast<size_t>(i) * 40 + 32};
+    day_end.Double(static_cast<double>(NextLocalMidnightMs(win.calendar_tz, UnixMs())));
   }
-  absl::StrAppend(&wire, "$", numbers.size(), "\r\n");
-  me.numbers_at = wire.size();
-  wire.append(numbers);
-  wire.append("\r\n", 2);
-  AppendBulk(&wire, spec.numbers_format);
-  AppendBulk(&wire, spec.state_format);
+  w.Raw("\r\n", 2);
+  w.Bulk(spec.numbers_format);
+  w.Bulk(spec.state_format);
+  wire.resize(static_cast<size_t>(w.p - wire.data()));
 }
 
 std::vector<absl::StatusOr<RedisStore::Reply>> RedisStore::RunMergedForTest(

@@ -206,6 +206,36 @@ struct RedisStore::Conn {
   redisContext* ctx = nullptr;
   bool busy = false;               // guarded by mu_: a leader is at work on it
   std::vector<Request*> batch;     // guarded by mu_: on the wire; null: gave up
+  // What the batch's requests said (moved out of them under mu_, when the
+  // batch was taken), how they were grouped into script calls and how
+  // sending them went: written by whoever sent the batch, read by whoever
+  // reads its replies (the same thread, or the one the lead was handed to).
+  struct Item {
+    Op op;
+    std::string wire;
+    size_t numbers_at;
+    Cost cost;
+    int64_t deadline_us;
+    bool MergesWith(const Item& o) const {
+      // Decisions of one kind on one model with the same limits: one script
+      // call decides them all, in order. Their arguments differ only in the
+      // numbers' first two doubles, the tokens.
+      if (!(op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) || op != o.op ||
+          wire.size() != o.wire.size() || numbers_at != o.numbers_at) {
+        return false;
+      }
+      const size_t rest = numbers_at + 16;
+      return std::memcmp(wire.data(), o.wire.data(), numbers_at) == 0 &&
+             std::memcmp(wire.data() + rest, o.wire.data() + rest, wire.size() - rest) == 0;
+    }
+  };
+  std::vector<Item> items;
+  std::vector<std::vector<size_t>> groups;  // indexes into items, per script call
+  bool eval = false;                        // sent as EVAL (the SHA was not known)
+  absl::Status sent;                        // how sending the batch went
+  // Guarded by mu_: the batch was sent by the leader before, which handed
+  // it, on the wire, to a request of it: that one reads the replies.
+  bool in_flight = false;
   bool timed_out = false;  // the last Flush or NextReply failed by the deadline
   void Drop() {
     if (ctx != nullptr) redisFree(ctx);
@@ -537,97 +567,96 @@ RedisStore::Request* RedisStore::HandOn(Conn& c) {
   return next;
 }
 
-void RedisStore::Lead(Conn& c, Request* me) {
-  const int64_t deadline_us = me->deadline_us;
-  // What the leader needs of each request is moved out under the lock: a
-  // caller that gives up may return (and its request go) at any time.
-  struct Item {
-    Op op;
-    std::string wire;
-    size_t numbers_at;
-    Cost cost;
-    bool MergesWith(const Item& o) const {
-      // Decisions of one kind on one model with the same limits: one script
-      // call decides them all, in order. Their arguments differ only in the
-      // numbers' first two doubles, the tokens.
-      if (!(op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) || op != o.op ||
-          wire.size() != o.wire.size() || numbers_at != o.numbers_at) {
-        return false;
-      }
-      const size_t rest = numbers_at + 16;
-      return std::memcmp(wire.data(), o.wire.data(), numbers_at) == 0 &&
-             std::memcmp(wire.data() + rest, o.wire.data() + rest, wire.size() - rest) == 0;
-    }
-  };
-  std::vector<Item> batch;
-  {
-    SpinLockHolder l(&mu_);
-    c.batch.push_back(me);
-    while (!queue_.empty() && c.batch.size() < kMaxBatch) {
-      c.batch.push_back(queue_.front());
-      queue_.pop_front();
-    }
-    batch.reserve(c.batch.size());
-    for (Request* r : c.batch) {
-      batch.push_back({r->op, std::move(r->wire), r->numbers_at, r->cost});
-    }
+void RedisStore::TakeBatch(Conn& c, Request* first) {
+  if (first != nullptr) c.batch.push_back(first);
+  while (!queue_.empty() && c.batch.size() < kMaxBatch) {
+    c.batch.push_back(queue_.front());
+    queue_.pop_front();
   }
+  // What the sender needs of each request is moved out under the lock: a
+  // caller that gives up may return (and its request go) at any time.
+  c.items.clear();
+  c.items.reserve(c.batch.size());
+  for (Request* r : c.batch) {
+    c.items.push_back({r->op, std::move(r->wire), r->numbers_at, r->cost, r->deadline_us});
+  }
+}
+
+bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const {
+  // The script (by SHA, or whole), the group's first request's arguments,
+  // and for a merged group the others' tokens, formatted here in the
+  // protocol's form and handed to hiredis whole (its own formatting costs a
+  // few thousand instructions a call).
+  const Conn::Item& first = c.items[g[0]];
+  const bool extras = g.size() > 1 || url_.full_path_only;
+  const int argc = 2 + 9 + (extras ? 2 : 0) + (url_.full_path_only ? 1 : 0);
+  std::string cmd;
+  cmd.reserve(64 + first.wire.size() + 16 * g.size() + (eval ? std::strlen(kRedisScript) : 0));
+  cmd.resize(RespWriter::kBulkOverhead);
+  RespWriter w{cmd.data()};
+  w.Header(static_cast<size_t>(argc), '*');
+  cmd.resize(static_cast<size_t>(w.p - cmd.data()));
+  AppendBulk(&cmd, eval ? "EVAL" : "EVALSHA");
+  AppendBulk(&cmd, eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
+  cmd.append(first.wire);
+  if (extras) {
+    std::string more;
+    for (size_t k = 1; k < g.size(); ++k) {
+      AppendDouble(&more, Exact(c.items[g[k]].cost.input));
+      AppendDouble(&more, Exact(c.items[g[k]].cost.output));
+    }
+    AppendBulk(&cmd, std::to_string(g.size() - 1));
+    AppendBulk(&cmd, more);
+  }
+  if (url_.full_path_only) AppendBulk(&cmd, "full");
+  return redisAppendFormattedCommand(c.ctx, cmd.data(), cmd.size()) == REDIS_OK;
+}
+
+void RedisStore::Send(Conn& c, int64_t deadline_us) {
   // Groups: requests merged into one script call, in order of their first.
-  std::vector<std::vector<size_t>> groups;
-  for (size_t i = 0; i < batch.size(); ++i) {
+  c.groups.clear();
+  for (size_t i = 0; i < c.items.size(); ++i) {
     bool merged = false;
-    for (auto& g : groups) {
-      if (batch[g[0]].MergesWith(batch[i])) {
+    for (auto& g : c.groups) {
+      if (c.items[g[0]].MergesWith(c.items[i])) {
         g.push_back(i);
         merged = true;
         break;
       }
     }
-    if (!merged) groups.push_back({i});
+    if (!merged) c.groups.push_back({i});
   }
-  // Appends a group's command: the script (by SHA, or whole), its first
-  // request's arguments, and for a merged group the others' tokens.
-  // The command is formatted here, in the protocol's form, and handed to
-  // hiredis whole (its own formatting costs a few thousand instructions a
-  // call).
-  std::string cmd;
-  auto append_group = [&](const std::vector<size_t>& g, bool eval) {
-    const Item& first = batch[g[0]];
-    const bool extras = g.size() > 1 || url_.full_path_only;
-    const int argc = 2 + 9 + (extras ? 2 : 0) + (url_.full_path_only ? 1 : 0);
-    cmd.clear();
-    cmd.reserve(64 + first.wire.size() + 16 * g.size() +
-                (eval ? std::strlen(kRedisScript) : 0));
-    cmd.resize(RespWriter::kBulkOverhead);
-    RespWriter w{cmd.data()};
-    w.Header(static_cast<size_t>(argc), '*');
-    cmd.resize(static_cast<size_t>(w.p - cmd.data()));
-    AppendBulk(&cmd, eval ? "EVAL" : "EVALSHA");
-    AppendBulk(&cmd, eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
-    cmd.append(first.wire);
-    if (extras) {
-      std::string more;
-      for (size_t k = 1; k < g.size(); ++k) {
-        AppendDouble(&more, Exact(batch[g[k]].cost.input));
-        AppendDouble(&more, Exact(batch[g[k]].cost.output));
-      }
-      AppendBulk(&cmd, std::to_string(g.size() - 1));
-      AppendBulk(&cmd, more);
+  c.sent = absl::OkStatus();
+  if (c.ctx == nullptr) c.sent = Connect(c, deadline_us);
+  if (!c.sent.ok()) return;
+  // Every group's command in one write.
+  c.eval = !sha_known_.load();
+  bool appended = true;
+  for (const auto& g : c.groups) appended = appended && AppendGroup(c, g, c.eval);
+  if (!appended || !c.Flush(deadline_us)) c.sent = IoError(c, c.eval ? "EVAL" : "EVALSHA");
+}
+
+void RedisStore::Lead(Conn& c, Request* me) {
+  const int64_t deadline_us = me->deadline_us;
+  if (!c.in_flight) {
+    {
+      SpinLockHolder l(&mu_);
+      TakeBatch(c, me);
     }
-    if (url_.full_path_only) AppendBulk(&cmd, "full");
-    return redisAppendFormattedCommand(c.ctx, cmd.data(), cmd.size()) == REDIS_OK;
+    Send(c, deadline_us);
+  }
+  c.in_flight = false;
+  const std::vector<Conn::Item>& batch = c.items;
+  const std::vector<std::vector<size_t>>& groups = c.groups;
+  auto append_group = [&](const std::vector<size_t>& g, bool eval) {
+    return AppendGroup(c, g, eval);
   };
   std::vector<absl::StatusOr<Reply>> results(batch.size());
-  absl::Status status;
-  if (c.ctx == nullptr) status = Connect(c, deadline_us);
+  absl::Status status = c.sent;
   std::vector<ReplyPtr> replies;
   if (status.ok()) {
-    // Every group's command in one write, then every reply in order.
-    const bool eval = !sha_known_.load();
-    bool appended = true;
-    for (const auto& g : groups) appended = appended && append_group(g, eval);
-    const char* what = eval ? "EVAL" : "EVALSHA";
-    if (!appended || !c.Flush(deadline_us)) status = IoError(c, what);
+    // Every reply, in order.
+    const char* what = c.eval ? "EVAL" : "EVALSHA";
     for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
       ReplyPtr r(c.NextReply(deadline_us), freeReplyObject);
       if (r == nullptr) status = IoError(c, what);
@@ -728,9 +757,16 @@ void RedisStore::Lead(Conn& c, Request* me) {
     if (drop) c.Drop();
     if (!script_failed) NoteSuccess();
   }
-  // Hand out the results, and the connection to the first one queued.
+  // Hand out the results. With requests queued meanwhile and the
+  // connection up, they are the next batch: sent from here at once, before
+  // anyone is woken, so that Redis works on it while the thread it is
+  // handed to wakes up (a wake-up costs tens of microseconds on a busy
+  // machine; the connection would stand idle for it). Else the connection
+  // goes to the first one queued (it connects) or comes free.
   std::vector<Request*> wake;
   Request* next = nullptr;
+  bool pipelined = false;
+  int64_t latest = 0;  // the next batch's latest deadline
   {
     SpinLockHolder l(&mu_);
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -742,7 +778,42 @@ void RedisStore::Lead(Conn& c, Request* me) {
       if (r != me) wake.push_back(r);
     }
     c.batch.clear();
-    next = HandOn(c);
+    if (c.ctx != nullptr && !queue_.empty()) {
+      TakeBatch(c, nullptr);
+      for (const Conn::Item& it : c.items) latest = std::max(latest, it.deadline_us);
+      pipelined = true;
+    } else {
+      next = HandOn(c);
+    }
+  }
+  if (pipelined) {
+    // Written within the batch's time and this call's own (a caller never
+    // waits longer than its timeout).
+    Send(c, std::min(latest, deadline_us));
+    {
+      SpinLockHolder l(&mu_);
+      // The replies are read by the request of the batch with the latest
+      // deadline still waiting (the others may give up before it must).
+      for (auto it = c.batch.rbegin(); it != c.batch.rend() && next == nullptr; ++it) {
+        if (*it != nullptr && (*it)->deadline_us == latest) next = *it;
+      }
+      for (auto it = c.batch.rbegin(); it != c.batch.rend() && next == nullptr; ++it) {
+        next = *it;
+      }
+      if (next != nullptr) {
+        c.in_flight = true;
+        next->conn = &c;
+        next->state.store(Request::kLead, std::memory_order_release);
+      }
+    }
+    if (next == nullptr) {
+      // Every request of the batch gave up while it was sent: nobody reads
+      // its replies, so the connection goes (the next leader connects).
+      c.Drop();
+      SpinLockHolder l(&mu_);
+      c.batch.clear();
+      next = HandOn(c);
+    }
   }
   for (Request* r : wake) FutexWake(&r->state);
   if (next != nullptr) FutexWake(&next->state);
@@ -913,6 +984,10 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
     // slow: if the newest queued call has at least half of its time, that
     // one leads instead and this one waits at the head of the queue to go
     // with it (once: a call put back never passes the lead again).
+    if (me.conn->in_flight) {  // its batch is on the wire: read the replies
+      conn = me.conn;
+      continue;
+    }
     const int64_t half = static_cast<int64_t>(url_.timeout_ms) * 500;
     const int64_t now = NowUs();
     const int64_t left = me.deadline_us - now;

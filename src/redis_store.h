@@ -7,8 +7,12 @@
 // connection is handed to it, sends every queued request together: the
 // decisions of one kind on one model (the common case under load) become
 // one script call that decides them one after the other, atomically, for
-// the cost of one (one TIME, one HMGET, one HSET, one round trip). The
-// others sleep until it hands them their results.
+// the cost of one (one TIME, one HGET, one HSET, one round trip). The
+// others sleep until it hands them their results. A leader that finds
+// requests queued when its replies are in sends them on as the next batch
+// before it wakes anyone, and hands that batch, on the wire, to one of its
+// requests, which reads the replies: the connection never stands idle while
+// a thread wakes up.
 //
 // Bounded latency: connecting and every command share one deadline of
 // timeout_ms; a caller never waits longer for Redis, queued or not. When the
@@ -171,8 +175,19 @@ class RedisStore {
   // The leader's part, with c its own: takes the queued requests along,
   // merges the decisions on one model into one script call each, writes
   // them all at once, reads every reply, hands the results out and the
-  // connection on to the first request queued meanwhile.
+  // connection on: with requests queued meanwhile, they are sent as the
+  // next batch before anyone is woken, and that batch, on the wire, is
+  // handed to one of them (which finds c.in_flight and only reads the
+  // replies); else to the first one queued, or it comes free.
   void Lead(Conn& c, Request* me);
+  // `first` (if any) and the queued requests (up to 64) become c's batch.
+  void TakeBatch(Conn& c, Request* first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Groups c's batch into script calls and writes them, connecting first if
+  // need be, within deadline_us; the outcome is c.sent.
+  void Send(Conn& c, int64_t deadline_us);
+  // Appends one group's script call to c's output buffer; false when out of
+  // memory.
+  bool AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const;
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands c to the first queued request (the caller wakes it: the result)
   // or marks it free.

@@ -794,11 +794,8 @@ void RedisStore::Lead(Conn& c, Request* me) {
       SpinLockHolder l(&mu_);
       // The replies are read by the request of the batch with the latest
       // deadline still waiting (the others may give up before it must).
-      for (auto it = c.batch.rbegin(); it != c.batch.rend() && next == nullptr; ++it) {
-        if (*it != nullptr && (*it)->deadline_us == latest) next = *it;
-      }
-      for (auto it = c.batch.rbegin(); it != c.batch.rend() && next == nullptr; ++it) {
-        next = *it;
+      for (Request* r : c.batch) {
+        if (r != nullptr && (next == nullptr || r->deadline_us >= next->deadline_us)) next = r;
       }
       if (next != nullptr) {
         c.in_flight = true;

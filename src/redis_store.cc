@@ -648,9 +648,6 @@ void RedisStore::Lead(Conn& c, Request* me) {
   c.in_flight = false;
   const std::vector<Conn::Item>& batch = c.items;
   const std::vector<std::vector<size_t>>& groups = c.groups;
-  auto append_group = [&](const std::vector<size_t>& g, bool eval) {
-    return AppendGroup(c, g, eval);
-  };
   std::vector<absl::StatusOr<Reply>> results(batch.size());
   absl::Status status = c.sent;
   std::vector<ReplyPtr> replies;
@@ -670,7 +667,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
           !absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
         continue;
       }
-      if (!append_group(groups[i], /*eval=*/true) || !c.Flush(deadline_us)) {
+      if (!AppendGroup(c, groups[i], /*eval=*/true) || !c.Flush(deadline_us)) {
         status = IoError(c, "EVAL");
       }
       if (status.ok()) {

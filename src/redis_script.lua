@@ -1,147 +1,190 @@
 -- libratetrack: one atomic decision over every window of one model.
 -- KEYS[1]: the model's hash, "{prefix:model}" (one key: Redis Cluster safe).
--- ARGV:  1 op, 2 the head: the limits' fingerprint, "\n", the windows'
---        names ("r60,t60,rc86400,..."), "\n"; 3 update ("1"), 4 observed
---        unit (r t i o), 5 numbers,
---        packed as little-endian doubles (exact up to 2^53; the client clamps
---        there): input tokens, output tokens, the time argument (settle: the
---        grant's time; block: ms from now; observe: ms until the reset),
---        granted input, granted output (settle), observed remaining,
---        observed limit, ttl (ms), the window count n, then per window:
---        width_ms, ring, limit (-1: none), unit (0 r, 1 t, 2 i, 3 o),
---        day_end (a calendar-day window: the client's next local midnight,
---        Unix ms; 0 for a sliding window); 6 and 7 the struct formats of the
---        numbers and of the state ("<ddd..."), so that no call builds them;
---        acquire, check and record only, optionally: 8 the number of more
---        decisions of the same kind merged into this call, 9 their input and
---        output tokens (packed doubles, two per decision); 10 (any value,
---        after 8 and 9): take the full path (tests only).
--- Fields: "s": the head it was written for (the fingerprint is the one of
--- whoever first used the model, or replaced it with limits=update; empty
--- for none yet), then the windows' state, packed: per window three doubles,
--- sliding: newest bucket index, its count, the sum of the counted buckets;
--- calendar: day end, used this day, 0; then, only when "p" exists, its
--- active_until as one more double. "p" (what the provider said, only once it
--- said something: "active_until,blocked_until,t,r,u,l,t,r,u,l,..." with a
--- cap's until, remaining, used since and the provider's limit per unit
--- r t i o; active_until, first, is the latest of blocked_until and the caps'
--- untils: once it has passed, nothing the provider said can refuse or book
--- anything, and the hot path is taken again); per
--- sliding window W, "W:<index>": an older bucket's count, written when the
--- newest bucket moves on.
--- Hot path: TIME, one HGET, one HSET of the packed state, however many
--- decisions are merged into the call; numbers cross between Redis and Lua
--- as packed doubles (struct), not as decimal text. The TTL is renewed when
--- a bucket turns over.
+-- ARGV[1]: four little-endian doubles: the digest of the client's limits (a
+--   52-bit hash of the head below and of every window's geometry and
+--   limit), the op (0 acquire, 1 check, 2 record, 3 settle, 4 stats, 5 reset,
+--   6 block, 7 observe; 16 more: take the full path, tests only), input
+--   tokens, output tokens.
+-- ARGV[2], optional: more decisions of the same kind merged into this call,
+--   their input and output tokens (two doubles each; may be empty).
+-- ARGV[3] and ARGV[4], the full form (settle, stats, reset, block, observe
+--   always; acquire, check and record only when the script asked for it):
+--   the numbers, packed doubles: update (1: limits=update), the observed
+--   unit (0 r, 1 t, 2 i, 3 o), the time argument (settle: the grant's time;
+--   block: ms from now; observe: ms until the reset), granted input, granted
+--   output (settle), observed remaining, observed limit, ttl (ms), the window
+--   count n, then per window: width_ms, ring, limit (-1: none), unit (0 r,
+--   1 t, 2 i, 3 o), day_end (a calendar-day window: the client's next local
+--   midnight, Unix ms; 0 for a sliding window); and the head: the limits'
+--   fingerprint, "\n", the windows' names ("r60,t60,rc86400,..."), "\n".
+-- Without the full form (acquire, check, record: the common case), the
+-- script works from what it stored, which the digest matches; when it does
+-- not (a new or flushed key, other limits) or a calendar day begins (its
+-- end is the client's to say), it returns -4 and the client sends the call
+-- again in the full form. Redis reads a few dozen bytes a call, not
+-- hundreds (arguments cost Redis about 13 instructions a byte).
+-- Fields (numbers as packed little-endian doubles):
+-- "s", the hot state: the digest of the limits it is for (0: none),
+--   hot_from, hot_until (while hot_from <= now < hot_until every window is
+--   in its current bucket or day and nothing the provider said is in force),
+--   then per window: its room (the limit less what its counted buckets or
+--   its day hold; without a limit, 2^53 less that), unit + 1.
+-- "c", the cold state: ttl, per window: width_ms, ring, calendar (1 or 0),
+--   newest bucket index (calendar: day end), the older counted buckets' sum
+--   (calendar: 0), limit (-1: none); then the head it was written for (the
+--   fingerprint is the one of whoever first used the model, or replaced it
+--   with limits=update; empty for none yet).
+-- "p" (what the provider said, only once it said something:
+--   "active_until,blocked_until,t,r,u,l,t,r,u,l,..." with a cap's until,
+--   remaining, used since and the provider's limit per unit r t i o;
+--   active_until, first, is the latest of blocked_until and the caps'
+--   untils: once it has passed, nothing the provider said can refuse or book
+--   anything, and the hot path is taken again).
+-- Per sliding window W, "W:<index>": an older bucket's count, written when
+--   the newest bucket moves on.
+-- Hot path: TIME, one HGET, one HSET of "s", however many decisions are
+-- merged into the call. The TTL is renewed when a bucket turns over.
 -- The same arithmetic as src/sliding_window.cc and src/window_set.cc, on
 -- the server's clock.
 -- Returns now_ms alone (an integer) when every decision of an acquire, check
 -- or record was admitted (code 0, no wait: converting a table costs Redis
--- about 6,000 instructions); else
+-- about 6,000 instructions); -4: send the full form; else
 -- {code, wait_ms, now_ms, ...}: code 0 ok, 1 limited, -3 too large,
 -- -2 limits conflict (4th element: the stored fingerprint); "stats" adds
 -- each window's used count, the block's remaining ms, and per unit
 -- (r t i o) the cap's remaining (-1: none), ms to its reset, and limit; a
 -- merged call adds code and wait_ms per further decision (a conflict, -2,
 -- is the answer for all of them).
-local key = KEYS[1]
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local op = ARGV[1]
-if op == 'reset' then
-  redis.call('DEL', key)
-  return {0, 0, now}
-end
-local blob = redis.call('HGET', key, 's')
-local head = ARGV[2]
-local update = ARGV[3] == '1'
-local numbers = ARGV[5]
--- L[1..9]: cin, cout, targ, gin, gout, observed remaining and limit, ttl, n;
--- then five per window from L[10].
-local L = {struct.unpack(ARGV[6], numbers)}
-local cin, cout, targ, n = L[1], L[2], L[3], L[9]
-local S
-local stored = nil   -- the stored fingerprint, when it differs from ours
-local write_head = head
-local size = #head + 24 * n  -- of "s" without the provider's moment
-if blob and (#blob == size or #blob == size + 8) and string.find(blob, head, 1, true) == 1 then
-  -- The common case: our limits, our windows.
-  S = {struct.unpack(ARGV[7], blob, #head + 1)}
-  -- The hot path: acquires, checks or records (one, or several merged),
-  -- nothing said by the provider, every window in its current bucket (or
-  -- day) and, but for records, room in every window for every decision;
-  -- what the provider said counts as nothing once its active_until (the
-  -- first number of "p") has passed: no block or cap then refuses, and
-  -- booking leaves every cap as it is (book() only counts in live caps).
-  -- Decided here exactly as the full path below decides them, in fewer Lua
-  -- steps (each costs Redis about 90 instructions); anything else (a bucket
-  -- or a day turning over, no room: the wait to compute) goes the full
-  -- path. Merged decisions are taken together: acquires in order all have
-  -- room exactly when their sum has (costs are whole numbers, exact in
-  -- doubles below 2^53), checks (which book nothing) when their largest
-  -- cost of each unit has. ARGV[10] forces the full path (the tests
-  -- compare the two).
-  if not ARGV[10] and (op == 'acquire' or op == 'check' or op == 'record')
-      and (#blob == size or struct.unpack('<d', blob, size + 1) <= now) then
-    -- What the decisions take of requests, tokens, input, output.
-    local x0, x1, xi, xo = 1, cin + cout, cin, cout
-    local more = ARGV[8] and tonumber(ARGV[8]) or 0
-    if more > 0 then
-      local X = {struct.unpack(string.rep('<d', 2 * more), ARGV[9])}
-      if op == 'check' then
-        for j = 1, 2 * more, 2 do
-          local ci, co = X[j], X[j + 1]
-          if ci > xi then xi = ci end
-          if co > xo then xo = co end
-          if ci + co > x1 then x1 = ci + co end
-        end
-      else
-        x0 = 1 + more
-        for j = 1, 2 * more, 2 do xi, xo = xi + X[j], xo + X[j + 1] end
-        x1 = xi + xo
+-- Milliseconds, with a fraction (the hot path's comparisons with whole
+-- numbers are the same as floor(now)'s; the full path floors it, and a
+-- number returned to Redis is truncated).
+local now = t[1] * 1000 + t[2] / 1000
+local key = KEYS[1]
+local dg, opc, cin, cout = struct.unpack('<dddd', ARGV[1])
+local s = redis.call('HGET', key, 's')
+local X = ARGV[2]  -- merged decisions' tokens
+local more = X and #X / 16 or 0
+if more > 0 then X = {struct.unpack(string.rep('<d', 2 * more), X)} end
+-- 2^53: integers are exact in doubles below it; room of a window without a
+-- limit is counted from it.
+local EXACT = 9007199254740992
+-- The hot path: acquires, checks or records (one, or several merged) with
+-- our limits, every window in its current bucket (or day), nothing said by
+-- the provider in force and, but for records, room in every window for
+-- every decision. Decided here exactly as the full path below decides them,
+-- in fewer Lua steps (each costs Redis about 90 instructions, a number
+-- unpacked or packed about 300); anything else (a bucket or a day turning
+-- over, no room: the wait to compute) goes the full path. Merged decisions
+-- are taken together: acquires in order all have room exactly when their
+-- sum has (costs are whole numbers, exact in doubles below 2^53), checks
+-- (which book nothing) when their largest cost of each unit has. An op of
+-- 16 or more forces the full path (the tests compare the two).
+if s and opc < 3 and #s % 16 == 8 then
+  local last = #s / 8  -- 3 + 2n numbers
+  local fmt = string.sub('<ddddddddddddddddddddddddddd', 1, last + 1)
+  local H = {struct.unpack(fmt, s)}
+  if H[1] == dg and H[2] <= now and now < H[3] then
+    -- What the decisions take, by unit + 1: requests, tokens, input, output.
+    local x = {1, cin + cout, cin, cout}
+    if opc == 1 then
+      for j = 1, 2 * more, 2 do
+        local ci, co = X[j], X[j + 1]
+        if ci > x[3] then x[3] = ci end
+        if co > x[4] then x[4] = co end
+        if ci + co > x[2] then x[2] = ci + co end
       end
+    elseif more > 0 then
+      local xi, xo = cin, cout
+      for j = 1, 2 * more, 2 do xi, xo = xi + X[j], xo + X[j + 1] end
+      x[1], x[2], x[3], x[4] = 1 + more, xi + xo, xi, xo
     end
-    local fits = x1 < 9007199254740992  -- 2^53: sums stay exact
-    for i = 1, fits and n or 0 do
-      local b, s = 5 * i + 5, 3 * i - 2
-      local unit = L[b + 3]
-      local x = unit == 0 and x0 or unit == 1 and x1 or unit == 2 and xi or xo
-      local lim, u = L[b + 2], nil
-      if L[b + 4] > 0 then
-        if now >= S[s] then fits = false break end
-        u = S[s + 1]
-      else
-        local lo = S[s] * L[b]
-        if now < lo or now >= lo + L[b] then fits = false break end
-        u = S[s + 2]
+    local fits = x[2] < EXACT
+    if fits and opc ~= 2 then
+      -- H[j]: the window's room (negative once records booked past it),
+      -- H[j + 1]: its unit + 1.
+      for j = 4, last, 2 do
+        if x[H[j + 1]] > H[j] then fits = false break end
       end
-      if op ~= 'record' and lim >= 0 and (u > lim or x > lim - u) then fits = false break end
     end
     if fits then
-      if op ~= 'check' then
-        for i = 1, n do
-          local b, s = 5 * i + 5, 3 * i - 2
-          local unit = L[b + 3]
-          local x = unit == 0 and x0 or unit == 1 and x1 or unit == 2 and xi or xo
-          S[s + 1] = S[s + 1] + x
-          if L[b + 4] == 0 then S[s + 2] = S[s + 2] + x end
-        end
-        if #blob == size then
-          redis.call('HSET', key, 's', head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)))
-        else
-          redis.call('HSET', key, 's', head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)) ..
-                     string.sub(blob, -8))
-        end
+      if opc ~= 1 then
+        for j = 4, last, 2 do H[j] = H[j] - x[H[j + 1]] end
+        redis.call('HSET', key, 's', struct.pack(fmt, unpack(H, 1, last)))
       end
       return now  -- every decision admitted (cheaper for Redis than a table)
     end
   end
+end
+
+-- The full path.
+now = math.floor(now)
+local F, head = ARGV[3], ARGV[4]
+if opc >= 16 then opc = opc - 16 end
+local op = ({'acquire', 'check', 'record', 'settle', 'stats', 'reset', 'block', 'observe'})[opc + 1]
+if op == 'reset' then
+  redis.call('DEL', key)
+  return {0, 0, now}
+end
+local cp = redis.call('HMGET', key, 'c', 'p')
+local cold, said = cp[1], cp[2]
+-- The stored state, when whole: H (as "s"), C (as "c"'s numbers), the
+-- stored window count sn and the head shead.
+local H, C, sn, shead = nil, nil, 0, nil
+if s and cold and #s % 16 == 8 then
+  sn = (#s / 8 - 3) / 2
+  if #cold >= 8 + 48 * sn then
+    H = {struct.unpack(string.rep('<d', 3 + 2 * sn), s)}
+    C = {struct.unpack(string.rep('<d', 1 + 6 * sn), cold)}
+    shead = string.sub(cold, 9 + 48 * sn)
+  end
+end
+local blob = H ~= nil
+-- Stored window i as the full path's triple: newest bucket, its count, the
+-- counted buckets' sum (sliding); day end, used this day, 0 (calendar).
+local function triple(i)
+  local c, lim = 6 * i - 4, C[6 * i + 1]
+  local u = (lim >= 0 and lim or EXACT) - H[2 * i + 2]
+  if C[c + 2] > 0 then return C[c + 3], u, 0 end
+  return C[c + 3], u - C[c + 4], u
+end
+-- L[1..9]: cin, cout, targ, gin, gout, observed remaining and limit, ttl, n;
+-- then five per window from L[10]: width, ring, limit, unit, day_end.
+local L
+local update, ounit = false, 0
+if F then
+  L = {struct.unpack(string.rep('<d', #F / 8), F)}
+  update, ounit = L[1] == 1, L[2]
+  L[1], L[2] = cin, cout
+else
+  -- The short form: the stored state must be for our limits, and no
+  -- calendar day may begin.
+  if not blob or H[1] ~= dg then return -4 end
+  L = {cin, cout, 0, 0, 0, 0, 0, C[1], sn}
+  for i = 1, sn do
+    local c = 6 * i - 4
+    local calendar = C[c + 2] > 0
+    if calendar and now >= C[c + 3] then return -4 end
+    L[#L + 1] = C[c]
+    L[#L + 1] = C[c + 1]
+    L[#L + 1] = C[c + 5]
+    L[#L + 1] = H[2 * i + 3] - 1
+    L[#L + 1] = calendar and C[c + 3] or 0
+  end
+  head = shead
+end
+local targ, n = L[3], L[9]
+local S = {}
+local stored = nil   -- the stored fingerprint, when it differs from ours
+local write_head = head
+if blob and shead == head and sn == n then
+  -- The common case: our limits, our windows.
+  for i = 1, n do S[3 * i - 2], S[3 * i - 1], S[3 * i] = triple(i) end
 else
   local fp, names = string.match(head, '^(.-)\n(.-)\n$')
-  S = {}
   for j = 1, 3 * n do S[j] = false end
   if blob then
-    local sfp, snames, at = string.match(blob, '^(.-)\n(.-)\n()')
+    local sfp, snames = string.match(shead, '^(.-)\n(.-)\n$')
     if sfp and sfp ~= '' and sfp ~= fp then
       if (op == 'acquire' or op == 'check') and not update then
         return {-2, 0, now, sfp}
@@ -154,7 +197,6 @@ else
     if snames then
       -- The windows changed (limits=update): keep the ones that stay.
       local old, k = {}, 0
-      local olds = {struct.unpack(string.rep('<d', math.floor((#blob - at + 1) / 8)), blob, at)}
       for name in string.gmatch(snames, '[^,]+') do
         old[name] = k
         k = k + 1
@@ -162,8 +204,8 @@ else
       local i = 0
       for name in string.gmatch(names, '[^,]+') do
         local o = old[name]
-        if o and 3 * o + 3 < #olds then
-          S[3 * i + 1], S[3 * i + 2], S[3 * i + 3] = olds[3 * o + 1], olds[3 * o + 2], olds[3 * o + 3]
+        if o and o < sn then
+          S[3 * i + 1], S[3 * i + 2], S[3 * i + 3] = triple(o + 1)
         end
         i = i + 1
       end
@@ -178,7 +220,6 @@ local fmt = string.format  -- '%d': Lua's default number format writes 1e+15
 local blocked = 0
 local caps = nil
 local pv_dirty = false
-local said = redis.call('HGET', key, 'p')
 if said or op == 'block' or op == 'observe' then
   caps = {}
   local p = {}
@@ -338,19 +379,15 @@ local all_ok = false
 if op == 'acquire' or op == 'check' or op == 'record' then
   local code, wait = decide(op, cost)
   result[1], result[2] = code, wait
-  -- Merged calls: ARGV[8] more decisions of the same kind, ARGV[9] their
-  -- input and output tokens (packed doubles), decided in order after the
-  -- first; each adds its code and wait to the result.
-  local more = tonumber(ARGV[8] or '0') or 0
-  if more > 0 then
-    local X = {struct.unpack(string.rep('<d', 2 * more), ARGV[9])}
-    for j = 1, more do
-      local ci, co = X[2 * j - 1], X[2 * j]
-      local c2, w2 = decide(op, {1, ci + co, ci, co})
-      result[#result + 1] = c2
-      result[#result + 1] = w2
-      if c2 ~= 0 then code = c2 end
-    end
+  -- Merged calls: `more` decisions of the same kind (their tokens in X),
+  -- decided in order after the first; each adds its code and wait to the
+  -- result.
+  for j = 1, more do
+    local ci, co = X[2 * j - 1], X[2 * j]
+    local c2, w2 = decide(op, {1, ci + co, ci, co})
+    result[#result + 1] = c2
+    result[#result + 1] = w2
+    if c2 ~= 0 then code = c2 end
   end
   all_ok = code == 0
 elseif op == 'settle' then
@@ -392,7 +429,7 @@ elseif op == 'block' then
   if now + targ > blocked then blocked = now + targ end
   pv_dirty, touched = true, true
 elseif op == 'observe' then
-  local p = caps[({r = 0, t = 1, i = 2, o = 3})[ARGV[4]]]
+  local p = caps[ounit]
   if targ >= 0 then  -- a cap: remaining until the reset; else a limit only
     p.t, p.r, p.u = now + targ, L[6], 0
   end
@@ -416,8 +453,7 @@ elseif op == 'stats' then
   end
 end
 
--- Whenever "p" exists, "s" ends with its active_until as one more packed
--- double: the short path reads that one field.
+-- What the provider said keeps the hot path off until its active_until.
 local active = said and (tonumber(string.match(said, '^[^,]*')) or 0)
 if pv_dirty then
   active = blocked
@@ -431,10 +467,32 @@ if pv_dirty then
   sets[#sets + 1] = 'p'
   sets[#sets + 1] = table.concat(p, ',')
 end
-if dirty or pv_dirty or (update and stored == nil and blob and string.sub(blob, 1, #head) ~= head) then
+-- The digest stored is ours when the head is; else none (whoever's it is
+-- takes the full path once and writes its own).
+local wdg = write_head == head and dg or 0
+if dirty or pv_dirty or not blob or H[1] ~= wdg or (update and stored == nil and shead ~= head) then
+  local from, till = active or 0, math.huge
+  local hs, cs = {wdg, 0, 0}, {L[8]}
+  for i = 1, n do
+    local b, j = 5 * i + 5, 3 * i - 2
+    local wd, h, lim = L[b], S[j], L[b + 2]
+    local u, o, calendar = S[j + 2], S[j + 2] - S[j + 1], 0
+    if L[b + 4] > 0 then
+      if h < till then till = h end
+      u, o, calendar = S[j + 1], 0, 1
+    else
+      if (h + 1) * wd < till then till = (h + 1) * wd end
+      if h * wd > from then from = h * wd end
+    end
+    hs[#hs + 1] = (lim >= 0 and lim or EXACT) - u
+    hs[#hs + 1] = L[b + 3] + 1
+    for _, v in ipairs({wd, L[b + 1], calendar, h, o, lim}) do cs[#cs + 1] = v end
+  end
+  hs[2], hs[3] = from, till
   sets[#sets + 1] = 's'
-  sets[#sets + 1] = write_head .. struct.pack(ARGV[7], unpack(S, 1, 3 * n)) ..
-      (active and struct.pack('<d', active) or '')
+  sets[#sets + 1] = struct.pack(string.rep('<d', #hs), unpack(hs))
+  sets[#sets + 1] = 'c'
+  sets[#sets + 1] = struct.pack(string.rep('<d', #cs), unpack(cs)) .. write_head
 end
 if #sets == 2 then
   redis.call('HSET', key, sets[1], sets[2])

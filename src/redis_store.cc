@@ -194,10 +194,19 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
   s.ttl_ms = longest + 60000;  // a little longer than the longest window
   s.fingerprint = DescribeLimits(ws.Limits());
   s.head = absl::StrCat(s.fingerprint, "\n", s.names, "\n");
-  // One '<' (little-endian, for what follows) and a 'd' per double: struct
-  // parses each character of the format per call.
-  s.numbers_format = "<" + std::string(9 + 5 * s.n, 'd');
-  s.state_format = "<" + std::string(3 * s.n, 'd');
+  // FNV-1a (64 bits) of everything the script would be told in the full
+  // form but the per-call numbers, folded to 52 bits (exact in a double),
+  // never 0 (the script's "none").
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](absl::string_view bytes) {
+    for (unsigned char ch : bytes) h = (h ^ ch) * 1099511628211ull;
+  };
+  mix(s.head);
+  mix(s.layout);
+  std::string ttl;
+  AppendDouble(&ttl, static_cast<double>(s.ttl_ms));
+  mix(ttl);
+  s.digest = static_cast<double>(((h ^ (h >> 52)) & ((uint64_t{1} << 52) - 1)) | 1);
   return s;
 }
 
@@ -213,19 +222,20 @@ struct RedisStore::Conn {
   struct Item {
     Op op;
     std::string wire;
-    size_t numbers_at;
+    std::string full;
+    size_t tokens_at;
     Cost cost;
     int64_t deadline_us;
     bool MergesWith(const Item& o) const {
       // Decisions of one kind on one model with the same limits: one script
       // call decides them all, in order. Their arguments differ only in the
-      // numbers' first two doubles, the tokens.
+      // short form's last two doubles, the tokens.
       if (!(op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) || op != o.op ||
-          wire.size() != o.wire.size() || numbers_at != o.numbers_at) {
+          wire.size() != o.wire.size() || tokens_at != o.tokens_at || full != o.full) {
         return false;
       }
-      const size_t rest = numbers_at + 16;
-      return std::memcmp(wire.data(), o.wire.data(), numbers_at) == 0 &&
+      const size_t rest = tokens_at + 16;
+      return std::memcmp(wire.data(), o.wire.data(), tokens_at) == 0 &&
              std::memcmp(wire.data() + rest, o.wire.data() + rest, wire.size() - rest) == 0;
     }
   };
@@ -255,11 +265,14 @@ struct RedisStore::Request {
   static constexpr uint32_t kWaiting = 0, kDone = 1, kLead = 2;
   Op op;
   // The script's arguments, already in the protocol's form ("$<len>\r\n
-  // <bytes>\r\n" each): 1 key op head update unit numbers formats; the
-  // leader puts the array's header and EVALSHA sha (or EVAL and the script)
-  // before them. `numbers_at`: where the numbers' bytes start in `wire`.
+  // <bytes>\r\n" each): `wire`, the short form (1, the key, the digest, op
+  // and tokens), which the leader puts after EVALSHA sha (or EVAL and the
+  // script); `full`, what the full form adds (after the merged tokens): the
+  // numbers and the head. `tokens_at`: where the tokens' bytes start in
+  // `wire`.
   std::string wire;
-  size_t numbers_at = 0;
+  std::string full;
+  size_t tokens_at = 0;
   Cost cost;
   int64_t deadline_us = 0;
   std::atomic<uint32_t> state{kWaiting};
@@ -578,20 +591,26 @@ void RedisStore::TakeBatch(Conn& c, Request* first) {
   c.items.clear();
   c.items.reserve(c.batch.size());
   for (Request* r : c.batch) {
-    c.items.push_back({r->op, std::move(r->wire), r->numbers_at, r->cost, r->deadline_us});
+    c.items.push_back(
+        {r->op, std::move(r->wire), std::move(r->full), r->tokens_at, r->cost, r->deadline_us});
   }
 }
 
-bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const {
+bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval,
+                             bool full) const {
   // The script (by SHA, or whole), the group's first request's arguments,
-  // and for a merged group the others' tokens, formatted here in the
-  // protocol's form and handed to hiredis whole (its own formatting costs a
-  // few thousand instructions a call).
+  // for a merged group the others' tokens, and in the full form the numbers
+  // and the head, formatted here in the protocol's form and handed to
+  // hiredis whole (its own formatting costs a few thousand instructions a
+  // call).
   const Conn::Item& first = c.items[g[0]];
-  const bool extras = g.size() > 1 || url_.full_path_only;
-  const int argc = 2 + 9 + (extras ? 2 : 0) + (url_.full_path_only ? 1 : 0);
+  full = full || !(first.op == Op::kAcquire || first.op == Op::kCheck ||
+                   first.op == Op::kRecord) || url_.full_path_only;
+  const bool tokens = g.size() > 1 || full;
+  const int argc = 2 + 3 + (tokens ? 1 : 0) + (full ? 2 : 0);
   std::string cmd;
-  cmd.reserve(64 + first.wire.size() + 16 * g.size() + (eval ? std::strlen(kRedisScript) : 0));
+  cmd.reserve(64 + first.wire.size() + (full ? first.full.size() : 0) + 16 * g.size() +
+              (eval ? std::strlen(kRedisScript) : 0));
   cmd.resize(RespWriter::kBulkOverhead);
   RespWriter w{cmd.data()};
   w.Header(static_cast<size_t>(argc), '*');
@@ -599,16 +618,15 @@ bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) c
   AppendBulk(&cmd, eval ? "EVAL" : "EVALSHA");
   AppendBulk(&cmd, eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
   cmd.append(first.wire);
-  if (extras) {
+  if (tokens) {
     std::string more;
     for (size_t k = 1; k < g.size(); ++k) {
       AppendDouble(&more, Exact(c.items[g[k]].cost.input));
       AppendDouble(&more, Exact(c.items[g[k]].cost.output));
     }
-    AppendBulk(&cmd, std::to_string(g.size() - 1));
     AppendBulk(&cmd, more);
   }
-  if (url_.full_path_only) AppendBulk(&cmd, "full");
+  if (full) cmd.append(first.full);
   return redisAppendFormattedCommand(c.ctx, cmd.data(), cmd.size()) == REDIS_OK;
 }
 
@@ -632,7 +650,7 @@ void RedisStore::Send(Conn& c, int64_t deadline_us) {
   // Every group's command in one write.
   c.eval = !sha_known_.load();
   bool appended = true;
-  for (const auto& g : c.groups) appended = appended && AppendGroup(c, g, c.eval);
+  for (const auto& g : c.groups) appended = appended && AppendGroup(c, g, c.eval, false);
   if (!appended || !c.Flush(deadline_us)) c.sent = IoError(c, c.eval ? "EVAL" : "EVALSHA");
 }
 
@@ -660,19 +678,25 @@ void RedisStore::Lead(Conn& c, Request* me) {
       replies.push_back(std::move(r));
     }
     // Not loaded on this server (flushed, or a restarted server): EVAL
-    // loads and runs it.
-    for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
-      redisReply* r = replies[i].get();
-      if (r->type != REDIS_REPLY_ERROR ||
-          !absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
-        continue;
-      }
-      if (!AppendGroup(c, groups[i], /*eval=*/true) || !c.Flush(deadline_us)) {
-        status = IoError(c, "EVAL");
-      }
-      if (status.ok()) {
-        replies[i].reset(c.NextReply(deadline_us));
-        if (replies[i] == nullptr) status = IoError(c, "EVAL");
+    // loads and runs it. Asked for the full form (-4: the state Redis holds
+    // is not for these limits, or a calendar day begins): sent again in it.
+    std::vector<bool> evaled(groups.size(), c.eval);
+    for (int pass = 0; pass < 2; ++pass) {
+      for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
+        redisReply* r = replies[i].get();
+        const bool noscript = r->type == REDIS_REPLY_ERROR &&
+                              absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT");
+        const bool need_full = r->type == REDIS_REPLY_INTEGER && r->integer == -4;
+        if (pass == 0 ? !noscript : !need_full) continue;
+        evaled[i] = evaled[i] || noscript;
+        const char* again = evaled[i] ? "EVAL" : "EVALSHA";
+        if (!AppendGroup(c, groups[i], evaled[i], /*full=*/need_full) || !c.Flush(deadline_us)) {
+          status = IoError(c, again);
+        }
+        if (status.ok()) {
+          replies[i].reset(c.NextReply(deadline_us));
+          if (replies[i] == nullptr) status = IoError(c, again);
+        }
       }
     }
   }
@@ -697,8 +721,8 @@ void RedisStore::Lead(Conn& c, Request* me) {
         if (!absl::StartsWith(text, "ERR ")) drop = true;
       } else if (r->type == REDIS_REPLY_INTEGER) {
         // Every decision admitted: the script returns the server's time alone.
-        if (batch[g[0]].op == Op::kAcquire || batch[g[0]].op == Op::kCheck ||
-            batch[g[0]].op == Op::kRecord) {
+        if ((batch[g[0]].op == Op::kAcquire || batch[g[0]].op == Op::kCheck ||
+             batch[g[0]].op == Op::kRecord) && r->integer >= 0) {
           Reply ok;
           ok.code = RT_OK;
           ok.wait_ms = 0;
@@ -819,15 +843,10 @@ void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view
   me.op = op;
   me.cost = cost;
   me.deadline_us = start_us + static_cast<int64_t>(url_.timeout_ms) * 1000;
-  static const char* const kOps[] = {"acquire", "check", "record", "settle",
-                                     "stats",   "reset", "block",  "observe"};
-  const absl::string_view op_name = kOps[static_cast<int>(op)];
   const size_t key_size = url_.prefix.size() + model.size() + 3;  // "{prefix:model}"
-  const size_t numbers_size = 9 * 8 + spec.layout.size();
-  // Nine bulk strings, written in place into room for the longest they can be.
+  // The short form: 1 (the number of keys), the key, four doubles.
   std::string& wire = me.wire;
-  wire.resize(9 * RespWriter::kBulkOverhead + 1 + key_size + op_name.size() + spec.head.size() +
-              2 + numbers_size + spec.numbers_format.size() + spec.state_format.size());
+  wire.resize(3 * RespWriter::kBulkOverhead + 1 + key_size + 32);
   RespWriter w{wire.data()};
   w.Bulk("1");
   w.Header(key_size);
@@ -836,24 +855,31 @@ void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view
   w.Raw(":", 1);
   w.Raw(model.data(), model.size());
   w.Raw("}\r\n", 3);
-  w.Bulk(op_name);
-  w.Bulk(spec.head);
-  w.Bulk(url_.update_limits ? "1" : "0");
-  const char unit = UnitLetter(observation.unit);
-  w.Bulk(absl::string_view(&unit, 1));
-  // The numbers, packed: nine, then the windows' layout.
-  w.Header(numbers_size);
-  me.numbers_at = static_cast<size_t>(w.p - wire.data());
+  w.Header(32);
+  w.Double(spec.digest);
+  // 16 more: the full path (the tests compare the two).
+  w.Double(static_cast<double>(static_cast<int>(op) + (url_.full_path_only ? 16 : 0)));
+  me.tokens_at = static_cast<size_t>(w.p - wire.data());
   for (uint64_t v : {cost.input, cost.output}) w.Double(Exact(v));
+  w.Raw("\r\n", 2);
+  wire.resize(static_cast<size_t>(w.p - wire.data()));
+  // The full form: the numbers (nine, then the windows' layout) and the head.
+  const size_t numbers_size = 9 * 8 + spec.layout.size();
+  std::string& full = me.full;
+  full.resize(2 * RespWriter::kBulkOverhead + numbers_size + spec.head.size());
+  RespWriter f{full.data()};
+  f.Header(numbers_size);
+  f.Double(url_.update_limits ? 1 : 0);
+  f.Double(static_cast<double>(static_cast<int>(observation.unit)));
   constexpr int64_t kMaxTime = int64_t{1} << 53;
-  w.Double(static_cast<double>(std::max(std::min(time_arg, kMaxTime), -kMaxTime)));
+  f.Double(static_cast<double>(std::max(std::min(time_arg, kMaxTime), -kMaxTime)));
   for (uint64_t v : {granted.input, granted.output, observation.remaining, observation.limit}) {
-    w.Double(Exact(v));
+    f.Double(Exact(v));
   }
-  w.Double(static_cast<double>(spec.ttl_ms));
-  w.Double(static_cast<double>(spec.n));
-  char* const layout = w.p;
-  w.Raw(spec.layout.data(), spec.layout.size());
+  f.Double(static_cast<double>(spec.ttl_ms));
+  f.Double(static_cast<double>(spec.n));
+  char* const layout = f.p;
+  f.Raw(spec.layout.data(), spec.layout.size());
   for (int i = 0; i < spec.n; ++i) {
     const RemoteSpec::Window& win = spec.w[i];
     if (win.calendar_tz[0] == '\0') continue;
@@ -861,10 +887,9 @@ void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view
     RespWriter day_end{layout + static_cast<size_t>(i) * 40 + 32};
     day_end.Double(static_cast<double>(NextLocalMidnightMs(win.calendar_tz, UnixMs())));
   }
-  w.Raw("\r\n", 2);
-  w.Bulk(spec.numbers_format);
-  w.Bulk(spec.state_format);
-  wire.resize(static_cast<size_t>(w.p - wire.data()));
+  f.Raw("\r\n", 2);
+  f.Bulk(spec.head);
+  full.resize(static_cast<size_t>(f.p - full.data()));
 }
 
 std::vector<absl::StatusOr<RedisStore::Reply>> RedisStore::RunMergedForTest(

@@ -81,12 +81,14 @@ struct RemoteSpec {
   std::string fingerprint;  // DescribeLimits: "conflict" detection
   std::string names;        // "r60,t60,rc86400": the windows' names, in order
   std::string head;         // fingerprint "\n" names "\n": what the state is for
-  std::string numbers_format;  // "<dd...d": a 'd' per number sent (9 + 5 per window)
-  std::string state_format;    // "<dd...d": a 'd' per number of state (3 per window)
   // Per window five little-endian doubles (width, ring, limit or -1, unit,
   // day end: 0 here, set per call for calendar windows): what the script
   // unpacks without parsing text.
   std::string layout;
+  // A 52-bit FNV-1a hash of the head, the layout and the TTL, as the script
+  // compares it (a double, exact): a call that carries only the digest is
+  // decided from the state Redis holds for the same limits.
+  double digest = 0;
 
   static RemoteSpec From(const WindowSet& windows);
 };
@@ -185,9 +187,10 @@ class RedisStore {
   // Groups c's batch into script calls and writes them, connecting first if
   // need be, within deadline_us; the outcome is c.sent.
   void Send(Conn& c, int64_t deadline_us);
-  // Appends one group's script call to c's output buffer; false when out of
-  // memory.
-  bool AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const;
+  // Appends one group's script call to c's output buffer, in the full form
+  // when `full` or the op needs it (else the short one: the digest, the op
+  // and the tokens); false when out of memory.
+  bool AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval, bool full) const;
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands c to the first queued request (the caller wakes it: the result)
   // or marks it free.

@@ -12,8 +12,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <thread>
@@ -219,6 +221,9 @@ TEST(RedisTest, QueuedDecisionsOnOneModelAreMergedIntoOneScriptCall) {
   rt_tracker* t = rt_open(Config(redis.Url("?prefix=merge&connections=1&timeout_ms=5000"),
                                  R"({"a/b": {"rpm": 5, "tpm": 1000}, "c/d": {"rpm": 6}})").c_str());
   ASSERT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK) << rt_last_error();  // connects
+  // c/d's state exists too (a check books nothing): a call on a model Redis
+  // holds nothing for is sent again in the full form, one more call.
+  ASSERT_EQ(rt_can_make(t, "c/d", 1), 1) << rt_last_error();
   ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
   redis.Stop();
   std::thread first([&] { EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK); });
@@ -419,9 +424,11 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
       all_ok = all_ok && a[k]->code == RT_OK;
     }
     merged_ok += decisions > 1 && all_ok && op != Op::kRecord;
-    ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", "s"}),
-              redis.Command({"HGET", "{full:" + model + "}", "s"}))
-        << "step " << step;
+    for (const char* field : {"s", "c"}) {
+      ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", field}),
+                redis.Command({"HGET", "{full:" + model + "}", field}))
+          << "step " << step << " field " << field;
+    }
     ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", "p"}),
               redis.Command({"HGET", "{full:" + model + "}", "p"}))
         << "step " << step;
@@ -440,6 +447,90 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
   EXPECT_GT(limited, 300);
   EXPECT_GT(too_large, 100);
   EXPECT_GT(merged_ok, 50);
+}
+
+// The packed little-endian doubles of a field the script writes.
+std::vector<double> Doubles(const std::string& bytes, size_t count) {
+  std::vector<double> out(count);
+  if (bytes.size() >= 8 * count) std::memcpy(out.data(), bytes.data(), 8 * count);
+  return out;
+}
+std::string Packed(const std::vector<double>& v, const std::string& tail = "") {
+  std::string out(8 * v.size(), '\0');
+  std::memcpy(out.data(), v.data(), out.size());
+  return out + tail;
+}
+
+// Calls of acquire, check and record carry only the limits' digest; the
+// script works from the state it stored for them, and asks for the full
+// form (one more script call) when it cannot: a calendar day begins (the
+// client's midnight says where it ends), or the stored state is not for
+// these limits (a host with others recorded on the model).
+TEST(RedisTest, TheShortFormFallsBackToTheFullOneWhenItMust) {
+  RedisServer redis;
+  const std::string limits = R"({"a/b": {"windows": [
+      {"unit": "requests", "limit": 100, "seconds": 60},
+      {"unit": "tokens", "limit": 1000, "calendar_day": "UTC"}]}})";
+  rt_tracker* t = rt_open(Config(redis.Url("?prefix=day"), limits).c_str());
+  ASSERT_NE(t, nullptr) << rt_last_error();
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 600, nullptr), RT_OK) << rt_last_error();
+  ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 100, nullptr), RT_OK);
+  EXPECT_EQ(EvalshaCalls(redis), 1);  // the short form, decided on it
+  // The day ends (as if midnight had passed): its end, in "c" (ttl, then
+  // per window width, ring, calendar, newest bucket or day end, older sum,
+  // limit), and hot_until in "s" (digest, hot_from, hot_until, ...) move
+  // into the past.
+  const std::string key = "{day:a/b}";
+  const std::string c = redis.Command({"HGET", key, "c"});
+  const std::string st = redis.Command({"HGET", key, "s"});
+  const size_t n = (st.size() / 8 - 3) / 2;  // windows (the built-in four, then the day)
+  ASSERT_EQ(n, 5u);
+  std::vector<double> cold = Doubles(c, 1 + 6 * n), hot = Doubles(st, 3 + 2 * n);
+  const size_t day = 1 + 6 * 4;  // the fifth window's numbers in "c"
+  ASSERT_EQ(cold[day + 2], 1);  // a calendar day
+  const double day_end = cold[day + 3];
+  EXPECT_GT(day_end, 0);
+  cold[day + 3] = day_end - 86400000.0;  // the midnight before
+  hot[2] = cold[day + 3];
+  ASSERT_EQ(redis.Command({"HSET", key, "c", Packed(cold, c.substr(8 * cold.size())), "s",
+                           Packed(hot)}),
+            "0");
+  ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
+  // The new day holds only this call; its end is the client's next
+  // midnight again.
+  ASSERT_EQ(rt_try_acquire(t, "a/b", 900, nullptr), RT_OK) << rt_last_error();
+  EXPECT_EQ(EvalshaCalls(redis), 2);  // asked for the full form, then decided
+  EXPECT_EQ(Doubles(redis.Command({"HGET", key, "c"}), 1 + 6 * n)[day + 3], day_end);
+  json s = Stats(t)["models"]["a/b"];
+  EXPECT_EQ(s["tokens_per_calendar_day"]["current"], 900) << s.dump();
+  EXPECT_EQ(s["requests_per_minute"]["current"], 3) << s.dump();
+  ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 101, nullptr), RT_LIMITED);
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 100, nullptr), RT_OK);
+  EXPECT_EQ(EvalshaCalls(redis), 2);  // the short form again
+  // A host with other limits records (records always book): the state
+  // stays this host's limits but carries no digest, so this host's next
+  // call is sent again in full, and puts its digest back.
+  rt_tracker* other = rt_open(Config(redis.Url("?prefix=day"),
+                                     R"({"a/b": {"windows": [
+      {"unit": "requests", "limit": 7, "seconds": 60},
+      {"unit": "tokens", "limit": 1000, "calendar_day": "UTC"}]}})").c_str());
+  ASSERT_NE(other, nullptr) << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(other, "a/b", 1, nullptr), RT_E_CONFIG);
+  ASSERT_EQ(rt_record(other, "a/b", 0), RT_OK) << rt_last_error();
+  EXPECT_EQ(Doubles(redis.Command({"HGET", key, "s"}), 1)[0], 0);
+  ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 0, nullptr), RT_OK);
+  EXPECT_EQ(EvalshaCalls(redis), 2);
+  EXPECT_NE(Doubles(redis.Command({"HGET", key, "s"}), 1)[0], 0);
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 0, nullptr), RT_OK);
+  EXPECT_EQ(EvalshaCalls(redis), 3);
+  s = Stats(t)["models"]["a/b"];
+  EXPECT_EQ(s["requests_per_minute"]["current"], 7) << s.dump();
+  EXPECT_EQ(s["tokens_per_calendar_day"]["current"], 1000) << s.dump();
+  rt_close(other);
+  rt_close(t);
 }
 
 TEST(RedisTest, ARequestRefusedByOneWindowConsumesNothing) {

@@ -140,6 +140,12 @@ if s and cold and #s % 16 == 8 then
   end
 end
 local blob = H ~= nil
+if not blob and (s or cold) then
+  -- Not a state this script wrote (an earlier layout, or damaged): its
+  -- bucket fields would count against a new one, so the key starts afresh.
+  redis.call('DEL', key)
+  said = false
+end
 -- Stored window i as the full path's triple: newest bucket, its count, the
 -- counted buckets' sum (sliding); day end, used this day, 0 (calendar).
 local function triple(i)

@@ -2,7 +2,7 @@
 # What one decision costs Redis, counted rather than timed: redis-server runs
 # under callgrind while bench_redis makes rt_try_acquire calls (one process,
 # one thread, the model's four windows), then plain INCR calls through the
-# same harness (--raw-incr), then rt_try_acquire from 4 threads (merged
+# same harness (--raw-incr), then rt_try_acquire from 4 threads on 2 connections (merged
 # decisions, per decision); the figures are Redis's user-space instructions
 # per call (the kernel's share of reading and writing, the same for both, is
 # not counted). Instruction counts barely move with the machine's load, so
@@ -53,11 +53,11 @@ echo "redis-server $(redis-server --version | cut -d' ' -f3) under callgrind; ${
 build/benchmarks/bench_redis --url "$url" -s 1 > /dev/null
 ta=$(measure)
 incr=$(measure --raw-incr)
-# Four threads on the tracker's two connections: queued decisions merge, so
-# the figure is per decision, and how many a script call carries depends on
-# timing (shown; Redis's own count of EVALSHA calls).
+# Four threads on two connections (connections=2): queued decisions merge,
+# so the figure is per decision, and how many a script call carries depends
+# on timing (shown; Redis's own count of EVALSHA calls).
 redis-cli -p "$port" config resetstat > /dev/null
-merged=$(measure -t 4)
+merged=$(url="$url&connections=2" measure -t 4)
 evalsha=$(redis-cli -p "$port" info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\).*/\1/p')
 read -r ta_ir ta_calls <<< "$ta"
 read -r incr_ir incr_calls <<< "$incr"
@@ -65,5 +65,5 @@ read -r merged_ir merged_calls <<< "$merged"
 printf '%-34s %12s %8s\n' "call" "instr/call" "calls"
 printf '%-34s %12s %8s\n' "INCR (bench_redis)" "$incr_ir" "$incr_calls"
 printf '%-34s %12s %8s\n' "rt_try_acquire (1 thread)" "$ta_ir" "$ta_calls"
-printf '%-34s %12s %8s\n' "rt_try_acquire (4 threads, merged)" "$merged_ir" "$merged_calls"
+printf '%-34s %12s %8s\n' "rt_try_acquire (4 threads, 2 conns)" "$merged_ir" "$merged_calls"
 python3 -c "import sys; print(f'rt_try_acquire / INCR: {float(sys.argv[1]) / float(sys.argv[2]):.2f} (1 thread), {float(sys.argv[3]) / float(sys.argv[2]):.2f} (4 threads: {int(sys.argv[4]) / max(int(sys.argv[5] or 1), 1):.2f} decisions per script call)')" "$ta_ir" "$incr_ir" "$merged_ir" "$merged_calls" "${evalsha:-0}"

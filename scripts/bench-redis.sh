@@ -4,8 +4,9 @@
 # threads = C clients): redis-benchmark -t incr -c C -P 1 (one event-loop
 # thread, no pipelining; p50/p99 from its CSV), bench_redis --raw-incr (INCR
 # through hiredis from P processes x T threads: the same harness as the
-# next) and bench_redis (rt_try_acquire, one tracker per process with its 2
-# connections; with more threads than that, queued decisions are merged).
+# next) and bench_redis (rt_try_acquire, one tracker per process with up to
+# 4 connections; with more threads than that, 2 stay busy and queued
+# decisions are merged).
 # Redis is flushed before each measurement. Figures only: nothing here fails
 # on a slow machine.
 #

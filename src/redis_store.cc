@@ -31,9 +31,11 @@ extern const char kRedisScript[];  // generated from src/redis_script.lua
 
 namespace {
 
-// Connections per store. Two keep a single-threaded Redis busy: one batch
-// is decided while the other's replies travel back and its callers return.
-constexpr int kPoolSize = 4;
+// With more callers at once than connections, this many connections stay
+// busy and the rest queue: two keep a single-threaded Redis busy (one batch
+// is decided while the other's replies travel back and its callers return),
+// and the queued decisions merge into their next script calls.
+constexpr size_t kBusyWhenQueued = 2;
 constexpr int64_t kMinBackoffMs = 50;
 constexpr int64_t kMaxBackoffMs = 2000;
 // Lua numbers are doubles: integers are exact up to 2^53.
@@ -92,7 +94,7 @@ std::string RedisUrl::Redacted() const {
                                                     : "closed";
   return absl::StrCat("redis://", host, ":", port, "/", db, "?prefix=", prefix,
                       "&timeout_ms=", timeout_ms, "&on_error=", policy,
-                      connections != 2 ? absl::StrCat("&connections=", connections) : "");
+                      connections != 4 ? absl::StrCat("&connections=", connections) : "");
 }
 
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
@@ -596,16 +598,14 @@ void RedisStore::TakeBatch(Conn& c, Request* first) {
   }
 }
 
-bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval,
-                             bool full) const {
+bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const {
   // The script (by SHA, or whole), the group's first request's arguments,
   // for a merged group the others' tokens, and in the full form the numbers
   // and the head, formatted here in the protocol's form and handed to
   // hiredis whole (its own formatting costs a few thousand instructions a
   // call).
   const Conn::Item& first = c.items[g[0]];
-  full = full || !(first.op == Op::kAcquire || first.op == Op::kCheck ||
-                   first.op == Op::kRecord) || url_.full_path_only;
+  const bool full = !first.full.empty();
   const bool tokens = g.size() > 1 || full;
   const int argc = 2 + 3 + (tokens ? 1 : 0) + (full ? 2 : 0);
   std::string cmd;
@@ -650,7 +650,7 @@ void RedisStore::Send(Conn& c, int64_t deadline_us) {
   // Every group's command in one write.
   c.eval = !sha_known_.load();
   bool appended = true;
-  for (const auto& g : c.groups) appended = appended && AppendGroup(c, g, c.eval, false);
+  for (const auto& g : c.groups) appended = appended && AppendGroup(c, g, c.eval);
   if (!appended || !c.Flush(deadline_us)) c.sent = IoError(c, c.eval ? "EVAL" : "EVALSHA");
 }
 
@@ -678,25 +678,19 @@ void RedisStore::Lead(Conn& c, Request* me) {
       replies.push_back(std::move(r));
     }
     // Not loaded on this server (flushed, or a restarted server): EVAL
-    // loads and runs it. Asked for the full form (-4: the state Redis holds
-    // is not for these limits, or a calendar day begins): sent again in it.
-    std::vector<bool> evaled(groups.size(), c.eval);
-    for (int pass = 0; pass < 2; ++pass) {
-      for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
-        redisReply* r = replies[i].get();
-        const bool noscript = r->type == REDIS_REPLY_ERROR &&
-                              absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT");
-        const bool need_full = r->type == REDIS_REPLY_INTEGER && r->integer == -4;
-        if (pass == 0 ? !noscript : !need_full) continue;
-        evaled[i] = evaled[i] || noscript;
-        const char* again = evaled[i] ? "EVAL" : "EVALSHA";
-        if (!AppendGroup(c, groups[i], evaled[i], /*full=*/need_full) || !c.Flush(deadline_us)) {
-          status = IoError(c, again);
-        }
-        if (status.ok()) {
-          replies[i].reset(c.NextReply(deadline_us));
-          if (replies[i] == nullptr) status = IoError(c, again);
-        }
+    // loads and runs it.
+    for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
+      redisReply* r = replies[i].get();
+      if (r->type != REDIS_REPLY_ERROR ||
+          !absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
+        continue;
+      }
+      if (!AppendGroup(c, groups[i], /*eval=*/true) || !c.Flush(deadline_us)) {
+        status = IoError(c, "EVAL");
+      }
+      if (status.ok()) {
+        replies[i].reset(c.NextReply(deadline_us));
+        if (replies[i] == nullptr) status = IoError(c, "EVAL");
       }
     }
   }
@@ -719,6 +713,13 @@ void RedisStore::Lead(Conn& c, Request* me) {
         // (READONLY after a failover, LOADING, MASTERDOWN, OOM, ...): a new
         // connection next time.
         if (!absl::StartsWith(text, "ERR ")) drop = true;
+      } else if (r->type == REDIS_REPLY_INTEGER && r->integer == -4 &&
+                 batch[g[0]].full.empty()) {
+        // Asked for the full form: each caller sends its call again in it.
+        Reply again;
+        again.need_full = true;
+        for (size_t k : g) results[k] = again;
+        continue;
       } else if (r->type == REDIS_REPLY_INTEGER) {
         // Every decision admitted: the script returns the server's time alone.
         if ((batch[g[0]].op == Op::kAcquire || batch[g[0]].op == Op::kCheck ||
@@ -837,9 +838,10 @@ void RedisStore::Lead(Conn& c, Request* me) {
   if (next != nullptr) FutexWake(&next->state);
 }
 
-void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view model,
-                         const RemoteSpec& spec, const Cost& cost, int64_t time_arg,
-                         const Cost& granted, const Observation& observation) const {
+void RedisStore::Prepare(Request& me, int64_t start_us, bool full_form, Op op,
+                         absl::string_view model, const RemoteSpec& spec, const Cost& cost,
+                         int64_t time_arg, const Cost& granted,
+                         const Observation& observation) const {
   me.op = op;
   me.cost = cost;
   me.deadline_us = start_us + static_cast<int64_t>(url_.timeout_ms) * 1000;
@@ -864,8 +866,13 @@ void RedisStore::Prepare(Request& me, int64_t start_us, Op op, absl::string_view
   w.Raw("\r\n", 2);
   wire.resize(static_cast<size_t>(w.p - wire.data()));
   // The full form: the numbers (nine, then the windows' layout) and the head.
-  const size_t numbers_size = 9 * 8 + spec.layout.size();
   std::string& full = me.full;
+  if (!full_form && !url_.full_path_only &&
+      (op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord)) {
+    full.clear();
+    return;
+  }
+  const size_t numbers_size = 9 * 8 + spec.layout.size();
   full.resize(2 * RespWriter::kBulkOverhead + numbers_size + spec.head.size());
   RespWriter f{full.data()};
   f.Header(numbers_size);
@@ -897,27 +904,33 @@ std::vector<absl::StatusOr<RedisStore::Reply>> RedisStore::RunMergedForTest(
   std::vector<absl::StatusOr<Reply>> out;
   if (costs.empty()) return out;
   const int64_t start = NowUs();
-  std::unique_ptr<Request[]> reqs(new Request[costs.size()]);
-  for (size_t k = 0; k < costs.size(); ++k) Prepare(reqs[k], start, op, model, spec, costs[k]);
-  Conn* conn = nullptr;
-  {
-    SpinLockHolder l(&mu_);
-    for (size_t k = 0; queue_.empty() && k < pool_.size() && conn == nullptr; ++k) {
-      if (!pool_[k]->busy) conn = pool_[k].get();
+  for (bool full = false;; full = true) {
+    std::unique_ptr<Request[]> reqs(new Request[costs.size()]);
+    for (size_t k = 0; k < costs.size(); ++k) {
+      Prepare(reqs[k], start, full, op, model, spec, costs[k]);
     }
-    if (conn != nullptr) {
-      conn->busy = true;
-      // The leader takes the queue along and merges it with its own.
-      for (size_t k = 1; k < costs.size(); ++k) queue_.push_back(&reqs[k]);
+    Conn* conn = nullptr;
+    {
+      SpinLockHolder l(&mu_);
+      for (size_t k = 0; queue_.empty() && k < pool_.size() && conn == nullptr; ++k) {
+        if (!pool_[k]->busy) conn = pool_[k].get();
+      }
+      if (conn != nullptr) {
+        conn->busy = true;
+        // The leader takes the queue along and merges it with its own.
+        for (size_t k = 1; k < costs.size(); ++k) queue_.push_back(&reqs[k]);
+      }
     }
-  }
-  if (conn == nullptr) {
-    out.assign(costs.size(), absl::FailedPreconditionError("RunMergedForTest: the store is busy"));
+    if (conn == nullptr) {
+      out.assign(costs.size(), absl::FailedPreconditionError("RunMergedForTest: the store is busy"));
+      return out;
+    }
+    Lead(*conn, &reqs[0]);
+    // Asked for the full form: the merged call again, in it.
+    if (!full && reqs[0].result.ok() && reqs[0].result->need_full) continue;
+    for (size_t k = 0; k < costs.size(); ++k) out.push_back(std::move(reqs[k].result));
     return out;
   }
-  Lead(*conn, &reqs[0]);
-  for (size_t k = 0; k < costs.size(); ++k) out.push_back(std::move(reqs[k].result));
-  return out;
 }
 
 absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model,
@@ -931,11 +944,29 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
     return BackendError(absl::StrCat(last_error_, " (retrying in ",
                                      (next_attempt - start) / 1000 + 1, " ms)"));
   }
-  Request me;
-  Prepare(me, start, op, model, spec, cost, time_arg, granted, observation);
+  for (bool full = false;; full = true) {
+    Request me;
+    Prepare(me, start, full, op, model, spec, cost, time_arg, granted, observation);
+    absl::StatusOr<Reply> r = RunPrepared(me);
+    // Asked for the full form (once: a call in it is never asked again).
+    if (full || !r.ok() || !r->need_full) return r;
+  }
+}
+
+absl::StatusOr<RedisStore::Reply> RedisStore::RunPrepared(Request& me) {
+  // Callers inside Run, this one included.
+  struct Caller {
+    std::atomic<int>& n;
+    explicit Caller(std::atomic<int>& count) : n(count) { n.fetch_add(1, std::memory_order_relaxed); }
+    ~Caller() { n.fetch_sub(1, std::memory_order_relaxed); }
+  } caller(callers_);
   // A free connection of the pool, starting from this thread's own; with
   // none free, wait in the queue: the next leader sends the queued requests
-  // together, merging decisions on one model into one script call.
+  // together, merging decisions on one model into one script call. With no
+  // more callers at once than connections, each gets one (nothing could
+  // merge; no call waits for another); with more, only two connections stay
+  // busy and the others' decisions merge, which costs Redis and the CPUs
+  // less per decision than more calls in flight (README, Performance).
   static thread_local unsigned home = static_cast<unsigned>(
       std::hash<std::thread::id>{}(std::this_thread::get_id()));
   // Failing by this call's own deadline while waiting for a connection or a
@@ -952,11 +983,16 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
       SpinLockHolder l(&mu_);
       if (!forking_) {
         const size_t size = pool_.size();
-        for (size_t k = 0; k < size && conn == nullptr; ++k) {
-          Conn* c = pool_[(home + k) % size].get();
-          if (!c->busy) {
-            c->busy = true;
-            conn = c;
+        size_t busy = 0;
+        for (const auto& c : pool_) busy += c->busy;
+        const bool crowded = static_cast<size_t>(callers_.load(std::memory_order_relaxed)) > size;
+        if (busy < (crowded ? std::min(size, kBusyWhenQueued) : size)) {
+          for (size_t k = 0; k < size && conn == nullptr; ++k) {
+            Conn* c = pool_[(home + k) % size].get();
+            if (!c->busy) {
+              c->busy = true;
+              conn = c;
+            }
           }
         }
         if (conn == nullptr) {

@@ -2,8 +2,10 @@
 // script over all windows of a model (src/redis_script.lua), run by its SHA
 // on the Redis server's clock.
 //
-// A few connections per store (2; ?connections=N). A caller that finds one
-// free uses it at once; callers that find all busy queue, and the first of them, once a
+// A few connections per store (up to 4; ?connections=N). With no more
+// callers at once than connections, a caller that finds one free uses it at
+// once; with more, only two stay busy. Callers that find no connection to
+// take queue, and the first of them, once a
 // connection is handed to it, sends every queued request together: the
 // decisions of one kind on one model (the common case under load) become
 // one script call that decides them one after the other, atomically, for
@@ -47,7 +49,7 @@ struct RedisUrl {
   std::string password;  // never printed
   std::string prefix = "ratetrack";
   int timeout_ms = 50;
-  int connections = 2;  // per tracker
+  int connections = 4;  // per tracker, at most (2 busy when more callers than these)
   OnError on_error = OnError::kLocal;
   bool update_limits = false;  // ?limits=update
   // Tests only, not in the URL: every decision takes the script's full path
@@ -114,6 +116,9 @@ class RedisStore {
       uint64_t reset_ms = 0;
       uint64_t limit = 0;
     } caps[4];                   // kStats: by Unit
+    // The script holds no state for these limits (or a calendar day
+    // begins): the call is to be sent again in the full form (Run does).
+    bool need_full = false;
   };
   struct Health {
     bool connected;
@@ -167,11 +172,15 @@ class RedisStore {
   // Connects c, authenticates, selects the database, learns the ticket key
   // and loads the script, all within deadline_us.
   absl::Status Connect(Conn& c, int64_t deadline_us);
-  // Fills in a call's arguments and deadline (start_us + timeout_ms).
-  void Prepare(Request& me, int64_t start_us, Op op, absl::string_view model,
+  // Fills in a call's arguments and deadline (start_us + timeout_ms): for
+  // acquire, check and record the short form unless `full`, for the other
+  // ops (and full_path_only) always the full one.
+  void Prepare(Request& me, int64_t start_us, bool full, Op op, absl::string_view model,
                const RemoteSpec& spec, const Cost& cost, int64_t time_arg = 0,
                const Cost& granted = Cost{0, 0},
                const Observation& observation = Observation{Unit::kRequests, 0, 0}) const;
+  // One prepared call: a connection or the queue, then its result.
+  absl::StatusOr<Reply> RunPrepared(Request& me);
   // After a failed Flush or NextReply on c: drops it, says what failed.
   absl::Status IoError(Conn& c, const char* during) const;
   // The leader's part, with c its own: takes the queued requests along,
@@ -187,10 +196,9 @@ class RedisStore {
   // Groups c's batch into script calls and writes them, connecting first if
   // need be, within deadline_us; the outcome is c.sent.
   void Send(Conn& c, int64_t deadline_us);
-  // Appends one group's script call to c's output buffer, in the full form
-  // when `full` or the op needs it (else the short one: the digest, the op
-  // and the tokens); false when out of memory.
-  bool AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval, bool full) const;
+  // Appends one group's script call to c's output buffer, in the form its
+  // first request was prepared in; false when out of memory.
+  bool AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const;
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands c to the first queued request (the caller wakes it: the result)
   // or marks it free.
@@ -207,6 +215,7 @@ class RedisStore {
   std::vector<std::unique_ptr<Conn>> pool_;
   SpinLock mu_;  // the connections' busy flags and batches, the queue (held briefly)
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);  // waiting for a connection
+  std::atomic<int> callers_{0};                      // inside Run
   bool forking_ ABSL_GUARDED_BY(mu_) = false;        // LockForFork: take no new calls
   std::atomic<int64_t> next_attempt_us_{0};  // backoff: fail fast until then
   std::atomic<int64_t> backoff_ms_{0};

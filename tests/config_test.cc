@@ -137,7 +137,7 @@ TEST(ConfigTest, RedisUrlsParseAndNeverShowThePassword) {
   EXPECT_EQ(d->port, 6379);
   EXPECT_EQ(d->timeout_ms, 50);
   EXPECT_EQ(d->on_error, RedisUrl::OnError::kLocal);
-  EXPECT_EQ(d->connections, 2);
+  EXPECT_EQ(d->connections, 4);
   EXPECT_EQ(d->Redacted().find("connections"), std::string::npos) << d->Redacted();
   auto c = ParseRedisUrl("redis://h:1?connections=3");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -58,7 +58,7 @@ struct timeval Tv(int64_t us) {
   return {static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
 }
 
-// The most arguments a command of ours has (a merged script call has 13).
+// The most arguments a command of ours has (a script call in the full form has 8).
 constexpr size_t kMaxArgs = 32;
 
 using ReplyPtr = std::unique_ptr<redisReply, void (*)(void*)>;

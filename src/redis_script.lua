@@ -24,16 +24,22 @@
 -- again in the full form. Redis reads a few dozen bytes a call, not
 -- hundreds (arguments cost Redis about 13 instructions a byte).
 -- Fields (numbers as packed little-endian doubles):
--- "s", the hot state: the digest of the limits it is for (0: none),
---   hot_from, hot_until (while hot_from <= now < hot_until every window is
---   in its current bucket or day and nothing the provider said is in force),
---   then per window: its room (the limit less what its counted buckets or
---   its day hold; without a limit, 2^53 less that), unit + 1.
--- "c", the cold state: ttl, per window: width_ms, ring, calendar (1 or 0),
---   newest bucket index (calendar: day end), the older counted buckets' sum
---   (calendar: 0), limit (-1: none); then the head it was written for (the
---   fingerprint is the one of whoever first used the model, or replaced it
---   with limits=update; empty for none yet).
+-- "s", the hot state, ten numbers whatever the windows: the digest of the
+--   limits it is for (0: none), hot_from, hot_until (while hot_from <= now <
+--   hot_until every window is in its current bucket or day and nothing the
+--   provider said is in force), per unit r t i o the least room of its
+--   windows at the base (a window's room: its limit, or 2^53 without one,
+--   less what its counted buckets or its day held when "c" was written;
+--   2^53 for a unit without windows), then what was booked since the base:
+--   requests, input tokens, output tokens (tokens: their sum). A window
+--   holds its base count plus what its unit booked since.
+-- "c", the cold state: ttl, the window count n, per window: width_ms, ring,
+--   calendar (1 or 0), newest bucket index (calendar: day end), the older
+--   counted buckets' sum (calendar: 0), limit (-1: none), unit (0 r, 1 t,
+--   2 i, 3 o), the base count (what its counted buckets or its day held);
+--   then the head it was written for (the fingerprint is the one of whoever
+--   first used the model, or replaced it with limits=update; empty for none
+--   yet).
 -- "p" (what the provider said, only once it said something:
 --   "active_until,blocked_until,t,r,u,l,t,r,u,l,..." with a cap's until,
 --   remaining, used since and the provider's limit per unit r t i o;
@@ -42,8 +48,9 @@
 --   anything, and the hot path is taken again).
 -- Per sliding window W, "W:<index>": an older bucket's count, written when
 --   the newest bucket moves on.
--- Hot path: TIME, one HGET, one HSET of "s", however many decisions are
--- merged into the call. The TTL is renewed when a bucket turns over.
+-- Hot path: TIME, one HGET, one HSET of "s" (ten numbers unpacked and
+-- packed, four comparisons), however many decisions are merged into the
+-- call. The TTL is renewed when a bucket turns over.
 -- The same arithmetic as src/sliding_window.cc and src/window_set.cc, on
 -- the server's clock.
 -- Returns now_ms alone (an integer) when every decision of an acquire, check
@@ -75,42 +82,35 @@ local EXACT = 9007199254740992
 -- every decision. Decided here exactly as the full path below decides them,
 -- in fewer Lua steps (each costs Redis about 90 instructions, a number
 -- unpacked or packed about 300); anything else (a bucket or a day turning
--- over, no room: the wait to compute) goes the full path. Merged decisions
--- are taken together: acquires in order all have room exactly when their
--- sum has (costs are whole numbers, exact in doubles below 2^53), checks
--- (which book nothing) when their largest cost of each unit has. An op of
--- 16 or more forces the full path (the tests compare the two).
-if s and opc < 3 and #s % 16 == 8 then
-  local last = #s / 8  -- 3 + 2n numbers
-  local fmt = string.sub('<ddddddddddddddddddddddddddd', 1, last + 1)
-  local H = {struct.unpack(fmt, s)}
-  if H[1] == dg and H[2] <= now and now < H[3] then
-    -- What the decisions take, by unit + 1: requests, tokens, input, output.
-    local x = {1, cin + cout, cin, cout}
+-- over, no room: the wait to compute) goes the full path. Every window of a
+-- unit books the same, so a unit's least room decides for all of its
+-- windows. Merged decisions are taken together: acquires in order all have
+-- room exactly when their sum has (costs are whole numbers, exact in
+-- doubles below 2^53), checks (which book nothing) when their largest cost
+-- of each unit has. An op of 16 or more forces the full path (the tests
+-- compare the two).
+if s and opc < 3 and #s == 80 then
+  local sdg, from, till, rr, rt, ri, ro, ur, ui, uo = struct.unpack('<dddddddddd', s)
+  if sdg == dg and from <= now and now < till then
+    -- What the decisions take: requests, tokens, input, output.
+    local xr, xt, xi, xo = 1, cin + cout, cin, cout
     if opc == 1 then
       for j = 1, 2 * more, 2 do
         local ci, co = X[j], X[j + 1]
-        if ci > x[3] then x[3] = ci end
-        if co > x[4] then x[4] = co end
-        if ci + co > x[2] then x[2] = ci + co end
+        if ci > xi then xi = ci end
+        if co > xo then xo = co end
+        if ci + co > xt then xt = ci + co end
       end
     elseif more > 0 then
-      local xi, xo = cin, cout
       for j = 1, 2 * more, 2 do xi, xo = xi + X[j], xo + X[j + 1] end
-      x[1], x[2], x[3], x[4] = 1 + more, xi + xo, xi, xo
+      xr, xt = 1 + more, xi + xo
     end
-    local fits = x[2] < EXACT
-    if fits and opc ~= 2 then
-      -- H[j]: the window's room (negative once records booked past it),
-      -- H[j + 1]: its unit + 1.
-      for j = 4, last, 2 do
-        if x[H[j + 1]] > H[j] then fits = false break end
-      end
-    end
-    if fits then
+    -- Below 2^53 what is booked stays exact; past it the full path decides.
+    if ui + uo + xt < EXACT and (opc == 2 or (ur + xr <= rr and ui + uo + xt <= rt and
+                                              ui + xi <= ri and uo + xo <= ro)) then
       if opc ~= 1 then
-        for j = 4, last, 2 do H[j] = H[j] - x[H[j + 1]] end
-        redis.call('HSET', key, 's', struct.pack(fmt, unpack(H, 1, last)))
+        redis.call('HSET', key, 's', struct.pack('<dddddddddd', sdg, from, till, rr, rt, ri, ro,
+                                                 ur + xr, ui + xi, uo + xo))
       end
       return now  -- every decision admitted (cheaper for Redis than a table)
     end
@@ -131,12 +131,13 @@ local cold, said = cp[1], cp[2]
 -- The stored state, when whole: H (as "s"), C (as "c"'s numbers), the
 -- stored window count sn and the head shead.
 local H, C, sn, shead = nil, nil, 0, nil
-if s and cold and #s % 16 == 8 then
-  sn = (#s / 8 - 3) / 2
-  if #cold >= 8 + 48 * sn then
-    H = {struct.unpack(string.rep('<d', 3 + 2 * sn), s)}
-    C = {struct.unpack(string.rep('<d', 1 + 6 * sn), cold)}
-    shead = string.sub(cold, 9 + 48 * sn)
+if s and cold and #s == 80 and #cold >= 16 then
+  local _, m = struct.unpack('<dd', cold)
+  if m >= 1 and m <= 12 and m % 1 == 0 and #cold >= 16 + 64 * m then
+    sn = m
+    H = {struct.unpack('<dddddddddd', s)}
+    C = {struct.unpack(string.rep('<d', 2 + 8 * sn), cold)}
+    shead = string.sub(cold, 17 + 64 * sn)
   end
 end
 local blob = H ~= nil
@@ -147,10 +148,14 @@ if not blob and (s or cold) then
   said = false
 end
 -- Stored window i as the full path's triple: newest bucket, its count, the
--- counted buckets' sum (sliding); day end, used this day, 0 (calendar).
+-- counted buckets' sum (sliding); day end, used this day, 0 (calendar). Its
+-- numbers in "c" start at C[8i - 5]; what it holds is its base count and
+-- what its unit booked since (H[8..10]: requests, input, output).
 local function triple(i)
-  local c, lim = 6 * i - 4, C[6 * i + 1]
-  local u = (lim >= 0 and lim or EXACT) - H[2 * i + 2]
+  local c = 8 * i - 5
+  local unit = C[c + 6]
+  local since = unit == 0 and H[8] or unit == 1 and H[9] + H[10] or unit == 2 and H[9] or H[10]
+  local u = C[c + 7] + since
   if C[c + 2] > 0 then return C[c + 3], u, 0 end
   return C[c + 3], u - C[c + 4], u
 end
@@ -168,13 +173,13 @@ else
   if not blob or H[1] ~= dg then return -4 end
   L = {cin, cout, 0, 0, 0, 0, 0, C[1], sn}
   for i = 1, sn do
-    local c = 6 * i - 4
+    local c = 8 * i - 5
     local calendar = C[c + 2] > 0
     if calendar and now >= C[c + 3] then return -4 end
     L[#L + 1] = C[c]
     L[#L + 1] = C[c + 1]
     L[#L + 1] = C[c + 5]
-    L[#L + 1] = H[2 * i + 3] - 1
+    L[#L + 1] = C[c + 6]
     L[#L + 1] = calendar and C[c + 3] or 0
   end
   head = shead
@@ -478,10 +483,12 @@ end
 local wdg = write_head == head and dg or 0
 if dirty or pv_dirty or not blob or H[1] ~= wdg or (update and stored == nil and shead ~= head) then
   local from, till = active or 0, math.huge
-  local hs, cs = {wdg, 0, 0}, {L[8]}
+  -- The base: every window's count now, nothing booked since.
+  local room = {EXACT, EXACT, EXACT, EXACT}
+  local cs = {L[8], n}
   for i = 1, n do
     local b, j = 5 * i + 5, 3 * i - 2
-    local wd, h, lim = L[b], S[j], L[b + 2]
+    local wd, h, lim, unit = L[b], S[j], L[b + 2], L[b + 3]
     local u, o, calendar = S[j + 2], S[j + 2] - S[j + 1], 0
     if L[b + 4] > 0 then
       if h < till then till = h end
@@ -490,13 +497,13 @@ if dirty or pv_dirty or not blob or H[1] ~= wdg or (update and stored == nil and
       if (h + 1) * wd < till then till = (h + 1) * wd end
       if h * wd > from then from = h * wd end
     end
-    hs[#hs + 1] = (lim >= 0 and lim or EXACT) - u
-    hs[#hs + 1] = L[b + 3] + 1
-    for _, v in ipairs({wd, L[b + 1], calendar, h, o, lim}) do cs[#cs + 1] = v end
+    local r = (lim >= 0 and lim or EXACT) - u
+    if r < room[unit + 1] then room[unit + 1] = r end
+    for _, v in ipairs({wd, L[b + 1], calendar, h, o, lim, unit, u}) do cs[#cs + 1] = v end
   end
-  hs[2], hs[3] = from, till
   sets[#sets + 1] = 's'
-  sets[#sets + 1] = struct.pack(string.rep('<d', #hs), unpack(hs))
+  sets[#sets + 1] = struct.pack('<dddddddddd', wdg, from, till, room[1], room[2], room[3],
+                                room[4], 0, 0, 0)
   sets[#sets + 1] = 'c'
   sets[#sets + 1] = struct.pack(string.rep('<d', #cs), unpack(cs)) .. write_head
 end

@@ -277,6 +277,37 @@ TEST(RedisTest, QueuedDecisionsOnOneModelAreMergedIntoOneScriptCall) {
   rt_close(t);
 }
 
+// A model's stored state ("s" and "c") as what it means, whichever path
+// wrote it: the hot path books into "s" (what was booked since the base,
+// per unit), the full path writes every window's count into "c" as a new
+// base. Per unit its least room now; per window its numbers, its count now.
+std::string StoredState(const std::string& s, const std::string& c) {
+  auto at = [](const std::string& bytes, size_t k) {
+    double v = 0;
+    std::memcpy(&v, bytes.data() + 8 * k, sizeof v);
+    return v;
+  };
+  if (s.size() != 80 || c.size() < 16) return "raw: " + s + "|" + c;
+  const size_t n = static_cast<size_t>(at(c, 1));
+  if (c.size() < 16 + 64 * n) return "raw: " + s + "|" + c;
+  const double since[4] = {at(s, 7), at(s, 8) + at(s, 9), at(s, 8), at(s, 9)};
+  std::vector<double> v = {at(s, 0), at(s, 1), at(s, 2)};
+  for (int u = 0; u < 4; ++u) v.push_back(at(s, 3 + u) - since[u]);
+  v.push_back(at(c, 0));
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t k = 0; k < 7; ++k) v.push_back(at(c, 2 + 8 * i + k));
+    const int unit = static_cast<int>(at(c, 2 + 8 * i + 6));
+    v.push_back(at(c, 2 + 8 * i + 7) + since[unit & 3]);
+  }
+  std::string out;
+  for (double x : v) {
+    char num[32];
+    std::snprintf(num, sizeof num, "%.17g ", x);
+    out += num;
+  }
+  return out + c.substr(16 + 64 * n);
+}
+
 // The script's hot path (decisions with room, between bucket turns, one or
 // several merged into a call) decides exactly as its full path: the same
 // random acquires, checks and records, alone or merged, through two stores
@@ -424,11 +455,10 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
       all_ok = all_ok && a[k]->code == RT_OK;
     }
     merged_ok += decisions > 1 && all_ok && op != Op::kRecord;
-    for (const char* field : {"s", "c"}) {
-      ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", field}),
-                redis.Command({"HGET", "{full:" + model + "}", field}))
-          << "step " << step << " field " << field;
-    }
+    const auto state = [&](const std::string& key) {
+      return StoredState(redis.Command({"HGET", key, "s"}), redis.Command({"HGET", key, "c"}));
+    };
+    ASSERT_EQ(state("{hot:" + model + "}"), state("{full:" + model + "}")) << "step " << step;
     ASSERT_EQ(redis.Command({"HGET", "{hot:" + model + "}", "p"}),
               redis.Command({"HGET", "{full:" + model + "}", "p"}))
         << "step " << step;
@@ -482,17 +512,18 @@ TEST(RedisTest, TheShortFormFallsBackToTheFullOneWhenItMust) {
   ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
   ASSERT_EQ(rt_try_acquire(t, "a/b", 100, nullptr), RT_OK);
   EXPECT_EQ(EvalshaCalls(redis), 1);  // the short form, decided on it
-  // The day ends (as if midnight had passed): its end, in "c" (ttl, then
-  // per window width, ring, calendar, newest bucket or day end, older sum,
-  // limit), and hot_until in "s" (digest, hot_from, hot_until, ...) move
-  // into the past.
+  // The day ends (as if midnight had passed): its end, in "c" (ttl, n,
+  // then per window width, ring, calendar, newest bucket or day end, older
+  // sum, limit, unit, base count), and hot_until in "s" (digest, hot_from,
+  // hot_until, ...) move into the past.
   const std::string key = "{day:a/b}";
   const std::string c = redis.Command({"HGET", key, "c"});
   const std::string st = redis.Command({"HGET", key, "s"});
-  const size_t n = (st.size() / 8 - 3) / 2;  // windows (the built-in four, then the day)
-  ASSERT_EQ(n, 5u);
-  std::vector<double> cold = Doubles(c, 1 + 6 * n), hot = Doubles(st, 3 + 2 * n);
-  const size_t day = 1 + 6 * 4;  // the fifth window's numbers in "c"
+  ASSERT_EQ(st.size(), 80u);
+  const size_t n = static_cast<size_t>(Doubles(c, 2)[1]);
+  ASSERT_EQ(n, 5u);  // the built-in four, then the day
+  std::vector<double> cold = Doubles(c, 2 + 8 * n), hot = Doubles(st, 10);
+  const size_t day = 2 + 8 * 4;  // the fifth window's numbers in "c"
   ASSERT_EQ(cold[day + 2], 1);  // a calendar day
   const double day_end = cold[day + 3];
   EXPECT_GT(day_end, 0);
@@ -506,7 +537,7 @@ TEST(RedisTest, TheShortFormFallsBackToTheFullOneWhenItMust) {
   // midnight again.
   ASSERT_EQ(rt_try_acquire(t, "a/b", 900, nullptr), RT_OK) << rt_last_error();
   EXPECT_EQ(EvalshaCalls(redis), 2);  // asked for the full form, then decided
-  EXPECT_EQ(Doubles(redis.Command({"HGET", key, "c"}), 1 + 6 * n)[day + 3], day_end);
+  EXPECT_EQ(Doubles(redis.Command({"HGET", key, "c"}), 2 + 8 * n)[day + 3], day_end);
   json s = Stats(t)["models"]["a/b"];
   EXPECT_EQ(s["tokens_per_calendar_day"]["current"], 900) << s.dump();
   EXPECT_EQ(s["requests_per_minute"]["current"], 3) << s.dump();

@@ -277,27 +277,30 @@ TEST(RedisTest, QueuedDecisionsOnOneModelAreMergedIntoOneScriptCall) {
   rt_close(t);
 }
 
+// `count` packed doubles from `bytes` (zeros when it is shorter).
+std::vector<double> Doubles(const std::string& bytes, size_t count) {
+  std::vector<double> out(count);
+  if (bytes.size() >= 8 * count) std::memcpy(out.data(), bytes.data(), 8 * count);
+  return out;
+}
+
 // A model's stored state ("s" and "c") as what it means, whichever path
 // wrote it: the hot path books into "s" (what was booked since the base,
 // per unit), the full path writes every window's count into "c" as a new
 // base. Per unit its least room now; per window its numbers, its count now.
 std::string StoredState(const std::string& s, const std::string& c) {
-  auto at = [](const std::string& bytes, size_t k) {
-    double v = 0;
-    std::memcpy(&v, bytes.data() + 8 * k, sizeof v);
-    return v;
-  };
   if (s.size() != 80 || c.size() < 16) return "raw: " + s + "|" + c;
-  const size_t n = static_cast<size_t>(at(c, 1));
+  const size_t n = static_cast<size_t>(Doubles(c, 2)[1]);
   if (c.size() < 16 + 64 * n) return "raw: " + s + "|" + c;
-  const double since[4] = {at(s, 7), at(s, 8) + at(s, 9), at(s, 8), at(s, 9)};
-  std::vector<double> v = {at(s, 0), at(s, 1), at(s, 2)};
-  for (int u = 0; u < 4; ++u) v.push_back(at(s, 3 + u) - since[u]);
-  v.push_back(at(c, 0));
+  const std::vector<double> hot = Doubles(s, 10), cold = Doubles(c, 2 + 8 * n);
+  const double since[4] = {hot[7], hot[8] + hot[9], hot[8], hot[9]};
+  std::vector<double> v = {hot[0], hot[1], hot[2]};
+  for (int u = 0; u < 4; ++u) v.push_back(hot[3 + u] - since[u]);
+  v.push_back(cold[0]);
   for (size_t i = 0; i < n; ++i) {
-    for (size_t k = 0; k < 7; ++k) v.push_back(at(c, 2 + 8 * i + k));
-    const int unit = static_cast<int>(at(c, 2 + 8 * i + 6));
-    v.push_back(at(c, 2 + 8 * i + 7) + since[unit & 3]);
+    const double* w = &cold[2 + 8 * i];
+    v.insert(v.end(), w, w + 7);
+    v.push_back(w[7] + since[static_cast<int>(w[6]) & 3]);
   }
   std::string out;
   for (double x : v) {
@@ -480,11 +483,6 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
 }
 
 // The packed little-endian doubles of a field the script writes.
-std::vector<double> Doubles(const std::string& bytes, size_t count) {
-  std::vector<double> out(count);
-  if (bytes.size() >= 8 * count) std::memcpy(out.data(), bytes.data(), 8 * count);
-  return out;
-}
 std::string Packed(const std::vector<double>& v, const std::string& tail = "") {
   std::string out(8 * v.size(), '\0');
   std::memcpy(out.data(), v.data(), out.size());

@@ -359,7 +359,8 @@ RT_EXPORT int rt_observe_headers(rt_tracker *t, const char *model,
 /* Reports a 429 (rate limited) from the provider: the model is refused
  * (RT_LIMITED, with the remaining time as the retry) until the
  * `retry_after` header's time: delay seconds ("30", "1.5") or an HTTP date
- * ("Wed, 21 Oct 2026 07:28:00 GMT"). NULL, empty or unreadable: 1 second.
+ * ("Wed, 21 Oct 2026 07:28:00 GMT", read against the exact CLOCK_REALTIME,
+ * so the wait never runs past the date). NULL, empty or unreadable: 1 second.
  * At most a day. Through "shm:" and Redis one process's 429 stops the others
  * too. Returns RT_OK, or RT_E_INVALID (NULL handle or model), RT_E_BACKEND. */
 RT_EXPORT int rt_report_limited(rt_tracker *t, const char *model,

@@ -542,7 +542,7 @@ int rt_report_limited(rt_tracker* t, const char* model, const char* retry_after)
   return Guard("rt_report_limited", [&]() -> int {
     uint64_t ms = kDefaultRetryAfterMs;
     if (retry_after != nullptr && retry_after[0] != '\0') {
-      auto parsed = ratetrack::ParseRetryAfterMs(retry_after, ratetrack::Clock::RealtimeMs());
+      auto parsed = ratetrack::ParseRetryAfterMs(retry_after, ratetrack::Clock::PreciseRealtimeMs());
       if (parsed) ms = *parsed;
     }
     absl::Status s = impl->ReportLimited(model, ms);

@@ -57,6 +57,12 @@ int64_t Clock::RealtimeMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t Clock::PreciseRealtimeMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
 Clock Clock::Monotonic() {
   struct timespec res = {0, 1000000};
 #ifdef CLOCK_MONOTONIC_COARSE
@@ -410,7 +416,7 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
 
 absl::StatusOr<int> Tracker::Observe(absl::string_view model,
                                      const std::vector<HeaderView>& headers) {
-  const ProviderReport report = ParseRateLimitHeaders(headers, clock_.Wall());
+  const ProviderReport report = ParseRateLimitHeaders(headers, clock_.PreciseWall());
   if (report.used_headers == 0) return 0;
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();

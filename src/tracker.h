@@ -40,7 +40,7 @@ struct Clock {
   int64_t (*now_ms)(void* ctx);  // nullptr: the default clock, called inline
   void* ctx;
   int64_t resolution_ms;  // how far a reading may lag real time
-  // Unix ms (calendar-day windows, HTTP dates); nullptr: CLOCK_REALTIME.
+  // Unix ms (calendar-day windows, header resets); nullptr: CLOCK_REALTIME_COARSE.
   int64_t (*wall_ms)(void* ctx) = nullptr;
   static Clock Monotonic();
   static int64_t MonotonicCoarseMs() {
@@ -52,9 +52,13 @@ struct Clock {
 #endif
     return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
   }
-  static int64_t RealtimeMs();
+  static int64_t RealtimeMs();  // CLOCK_REALTIME_COARSE: may lag by a tick
+  // CLOCK_REALTIME, exact to the ms: for turning an HTTP date into a wait,
+  // where a coarse reading would lengthen the wait by up to a tick.
+  static int64_t PreciseRealtimeMs();
   int64_t Now() const { return now_ms == nullptr ? MonotonicCoarseMs() : now_ms(ctx); }
   int64_t Wall() const { return wall_ms == nullptr ? RealtimeMs() : wall_ms(ctx); }
+  int64_t PreciseWall() const { return wall_ms == nullptr ? PreciseRealtimeMs() : wall_ms(ctx); }
 };
 
 

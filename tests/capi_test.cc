@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -356,6 +357,38 @@ TEST_F(CApiTest, SettleThroughTheCApi) {
                "tokens it was granted for)");
   EXPECT_EQ(rt_settle(t, "a/other", grant, 1000, 10), RT_E_INVALID) << "another model";
   EXPECT_EQ(rt_settle(t, "a/b", grant ^ 1, 1000, 400), RT_E_INVALID);
+  rt_close(t);
+}
+
+// rt_report_limited turns an HTTP date into a wait against the exact wall
+// clock. A coarse reading lags by up to a tick, which just after a second
+// boundary made a date 5 s ahead a wait of more than 5000 ms.
+TEST_F(CApiTest, AnHttpDateNeverWaitsPastItself) {
+  auto wall_ms = [] {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  };
+  rt_tracker* t = rt_open(R"({"builtin_tiers": false})");
+  ASSERT_NE(t, nullptr) << rt_last_error();
+  for (int round = 0; round < 3; ++round) {
+    // Just after a second boundary, where a lagging reading is still in the
+    // second before.
+    usleep(static_cast<useconds_t>(1000 - wall_ms() % 1000) * 1000);
+    const int64_t now = wall_ms();
+    const time_t at_s = static_cast<time_t>(now / 1000 + 5);
+    struct tm tm;
+    gmtime_r(&at_s, &tm);
+    char date[64];
+    ASSERT_GT(strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm), 0u);
+    const std::string model = "acme/m" + std::to_string(round);
+    ASSERT_EQ(rt_report_limited(t, model.c_str(), date), RT_OK) << rt_last_error();
+    uint64_t retry = 0;
+    ASSERT_EQ(rt_try_acquire(t, model.c_str(), 0, &retry), RT_LIMITED);
+    const int64_t exact = static_cast<int64_t>(at_s) * 1000 - now;
+    EXPECT_LE(static_cast<int64_t>(retry), exact) << date << " at " << now;
+    EXPECT_GT(static_cast<int64_t>(retry), exact - 1000) << date << " at " << now;
+  }
   rt_close(t);
 }
 

@@ -48,7 +48,15 @@
  *     the library actually loaded. Until 1.0, the ABI may change with the
  *     minor version (the SONAME is libratetrack.so.0).
  *
- * Models are named "provider/model", e.g. "openai/gpt-4o-mini".
+ * Models are named "provider/model", e.g. "openai/gpt-4o-mini". A model
+ * name is 1 to RT_MAX_MODEL_NAME bytes of valid UTF-8 without control
+ * characters; any other name is RT_E_INVALID from every function that takes
+ * one (and a key of "limits" in a configuration is RT_E_CONFIG). A tracker
+ * holds at most RT_MAX_MODELS distinct models (about 9 KiB each): a new name
+ * beyond that is RT_E_NOMEM, while the models it has keep working. Names
+ * that another process or an older library stored in a shared backend are
+ * shown, never trusted: in stats and metrics, a byte that is not UTF-8 or a
+ * control character is written as the four characters \xHH.
  */
 #ifndef RATETRACK_H_
 #define RATETRACK_H_
@@ -83,16 +91,22 @@ RT_EXPORT int rt_version_number(void);
  * NULL; do not free. */
 RT_EXPORT const char *rt_version_string(void);
 
+/* The longest model name, in bytes. */
+#define RT_MAX_MODEL_NAME 191
+/* The most distinct models one tracker holds. */
+#define RT_MAX_MODELS 4096
+
 /* ------------------------------------------------------------- status codes */
 
 enum {
   RT_OK = 0,           /* done / admitted */
   RT_LIMITED = 1,      /* not now: a limit would be exceeded; retry later */
-  RT_E_INVALID = -1,   /* bad argument: NULL handle, NULL or empty model... */
+  RT_E_INVALID = -1,   /* bad argument: NULL handle, a model name that is NULL,
+                          empty, too long or not UTF-8... */
   RT_E_CONFIG = -2,    /* malformed or inconsistent configuration, unknown tier */
   RT_E_TOO_LARGE = -3, /* the cost exceeds a limit outright: never admissible */
   RT_E_BACKEND = -4,   /* the shared store (shared memory, Redis) failed */
-  RT_E_NOMEM = -5,     /* out of memory */
+  RT_E_NOMEM = -5,     /* out of memory, or RT_MAX_MODELS reached */
   RT_E_INTERNAL = -6   /* a bug in libratetrack; please report it */
 };
 
@@ -208,7 +222,7 @@ RT_EXPORT int rt_record(rt_tracker *t, const char *model, uint64_t tokens);
  *                   window's resolution (about 1/60 of it: usage is counted
  *                   in buckets, see the README);
  *   RT_E_TOO_LARGE  `tokens` exceeds a token limit outright (never fits);
- *   RT_E_INVALID    NULL handle, NULL or empty model.
+ *   RT_E_INVALID    NULL handle; model NULL or not a valid name.
  * *retry_after_ms is set to 0 on RT_OK and RT_WAIT_NEVER on RT_E_TOO_LARGE. */
 RT_EXPORT int rt_try_acquire(rt_tracker *t, const char *model, uint64_t tokens,
                              uint64_t *retry_after_ms);

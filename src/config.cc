@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/ascii.h"
+#include "model_name.h"
 #include "nlohmann/json.hpp"
 #include "redis_store.h"
 #include "shm_segment.h"
@@ -333,8 +334,8 @@ absl::StatusOr<Config> ParseConfig(const char* text) {
       if (!v.is_object()) return ConfigError("config key 'limits': must be an object");
       std::map<std::string, ModelLimits> limits;
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (m.key().empty()) {
-          return ConfigError("config key 'limits': a model name is empty");
+        if (absl::Status name = CheckModelName(m.key()); !name.ok()) {
+          return ConfigError(absl::StrCat("config key 'limits': ", name.message()));
         }
         if (m.key().find('*') != std::string::npos &&
             (m.key().size() < 3 || m.key().compare(m.key().size() - 2, 2, "/*") != 0 ||

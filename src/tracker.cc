@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "model_name.h"
 #include "nlohmann/json.hpp"
 #include "ratetrack.h"
 #include "status.h"
@@ -23,8 +24,15 @@ namespace {
 
 constexpr size_t kInitialSlots = 64;
 // A hard bound on distinct models per tracker, so a caller that invents model
-// names (a bug) cannot grow memory without limit.
-constexpr size_t kMaxModels = 1 << 16;
+// names (a bug) cannot grow memory without limit: a model costs about 9 KiB
+// (its windows) plus its name, so a tracker stays under about 40 MiB.
+constexpr size_t kMaxModels = RT_MAX_MODELS;
+
+std::string TooManyModelsMessage() {
+  return absl::StrCat("the tracker already holds ", kMaxModels,
+                      " distinct models, its bound (RT_MAX_MODELS); is a model name built "
+                      "from request data?");
+}
 // A provider's "retry after" or reset beyond a day is taken as a day.
 constexpr uint64_t kMaxBlockMs = 86400ULL * 1000;
 
@@ -148,13 +156,14 @@ absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(absl::string_view mod
 absl::StatusOr<Tracker::ModelState*> Tracker::FindOrCreate(const NameKey& key) {
   ModelState* s = Find(key);
   if (s != nullptr) return s;
+  // A name is checked once, when it first reaches the tracker: a name found
+  // in the table above passed this check.
+  absl::Status valid = CheckModelName(key.view());
+  if (!valid.ok()) return valid;
   SpinLockHolder l(&mu_);
   s = Find(key);
   if (s != nullptr) return s;
-  if (models_.size() >= kMaxModels) {
-    return NoMemError(absl::StrCat("too many distinct models (", kMaxModels,
-                                   "); is a model name built from request data?"));
-  }
+  if (models_.size() >= kMaxModels) return NoMemError(TooManyModelsMessage());
   return CreateLocked(key.view());
 }
 
@@ -351,10 +360,10 @@ std::string Tracker::Explain(absl::string_view model, int code) const {
     return absl::StrCat("the shared state of '", model, "' in segment '",
                         shm_ != nullptr ? shm_->name() : "", "' cannot be locked");
   }
-  if (code == RT_E_NOMEM) return "too many distinct models";
+  if (code == RT_E_NOMEM) return TooManyModelsMessage();
   if (code == RT_E_INVALID) {
-    return absl::StrCat("model name longer than ", ShmSegment::kMaxName,
-                        " bytes cannot be shared");
+    const absl::Status name = CheckModelName(model);
+    return name.ok() ? "invalid argument" : std::string(name.message());
   }
   return "";
 }
@@ -614,8 +623,10 @@ std::string Tracker::StatsJson() const {
   std::map<std::string, ModelRow> rows;
   std::vector<std::pair<std::string, RemoteSpec>> remote;  // Redis: ask outside mu_
   std::string tier_text, backend;
+  // Rows are keyed by the name as shown: a name stored by another process is
+  // never trusted to be printable (DisplayName).
   auto snapshot = [&](absl::string_view name, WindowSet& ws, int64_t now, int64_t wall) {
-    ModelRow& r = rows[std::string(name)];
+    ModelRow& r = rows[DisplayName(name)];
     r = ModelRow{};
     for (int i = 0; i < ws.nwin; ++i) r.windows.push_back({ws.slots[i].limit, ws.Used(i, now, wall)});
     r.blocked_ms = ws.blocked_until_ms > now ? static_cast<uint64_t>(ws.blocked_until_ms - now) : 0;
@@ -661,7 +672,7 @@ std::string Tracker::StatsJson() const {
   for (const auto& [name, spec] : remote) {
     auto r = redis_->Run(RedisStore::Op::kStats, name, spec, Cost{0, 0});
     if (!r.ok() || r->used.size() != static_cast<size_t>(spec.n)) continue;
-    ModelRow& row = rows[name];
+    ModelRow& row = rows[DisplayName(name)];
     row = ModelRow{};
     for (int i = 0; i < spec.n; ++i) {
       WindowLimit w{spec.w[i].unit, spec.w[i].seconds,
@@ -689,8 +700,16 @@ std::string Tracker::StatsJson() const {
     out["backend_state"] = std::move(state);
   }
   static const char* const kUnitNames[] = {"requests", "tokens", "input_tokens", "output_tokens"};
-  ordered_json models = ordered_json::object();
-  ordered_json provider = ordered_json::object();
+  // "models" and "provider" are written member by member: an ordered_json
+  // object finds a key by linear search, so building them as objects would
+  // cost the square of the number of models. `rows` is sorted and unique.
+  // dump() is told to replace what is not UTF-8 rather than throw: the names
+  // are shown names already, this only keeps a future slip from failing the
+  // call.
+  const auto dump = [](const ordered_json& j) {
+    return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  };
+  std::string models, provider;
   for (const auto& [name, row] : rows) {
     ordered_json mj = ordered_json::object();
     for (const Row& r : row.windows) {
@@ -718,7 +737,8 @@ std::string Tracker::StatsJson() const {
       }
       mj[WindowName(r.limit)] = std::move(w);
     }
-    models[name] = std::move(mj);
+    const std::string key = dump(ordered_json(name));
+    absl::StrAppend(&models, models.empty() ? "" : ",", key, ":", dump(mj));
     ordered_json pj = ordered_json::object();
     if (row.blocked_ms > 0) pj["blocked_for_ms"] = row.blocked_ms;
     for (int u = 0; u < WindowSet::kUnits; ++u) {
@@ -730,11 +750,14 @@ std::string Tracker::StatsJson() const {
       cj["limit"] = c.limit == 0 ? ordered_json() : ordered_json(c.limit);
       pj[kUnitNames[u]] = std::move(cj);
     }
-    if (!pj.empty()) provider[name] = std::move(pj);
+    if (!pj.empty()) absl::StrAppend(&provider, provider.empty() ? "" : ",", key, ":", dump(pj));
   }
-  out["models"] = std::move(models);
-  if (!provider.empty()) out["provider"] = std::move(provider);
-  return out.dump();
+  std::string text = dump(out);  // {"tier":...,"backend":...}
+  text.pop_back();
+  absl::StrAppend(&text, ",\"models\":{", models, "}");
+  if (!provider.empty()) absl::StrAppend(&text, ",\"provider\":{", provider, "}");
+  text += '}';
+  return text;
 }
 
 namespace {
@@ -758,7 +781,7 @@ std::string Tracker::MetricsText() const {
   {
     SpinLockHolder l(&mu_);
     for (const auto& m : models_) {
-      counts[m->name] = {m->admitted.load(std::memory_order_relaxed),
+      counts[DisplayName(m->name)] = {m->admitted.load(std::memory_order_relaxed),
                          m->refused.load(std::memory_order_relaxed)};
     }
   }

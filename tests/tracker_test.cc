@@ -1,6 +1,7 @@
 // The tracker with a manual clock: the seed's tests and the semantics of
 // settle, reconfiguration and stats, with no sleeping.
 #include "tracker.h"
+#include "model_name.h"
 
 #include <atomic>
 #include <string>
@@ -240,14 +241,115 @@ TEST_F(TrackerTest, AbsurdTokenCountsDoNotOverflow) {
   EXPECT_EQ(u->TryAcquire("m/y", UINT64_MAX).code, RT_OK);
 }
 
-TEST_F(TrackerTest, ManyModelsGrowTheTable) {
+TEST_F(TrackerTest, ManyModelsGrowTheTableUpToTheBound) {
   auto t = Make(R"({"builtin_tiers": false, "limits": {"p/*": {"rpm": 1}}})");
-  for (int i = 0; i < 5000; ++i) {
+  for (int i = 0; i < RT_MAX_MODELS; ++i) {
     ASSERT_EQ(t->TryAcquire("p/m" + std::to_string(i), 0).code, RT_OK);
   }
-  for (int i = 0; i < 5000; ++i) {
+  for (int i = 0; i < RT_MAX_MODELS; ++i) {
     ASSERT_EQ(t->TryAcquire("p/m" + std::to_string(i), 0).code, RT_LIMITED) << i;
   }
+  // One more name is refused, on every path that can create a model; the
+  // models already held keep working and nothing was booked to the refused one.
+  EXPECT_EQ(t->TryAcquire("p/one-too-many", 0).code, RT_E_NOMEM);
+  EXPECT_EQ(t->Check("p/one-too-many", Cost{0, 0}).code, RT_E_NOMEM);
+  EXPECT_EQ(t->Record("p/one-too-many", Cost{0, 0}).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(t->ReportLimited("p/one-too-many", 1000).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(t->TryAcquire("p/m0", 0).code, RT_LIMITED);
+  EXPECT_EQ(t->Explain("p/one-too-many", RT_E_NOMEM).find("4096 distinct models") !=
+                std::string::npos,
+            true);
+  const std::string stats = t->StatsJson();
+  EXPECT_EQ(stats.find("one-too-many"), std::string::npos);
+  EXPECT_NE(stats.find("\"p/m4095\""), std::string::npos);
+}
+
+TEST_F(TrackerTest, ModelNamesAreCheckedWhereTheyFirstArrive) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"p/*": {"rpm": 5}}})");
+  const std::string bad[] = {std::string("acme/caf\xe9"),       // Latin-1, not UTF-8
+                             std::string("acme/\xc0\xaf"),      // overlong '/'
+                             std::string("acme/\xed\xa0\x80"),  // a surrogate
+                             std::string("acme/\xf4\x90\x80\x80"),  // above U+10FFFF
+                             std::string("acme/a\nb"), std::string("acme/\x1b[31m"),
+                             std::string("acme/\x7f"), std::string("acme/\xc2\x9b"),  // C1 CSI
+                             std::string("acme/") + std::string(RT_MAX_MODEL_NAME, 'x')};
+  for (const std::string& name : bad) {
+    EXPECT_EQ(t->TryAcquire(name, 0).code, RT_E_INVALID) << name;
+    EXPECT_EQ(t->Check(name, Cost{0, 0}).code, RT_E_INVALID) << name;
+    EXPECT_EQ(t->Record(name, Cost{1, 0}).code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_FALSE(t->ReportLimited(name, 1000).ok()) << name;
+    EXPECT_NE(t->Explain(name, RT_E_INVALID), "invalid argument") << name;
+  }
+  // The longest name, and characters from every UTF-8 length, are fine.
+  const std::string good[] = {std::string("p/") + std::string(RT_MAX_MODEL_NAME - 2, 'x'),
+                              "p/caf\xc3\xa9", "p/\xe6\xa8\xa1\xe5\x9e\x8b",
+                              "p/\xf0\x9f\xa6\x99", "p/\xc2\xa0nbsp"};
+  for (const std::string& name : good) EXPECT_EQ(t->TryAcquire(name, 0).code, RT_OK) << name;
+  // Nothing invalid was booked, and the stats are valid JSON (parsed here).
+  const std::string stats = t->StatsJson();
+  auto j = nlohmann::json::parse(stats);
+  EXPECT_EQ(j["models"].size(), 5u);
+  EXPECT_TRUE(j["models"].contains("p/caf\xc3\xa9"));
+}
+
+// The wall clock steps forward a day, then back two (an NTP fix, a VM
+// restored from a snapshot): a calendar day's wait never exceeds a day, and
+// the steps let through at most one more day's worth.
+TEST(WallClockStepTest, ACalendarDayWindowSurvivesSteps) {
+  struct Clocks {
+    std::atomic<int64_t> mono{1000000};
+    std::atomic<int64_t> wall{1796558400000};  // 2026-12-06 12:00:00 UTC
+  } clocks;
+  Clock clock{[](void* c) { return static_cast<Clocks*>(c)->mono.load(); }, &clocks, 0,
+              [](void* c) { return static_cast<Clocks*>(c)->wall.load(); }};
+  auto config = ParseConfig(R"({"builtin_tiers": false, "limits": {"g/m": {"windows": [
+      {"unit": "requests", "limit": 5, "calendar_day": "UTC"}]}}})");
+  ASSERT_TRUE(config.ok());
+  auto made = Tracker::Create(*config, clock);
+  ASSERT_TRUE(made.ok());
+  Tracker& t = **made;
+  constexpr int64_t kHour = 3600 * 1000, kDay = 24 * kHour;
+  int admitted = 0;
+  auto drain = [&] {  // acquires until refused; returns the refusal's wait
+    for (int i = 0; i < 100; ++i) {
+      Decision d = t.TryAcquire("g/m", Cost{0, 0});
+      if (d.code != RT_OK) {
+        EXPECT_EQ(d.code, RT_LIMITED);
+        return d.wait_ms;
+      }
+      ++admitted;
+      clocks.mono += 10;
+    }
+    ADD_FAILURE() << "never refused";
+    return uint64_t{0};
+  };
+  EXPECT_EQ(drain(), static_cast<uint64_t>(12 * kHour));
+  EXPECT_EQ(admitted, 5);
+  clocks.wall += kDay;  // forward a day: a new day, 5 more
+  EXPECT_LE(drain(), static_cast<uint64_t>(kDay));
+  EXPECT_EQ(admitted, 10);
+  clocks.wall -= 2 * kDay;  // back two days: 2026-12-05 12:00
+  const uint64_t wait = drain();
+  EXPECT_LE(wait, static_cast<uint64_t>(kDay)) << "hours: " << wait / kHour;
+  EXPECT_EQ(admitted, 10);  // the limit plus one day's worth, no more
+  // Time goes on from there: the next midnight starts a day as usual.
+  clocks.wall += static_cast<int64_t>(wait);
+  clocks.mono += static_cast<int64_t>(wait);
+  EXPECT_LE(drain(), static_cast<uint64_t>(kDay));
+  EXPECT_EQ(admitted, 15);
+}
+
+TEST(ModelNameTest, DisplayNameEscapesWhatItCannotShow) {
+  EXPECT_EQ(DisplayName("openai/gpt-4o"), "openai/gpt-4o");
+  EXPECT_EQ(DisplayName("p/caf\xc3\xa9"), "p/caf\xc3\xa9");
+  EXPECT_EQ(DisplayName("acme/caf\xe9"), "acme/caf\\xe9");
+  EXPECT_EQ(DisplayName("a\nb\x1b"), "a\\x0ab\\x1b");
+  EXPECT_EQ(DisplayName("c1\xc2\x9b."), "c1\\xc2\\x9b.");
+  EXPECT_EQ(DisplayName("cut\xe6\xa8"), "cut\\xe6\\xa8");
+  EXPECT_EQ(DisplayName(std::string("nul\0x", 5)), "nul\\x00x");
+  EXPECT_TRUE(CheckModelName("p/m").ok());
+  EXPECT_FALSE(CheckModelName("").ok());
 }
 
 }  // namespace

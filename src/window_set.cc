@@ -12,10 +12,20 @@ namespace ratetrack {
 namespace {
 uint64_t SatAdd(uint64_t a, uint64_t b) { return SlidingWindow::SatAdd(a, b); }
 
-// A calendar window whose day is over starts a new one.
+// No local day is longer than 25 hours (a daylight-saving change); a wall
+// clock further than this before the counted day's end has stepped back.
+constexpr int64_t kLongestDayMs = 26 * 3600 * 1000;
+
+// A calendar window whose day is over starts a new one. A wall clock that
+// stepped back before the counted day began keeps the day's count but ends
+// it at the next midnight of the clock as it is now: the wait stays within
+// a day, and nothing more is admitted than the count allows. (A step forward
+// starts a new day: at most one day's worth more, as the README says.)
 void RollDay(WindowSlot& s, int64_t wall) {
   if (wall >= s.day_end_wall_ms) {
     s.day_used = 0;
+    s.day_end_wall_ms = NextLocalMidnightMs(s.limit.calendar_tz, wall);
+  } else if (s.day_end_wall_ms - wall > kLongestDayMs) {
     s.day_end_wall_ms = NextLocalMidnightMs(s.limit.calendar_tz, wall);
   }
 }

@@ -88,6 +88,30 @@ char UnitLetter(Unit u) {
 
 }  // namespace
 
+namespace {
+// RFC 3986 percent-decoding of a URL's user or password (%HH -> the byte);
+// a '%' not followed by two hex digits stays as it is.
+std::string PercentDecoded(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+}  // namespace
+
 std::string RedisUrl::Redacted() const {
   const char* policy = on_error == OnError::kLocal ? "local"
                        : on_error == OnError::kOpen ? "open"
@@ -107,20 +131,25 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   };
   if (!absl::StartsWith(url, "redis://")) return bad("it must start with redis://");
   absl::string_view rest = url.substr(8);
+  // The credentials come off first, before anything else looks at the URL,
+  // so that no message or field can show a piece of them: they run to the
+  // last '@' of the whole URL, since a password written by hand may hold
+  // '?', '/', ':' or '#' unescaped ('@' itself must be written %40).
+  if (size_t at = rest.rfind('@'); at != absl::string_view::npos) {
+    absl::string_view cred = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    absl::string_view user, password = cred;  // redis://password@host
+    if (size_t colon = cred.find(':'); colon != absl::string_view::npos) {
+      user = cred.substr(0, colon);
+      password = cred.substr(colon + 1);
+    }
+    u.user = PercentDecoded(user);
+    u.password = PercentDecoded(password);
+  }
   absl::string_view query;
   if (size_t q = rest.find('?'); q != absl::string_view::npos) {
     query = rest.substr(q + 1);
     rest = rest.substr(0, q);
-  }
-  if (size_t at = rest.rfind('@'); at != absl::string_view::npos) {
-    absl::string_view cred = rest.substr(0, at);
-    rest = rest.substr(at + 1);
-    if (size_t colon = cred.find(':'); colon != absl::string_view::npos) {
-      u.user = std::string(cred.substr(0, colon));
-      u.password = std::string(cred.substr(colon + 1));
-    } else {
-      u.password = std::string(cred);  // redis://password@host
-    }
   }
   if (size_t slash = rest.find('/'); slash != absl::string_view::npos) {
     absl::string_view db = rest.substr(slash + 1);

@@ -162,6 +162,39 @@ TEST(ConfigTest, RedisUrlsParseAndNeverShowThePassword) {
   }
 }
 
+// A password written by hand may hold '?', '/', ':' or '#': the credentials
+// run to the last '@', and no part of them reaches a message or a field,
+// whatever else in the URL is wrong.
+TEST(ConfigTest, RedisPasswordsWithUrlCharactersStaySecret) {
+  auto a = ParseRedisUrl("redis://default:Xk9?m2Zq@127.0.0.1:6379");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->user, "default");
+  EXPECT_EQ(a->password, "Xk9?m2Zq");
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 6379);
+  auto b = ParseRedisUrl("redis://pw?prefix=x@cache:7000");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->host, "cache");
+  EXPECT_EQ(b->password, "pw?prefix=x");
+  EXPECT_EQ(b->Redacted().find("pw"), std::string::npos) << b->Redacted();
+  auto c = ParseRedisUrl("redis://u:p%40ss%2Fw%zz@h:1/2");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->password, "p@ss/w%zz");
+  EXPECT_EQ(c->db, 2);
+  // Malformed after the credentials: the message names the bad part only.
+  for (const char* bad :
+       {"redis://default:Xk9?m2Zq@127.0.0.1:bad", "redis://u:Qz7/Wv4@h:1/notadb",
+        "redis://u:Qz7:Wv4?Jy2@h?colour=red", "redis://:Qz7#Wv4@Jy2@:1", "redis://u:Qz7?Wv4@",
+        "redis://Qz7:Wv4@h:0", "redis://u:Qz7?Wv4@h?on_error=never"}) {
+    std::string json = std::string(R"({"backend": ")") + bad + "\"}";
+    std::string msg = Refusal(json.c_str());
+    EXPECT_NE(msg, "(accepted)") << bad;
+    for (const char* piece : {"Qz7", "Wv4", "Jy2", "Xk9", "m2Zq"}) {
+      EXPECT_EQ(msg.find(piece), std::string::npos) << bad << " -> " << msg;
+    }
+  }
+}
+
 TEST(ConfigTest, AtMostEightExtraWindows) {
   std::string json = R"({"limits": {"a/b": {"windows": [)";
   for (int i = 1; i <= 9; ++i) {

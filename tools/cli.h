@@ -112,6 +112,11 @@ void cli_report(const char *what, int status);
 /* The tracker's stats, parsed. NULL (message printed) on failure. */
 json_value *cli_stats(rt_tracker *t);
 
+/* `backend` as it may be shown: the credentials of a URL
+ * ("redis://user:password@host") replaced by "***", control characters by
+ * '?'. Returns buf (n bytes). */
+const char *cli_redacted_backend(const char *backend, char *buf, size_t n);
+
 /* ------------------------------------------------------- signals, time */
 
 /* Set by SIGINT / SIGTERM once cli_catch_stop_signals() ran. */

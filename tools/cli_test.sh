@@ -90,6 +90,17 @@ expect 78 "$cli" acquire acme/tiny 1 --backend "redis://127.0.0.1:1/?connections
 has "connections must be from 1 to 64" err
 if grep -q "first user set" "$tmp/err"; then fail "the limits hint for a bad backend URL"; fi
 
+# a password never reaches the terminal, whatever else in the URL is wrong
+expect 78 "$cli" acquire acme/tiny 1 --backend "redis://u:Qz7?Wv4@127.0.0.1:bad"
+! grep -qE "Qz7|Wv4" "$tmp/err" || fail "the password is printed: $(cat "$tmp/err")"
+has "port 'bad'" err
+expect 69 "$cli" acquire acme/tiny 1 --backend "redis://u:Qz7?Wv4@127.0.0.1:1/?on_error=closed&timeout_ms=20"
+! grep -qE "Qz7|Wv4" "$tmp/out" "$tmp/err" || fail "the password is printed: $(cat "$tmp/err")"
+# a name that is not UTF-8, or holds an escape sequence, is refused (65: bad data)
+expect 65 "$cli" record $'acme/\e[2Jgone' 1; has "control character" err
+! grep -q $'\033' "$tmp/err" || fail "an escape sequence reached the terminal"
+expect 65 "$cli" record $'acme/caf\xe9' 1; has "not UTF-8" err
+
 # --- stats: the segment as the agents left it (tiny rpm 2/2, tpm 650/1000)
 check_stats() {
   has "^backend shm:$name"

@@ -1,6 +1,7 @@
 /* common.c: options, opening trackers, exit codes, signals (see cli.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,8 +192,10 @@ int cli_open(const cli_tracker_opts *o, cli_open_purpose purpose, rt_tracker **o
 
   status = rt_open_ex(text.data, out);
   if (status != RT_OK) {
-    fprintf(stderr, "ratetrack: cannot open the tracker (backend %s): %s: %s\n", backend,
-            rt_status_string(status), rt_last_error());
+    char shown[256];
+    fprintf(stderr, "ratetrack: cannot open the tracker (backend %s): %s: %s\n",
+            cli_redacted_backend(backend, shown, sizeof shown), rt_status_string(status),
+            rt_last_error());
     /* The hint is for limits that differ from the store's, not for a
      * backend that could not be parsed. */
     if (status == RT_E_CONFIG && !memory &&
@@ -222,10 +225,36 @@ int cli_exit_code(int status) {
   }
 }
 
+const char *cli_redacted_backend(const char *backend, char *buf, size_t n) {
+  const char *scheme = strstr(backend, "://");
+  const char *at = scheme != NULL ? strrchr(scheme + 3, '@') : NULL;
+  size_t head;
+  if (at == NULL) {
+    snprintf(buf, n, "%s", backend);
+  } else {
+    head = (size_t)(scheme + 3 - backend);
+    snprintf(buf, n, "%.*s***%s", (int)head, backend, at);
+  }
+  /* What is left came from the command line or the configuration: still
+   * not printed raw. */
+  {
+    size_t i;
+    for (i = 0; buf[i] != '\0'; i++) {
+      if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f) buf[i] = '?';
+    }
+  }
+  return buf;
+}
+
 void cli_report(const char *what, int status) {
-  const char *detail = rt_last_error();
-  fprintf(stderr, "ratetrack: %s: %s%s%s\n", what, rt_status_string(status),
-          detail[0] ? ": " : "", detail);
+  /* `what` may hold a model name from the command line, the detail one from
+   * the store: neither prints a control character. */
+  char *shown_what = json_printable_copy(what);
+  char *detail = json_printable_copy(rt_last_error());
+  fprintf(stderr, "ratetrack: %s: %s%s%s\n", shown_what ? shown_what : "?",
+          rt_status_string(status), detail && detail[0] ? ": " : "", detail ? detail : "");
+  free(shown_what);
+  free(detail);
 }
 
 json_value *cli_stats(rt_tracker *t) {
@@ -242,6 +271,13 @@ json_value *cli_stats(rt_tracker *t) {
   if (stats == NULL || stats->type != JSON_OBJECT) {
     fprintf(stderr, "ratetrack: unreadable stats from the library: %s\n",
             stats ? "not an object" : err);
+    json_free(stats);
+    return NULL;
+  }
+  /* Model names come from every process that shares the store: none of
+   * them prints a control character on this terminal. */
+  if (!json_make_printable(stats)) {
+    fprintf(stderr, "ratetrack: out of memory\n");
     json_free(stats);
     return NULL;
   }

@@ -271,6 +271,95 @@ void json_free(json_value *v) {
   free(v);
 }
 
+/* The length of the printable UTF-8 character at s[i] (1 to 4), or 0 for a
+ * control character or a byte that starts no valid sequence. */
+static size_t printable_char(const unsigned char *s, size_t n, size_t i) {
+  unsigned char c = s[i];
+  size_t left = n - i, k, len;
+  if (c < 0x80) return c < 0x20 || c == 0x7f ? 0 : 1;
+  if (c >= 0xc2 && c <= 0xdf) len = 2;
+  else if (c >= 0xe0 && c <= 0xef) len = 3;
+  else if (c >= 0xf0 && c <= 0xf4) len = 4;
+  else return 0;
+  if (left < len) return 0;
+  for (k = 1; k < len; k++) {
+    if ((s[i + k] & 0xc0) != 0x80) return 0;
+  }
+  if (c == 0xc2 && s[i + 1] < 0xa0) return 0;  /* C1 control */
+  if (c == 0xe0 && s[i + 1] < 0xa0) return 0;  /* overlong */
+  if (c == 0xed && s[i + 1] >= 0xa0) return 0; /* surrogate */
+  if (c == 0xf0 && s[i + 1] < 0x90) return 0;  /* overlong */
+  if (c == 0xf4 && s[i + 1] >= 0x90) return 0; /* above U+10FFFF */
+  return len;
+}
+
+/* A printable copy of s (n bytes), or NULL when out of memory. */
+static char *printable_copy(const char *s, size_t n, size_t *out_len) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *u = (const unsigned char *)s;
+  char *out = malloc(4 * n + 1), *o = out;
+  size_t i = 0;
+  if (out == NULL) return NULL;
+  while (i < n) {
+    size_t len = printable_char(u, n, i);
+    if (len > 0) {
+      memcpy(o, s + i, len);
+      o += len;
+      i += len;
+    } else {
+      *o++ = '\\';
+      *o++ = 'x';
+      *o++ = hex[u[i] >> 4];
+      *o++ = hex[u[i] & 15];
+      i++;
+    }
+  }
+  *o = '\0';
+  if (out_len != NULL) *out_len = (size_t)(o - out);
+  return out;
+}
+
+static int needs_printable(const char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    size_t len = printable_char((const unsigned char *)s, n, i);
+    if (len == 0) return 1;
+    i += len;
+  }
+  return 0;
+}
+
+char *json_printable_copy(const char *s) { return printable_copy(s, strlen(s), NULL); }
+
+int json_make_printable(json_value *v) {
+  size_t i;
+  if (v == NULL) return 1;
+  if (v->type == JSON_STRING && needs_printable(v->str, v->len)) {
+    size_t len;
+    char *copy = printable_copy(v->str, v->len, &len);
+    if (copy == NULL) return 0;
+    free(v->str);
+    v->str = copy;
+    v->len = len;
+  }
+  if (v->type == JSON_OBJECT) {
+    for (i = 0; i < v->count; i++) {
+      if (needs_printable(v->keys[i], strlen(v->keys[i]))) {
+        char *copy = printable_copy(v->keys[i], strlen(v->keys[i]), NULL);
+        if (copy == NULL) return 0;
+        free(v->keys[i]);
+        v->keys[i] = copy;
+      }
+    }
+  }
+  if (v->type == JSON_OBJECT || v->type == JSON_ARRAY) {
+    for (i = 0; i < v->count; i++) {
+      if (!json_make_printable(&v->items[i])) return 0;
+    }
+  }
+  return 1;
+}
+
 json_value *json_get(const json_value *v, const char *key) {
   size_t i;
   if (v == NULL || v->type != JSON_OBJECT) return NULL;

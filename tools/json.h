@@ -58,6 +58,17 @@ void json_remove_at(json_value *v, size_t i);
 /* Whether v is a number that fits uint64_t, storing it in *out. */
 int json_uint(const json_value *v, uint64_t *out);
 
+/* Makes every string and key of the tree safe to print on a terminal: each
+ * control character (C0, DEL, C1) and each byte that is not part of valid
+ * UTF-8 becomes the four characters \xHH, so no escape sequence or line
+ * break in a model name reaches the operator's screen. Returns 0 when out of
+ * memory (the tree is then partly converted, still valid to free). */
+int json_make_printable(json_value *v);
+
+/* A printable copy of the NUL-terminated `s`, as json_make_printable makes
+ * it; free() it. NULL when out of memory. */
+char *json_printable_copy(const char *s);
+
 /* A growing text buffer. On out-of-memory `failed` is set and further
  * appends do nothing; data is always NUL-terminated when not failed. */
 typedef struct {

@@ -62,8 +62,9 @@ static int shm_list(int json) {
   }
   list = json_parse(text, err, sizeof err);
   rt_free(text);
-  if (list == NULL || list->type != JSON_ARRAY) {
-    fprintf(stderr, "ratetrack: unreadable segment list: %s\n", list ? "not an array" : err);
+  if (list == NULL || list->type != JSON_ARRAY || !json_make_printable(list)) {
+    fprintf(stderr, "ratetrack: unreadable segment list: %s\n",
+            list ? "not an array (or out of memory)" : err);
     json_free(list);
     return EXIT_FAILED;
   }

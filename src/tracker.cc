@@ -388,6 +388,7 @@ absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {
 
 absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost& granted,
                              const Cost& actual) {
+  if (absl::Status name = CheckModelName(model); !name.ok()) return name;
   if (grant == 0) return InvalidError("grant ticket 0 is not a grant");
   const int64_t at = static_cast<int64_t>(grant >> kCheckBits) - 1;
   const size_t hash = NameKey::FromView(model).hash;
@@ -425,6 +426,8 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
 
 absl::StatusOr<int> Tracker::Observe(absl::string_view model,
                                      const std::vector<HeaderView>& headers) {
+  // Checked even when no header is usable: a bad name is never a silent no-op.
+  if (absl::Status name = CheckModelName(model); !name.ok()) return name;
   const ProviderReport report = ParseRateLimitHeaders(headers, clock_.PreciseWall());
   if (report.used_headers == 0) return 0;
   auto found = FindOrCreate(model);

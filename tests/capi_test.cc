@@ -264,6 +264,43 @@ TEST_F(CApiTest, EveryBadInputIsAStatusNotACrash) {
   rt_close(t);
 }
 
+// A name that is not UTF-8, too long or holds a control character is
+// refused by every function that takes one, with a message that shows it
+// escaped; stats and metrics stay valid and list none of them.
+TEST_F(CApiTest, BadModelNamesAreRefusedEverywhere) {
+  rt_tracker* t = rt_open(nullptr);
+  ASSERT_NE(t, nullptr);
+  const std::string long_name = "acme/" + std::string(RT_MAX_MODEL_NAME, 'x');
+  for (const char* name : {"acme/caf\xe9", "acme/\x1b[2J", "acme/a\nb", long_name.c_str()}) {
+    uint64_t wait = 0, grant = 0;
+    size_t picked = 9;
+    const char* names[] = {"h"};
+    const char* values[] = {"1"};
+    const char* pick[] = {name};
+    EXPECT_EQ(rt_try_acquire(t, name, 1, &wait), RT_E_INVALID) << name;
+    EXPECT_EQ(std::string(rt_last_error()).find(name), std::string::npos) << rt_last_error();
+    EXPECT_NE(std::string(rt_last_error()).find("model name"), std::string::npos);
+    EXPECT_EQ(rt_try_acquire_grant(t, name, 1, &wait, &grant), RT_E_INVALID);
+    EXPECT_EQ(rt_can_make(t, name, 1), RT_E_INVALID);
+    EXPECT_EQ(rt_record(t, name, 1), RT_E_INVALID);
+    EXPECT_EQ(rt_wait_time(t, name, 1, &wait), RT_E_INVALID);
+    EXPECT_EQ(rt_acquire(t, name, 1, 0, nullptr), RT_E_INVALID);
+    EXPECT_EQ(rt_settle(t, name, 5, 1, 1), RT_E_INVALID);
+    EXPECT_EQ(rt_observe_headers(t, name, names, values, 1), RT_E_INVALID);
+    EXPECT_EQ(rt_report_limited(t, name, "1"), RT_E_INVALID);
+    EXPECT_EQ(rt_pick(t, pick, 1, 1, 0, &picked, &wait, &grant), RT_E_INVALID);
+  }
+  const nlohmann::json stats = StatsOf(t);
+  for (auto it = stats["models"].begin(); it != stats["models"].end(); ++it) {
+    EXPECT_EQ(it.key().find("acme/"), std::string::npos) << it.key();
+  }
+  char* text = nullptr;
+  ASSERT_EQ(rt_metrics_text(t, &text), RT_OK);
+  EXPECT_EQ(std::string(text).find("acme/"), std::string::npos);
+  rt_free(text);
+  rt_close(t);
+}
+
 TEST_F(CApiTest, ExVariantsReturnTheStatus) {
   rt_tracker* t = reinterpret_cast<rt_tracker*>(1);
   EXPECT_EQ(rt_open_ex("{\"tier\": \"tier0\"}", &t), RT_E_CONFIG);

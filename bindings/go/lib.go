@@ -138,6 +138,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -225,13 +226,17 @@ var (
 //
 // The library is loaded once per process and shared: once loaded, Load("")
 // and Load(samePath) return nil, and Load(otherPath) returns an error. A
-// failed load is not remembered, so Load may be called again.
+// failed load is not remembered, so Load may be called again. A path with a
+// NUL byte is an ErrInvalid error (dlopen would stop at it).
 func Load(path string) error {
 	_, err := loadLib(path)
 	return err
 }
 
 func loadLib(path string) (*library, error) {
+	if strings.IndexByte(path, 0) >= 0 { // dlopen would stop at it and load another file
+		return nil, newError(CodeInvalid, fmt.Sprintf("library path %q contains a NUL byte", path))
+	}
 	if l := loaded.Load(); l != nil {
 		if path != "" && path != l.path {
 			return nil, fmt.Errorf("ratetrack: library already loaded from %s, cannot load %s", l.path, path)
@@ -425,24 +430,53 @@ func (l *library) fail(code int) error {
 	return newError(code, msg)
 }
 
+// checkText is the one check of every string the binding passes to C: C
+// would stop at a NUL byte (reading "a/b\x00c" as "a/b"), and the C API
+// takes UTF-8 only. Such a string is refused with an *Error of kind code
+// (CodeInvalid for an argument, CodeConfig for a configuration); what names
+// the argument.
+func checkText(what, s string, code int) error {
+	if strings.IndexByte(s, 0) >= 0 {
+		return newError(code, fmt.Sprintf("%s %s contains a NUL byte", what, quoteShort(s)))
+	}
+	if !utf8.ValidString(s) {
+		return newError(code, fmt.Sprintf("%s %s is not valid UTF-8", what, quoteShort(s)))
+	}
+	return nil
+}
+
+// quoteShort is s quoted for a message, its middle elided past 80 bytes.
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		return fmt.Sprintf("%q...%q", s[:40], s[len(s)-30:])
+	}
+	return fmt.Sprintf("%q", s)
+}
+
 // cstr returns s as a NUL-terminated C string in Go memory (valid for one
 // cgo call: cgo pins it while the call runs; the library only borrows it).
-// This avoids malloc/free per call. Strings with NUL bytes are refused.
-func cstr(s string) (*C.char, error) {
-	if strings.IndexByte(s, 0) >= 0 {
-		return nil, newError(CodeInvalid, fmt.Sprintf("string %q contains a NUL byte", s))
+// This avoids malloc/free per call. A string checkText refuses is an
+// ErrInvalid error.
+func cstr(what, s string) (*C.char, error) {
+	return cstrKind(what, s, CodeInvalid)
+}
+
+// cstrKind is cstr with the kind of the error for a refused string.
+func cstrKind(what, s string, code int) (*C.char, error) {
+	if err := checkText(what, s, code); err != nil {
+		return nil, err
 	}
 	b := make([]byte, len(s)+1)
 	copy(b, s)
 	return (*C.char)(unsafe.Pointer(&b[0])), nil
 }
 
-// cstrOrNil is cstr, with "" as NULL.
-func cstrOrNil(s string) (*C.char, error) {
+// cstrOrNil is cstrKind, with "" as NULL.
+func cstrOrNil(what, s string, code int) (*C.char, error) {
 	if s == "" {
 		return nil, nil
 	}
-	return cstr(s)
+	return cstrKind(what, s, code)
 }
 
 // The calls below are the thin layer over the C functions. Each one that can
@@ -459,7 +493,7 @@ func (l *library) check(rc C.int) error {
 }
 
 func (l *library) globalGet(tier string) (unsafe.Pointer, error) {
-	ct, err := cstrOrNil(tier)
+	ct, err := cstrOrNil("tier", tier, CodeInvalid)
 	if err != nil {
 		return nil, err
 	}
@@ -469,7 +503,7 @@ func (l *library) globalGet(tier string) (unsafe.Pointer, error) {
 }
 
 func (l *library) open(config string) (unsafe.Pointer, error) {
-	cc, err := cstrOrNil(config)
+	cc, err := cstrOrNil("configuration", config, CodeConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -492,7 +526,7 @@ func (l *library) handleOrError(r C.rtgo_pres) (unsafe.Pointer, error) {
 }
 
 func (l *library) globalConfigure(config string) error {
-	cc, err := cstr(config)
+	cc, err := cstrKind("configuration", config, CodeConfig)
 	if err != nil {
 		return err
 	}
@@ -502,7 +536,7 @@ func (l *library) globalConfigure(config string) error {
 }
 
 func (l *library) configure(h unsafe.Pointer, config string) error {
-	cc, err := cstr(config)
+	cc, err := cstrKind("configuration", config, CodeConfig)
 	if err != nil {
 		return err
 	}
@@ -514,7 +548,7 @@ func (l *library) configure(h unsafe.Pointer, config string) error {
 func (l *library) closeHandle(h unsafe.Pointer) { C.rtgo_close(l.fnClose, h) }
 
 func (l *library) canMake(h unsafe.Pointer, model string, tokens uint64) (bool, error) {
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return false, err
 	}
@@ -525,7 +559,7 @@ func (l *library) canMake(h unsafe.Pointer, model string, tokens uint64) (bool, 
 }
 
 func (l *library) record(h unsafe.Pointer, model string, tokens uint64) error {
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return err
 	}
@@ -536,7 +570,7 @@ func (l *library) record(h unsafe.Pointer, model string, tokens uint64) error {
 
 // tryAcquire returns the status (RT_OK or RT_LIMITED) and the retry-after in ms.
 func (l *library) tryAcquire(h unsafe.Pointer, model string, tokens uint64) (int, uint64, error) {
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -548,7 +582,7 @@ func (l *library) tryAcquire(h unsafe.Pointer, model string, tokens uint64) (int
 
 // tryAcquireGrant returns the status, the retry-after in ms and the ticket.
 func (l *library) tryAcquireGrant(h unsafe.Pointer, model string, tokens uint64) (int, uint64, uint64, error) {
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -559,7 +593,7 @@ func (l *library) tryAcquireGrant(h unsafe.Pointer, model string, tokens uint64)
 }
 
 func (l *library) settle(h unsafe.Pointer, model string, ticket, granted, actual uint64) error {
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return err
 	}
@@ -570,7 +604,7 @@ func (l *library) settle(h unsafe.Pointer, model string, ticket, granted, actual
 
 // waitTime returns the wait in ms.
 func (l *library) waitTime(h unsafe.Pointer, model string, tokens uint64) (uint64, error) {
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return 0, err
 	}
@@ -611,16 +645,16 @@ func (l *library) statsJSON(h unsafe.Pointer) ([]byte, error) {
 // followed by the NUL-terminated strings they point at. Only C memory is
 // passed to the library, so no Go pointer to a Go pointer crosses cgo.
 // Returns (nil, no-op) for an empty ss; free must be called after the C call.
-// A string with a NUL byte is refused (ErrInvalid).
-func cStrings(ss []string) (arr **C.char, free func(), err error) {
+// A string checkText refuses is an ErrInvalid error; what names the strings.
+func cStrings(what string, ss []string) (arr **C.char, free func(), err error) {
 	if len(ss) == 0 {
 		return nil, func() {}, nil
 	}
 	ptrBytes := len(ss) * int(unsafe.Sizeof((*C.char)(nil)))
 	total := ptrBytes
 	for _, s := range ss {
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, nil, newError(CodeInvalid, fmt.Sprintf("string %q contains a NUL byte", s))
+		if err := checkText(what, s, CodeInvalid); err != nil {
+			return nil, nil, err
 		}
 		total += len(s) + 1
 	}
@@ -645,7 +679,7 @@ func (l *library) tryAcquireIO(h unsafe.Pointer, model string, in, out uint64) (
 	if err := l.need(l.fnTryAcquireIO, "rt_try_acquire_io"); err != nil {
 		return 0, 0, 0, err
 	}
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -659,7 +693,7 @@ func (l *library) settleIO(h unsafe.Pointer, model string, ticket, gin, gout, ai
 	if err := l.need(l.fnSettleIO, "rt_settle_io"); err != nil {
 		return err
 	}
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return err
 	}
@@ -675,7 +709,7 @@ func (l *library) pick(h unsafe.Pointer, models []string, in, out uint64) (int, 
 	if err := l.need(l.fnPick, "rt_pick"); err != nil {
 		return 0, 0, 0, 0, err
 	}
-	arr, free, err := cStrings(models)
+	arr, free, err := cStrings("model", models)
 	if err != nil {
 		return 0, 0, 0, 0, err
 	}
@@ -692,12 +726,12 @@ func (l *library) observeHeaders(h unsafe.Pointer, model string, names, values [
 	if err := l.need(l.fnObserveHeaders, "rt_observe_headers"); err != nil {
 		return err
 	}
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return err
 	}
 	n := len(names)
-	arr, free, err := cStrings(append(names[:n:n], values...))
+	arr, free, err := cStrings("header", append(names[:n:n], values...))
 	if err != nil {
 		return err
 	}
@@ -717,11 +751,11 @@ func (l *library) reportLimited(h unsafe.Pointer, model, retryAfter string) erro
 	if err := l.need(l.fnReportLimited, "rt_report_limited"); err != nil {
 		return err
 	}
-	cm, err := cstr(model)
+	cm, err := cstr("model", model)
 	if err != nil {
 		return err
 	}
-	cr, err := cstrOrNil(retryAfter)
+	cr, err := cstrOrNil("retry-after", retryAfter, CodeInvalid)
 	if err != nil {
 		return err
 	}
@@ -771,7 +805,7 @@ func (l *library) shmRemove(name string) error {
 	if err := l.need(l.fnShmRemove, "rt_shm_remove"); err != nil {
 		return err
 	}
-	cn, err := cstr(name)
+	cn, err := cstr("segment name", name)
 	if err != nil {
 		return err
 	}

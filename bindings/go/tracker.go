@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -382,13 +383,18 @@ func (t *Tracker) Pick(models []string, inputTokens, outputTokens uint64) (PickR
 // anthropic-ratelimit-* (names case-insensitive). Afterwards the tracker
 // never believes in more capacity than the provider reported. An
 // http.Header can be passed as is; every value of a multi-valued header is
-// passed. Unknown or malformed headers are skipped (so are names or values
-// containing a NUL byte).
+// passed. Unknown or malformed headers are skipped, including names or
+// values that are not valid UTF-8 (net/http passes obs-text bytes through);
+// a NUL byte in a name or value is an ErrInvalid error and nothing is
+// observed (C would cut the text short at it; no HTTP stack delivers one).
 func (t *Tracker) ObserveHeaders(model string, headers map[string][]string) error {
 	var names, values []string
+	var err error
 	for name, vs := range headers {
 		for _, v := range vs {
-			names, values = appendHeader(names, values, name, v)
+			if names, values, err = appendHeader(names, values, name, v); err != nil {
+				return err
+			}
 		}
 	}
 	return t.observe(model, names, values)
@@ -397,17 +403,28 @@ func (t *Tracker) ObserveHeaders(model string, headers map[string][]string) erro
 // ObserveHeaderMap is ObserveHeaders for single-valued headers.
 func (t *Tracker) ObserveHeaderMap(model string, headers map[string]string) error {
 	var names, values []string
+	var err error
 	for name, v := range headers {
-		names, values = appendHeader(names, values, name, v)
+		if names, values, err = appendHeader(names, values, name, v); err != nil {
+			return err
+		}
 	}
 	return t.observe(model, names, values)
 }
 
-func appendHeader(names, values []string, name, value string) ([]string, []string) {
-	if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(value, 0) >= 0 {
-		return names, values // malformed: skipped, as the library skips its own
+// appendHeader adds one pair, skips it if it is not UTF-8 (malformed, as the
+// library skips its own), or refuses a NUL byte.
+func appendHeader(names, values []string, name, value string) ([]string, []string, error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return names, values, checkText("header name", name, CodeInvalid)
 	}
-	return append(names, name), append(values, value)
+	if strings.IndexByte(value, 0) >= 0 {
+		return names, values, checkText("header value", value, CodeInvalid)
+	}
+	if !utf8.ValidString(name) || !utf8.ValidString(value) {
+		return names, values, nil
+	}
+	return append(names, name), append(values, value), nil
 }
 
 func (t *Tracker) observe(model string, names, values []string) error {
@@ -434,8 +451,12 @@ func (t *Tracker) ReportLimited(model, retryAfter string) error {
 }
 
 // ReportLimitedAfter is ReportLimited with the delay as a Duration (passed
-// as decimal seconds; 0 or less blocks nothing).
+// as decimal seconds; 0 blocks nothing). A negative delay is an ErrInvalid
+// error, as it is in every binding.
 func (t *Tracker) ReportLimitedAfter(model string, retryAfter time.Duration) error {
+	if retryAfter < 0 {
+		return newError(CodeInvalid, fmt.Sprintf("retry-after %v is negative", retryAfter))
+	}
 	return t.ReportLimited(model, durationSeconds(retryAfter))
 }
 

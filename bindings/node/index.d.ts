@@ -3,7 +3,12 @@
 /** A count of requests or tokens (uint64): a safe non-negative integer or a bigint. */
 export type Count = number | bigint;
 
-/** A configuration: an object (sent as JSON) or a JSON string. */
+/**
+ * A configuration: an object (sent as JSON) or a JSON string. An object is checked as it is
+ * serialised: NaN, Infinity, undefined, integers beyond Number.MAX_SAFE_INTEGER, BigInts,
+ * non-plain objects and strings with a NUL or a lone surrogate throw RT_E_CONFIG (JSON would
+ * turn NaN into null, i.e. unlimited).
+ */
 export type Config = string | ConfigObject;
 
 export interface ConfigObject {
@@ -118,8 +123,11 @@ export interface TryAcquireGrantResult extends TryAcquireResult {
 }
 
 export interface AcquireOptions {
-  /** Give up (resolve null) after this many ms; 0 tries once; omitted waits as long as needed. */
-  timeoutMs?: number;
+  /**
+   * Give up (resolve null) after this many ms; 0 tries once; omitted waits as long as needed.
+   * A count like `tokens`: NaN, Infinity, negative and fractional values are refused (RT_E_INVALID).
+   */
+  timeoutMs?: Count;
   /** Rejects with signal.reason when aborted. */
   signal?: AbortSignal;
   /** Also reserve this many output tokens (as tryAcquireIo); `tokens` are then the input tokens. */
@@ -203,7 +211,8 @@ export class Tracker {
   /**
    * Feeds a response's headers back (OpenAI x-ratelimit-*, Anthropic anthropic-ratelimit-*):
    * the tracker then never believes in more capacity than the provider reported. Unknown or
-   * malformed headers are skipped.
+   * malformed headers (lone surrogates included) are skipped; a NUL in a name or value throws
+   * RT_E_INVALID.
    */
   observeHeaders(model: string, headers: HeadersInput): void;
   /** Reports a 429: the model is refused until the Retry-After time (default 1 s, at most a day). */

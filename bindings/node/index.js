@@ -6,6 +6,7 @@
  */
 const koffi = require('koffi');
 const loader = require('./lib/loader');
+const checks = require('./lib/checks');
 const {
   Status,
   statusName,
@@ -15,7 +16,7 @@ const {
   errorFromStatus,
 } = require('./lib/errors');
 
-const UINT64_MAX = 0xffffffffffffffffn;
+const { UINT64_MAX } = checks;
 const { RT_OK, RT_LIMITED, RT_E_INVALID } = Status;
 
 // The C functions, set by the first (lazy) load.
@@ -73,33 +74,8 @@ function isZero(n) {
   return n === 0 || n === 0n;
 }
 
-function checkModel(model) {
-  if (typeof model !== 'string') throw invalid(`model must be a string, got ${typeof model}`);
-  if (model.includes('\0')) throw invalid('model must not contain NUL characters');
-  return model;
-}
-
-/** Validates a uint64 count (number or bigint); undefined means 0. */
-function checkU64(value, what) {
-  if (value === undefined) return 0;
-  if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && value >= 0) return value;
-  } else if (typeof value === 'bigint') {
-    if (value >= 0n && value <= UINT64_MAX) return value;
-  }
-  throw invalid(`${what} must be a non-negative integer (number or bigint), got ${String(value)}`);
-}
-
-/** A configuration object is sent as JSON; a string is sent as is. */
-function configText(config, allowEmpty) {
-  if (config === undefined || config === null) {
-    if (allowEmpty) return null;
-    throw invalid('configuration is required');
-  }
-  if (typeof config === 'string') return config;
-  if (typeof config === 'object') return JSON.stringify(config);
-  throw invalid(`configuration must be an object or a JSON string, got ${typeof config}`);
-}
+const checkModel = checks.model;
+const checkU64 = checks.u64;
 
 /**
  * Calls rt_stats_json_ex(handle) (the error kind comes from its status code),
@@ -167,11 +143,16 @@ function checkModels(models) {
   return list;
 }
 
-/** A header name or value as a string for the C call (NUL characters refused). */
+/**
+ * A header name or value as a string for the C call, or null (skip the pair)
+ * when it has a lone surrogate, so no UTF-8 form: a malformed header, which
+ * the library would skip too. A NUL is refused: C would cut the text at it,
+ * and a real HTTP stack never delivers one.
+ */
 function headerText(x, what) {
   const s = typeof x === 'string' ? x : String(x);
-  if (s.includes('\0')) throw invalid(`header ${what} must not contain NUL characters`);
-  return s;
+  if (s.includes('\0')) throw invalid(`header ${what} must not contain NUL characters: ${JSON.stringify(s)}`);
+  return checks.isWellFormed(s) ? s : null;
 }
 
 /**
@@ -200,8 +181,10 @@ function headerArrays(headers) {
     const value = entry[1];
     for (const v of Array.isArray(value) ? value : [value]) {
       if (v === null || v === undefined) continue;
+      const text = headerText(v, 'value');
+      if (name === null || text === null) continue;
       names.push(name);
-      values.push(headerText(v, 'value'));
+      values.push(text);
     }
   }
   return { names, values };
@@ -220,10 +203,7 @@ function decimalSeconds(seconds) {
  */
 function retryAfterText(retryAfter) {
   if (retryAfter === undefined || retryAfter === null || retryAfter === '') return null;
-  if (typeof retryAfter === 'string') {
-    if (retryAfter.includes('\0')) throw invalid('retryAfter must not contain NUL characters');
-    return retryAfter;
-  }
+  if (typeof retryAfter === 'string') return checks.text(retryAfter, 'retryAfter');
   if (typeof retryAfter === 'number' && Number.isFinite(retryAfter) && retryAfter >= 0) {
     return decimalSeconds(retryAfter);
   }
@@ -354,9 +334,14 @@ class Tracker {
     if (!(grant instanceof Grant)) {
       throw invalid('grant must be a Grant from tryAcquireGrant(), tryAcquireIo(), pick() or acquire()');
     }
+    // A Grant can be built by hand: its fields are checked like arguments.
+    const model = checkModel(grant.model);
+    const ticket = checkU64(grant.ticket, 'grant.ticket');
+    const granted = checkU64(grant.tokens, 'grant.tokens');
+    const grantedOutput = checkU64(grant.outputTokens, 'grant.outputTokens');
     const actual = checkU64(actualTokens, 'actualTokens');
-    if (actualOutputTokens === undefined && isZero(grant.outputTokens)) {
-      const rc = F.rt_settle(this.#handle(), grant.model, grant.ticket, grant.tokens, actual);
+    if (actualOutputTokens === undefined && isZero(grantedOutput)) {
+      const rc = F.rt_settle(this.#handle(), model, ticket, granted, actual);
       if (rc < 0) fail(rc);
       return;
     }
@@ -368,10 +353,10 @@ class Tracker {
     }
     const rc = need('rt_settle_io')(
       this.#handle(),
-      grant.model,
-      grant.ticket,
-      grant.tokens,
-      grant.outputTokens,
+      model,
+      ticket,
+      granted,
+      grantedOutput,
       actual,
       checkU64(actualOutputTokens, 'actualOutputTokens'),
     );
@@ -460,14 +445,13 @@ class Tracker {
    * and with RT_E_TOO_LARGE at once if it can never fit. `tokens` are input
    * tokens; `outputTokens` (optional) reserves output tokens too, as
    * tryAcquireIo does.
-   * @param {{timeoutMs?: number, signal?: AbortSignal, outputTokens?: number|bigint}} [options]
+   * @param {{timeoutMs?: number|bigint, signal?: AbortSignal, outputTokens?: number|bigint}} [options]
+   *   timeoutMs is a count like tokens (NaN, Infinity, negative or fractional: RT_E_INVALID).
    * @returns {Promise<Grant|null>}
    */
   async acquire(model, tokens = 0, { timeoutMs, signal, outputTokens } = {}) {
-    if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs >= 0)) {
-      throw invalid(`timeoutMs must be a non-negative number, got ${String(timeoutMs)}`);
-    }
-    const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
+    const timeout = checks.timeoutMs(timeoutMs);
+    const deadline = timeout === undefined ? Infinity : Date.now() + timeout;
     for (;;) {
       signal?.throwIfAborted();
       const r =
@@ -477,7 +461,7 @@ class Tracker {
       if (r.ok) return r.grant;
       const left = deadline - Date.now();
       if (left <= 0) return null;
-      await sleep(Math.max(1, Math.min(r.retryAfterMs, left)), signal);
+      await sleep(Math.max(1, Math.min(r.retryAfterMs, left, MAX_TIMER_MS)), signal);
     }
   }
 
@@ -518,7 +502,7 @@ class Tracker {
    * RT_E_CONFIG and changes nothing if it is bad.
    */
   configure(config) {
-    const rc = F.rt_configure(this.#handle(), configText(config, false));
+    const rc = F.rt_configure(this.#handle(), checks.config(config, false));
     if (rc < 0) fail(rc);
   }
 
@@ -535,6 +519,9 @@ class Tracker {
 if (typeof Symbol.dispose === 'symbol') {
   Tracker.prototype[Symbol.dispose] = Tracker.prototype.close;
 }
+
+// setTimeout fires at once (with a warning) past 2^31-1 ms; a longer wait is slept in turns.
+const MAX_TIMER_MS = 0x7fffffff;
 
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
@@ -567,7 +554,7 @@ function globalTracker(tier) {
     throw invalid(`tier must be a string, got ${typeof tier}`);
   }
   const out = [null];
-  const rc = F.rt_global_get_ex(tier || null, out);
+  const rc = F.rt_global_get_ex(tier ? checks.text(tier, 'tier') : null, out);
   if (rc < 0) fail(rc);
   return new Tracker(out[0], true);
 }
@@ -582,7 +569,7 @@ function globalTracker(tier) {
 function open(config) {
   fns();
   const out = [null];
-  const rc = F.rt_open_ex(configText(config, true), out);
+  const rc = F.rt_open_ex(checks.config(config, true), out);
   if (rc < 0) fail(rc);
   return new Tracker(out[0], false);
 }
@@ -593,7 +580,7 @@ function open(config) {
  */
 function configureGlobal(config) {
   fns();
-  const rc = F.rt_global_configure(configText(config, false));
+  const rc = F.rt_global_configure(checks.config(config, false));
   if (rc < 0) fail(rc);
 }
 
@@ -653,9 +640,7 @@ function shmList() {
  */
 function shmRemove(name) {
   const f = need('rt_shm_remove');
-  if (typeof name !== 'string') throw invalid(`name must be a string, got ${typeof name}`);
-  if (name.includes('\0')) throw invalid('name must not contain NUL characters');
-  const rc = f(name);
+  const rc = f(checks.text(name, 'name'));
   if (rc < 0) fail(rc);
 }
 
@@ -673,7 +658,7 @@ function versionNumber() {
 
 /** The library's short description of any status code. */
 function statusString(code) {
-  return fns().rt_status_string(code);
+  return fns().rt_status_string(checks.cInt(code, 'code'));
 }
 
 module.exports = {

@@ -6,6 +6,7 @@
  */
 const koffi = require('koffi');
 const { LoadError, VersionMismatchError } = require('./errors');
+const checks = require('./checks');
 
 /** Version of this binding; the library's major.minor must match it. */
 const BINDING_VERSION = '0.1.0';
@@ -152,6 +153,7 @@ function declareOptional(lib) {
  * Throws LoadError (nothing loadable) or VersionMismatchError.
  */
 function load(path) {
+  if (path) checks.path(path); // a NUL would load another file: refused, loaded or not
   if (loaded) {
     if (path && String(path) !== loaded.path) {
       throw new LoadError(

@@ -87,18 +87,31 @@ def test_malformed_headers_are_ignored(openai: ratetrack.Tracker) -> None:
     assert "requests" not in stats.get("provider", {}).get(GPT, {})
 
 
-def test_a_nul_in_a_header_skips_the_pair(openai: ratetrack.Tracker) -> None:
-    # C would read "0\0 left" as "0": the binding skips such a pair instead.
+def test_a_nul_in_a_header_is_refused(openai: ratetrack.Tracker) -> None:
+    # C would read "0\0 left" as "0": the binding refuses the call (nothing observed).
+    for pair in (("x-ratelimit-remaining-requests", "0\x00 left"),
+                 ("x-ratelimit-remaining-requests\x00junk", "0"),
+                 (b"x-ratelimit-remaining-requests", b"0\x00")):
+        with pytest.raises(ratetrack.InvalidArgument, match="NUL"):
+            openai.observe_headers(GPT, [pair, ("x-ratelimit-reset-requests", "30s")])
+    assert _admitted(openai, GPT, 5) == 5
+    assert openai.stats().get("provider", {}).get(GPT, {}).get("requests", {}).get("remaining") is None
+
+
+def test_a_header_that_is_not_utf8_is_skipped(openai: ratetrack.Tracker) -> None:
+    # Malformed, like any header the library cannot read: skipped, the others kept
+    # (an HTTP stack may deliver obs-text bytes in an unrelated header).
     openai.observe_headers(
         GPT,
         [
-            ("x-ratelimit-remaining-requests", "0\x00 left"),
-            ("x-ratelimit-remaining-requests\x00junk", "0"),
-            ("x-ratelimit-reset-requests", "30s"),
+            ("x-ratelimit-remaining-requests", "0\udcff"),  # aiohttp's surrogate-escaped byte
+            (b"x-ratelimit-remaining-requests", b"0\xff"),
+            ("x-ratelimit-limit-requests", "60"),
         ],
     )
     assert _admitted(openai, GPT, 5) == 5
-    assert openai.stats().get("provider", {}).get(GPT, {}).get("requests", {}).get("remaining") is None
+    provider = openai.stats()["provider"][GPT]["requests"]
+    assert provider["remaining"] is None and provider["limit"] == 60
 
 
 class FakeHttpxHeaders:

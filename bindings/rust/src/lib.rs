@@ -83,6 +83,8 @@ pub use tracker::{
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
 
     #[test]
@@ -209,12 +211,16 @@ mod tests {
 
     #[test]
     fn lookup_order_is_path_env_system() {
-        let c = library::candidates(Some(Path::new("/a.so")), Some("/b.so"));
-        let files: Vec<_> = c.iter().map(|(_, f)| f.as_str()).collect();
+        let c = library::candidates(Some(Path::new("/a.so")), Some(OsStr::new("/b.so")));
+        let files: Vec<_> = c.iter().map(|(_, f)| f.to_str().unwrap()).collect();
         assert_eq!(files, ["/a.so", "/b.so", "libratetrack.so.0"]);
-        let c = library::candidates(None, Some(""));
+        let c = library::candidates(None, Some(OsStr::new("")));
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].1, SYSTEM_NAME);
+        // A file name that is not UTF-8 is passed as it is, not made lossy.
+        let odd = OsStr::from_bytes(b"/lib/r\xe9.so");
+        let c = library::candidates(Some(Path::new(odd)), None);
+        assert_eq!(c[0].1, odd);
     }
 
     #[test]
@@ -222,15 +228,15 @@ mod tests {
         let c = vec![
             (
                 "explicit path \"/nonexistent/a.so\"".to_string(),
-                "/nonexistent/a.so".to_string(),
+                "/nonexistent/a.so".into(),
             ),
             (
                 "RATETRACK_LIBRARY=\"/nonexistent/b.so\"".to_string(),
-                "/nonexistent/b.so".to_string(),
+                "/nonexistent/b.so".into(),
             ),
             (
                 "system loader \"libratetrack-nonexistent.so.0\"".to_string(),
-                "libratetrack-nonexistent.so.0".to_string(),
+                "libratetrack-nonexistent.so.0".into(),
             ),
         ];
         let Err(Error::Load(msg)) = library::open_first(&c) else {
@@ -239,7 +245,7 @@ mod tests {
         for (what, file) in &c {
             assert!(msg.contains(what.as_str()), "{msg}");
             // the loader's own message for each place follows its name
-            assert!(msg.matches(file.as_str()).count() >= 2, "{msg}");
+            assert!(msg.matches(file.to_str().unwrap()).count() >= 2, "{msg}");
         }
     }
 }

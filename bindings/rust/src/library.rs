@@ -1,6 +1,6 @@
 //! Finding, loading and version-checking `libratetrack.so.0` at run time.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr, OsStr, OsString};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -197,21 +197,29 @@ pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> String {
 }
 
 /// Where to look, in order: the explicit path, then `$RATETRACK_LIBRARY`,
-/// then the system loader name. Each entry is (description, file name).
-pub(crate) fn candidates(explicit: Option<&Path>, env: Option<&str>) -> Vec<(String, String)> {
+/// then the system loader name. Each entry is (description, file name); the
+/// file name is kept as the OS gave it (a file name need not be UTF-8).
+pub(crate) fn candidates(explicit: Option<&Path>, env: Option<&OsStr>) -> Vec<(String, OsString)> {
     let mut out = Vec::new();
     if let Some(p) = explicit {
-        let p = p.to_string_lossy().into_owned();
-        out.push((format!("explicit path {p:?}"), p));
+        out.push((format!("explicit path {p:?}"), p.as_os_str().to_owned()));
     }
     if let Some(e) = env.filter(|e| !e.is_empty()) {
-        out.push((format!("{ENV_VAR}={e:?}"), e.to_string()));
+        out.push((format!("{ENV_VAR}={e:?}"), e.to_owned()));
     }
-    out.push((
-        format!("system loader {SYSTEM_NAME:?}"),
-        SYSTEM_NAME.to_string(),
-    ));
+    out.push((format!("system loader {SYSTEM_NAME:?}"), SYSTEM_NAME.into()));
     out
+}
+
+/// Refuses a library path with a NUL byte: the loader would stop at it and
+/// load another file (the C string ends there).
+pub(crate) fn check_path(path: &Path) -> Result<()> {
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::Invalid(format!(
+            "library path {path:?} contains a NUL byte"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the loaded library's `rt_version_number()` against the binding's
@@ -246,7 +254,7 @@ fn with_sources(e: &dyn std::error::Error) -> String {
 /// Tries each candidate in order; the first that loads is used (and must have
 /// the right version and every symbol). Otherwise the error lists every place
 /// tried with the loader's message for each.
-pub(crate) fn open_first(candidates: &[(String, String)]) -> Result<Lib> {
+pub(crate) fn open_first(candidates: &[(String, OsString)]) -> Result<Lib> {
     let mut tried = Vec::new();
     for (what, file) in candidates {
         // SAFETY: loading runs the library's initialisers; libratetrack's are
@@ -280,14 +288,17 @@ static LIB: OnceLock<std::result::Result<Arc<Lib>, Error>> = OnceLock::new();
 /// the environment, then the system loader). Later calls return the same
 /// library (or the same error) whatever `path` they pass.
 pub(crate) fn get(path: Option<&Path>) -> Result<Arc<Lib>> {
+    if let Some(p) = path {
+        check_path(p)?; // refused whether or not a library is loaded already
+    }
     LIB.get_or_init(|| {
-        let env = std::env::var(ENV_VAR).ok();
+        let env = std::env::var_os(ENV_VAR);
         open_first(&candidates(path, env.as_deref()))
             .map(Arc::new)
             .map_err(|e| match e {
                 Error::Load(m)
                     if m.starts_with("libratetrack not found")
-                        && env.as_deref().is_none_or(str::is_empty) =>
+                        && env.as_deref().is_none_or(OsStr::is_empty) =>
                 {
                     Error::Load(format!("{m} ({ENV_VAR} is not set)"))
                 }
@@ -317,7 +328,7 @@ pub struct Version {
 /// per process: once loading has been attempted, `path` is ignored and the
 /// first outcome (library or error) is returned again. A library whose
 /// major.minor differs from the binding's (0.1) is refused with
-/// [`Error::Load`].
+/// [`Error::Load`]; a `path` with a NUL byte with [`Error::Invalid`].
 pub fn load(path: Option<&Path>) -> Result<Version> {
     let lib = get(path)?;
     // SAFETY: plain calls; the version string is static.

@@ -61,8 +61,7 @@ pub fn shm_list() -> Result<Vec<ShmSegment>> {
 /// [`Error::Invalid`]; failing to unlink it is [`Error::Backend`].
 pub fn shm_remove(name: &str) -> Result<()> {
     let lib = library::get(None)?;
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| Error::Invalid("segment name contains a NUL byte".into()))?;
+    let name = crate::tracker::c_string("segment name", name)?;
     // SAFETY: valid C string.
     let st = unsafe { (lib.shm_remove)(name.as_ptr()) };
     lib.check(st).map(drop)

@@ -229,12 +229,21 @@ impl<K: AsRef<[u8]>, V: AsRef<[u8]>> HeaderPair for &(K, V) {
     }
 }
 
-/// A header name or value as a C string, or `None` when C cannot carry it
-/// (a NUL byte, or not UTF-8): such a header is skipped, as the library
-/// skips malformed ones.
-fn header_c_string(bytes: &[u8]) -> Option<CString> {
-    std::str::from_utf8(bytes).ok()?;
-    CString::new(bytes).ok()
+/// A header name or value as a C string; `Ok(None)` when it is not UTF-8
+/// (a malformed header, skipped as the library skips its own: an HTTP stack
+/// may pass a server's obs-text bytes through); [`Error::Invalid`] for a NUL
+/// byte, which C would cut the text short at (no HTTP stack delivers one).
+fn header_c_string(what: &str, bytes: &[u8]) -> Result<Option<CString>> {
+    if bytes.contains(&0) {
+        return Err(Error::Invalid(format!(
+            "header {what} {:?} contains a NUL byte",
+            String::from_utf8_lossy(bytes)
+        )));
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        return Ok(None);
+    }
+    Ok(CString::new(bytes).ok())
 }
 
 /// A rate-limit tracker: the process-wide global one ([`Tracker::global`])
@@ -265,10 +274,18 @@ impl fmt::Debug for Tracker {
     }
 }
 
-/// A C string for a model name or configuration; a NUL byte inside is
-/// `Error::Invalid` (the C API cannot see past it).
-fn c_string(what: &str, s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::Invalid(format!("{what} contains a NUL byte")))
+/// The one check of every argument string passed to C: a `&str` is UTF-8
+/// already, so only a NUL byte is refused ([`Error::Invalid`]): the C API
+/// would stop at it (`"a/b\0c"` would be `"a/b"`).
+pub(crate) fn c_string(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Invalid(format!("{what} {s:?} contains a NUL byte")))
+}
+
+/// [`c_string`] for a configuration: a NUL byte is [`Error::Config`], as
+/// every other problem with a configuration is.
+fn config_c_string(config: &str) -> Result<CString> {
+    CString::new(config)
+        .map_err(|_| Error::Config("the configuration text contains a NUL byte".into()))
 }
 
 /// The stats of `h` (NULL: the global) through `rt_stats_json_ex`, parsed.
@@ -333,7 +350,7 @@ impl Tracker {
     /// always the status code of `rt_open_ex` (e.g. [`Error::NoMem`]).
     pub fn open(config: &str) -> Result<Tracker> {
         let lib = library::get(None)?;
-        let config = c_string("config", config)?;
+        let config = config_c_string(config)?;
         let mut h: Handle = ptr::null_mut();
         // SAFETY: valid C string for the call; h is a valid out pointer.
         let st = unsafe { (lib.open_ex)(config.as_ptr(), &mut h) };
@@ -357,7 +374,7 @@ impl Tracker {
     /// Applies a JSON configuration to this tracker (keys present replace
     /// the current values; usage is kept). Nothing changes on error.
     pub fn configure(&self, config: &str) -> Result<()> {
-        let config = c_string("config", config)?;
+        let config = config_c_string(config)?;
         // SAFETY: live handle, valid C string.
         let st = unsafe { (self.lib.configure)(self.h(), config.as_ptr()) };
         self.lib.check(st).map(drop)
@@ -408,7 +425,8 @@ impl Tracker {
     /// Blocking acquire: retries [`try_acquire_grant`](Self::try_acquire_grant),
     /// sleeping the thread for the suggested retry-after, until the request is
     /// admitted (`Ok(Some(grant))`) or `timeout` has passed (`Ok(None)`,
-    /// nothing recorded). `timeout: None` waits as long as it takes;
+    /// nothing recorded). `timeout: None` waits as long as it takes, and so
+    /// does a timeout too long for an `Instant` (`Duration::MAX`);
     /// `Some(Duration::ZERO)` tries once. [`Error::TooLarge`] at once if the
     /// request can never fit.
     pub fn acquire(
@@ -590,7 +608,8 @@ impl Tracker {
     /// `Vec<(String, String)>`, `&HashMap<String, String>`, or an
     /// `&http::HeaderMap` (each value of a multi-valued header is its own
     /// pair). Unknown or malformed headers are skipped one by one, including
-    /// those C cannot carry (a NUL byte, not UTF-8).
+    /// those that are not UTF-8; a NUL byte in a name or value is
+    /// [`Error::Invalid`] and nothing is observed (C would cut the text at it).
     pub fn observe_headers<I>(&self, model: &str, headers: I) -> Result<()>
     where
         I: IntoIterator,
@@ -599,7 +618,9 @@ impl Tracker {
         let model = c_string("model", model)?;
         let (mut names, mut values) = (Vec::new(), Vec::new());
         for h in headers {
-            if let (Some(n), Some(v)) = (header_c_string(h.name()), header_c_string(h.value())) {
+            let name = header_c_string("name", h.name())?;
+            let value = header_c_string("value", h.value())?;
+            if let (Some(n), Some(v)) = (name, value) {
                 names.push(n);
                 values.push(v);
             }
@@ -695,7 +716,9 @@ fn wait_for_grant(
     timeout: Option<Duration>,
     mut attempt: impl FnMut() -> Result<GrantAttempt>,
 ) -> Result<Option<Grant>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout past what an Instant can hold (Duration::MAX) is no deadline,
+    // as std's own timeouts read it, not a panic.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let retry_after = match attempt()? {
             GrantAttempt::Granted(grant) => return Ok(Some(grant)),
@@ -761,7 +784,7 @@ pub fn reset_global() -> Result<()> {
 /// tracker, before or after it is created. Recorded usage is kept.
 pub fn configure_global(config: &str) -> Result<()> {
     let lib = library::get(None)?;
-    let config = c_string("config", config)?;
+    let config = config_c_string(config)?;
     // SAFETY: valid C string.
     let st = unsafe { (lib.global_configure)(config.as_ptr()) };
     lib.check(st).map(drop)

@@ -182,21 +182,29 @@ fn malformed_headers_are_ignored() {
         ("content-type", "application/json"),
     ];
     t.observe_headers("openai/m", bad).unwrap();
-    // Pairs C cannot carry are skipped by the binding, not truncated: "0\0..."
-    // would otherwise read as "0 remain".
+    // A pair that is not UTF-8 is skipped like any malformed one; a NUL byte
+    // is refused, not truncated: "0\0..." would otherwise read as "0 remain".
     let raw: Vec<(Vec<u8>, Vec<u8>)> = vec![
-        (
-            b"x-ratelimit-remaining-requests".to_vec(),
-            b"0\0junk".to_vec(),
-        ),
-        (b"x-ratelimit-remaining-requests\0".to_vec(), b"0".to_vec()),
         (
             b"x-ratelimit-remaining-requests".to_vec(),
             b"0\xff".to_vec(),
         ),
+        (
+            b"x-ratelimit-remaining-requests\xff".to_vec(),
+            b"0".to_vec(),
+        ),
         (b"x-ratelimit-reset-requests".to_vec(), b"30s".to_vec()),
     ];
     t.observe_headers("openai/m", &raw).unwrap();
+    for nul in [
+        (&b"x-ratelimit-remaining-requests"[..], &b"0\0junk"[..]),
+        (&b"x-ratelimit-remaining-requests\0"[..], &b"0"[..]),
+    ] {
+        assert!(matches!(
+            t.observe_headers("openai/m", [nul]),
+            Err(Error::Invalid(_))
+        ));
+    }
     t.observe_headers("openai/m", Vec::<(&str, &str)>::new())
         .unwrap();
     for i in 0..10 {

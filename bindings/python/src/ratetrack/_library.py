@@ -23,6 +23,7 @@ import threading
 from ctypes import POINTER, c_char_p, c_int, c_size_t, c_uint64, c_void_p
 from typing import List, Mapping, Optional, Tuple
 
+from . import _checks
 from .errors import LibraryNotFound, VersionMismatch
 
 #: major.minor of the C API this binding was written for (ratetrack.h 0.1.x).
@@ -119,7 +120,7 @@ def find_library(
     env = os.environ if environ is None else environ
     candidates: List[Tuple[str, Optional[str]]] = []
     if path:
-        candidates.append(("explicit path", os.fspath(path)))
+        candidates.append(("explicit path", _checks.path(path)))
     candidates.append((f"${ENV_VAR}", env.get(ENV_VAR) or None))
     candidates.append(("system loader", SYSTEM_NAME))
 
@@ -153,6 +154,8 @@ def load(path: Optional[str] = None) -> ctypes.CDLL:
     already loaded, whatever ``path`` says.
     """
     global _loaded, _loaded_from
+    if path:
+        _checks.path(path)  # refused even once loaded: a NUL is a bug, not a place
     lib = _loaded
     if lib is not None:
         return lib

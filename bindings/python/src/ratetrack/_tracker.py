@@ -6,7 +6,6 @@ import asyncio
 import ctypes
 import datetime
 import json
-import math
 import time
 import weakref
 from ctypes import byref, c_char_p, c_size_t, c_uint64, c_void_p
@@ -26,7 +25,7 @@ from typing import (
     cast,
 )
 
-from . import _library
+from . import _checks, _library
 from .errors import (
     RT_E_INVALID,
     RT_LIMITED,
@@ -162,40 +161,42 @@ def _fail(lib: ctypes.CDLL, code: int) -> RateTrackError:
     return error_from_status(code, _last_error(lib))
 
 
-def _model(model: str) -> bytes:
-    if not isinstance(model, str):
-        raise TypeError(f"model must be a str, not {type(model).__name__}")
-    if "\0" in model:
-        raise InvalidArgument("model must not contain NUL characters", RT_E_INVALID)
-    return model.encode("utf-8")
+_model = _checks.model
+_U64_MAX = _checks.U64_MAX
 
 
-def _tokens(tokens: int) -> int:
-    if tokens < 0:
-        raise InvalidArgument(f"tokens must be >= 0, got {tokens}", RT_E_INVALID)
-    return tokens
+def _tokens(tokens: int, what: str = "tokens") -> int:
+    return _checks.u64(tokens, what)
 
 
 def _config(config: Optional[Config]) -> Optional[bytes]:
-    if config is None:
-        return None
-    if isinstance(config, str):
-        return config.encode("utf-8")
-    return json.dumps(config).encode("utf-8")
+    return _checks.config(config)
 
 
 def _header_text(item: object, what: str) -> Optional[bytes]:
-    """A header name or value as bytes for the C API; None (skip the pair) when
-    it holds a NUL, which C would silently cut short."""
+    """A header name or value as bytes for the C API, or None (skip the pair)
+    when it is not UTF-8: a malformed header, which the library would skip
+    too (an HTTP stack may hand over obs-text bytes, e.g. aiohttp's
+    surrogate-escaped str). A NUL is refused: C would cut the text short at
+    it, and a real HTTP stack never delivers one."""
     if isinstance(item, bytes):
         raw = item
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
     elif isinstance(item, str):
-        raw = item.encode("utf-8", "replace")
+        try:
+            raw = item.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
     elif isinstance(item, int) and not isinstance(item, bool):
         raw = str(item).encode("ascii")
     else:
         raise TypeError(f"header {what} must be str, bytes or int, not {type(item).__name__}")
-    return None if b"\0" in raw else raw
+    if b"\0" in raw:
+        raise InvalidArgument(f"header {what} must not contain NUL characters: {item!r}", RT_E_INVALID)
+    return raw
 
 
 def _header_pairs(headers: Headers) -> Tuple[List[bytes], List[bytes]]:
@@ -231,23 +232,22 @@ def _retry_after(retry_after: RetryAfter) -> Optional[bytes]:
     if retry_after is None:
         return None
     if isinstance(retry_after, (str, bytes)):
-        raw = retry_after.encode("utf-8") if isinstance(retry_after, str) else retry_after
-        if b"\0" in raw:
-            raise InvalidArgument("retry_after must not contain NUL characters", RT_E_INVALID)
-        return raw
+        return _checks.text(retry_after, "retry_after", allow_bytes=True)
     if isinstance(retry_after, datetime.timedelta):
         seconds: Union[int, float] = retry_after.total_seconds()
-    elif isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
-        seconds = retry_after
+        if seconds < 0:
+            raise InvalidArgument(f"retry_after must be >= 0 seconds, got {retry_after}", RT_E_INVALID)
+    elif isinstance(retry_after, int) and not isinstance(retry_after, bool):
+        if retry_after < 0:
+            raise InvalidArgument(f"retry_after must be >= 0 seconds, got {retry_after}", RT_E_INVALID)
+        return str(retry_after).encode("ascii")  # any size: the library caps a 429 at a day
+    elif isinstance(retry_after, float):
+        seconds = _checks.seconds(retry_after, "retry_after")
     else:
         raise TypeError(
             "retry_after must be None, a str, a number of seconds or a timedelta, "
             f"not {type(retry_after).__name__}"
         )
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidArgument(f"retry_after must be >= 0 seconds, got {seconds}", RT_E_INVALID)
-    if isinstance(seconds, int):
-        return str(seconds).encode("ascii")
     return (f"{seconds:.3f}".rstrip("0").rstrip(".") or "0").encode("ascii")
 
 
@@ -433,9 +433,9 @@ class Tracker:
         truthy when admitted, else with ``retry_after`` seconds; never blocks.
         Raises :class:`TooLarge` if the request can never fit."""
         h = self._handle
-        if h is None or tokens < 0:
-            self._h()
-            _tokens(tokens)
+        if h is None or type(tokens) is not int or not 0 <= tokens <= _U64_MAX:
+            h = self._h()  # slow path: raises the right error, or converts an __index__ int
+            tokens = _tokens(tokens)
         retry = c_uint64()
         rc = self._lib.rt_try_acquire(h, _model(model), tokens, byref(retry))
         if rc == RT_OK:
@@ -447,10 +447,11 @@ class Tracker:
     def try_acquire_grant(self, model: str, tokens: int = 0) -> Acquire:
         """:meth:`try_acquire` that also returns a :class:`Grant` (``.grant``)
         when admitted, to :meth:`settle` once the real token count is known."""
+        tokens = _tokens(tokens)
         retry = c_uint64()
         ticket = c_uint64()
         rc = self._lib.rt_try_acquire_grant(
-            self._h(), _model(model), _tokens(tokens), byref(retry), byref(ticket)
+            self._h(), _model(model), tokens, byref(retry), byref(ticket)
         )
         if rc == RT_OK:
             return Acquire(True, 0.0, Grant(model, ticket.value, tokens))
@@ -464,11 +465,12 @@ class Tracker:
         :class:`Grant` carries both, to :meth:`settle_io` with the real counts.
         Windows of tokens count both sides, windows of input (output) tokens
         one side. Raises :class:`TooLarge` if the request can never fit."""
+        input_tokens = _tokens(input_tokens, "input_tokens")
+        output_tokens = _tokens(output_tokens, "output_tokens")
         retry = c_uint64()
         ticket = c_uint64()
         rc = self._lib.rt_try_acquire_io(
-            self._h(), _model(model), _tokens(input_tokens), _tokens(output_tokens),
-            byref(retry), byref(ticket),
+            self._h(), _model(model), input_tokens, output_tokens, byref(retry), byref(ticket),
         )
         if rc == RT_OK:
             return Acquire(True, 0.0, Grant(model, ticket.value, input_tokens, output_tokens))
@@ -487,14 +489,18 @@ class Tracker:
         """Blocks (sleeping for the tracker's retry-after) until the request fits,
         records it and returns its :class:`Grant`.
 
-        ``timeout`` in seconds (None: no limit; 0: try once). With
+        ``timeout`` in seconds (None: no limit; 0: try once; NaN, infinities
+        and negative values raise :class:`InvalidArgument`). With
         ``output_tokens``, ``tokens`` are the input tokens and the two sides
         are counted apart (as :meth:`try_acquire_io`; settle with
         :meth:`settle_io`). Raises :class:`AcquireTimeout` when the timeout
         passes first (nothing recorded), and :class:`TooLarge` at once if the
         request can never fit.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        seconds = _checks.timeout(timeout)
+        tokens = _tokens(tokens)
+        output_tokens = _tokens(output_tokens, "output_tokens")
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             result = self._try_grant(model, tokens, output_tokens)
             if result.grant is not None:
@@ -507,7 +513,10 @@ class Tracker:
     ) -> Grant:
         """:meth:`acquire` for asyncio: waits with ``asyncio.sleep`` and never
         blocks the event loop (each try is a short non-blocking C call)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        seconds = _checks.timeout(timeout)
+        tokens = _tokens(tokens)
+        output_tokens = _tokens(output_tokens, "output_tokens")
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             result = self._try_grant(model, tokens, output_tokens)
             if result.grant is not None:
@@ -529,12 +538,14 @@ class Tracker:
             raise TypeError("models must be a sequence of model names, not a single name")
         names = list(models)
         encoded = [_model(name) for name in names]
+        input_tokens = _tokens(input_tokens, "input_tokens")
+        output_tokens = _tokens(output_tokens, "output_tokens")
         array = (c_char_p * len(encoded))(*encoded)
         picked = c_size_t()
         retry = c_uint64()
         ticket = c_uint64()
         rc = self._lib.rt_pick(
-            self._h(), array, len(encoded), _tokens(input_tokens), _tokens(output_tokens),
+            self._h(), array, len(encoded), input_tokens, output_tokens,
             byref(picked), byref(retry), byref(ticket),
         )
         if rc == RT_OK:
@@ -562,7 +573,8 @@ class Tracker:
                 "settle: this grant reserved output tokens; settle it with settle_io", RT_E_INVALID
             )
         rc = self._lib.rt_settle(
-            self._h(), _model(grant.model), grant.ticket, _tokens(grant.tokens), _tokens(actual_tokens)
+            self._h(), _model(grant.model), _tokens(grant.ticket, "grant.ticket"),
+            _tokens(grant.tokens, "grant.tokens"), _tokens(actual_tokens, "actual_tokens"),
         )
         if rc != RT_OK:
             raise _fail(self._lib, rc)
@@ -575,9 +587,9 @@ class Tracker:
         Works for every :class:`Grant` (a plain one reserved no output). Same
         rules and errors as :meth:`settle`."""
         rc = self._lib.rt_settle_io(
-            self._h(), _model(grant.model), grant.ticket,
-            _tokens(grant.tokens), _tokens(grant.output_tokens),
-            _tokens(actual_input), _tokens(actual_output),
+            self._h(), _model(grant.model), _tokens(grant.ticket, "grant.ticket"),
+            _tokens(grant.tokens, "grant.tokens"), _tokens(grant.output_tokens, "grant.output_tokens"),
+            _tokens(actual_input, "actual_input"), _tokens(actual_output, "actual_output"),
         )
         if rc != RT_OK:
             raise _fail(self._lib, rc)
@@ -591,8 +603,9 @@ class Tracker:
         case-insensitive, a repeated header is passed once per value (a list
         value counts as repeated). Understood: OpenAI's
         ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` and
-        Anthropic's ``anthropic-ratelimit-*``; unknown or malformed headers are
-        skipped. Afterwards the tracker never believes in more capacity than
+        Anthropic's ``anthropic-ratelimit-*``; unknown or malformed headers
+        (including those that are not UTF-8) are skipped; a NUL in a name or
+        value raises :class:`InvalidArgument` (C would cut the text at it). Afterwards the tracker never believes in more capacity than
         the provider reported until its reset; a reported limit that differs
         from the configured one shows as ``observed_limit`` in the stats."""
         names, values = _header_pairs(headers)
@@ -690,7 +703,7 @@ def version_number() -> int:
 
 def status_string(code: int) -> str:
     """The library's short description of a status code."""
-    raw: bytes = _library.load().rt_status_string(code)
+    raw: bytes = _library.load().rt_status_string(_checks.c_int(code, "code"))
     return raw.decode("utf-8", "replace")
 
 
@@ -722,7 +735,7 @@ def global_tracker(tier: Optional[str] = None) -> Tracker:
     class always comes from ``rt_global_get_ex``'s status code."""
     lib = _library.load()
     out = c_void_p()
-    rc = lib.rt_global_get_ex(None if tier is None else tier.encode("utf-8"), byref(out))
+    rc = lib.rt_global_get_ex(None if tier is None else _checks.text(tier, "tier"), byref(out))
     if rc != RT_OK:
         raise _fail(lib, rc)
     assert out.value
@@ -769,12 +782,9 @@ def shm_remove(name: str) -> None:
     mapped keep using their mapping, so stop them first or the budget splits
     in two. Raises :class:`InvalidArgument` for a bad or unknown name,
     :class:`BackendError` when it cannot be removed."""
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, not {type(name).__name__}")
-    if "\0" in name:
-        raise InvalidArgument("name must not contain NUL characters", RT_E_INVALID)
+    raw = _checks.text(name, "name")
     lib = _library.load()
-    rc = lib.rt_shm_remove(name.encode("utf-8"))
+    rc = lib.rt_shm_remove(raw)
     if rc != RT_OK:
         raise _fail(lib, rc)
 

@@ -10,10 +10,11 @@ out=${1:-dist}
 build=${RATETRACK_PACKAGE_BUILD:-build-package}
 scripts/install-deps.sh
 scripts/fetch-deps.sh
+mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr \
   -DRATETRACK_PORTABLE=ON -DRATETRACK_BUILD_TESTS=OFF -DRATETRACK_BUILD_BENCHMARKS=OFF \
-  > "$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
-cmake --build "$build" > "$build.build.log" 2>&1 || { tail -40 "$build.build.log"; exit 1; }
+  > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
+cmake --build "$build" > "$build/build.log" 2>&1 || { tail -40 "$build/build.log"; exit 1; }
 tests/check_portable.sh "$build/libratetrack.so.0" >&2
 mkdir -p "$out"
 (cd "$build" && cpack -G "DEB;TGZ" -B "$PWD/cpack" > cpack.log 2>&1) || { cat "$build/cpack.log"; exit 1; }

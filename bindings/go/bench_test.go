@@ -10,7 +10,8 @@ const benchConfig = `{"builtin_tiers": false, "limits": {"bench/m": {"rpm": 1000
 // its ns/op into the "BENCH go try_acquire_ns=<x>" line.
 func BenchmarkTryAcquire(b *testing.B) {
 	tr := open(b, benchConfig)
-	for b.Loop() {
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
 		if ok, _, err := tr.TryAcquire("bench/m", 10); !ok || err != nil {
 			b.Fatal(ok, err)
 		}
@@ -20,6 +21,7 @@ func BenchmarkTryAcquire(b *testing.B) {
 // BenchmarkTryAcquireParallel is the same from GOMAXPROCS goroutines.
 func BenchmarkTryAcquireParallel(b *testing.B) {
 	tr := open(b, benchConfig)
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if ok, _, err := tr.TryAcquire("bench/m", 10); !ok || err != nil {

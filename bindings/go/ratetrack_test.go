@@ -425,7 +425,7 @@ func rssKB(t *testing.T) int {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest := strings.TrimPrefix(sc.Text(), "VmRSS:"); rest != sc.Text() {
 			n, _ := strconv.Atoi(strings.Fields(rest)[0])
 			return n
 		}
@@ -514,7 +514,7 @@ func TestLastErrorPerGoroutine(t *testing.T) {
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
-		go func() {
+		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
 				key := fmt.Sprintf("bad_key_%d_%d_x", g, i)
@@ -524,7 +524,7 @@ func TestLastErrorPerGoroutine(t *testing.T) {
 					return
 				}
 			}
-		}()
+		}(g)
 	}
 	wg.Wait()
 }

@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Installs this binding's dependencies (none beyond the Go standard library)
 # and runs its tests, plainly and under the race detector. Idempotent.
-# The caller sets RATETRACK_LIBRARY to the libratetrack.so.0 to test against.
+# The caller sets RATETRACK_LIBRARY to the libratetrack.so.0 to test against,
+# and may set GO to the go binary to use (default: go on PATH, else
+# /usr/local/go/bin/go), e.g. the oldest supported one:
+#   GO=$(./install-min-toolchain.sh) RATETRACK_LIBRARY=... ./run-tests.sh
 # Works from any working directory; exits non-zero on any failure.
 set -euo pipefail
 
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/library-env.sh"
 require_library run-tests.sh
 cd "$(dirname "${BASH_SOURCE[0]}")"
-command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+if [[ -n "${GO:-}" ]]; then
+  [[ -x "$GO" ]] || { echo "run-tests.sh: GO=$GO is not an executable" >&2; exit 2; }
+  # Its own directory first, so nothing else's go is run by accident.
+  export PATH="$(cd "$(dirname "$GO")" && pwd):$PATH"
+  unset GOROOT
+else
+  command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin"
+fi
 command -v go >/dev/null || { echo "run-tests.sh: go not found" >&2; exit 2; }
+# Test with exactly this go: never switch to a toolchain named in go.mod.
+export GOTOOLCHAIN=local
+go version
 # cgo needs a C compiler (only for the dlopen shim; nothing links libratetrack).
 command -v "${CC:-cc}" >/dev/null || { echo "run-tests.sh: cgo needs a C compiler (apt-get install gcc)" >&2; exit 2; }
 export CGO_ENABLED=1

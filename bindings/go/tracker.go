@@ -29,9 +29,8 @@ type Tracker struct {
 	lib    *library
 	global bool
 
-	mu      sync.RWMutex   // read-held by calls, write-held by Close
-	h       unsafe.Pointer // nil once closed
-	cleanup runtime.Cleanup
+	mu sync.RWMutex   // read-held by calls, write-held by Close
+	h  unsafe.Pointer // nil once closed
 }
 
 // Grant is an admitted request that can be settled to its real token count
@@ -81,7 +80,7 @@ func Open(configJSON string) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{lib: l, h: h}
-	t.cleanup = runtime.AddCleanup(t, func(h unsafe.Pointer) { l.closeHandle(h) }, h)
+	runtime.SetFinalizer(t, (*Tracker).Close) // Close clears it
 	return t, nil
 }
 
@@ -160,7 +159,7 @@ func (t *Tracker) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.h != nil {
-		t.cleanup.Stop()
+		runtime.SetFinalizer(t, nil)
 		t.lib.closeHandle(t.h)
 		t.h = nil
 	}

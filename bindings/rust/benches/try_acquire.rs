@@ -2,12 +2,18 @@
 //! whose model has all four windows (rpm, tpm, rpd, tpd) set high enough
 //! never to refuse. Run with `cargo bench` (harness = false: plain main).
 
-use std::hint::black_box;
 use std::time::Instant;
 
 use ratetrack::{Acquire, Tracker};
 
 const CONFIG: &str = r#"{"builtin_tiers": false, "limits": {"bench/m": {"rpm": 1000000000, "tpm": 1000000000000, "rpd": 1000000000000, "tpd": 1000000000000}}}"#;
+
+/// Hides `x` from the optimiser (`std::hint::black_box` needs Rust 1.66;
+/// the crate supports 1.63).
+fn black_box<T: Copy>(x: T) -> T {
+    // SAFETY: a read of a valid, initialised local.
+    unsafe { std::ptr::read_volatile(&x) }
+}
 
 fn main() -> Result<(), ratetrack::Error> {
     let version = ratetrack::version()?;

@@ -25,9 +25,12 @@ fn worker(name: &'static str, calls: u64) -> ratetrack::Result<u64> {
     for step in 0..calls {
         let prompt = format!("{name}: step {step}, summarise the findings so far");
         let estimate = 1_000; // prompt + max_tokens
-        let Some(grant) = tracker.acquire(MODEL, estimate, Some(Duration::from_secs(5)))? else {
-            println!("{name}: gave up waiting for capacity at step {step}");
-            break;
+        let grant = match tracker.acquire(MODEL, estimate, Some(Duration::from_secs(5)))? {
+            Some(grant) => grant,
+            None => {
+                println!("{name}: gave up waiting for capacity at step {step}");
+                break;
+            }
         };
         let actual = fake_llm_call(&prompt, step);
         tracker.settle(&grant, actual)?; // refund what the estimate overshot

@@ -17,11 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ratetrack::Tracker;
-use serde_json::json;
 
 fn run(args: &[String]) -> Result<u64, String> {
-    let [name, model, limit, attempts, rest @ ..] = args else {
-        return Err("usage: racer NAME MODEL LIMIT ATTEMPTS [START_FILE]".into());
+    let (name, model, limit, attempts, rest) = match args {
+        [name, model, limit, attempts, rest @ ..] => (name, model, limit, attempts, rest),
+        _ => return Err("usage: racer NAME MODEL LIMIT ATTEMPTS [START_FILE]".into()),
     };
     if rest.len() > 1 {
         return Err("usage: racer NAME MODEL LIMIT ATTEMPTS [START_FILE]".into());
@@ -31,14 +31,13 @@ fn run(args: &[String]) -> Result<u64, String> {
         .parse()
         .map_err(|e| format!("ATTEMPTS {attempts:?}: {e}"))?;
 
-    let config = json!({
-        "backend": format!("shm:{name}"),
-        "builtin_tiers": false,
-        "limits": {
-            model.as_str(): {"windows": [{"unit": "requests", "limit": limit, "seconds": 3600}]}
-        }
-    });
-    let tracker = Tracker::open(&config.to_string()).map_err(|e| e.to_string())?;
+    let config = format!(
+        r#"{{"backend": {}, "builtin_tiers": false,
+            "limits": {{{}: {{"windows": [{{"unit": "requests", "limit": {limit}, "seconds": 3600}}]}}}}}}"#,
+        json_string(&format!("shm:{name}")),
+        json_string(model)
+    );
+    let tracker = Tracker::open(&config).map_err(|e| e.to_string())?;
 
     if let Some(start) = rest.first() {
         wait_for(Path::new(start), Duration::from_secs(30))?;
@@ -55,6 +54,21 @@ fn run(args: &[String]) -> Result<u64, String> {
         }
     }
     Ok(admitted)
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Polls every millisecond until `path` exists, for at most `max`.

@@ -3,8 +3,9 @@
 //! The binding is a thin layer over the C API (`ratetrack.h`). It loads
 //! `libratetrack.so.0` at run time with `libloading`, once per process, from
 //! (in order) the path given to [`load`], the file named by the environment
-//! variable `RATETRACK_LIBRARY`, or the system loader. Every call loads it
-//! lazily if [`load`] was not called.
+//! variable `RATETRACK_LIBRARY`, the system loader, or, with the `bundled`
+//! feature, the copy its build script built ([`BUNDLED_LIBRARY`]). Every
+//! call loads it lazily if [`load`] was not called.
 //!
 //! ```no_run
 //! use ratetrack::{Acquire, Tracker};
@@ -61,6 +62,7 @@
 //! `Send + Sync` and every method takes `&self`.
 
 mod error;
+mod json;
 mod library;
 mod shm;
 mod stats;
@@ -71,7 +73,8 @@ pub use error::{
     RT_E_TOO_LARGE, RT_LIMITED, RT_OK,
 };
 pub use library::{
-    load, status_string, version, Version, BINDING_MAJOR, BINDING_MINOR, ENV_VAR, SYSTEM_NAME,
+    load, status_string, version, Version, BINDING_MAJOR, BINDING_MINOR, BUNDLED_LIBRARY, ENV_VAR,
+    SYSTEM_NAME,
 };
 pub use shm::{shm_list, shm_remove, ShmSegment};
 pub use stats::{ProviderModel, ProviderWindow, Stats, Window};
@@ -172,7 +175,7 @@ mod tests {
             "provider": {"g/m": {"blocked_for_ms": 1200,
                 "requests": {"remaining": 0, "reset_in_ms": 29000, "limit": 60},
                 "tokens": {"remaining": null, "reset_in_ms": null, "limit": 150000}}}}"#;
-        let s: Stats = serde_json::from_str(json).unwrap();
+        let s: Stats = json::from_str(json).unwrap();
         let w = s.window("g/m", "requests_per_minute").unwrap();
         assert_eq!((w.limit, w.observed_limit), (Some(500), Some(60)));
         let d = s.window("g/m", "requests_per_calendar_day").unwrap();
@@ -192,7 +195,7 @@ mod tests {
         assert!(p.input_tokens.is_none() && p.output_tokens.is_none());
 
         // Without the new keys (no report, no 429): defaults.
-        let s: Stats = serde_json::from_str(
+        let s: Stats = json::from_str(
             r#"{"tier": "t", "backend": "memory", "models": {"a/b": {"tokens_per_minute":
                 {"current": 0, "limit": 5, "remaining": 5, "usage_percent": 0.0}}},
                 "provider": {"a/b": {"blocked_for_ms": 10}}}"#,
@@ -205,7 +208,7 @@ mod tests {
         );
         assert_eq!(s.provider("a/b").unwrap().requests, None);
         let s: Stats =
-            serde_json::from_str(r#"{"tier": "t", "backend": "memory", "models": {}}"#).unwrap();
+            json::from_str(r#"{"tier": "t", "backend": "memory", "models": {}}"#).unwrap();
         assert!(s.provider.is_empty());
     }
 
@@ -213,14 +216,34 @@ mod tests {
     fn lookup_order_is_path_env_system() {
         let c = library::candidates(Some(Path::new("/a.so")), Some(OsStr::new("/b.so")));
         let files: Vec<_> = c.iter().map(|(_, f)| f.to_str().unwrap()).collect();
-        assert_eq!(files, ["/a.so", "/b.so", "libratetrack.so.0"]);
+        let mut want = vec!["/a.so", "/b.so", "libratetrack.so.0"];
+        want.extend(BUNDLED_LIBRARY); // last, with the `bundled` feature
+        assert_eq!(files, want);
         let c = library::candidates(None, Some(OsStr::new("")));
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.len(), 1 + BUNDLED_LIBRARY.iter().count());
         assert_eq!(c[0].1, SYSTEM_NAME);
         // A file name that is not UTF-8 is passed as it is, not made lossy.
         let odd = OsStr::from_bytes(b"/lib/r\xe9.so");
         let c = library::candidates(Some(Path::new(odd)), None);
         assert_eq!(c[0].1, odd);
+    }
+
+    /// With the `bundled` feature, the copy it built is a 0.1 library that
+    /// loads when nothing before it does.
+    #[cfg(feature = "bundled")]
+    #[test]
+    fn bundled_copy_loads_when_nothing_else_does() {
+        let bundled = BUNDLED_LIBRARY.expect("set by the feature");
+        assert!(Path::new(bundled).is_file(), "{bundled}");
+        let mut c = library::candidates(None, None);
+        c[0].1 = "libratetrack-nonexistent.so.0".into(); // as if not installed
+        let lib = library::open_first(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert!(lib.origin.starts_with("bundled copy"), "{}", lib.origin);
+        // SAFETY: a plain call.
+        assert_eq!(
+            unsafe { (lib.version_number)() } / 100,
+            BINDING_MAJOR * 100 + BINDING_MINOR
+        );
     }
 
     #[test]
@@ -239,8 +262,9 @@ mod tests {
                 "libratetrack-nonexistent.so.0".into(),
             ),
         ];
-        let Err(Error::Load(msg)) = library::open_first(&c) else {
-            panic!("expected a load error")
+        let msg = match library::open_first(&c) {
+            Err(Error::Load(msg)) => msg,
+            _ => panic!("expected a load error"),
         };
         for (what, file) in &c {
             assert!(msg.contains(what.as_str()), "{msg}");

@@ -1,8 +1,9 @@
 //! Finding, loading and version-checking `libratetrack.so.0` at run time.
 
-use std::ffi::{c_char, c_int, c_void, CStr, OsStr, OsString};
+use std::ffi::{CStr, OsStr, OsString};
+use std::os::raw::{c_char, c_int, c_void};
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
@@ -14,8 +15,18 @@ pub const BINDING_MINOR: i32 = 1;
 
 /// The environment variable naming the library file to load.
 pub const ENV_VAR: &str = "RATETRACK_LIBRARY";
-/// The name handed to the system loader as the last resort.
+/// The name handed to the system loader.
 pub const SYSTEM_NAME: &str = "libratetrack.so.0";
+/// With the `bundled` feature, the portable library it built (a file in
+/// Cargo's build directory), tried after the system loader; `None` without
+/// the feature.
+#[cfg(feature = "bundled")]
+pub const BUNDLED_LIBRARY: Option<&str> = Some(env!("RATETRACK_BUNDLED_LIBRARY"));
+/// With the `bundled` feature, the portable library it built (a file in
+/// Cargo's build directory), tried after the system loader; `None` without
+/// the feature.
+#[cfg(not(feature = "bundled"))]
+pub const BUNDLED_LIBRARY: Option<&str> = None;
 
 /// Opaque `rt_tracker`.
 #[repr(C)]
@@ -197,8 +208,9 @@ pub(crate) unsafe fn cstr_to_string(p: *const c_char) -> String {
 }
 
 /// Where to look, in order: the explicit path, then `$RATETRACK_LIBRARY`,
-/// then the system loader name. Each entry is (description, file name); the
-/// file name is kept as the OS gave it (a file name need not be UTF-8).
+/// then the system loader name, then the `bundled` feature's copy. Each entry
+/// is (description, file name); the file name is kept as the OS gave it (a
+/// file name need not be UTF-8).
 pub(crate) fn candidates(explicit: Option<&Path>, env: Option<&OsStr>) -> Vec<(String, OsString)> {
     let mut out = Vec::new();
     if let Some(p) = explicit {
@@ -208,18 +220,32 @@ pub(crate) fn candidates(explicit: Option<&Path>, env: Option<&OsStr>) -> Vec<(S
         out.push((format!("{ENV_VAR}={e:?}"), e.to_owned()));
     }
     out.push((format!("system loader {SYSTEM_NAME:?}"), SYSTEM_NAME.into()));
+    if let Some(b) = BUNDLED_LIBRARY {
+        out.push((format!("bundled copy {b:?}"), b.into()));
+    }
     out
 }
 
 /// Refuses a library path with a NUL byte: the loader would stop at it and
 /// load another file (the C string ends there).
 pub(crate) fn check_path(path: &Path) -> Result<()> {
-    if path.as_os_str().as_encoded_bytes().contains(&0) {
+    if has_nul(path.as_os_str()) {
         return Err(Error::Invalid(format!(
             "library path {path:?} contains a NUL byte"
         )));
     }
     Ok(())
+}
+
+#[cfg(unix)]
+fn has_nul(s: &OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    s.as_bytes().contains(&0)
+}
+
+#[cfg(not(unix))]
+fn has_nul(s: &OsStr) -> bool {
+    s.to_string_lossy().contains('\0')
 }
 
 /// Checks the loaded library's `rt_version_number()` against the binding's
@@ -282,23 +308,26 @@ pub(crate) fn open_first(candidates: &[(String, OsString)]) -> Result<Lib> {
     )))
 }
 
-static LIB: OnceLock<std::result::Result<Arc<Lib>, Error>> = OnceLock::new();
+/// The outcome of the one attempt to load (library or error), once made.
+static LIB: Mutex<Option<std::result::Result<Arc<Lib>, Error>>> = Mutex::new(None);
 
 /// The process-wide library, loading it on first use (explicit `path`, then
-/// the environment, then the system loader). Later calls return the same
+/// the environment, then the system loader, then the bundled copy). Later calls return the same
 /// library (or the same error) whatever `path` they pass.
 pub(crate) fn get(path: Option<&Path>) -> Result<Arc<Lib>> {
     if let Some(p) = path {
         check_path(p)?; // refused whether or not a library is loaded already
     }
-    LIB.get_or_init(|| {
+    // A panic cannot leave the slot half-written: it is set in one move.
+    let mut slot = LIB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    slot.get_or_insert_with(|| {
         let env = std::env::var_os(ENV_VAR);
         open_first(&candidates(path, env.as_deref()))
             .map(Arc::new)
             .map_err(|e| match e {
                 Error::Load(m)
                     if m.starts_with("libratetrack not found")
-                        && env.as_deref().is_none_or(OsStr::is_empty) =>
+                        && env.as_deref().map_or(true, OsStr::is_empty) =>
                 {
                     Error::Load(format!("{m} ({ENV_VAR} is not set)"))
                 }
@@ -316,7 +345,7 @@ pub struct Version {
     /// `rt_version_string()`: "MAJOR.MINOR.PATCH".
     pub string: String,
     /// Where the library was found ("explicit path ...", "RATETRACK_LIBRARY=...",
-    /// or "system loader ...").
+    /// "system loader ..." or "bundled copy ...").
     pub origin: String,
 }
 
@@ -324,7 +353,8 @@ pub struct Version {
 /// and returns its version.
 ///
 /// `path` is tried first, then the file named by `RATETRACK_LIBRARY`, then
-/// `libratetrack.so.0` through the system loader. The library is loaded once
+/// `libratetrack.so.0` through the system loader, then (with the `bundled`
+/// feature) [`BUNDLED_LIBRARY`]. The library is loaded once
 /// per process: once loading has been attempted, `path` is ignored and the
 /// first outcome (library or error) is returned again. A library whose
 /// major.minor differs from the binding's (0.1) is refused with

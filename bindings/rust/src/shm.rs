@@ -1,9 +1,8 @@
 //! The shared-memory segments of the `"shm:NAME"` backend
 //! (`/dev/shm/ratetrack.NAME`): listing and removing them.
 
-use serde::Deserialize;
-
 use crate::error::{Error, Result};
+use crate::json::{self, Fields, FromJson, Value};
 use crate::library::{self, owned_string};
 
 /// One segment in `/dev/shm`, as listed by [`shm_list`].
@@ -11,7 +10,7 @@ use crate::library::{self, owned_string};
 /// The fields from `layout_version` on are read from the segment's header:
 /// they are `None` when the file is not readable by this user or is not a
 /// libratetrack segment at all.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShmSegment {
     /// The NAME of `"shm:NAME"`.
     pub name: String,
@@ -26,22 +25,16 @@ pub struct ShmSegment {
     /// Whether this library can use it (a segment of its own layout).
     pub compatible: bool,
     /// The segment's layout version.
-    #[serde(default)]
     pub layout_version: Option<u32>,
     /// The models stored in it.
-    #[serde(default)]
     pub models: Option<u64>,
     /// Its model slots (`"shm_models"` when it was created).
-    #[serde(default)]
     pub capacity: Option<u64>,
     /// The process that created it.
-    #[serde(default)]
     pub creator_pid: Option<i32>,
     /// When it was created, in milliseconds since the Unix epoch.
-    #[serde(default)]
     pub created_unix_ms: Option<u64>,
     /// Why the header could not be read ("not readable by this user").
-    #[serde(default)]
     pub error: Option<String>,
 }
 
@@ -51,7 +44,7 @@ pub fn shm_list() -> Result<Vec<ShmSegment>> {
     let lib = library::get(None)?;
     // SAFETY: p is a valid out pointer.
     let text = owned_string(&lib, "rt_shm_list", |p| unsafe { (lib.shm_list)(p) })?;
-    serde_json::from_str(&text)
+    json::from_str(&text)
         .map_err(|e| Error::Internal(format!("unexpected segment list JSON ({e}): {text}")))
 }
 
@@ -65,4 +58,24 @@ pub fn shm_remove(name: &str) -> Result<()> {
     // SAFETY: valid C string.
     let st = unsafe { (lib.shm_remove)(name.as_ptr()) };
     lib.check(st).map(drop)
+}
+
+impl FromJson for ShmSegment {
+    fn from_json(v: &Value) -> std::result::Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(ShmSegment {
+            name: f.get("name")?,
+            path: f.get("path")?,
+            bytes: f.get("bytes")?,
+            mode: f.get("mode")?,
+            uid: f.get("uid")?,
+            compatible: f.get("compatible")?,
+            layout_version: f.get("layout_version")?,
+            models: f.get("models")?,
+            capacity: f.get("capacity")?,
+            creator_pid: f.get("creator_pid")?,
+            created_unix_ms: f.get("created_unix_ms")?,
+            error: f.get("error")?,
+        })
+    }
 }

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::json::{Fields, FromJson, Value};
 
 /// A tracker's usage, as returned by [`Tracker::stats`](crate::Tracker::stats)
 /// and [`global_stats`](crate::global_stats).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stats {
     /// The tier in force ("tier1", or per provider "openai=tier2,...").
     pub tier: String,
@@ -21,12 +21,11 @@ pub struct Stats {
     /// to [`Tracker::observe_headers`](crate::Tracker::observe_headers) and
     /// any 429 block from [`Tracker::report_limited`](crate::Tracker::report_limited).
     /// Only models with something to report are listed (empty when none).
-    #[serde(default)]
     pub provider: BTreeMap<String, ProviderModel>,
 }
 
 /// The usage of one window of one model.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     /// Requests or tokens counted in the window now.
     pub current: u64,
@@ -40,32 +39,25 @@ pub struct Window {
     /// The provider's own limit for this window's unit, when its headers
     /// reported one that differs from the configured `limit` (shown, not
     /// adopted; on the per-minute window).
-    #[serde(default)]
     pub observed_limit: Option<u64>,
     /// For a calendar-day window (`..._per_calendar_day`), the IANA zone
     /// whose local midnight resets it ("America/Los_Angeles").
-    #[serde(default)]
     pub resets_at_midnight: Option<String>,
 }
 
 /// What a provider reported for one model (the `"provider"` stats object).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProviderModel {
     /// Milliseconds the model is still refused after a reported 429
     /// (0: not blocked).
-    #[serde(default)]
     pub blocked_for_ms: u64,
     /// The requests the provider reported (`x-ratelimit-*-requests`, ...).
-    #[serde(default)]
     pub requests: Option<ProviderWindow>,
     /// The tokens the provider reported (input and output together).
-    #[serde(default)]
     pub tokens: Option<ProviderWindow>,
     /// The input tokens the provider reported (Anthropic's `input-tokens`).
-    #[serde(default)]
     pub input_tokens: Option<ProviderWindow>,
     /// The output tokens the provider reported (Anthropic's `output-tokens`).
-    #[serde(default)]
     pub output_tokens: Option<ProviderWindow>,
 }
 
@@ -77,7 +69,7 @@ impl ProviderModel {
 }
 
 /// One unit (requests, tokens, ...) as the provider last reported it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProviderWindow {
     /// What the provider said remains until its reset (`None`: no report
     /// in force, e.g. only a limit was reported, or the reset has passed).
@@ -104,5 +96,55 @@ impl Stats {
     /// What the provider reported for `model`, if anything.
     pub fn provider(&self, model: &str) -> Option<&ProviderModel> {
         self.provider.get(model)
+    }
+}
+
+impl FromJson for Stats {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(Stats {
+            tier: f.get("tier")?,
+            backend: f.get("backend")?,
+            models: f.get("models")?,
+            provider: f.get_or_default("provider")?,
+        })
+    }
+}
+
+impl FromJson for Window {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(Window {
+            current: f.get("current")?,
+            limit: f.get("limit")?,
+            remaining: f.get("remaining")?,
+            usage_percent: f.get("usage_percent")?,
+            observed_limit: f.get("observed_limit")?,
+            resets_at_midnight: f.get("resets_at_midnight")?,
+        })
+    }
+}
+
+impl FromJson for ProviderModel {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(ProviderModel {
+            blocked_for_ms: f.get_or_default("blocked_for_ms")?,
+            requests: f.get("requests")?,
+            tokens: f.get("tokens")?,
+            input_tokens: f.get("input_tokens")?,
+            output_tokens: f.get("output_tokens")?,
+        })
+    }
+}
+
+impl FromJson for ProviderWindow {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        let f = Fields::of(v)?;
+        Ok(ProviderWindow {
+            remaining: f.get("remaining")?,
+            reset_in_ms: f.get("reset_in_ms")?,
+            limit: f.get("limit")?,
+        })
     }
 }

@@ -1,7 +1,8 @@
 //! Trackers: the global one and private ones, over the C handles.
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::CString;
 use std::fmt;
+use std::os::raw::{c_char, c_int};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::thread;
@@ -190,7 +191,8 @@ impl From<Duration> for RetryAfter<'_> {
 /// A delay as the decimal seconds of a `Retry-After` header ("2", "1.5",
 /// "0.001"), rounded up to the millisecond.
 pub(crate) fn decimal_seconds(delay: Duration) -> String {
-    let ms = delay.as_nanos().div_ceil(1_000_000);
+    // Rounded up (u128: no overflow even for Duration::MAX).
+    let ms = (delay.as_nanos() + 999_999) / 1_000_000;
     let (secs, frac) = (ms / 1000, ms % 1000);
     if frac == 0 {
         secs.to_string()
@@ -296,7 +298,7 @@ fn stats_of(lib: &Lib, h: *mut RawTracker) -> Result<Option<Stats>> {
     let text = owned_string(lib, "rt_stats_json_ex", |p| unsafe {
         (lib.stats_json_ex)(h, p)
     })?;
-    serde_json::from_str::<Option<Stats>>(&text)
+    crate::json::from_str::<Option<Stats>>(&text)
         .map_err(|e| Error::Internal(format!("unexpected stats JSON ({e}): {text}")))
 }
 

@@ -9,9 +9,8 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"maps"
-	"math/rand/v2"
-	"slices"
+	"math/rand"
+	"sort"
 	"sync"
 	"time"
 
@@ -31,8 +30,8 @@ func callLLM(ctx context.Context, who string, prompt, maxTokens uint64) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", who, err)
 	}
-	time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond) // the "request"
-	used := prompt + uint64(rand.IntN(int(maxTokens)))
+	time.Sleep(time.Duration(rand.Intn(3)) * time.Millisecond) // the "request"
+	used := prompt + uint64(rand.Intn(int(maxTokens)))
 	return t.Settle(g, used)
 }
 
@@ -47,14 +46,14 @@ func main() {
 	// Two tools run alongside the main agent, using the same model.
 	for _, tool := range []string{"search-tool", "summarize-tool"} {
 		wg.Add(1)
-		go func() {
+		go func(tool string) {
 			defer wg.Done()
 			for i := 0; i < 20; i++ {
 				if err := callLLM(ctx, tool, 300, 200); err != nil {
 					log.Print(err)
 				}
 			}
-		}()
+		}(tool)
 	}
 	for step := 0; step < 30; step++ {
 		if err := callLLM(ctx, "agent", 1200, 500); err != nil {
@@ -74,7 +73,12 @@ func main() {
 	}
 	fmt.Printf("tier %s, backend %s\n", stats.Tier, stats.Backend)
 	windows := stats.Models[model]
-	for _, name := range slices.Sorted(maps.Keys(windows)) {
+	names := make([]string, 0, len(windows))
+	for name := range windows {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
 		w := windows[name]
 		limit, percent := "unlimited", "-"
 		if w.Limit != nil {

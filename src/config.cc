@@ -259,6 +259,18 @@ std::string WindowName(Unit unit, int64_t seconds, bool calendar) {
 }
 
 bool IsKnownTimeZone(absl::string_view tz) {
+  // A name of the system's zone database ("America/Los_Angeles",
+  // "Etc/GMT+1"), never a path: absl would also load "/etc/passwd",
+  // "file:...", "../x" or a named pipe (and wait on it) as a zone file.
+  if (tz.empty() || !absl::ascii_isalpha(static_cast<unsigned char>(tz[0]))) return false;
+  for (size_t i = 0; i < tz.size(); ++i) {
+    const char c = tz[i];
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '/' && c != '_' &&
+        c != '-' && c != '+') {
+      return false;
+    }
+    if (c == '/' && (i + 1 == tz.size() || tz[i + 1] == '/')) return false;
+  }
   absl::TimeZone zone;
   return absl::LoadTimeZone(std::string(tz), &zone);
 }
@@ -369,9 +381,12 @@ absl::Status CheckBackend(absl::string_view b) {
     auto url = ParseRedisUrl(b);
     return url.ok() ? absl::OkStatus() : url.status();
   }
-  // Never echo a URL that may carry a password.
-  return ConfigError(absl::StrCat("config key 'backend': unsupported backend '",
-                                  b.substr(0, b.find(':')),
+  // Never echo a URL that may carry a password: only what comes before its
+  // first ':' (a scheme), and nothing when an '@' comes first ("pw@host").
+  const size_t end = b.find_first_of(":@");
+  const absl::string_view shown =
+      end != absl::string_view::npos && b[end] == '@' ? absl::string_view() : b.substr(0, end);
+  return ConfigError(absl::StrCat("config key 'backend': unsupported backend '", shown,
                                   "...' (expected \"memory\", \"shm:NAME\" or "
                                   "\"redis://host:port\")"));
 }

@@ -25,7 +25,19 @@
 // Under a sanitizer the name is measured with strlen instead (the same key,
 // by construction): the word scan reads past the terminator, which the
 // sanitizer would report, and strlen lets it check the caller's string.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// GCC says so with __SANITIZE_*__ macros, clang with __has_feature (which
+// GCC before 14 does not have); fuzzing builds (libFuzzer's convention,
+// FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION) take the checked path too.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
+    defined(__SANITIZE_HWADDRESS__) || defined(FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION)
+#define RATETRACK_NAME_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer) || __has_feature(hwaddress_sanitizer)
+#define RATETRACK_NAME_SANITIZED 1
+#endif
+#endif
+#if defined(RATETRACK_NAME_SANITIZED)
 #define RATETRACK_NAME_SCAN 0
 #else
 #define RATETRACK_NAME_SCAN 1

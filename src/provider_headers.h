@@ -21,12 +21,13 @@ namespace ratetrack {
 std::optional<uint64_t> ParseGoDurationMs(absl::string_view s);
 
 // An RFC 3339 timestamp as Anthropic sends resets
-// ("2024-08-01T12:00:30Z", fractions and offsets allowed): Unix ms.
+// ("2024-08-01T12:00:30Z", fractions and offsets allowed): Unix ms; nullopt
+// outside the years 0001 to 9999 ("infinite-future" included).
 std::optional<int64_t> ParseRfc3339Ms(absl::string_view s);
 
 // Retry-After: delay seconds ("30", "1.5") or an HTTP date ("Wed, 21 Oct
 // 2015 07:28:00 GMT"), as milliseconds from `wall_now_ms` (0 if the date
-// has passed).
+// has passed); nullopt if malformed or over a year, whatever `wall_now_ms`.
 std::optional<uint64_t> ParseRetryAfterMs(absl::string_view s, int64_t wall_now_ms);
 
 // What one response said about one unit.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -93,6 +94,36 @@ TEST(NameKeyTest, HashesSpreadOverSimilarNames) {
   // 100 names in 1024 buckets: about 5 colliding pairs by chance.
   EXPECT_LT(low_collisions, 20);
 }
+
+// Names in heap blocks of exactly their size (what a binding's string
+// conversion hands over). The word scan would read past the block; under
+// AddressSanitizer, from GCC (__SANITIZE_ADDRESS__) or clang
+// (__has_feature(address_sanitizer), which clang does not spell as GCC's
+// macro), the name must be measured with strlen instead, or ASan reports a
+// heap-buffer-overflow here. Without a sanitizer the scan is used, and is
+// harmless.
+TEST(NameKeyTest, NamesInExactHeapBlocksUnderSanitizers) {
+  for (size_t n = 1; n <= 40; ++n) {
+    const std::string name = NameOfLength(n, static_cast<char>(n + 1));
+    std::unique_ptr<char[]> exact(new char[n + 1]);
+    std::memcpy(exact.get(), name.c_str(), n + 1);
+    const NameKey k = NameKey::FromCString(exact.get());
+    ASSERT_EQ(k.size, n);
+    ExpectSameKey(k, NameKey::FromView(name));
+  }
+}
+
+// The sanitizer check itself: whichever compiler, a sanitized build takes
+// the strlen path.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+static_assert(RATETRACK_NAME_SCAN == 0, "clang sanitizer build must not scan words");
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+static_assert(RATETRACK_NAME_SCAN == 0, "GCC sanitizer build must not scan words");
+#endif
 
 TEST(NameKeyTest, NeverReadsIntoTheNextPage) {
   // Two pages, the second inaccessible; names end exactly at the end of the

@@ -53,6 +53,60 @@ TEST(ParseTest, RetryAfterSecondsOrHttpDate) {
   }
 }
 
+// absl::ParseTime accepts "infinite-past" and "infinite-future" whatever
+// the format, and years beyond int64 milliseconds (ToUnixMillis saturates):
+// rt_report_limited(t, m, "infinite-past") subtracted the time from INT64_MIN
+// (signed overflow). No parser takes those for a time, and none overflows,
+// whatever the clock says.
+TEST(ParseTest, InfiniteAndOutOfRangeTimesAreNotTimes) {
+  const int64_t now = 1445412470000;  // Wed, 21 Oct 2015 07:27:50 GMT
+  for (int64_t at : {now, int64_t{0}, int64_t{-1}, INT64_MIN, INT64_MAX}) {
+    SCOPED_TRACE(at);
+    for (const char* bad : {"infinite-past", "infinite-future", " infinite-past ",
+                            "Wed, 21 Oct -99999999999 07:28:00 GMT",
+                            "Wed, 21 Oct 99999999999 07:28:00 GMT",
+                            "Wed, 21 Oct 292277026596 07:28:00 GMT"}) {
+      EXPECT_FALSE(ParseRetryAfterMs(bad, at).has_value()) << bad;
+    }
+    // A real date, whatever the clock: a wait within a year, or nothing.
+    if (auto r = ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", at)) {
+      EXPECT_LE(*r, 366ull * 86400 * 1000);
+    }
+    ProviderReport p = ParseRateLimitHeaders(
+        {{"anthropic-ratelimit-requests-reset", "2024-08-01T12:00:01Z"},
+         {"anthropic-ratelimit-tokens-reset", "9999-12-31T23:59:59Z"},
+         {"anthropic-ratelimit-input-tokens-reset", "0001-01-01T00:00:00Z"}},
+        at);
+    for (const UnitReport& u : p.units) {
+      if (u.reset_ms) EXPECT_LE(*u.reset_ms, 366ull * 86400 * 1000);
+    }
+  }
+  EXPECT_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", INT64_MIN), std::nullopt);
+  EXPECT_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", INT64_MAX), 0u);
+  for (const char* bad : {"-99999999999-01-01T00:00:00Z", "99999999999-01-01T00:00:00Z",
+                          "10000-01-01T00:00:00Z", "-0001-01-01T00:00:00Z"}) {
+    EXPECT_FALSE(ParseRfc3339Ms(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(ParseRfc3339Ms("9999-12-31T23:59:59Z"), 253402300799000);
+  EXPECT_EQ(ParseRfc3339Ms("0001-01-01T00:00:00Z"), -62135596800000);
+  // absl::ParseTime reads a C string: text after a NUL was never looked at.
+  using namespace std::string_literals;
+  EXPECT_FALSE(ParseRfc3339Ms("infinite-future\0      "s).has_value());
+  EXPECT_FALSE(ParseRfc3339Ms("2024-08-01T12:00:30Z\0junk"s).has_value());
+  EXPECT_FALSE(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT\0junk"s, now).has_value());
+  EXPECT_FALSE(ParseRetryAfterMs("infinite-past\0"s, now).has_value());
+}
+
+// Go writes microseconds as "µs" (U+00B5) and also accepts the Greek mu.
+TEST(ParseTest, GoDurationMicroseconds) {
+  EXPECT_EQ(ParseGoDurationMs("250\xc2\xb5s"), 1u);
+  EXPECT_EQ(ParseGoDurationMs("1500\xce\xbcs"), 2u);
+  EXPECT_EQ(ParseGoDurationMs("1m2.5ms"), 60003u);
+  for (const char* bad : {"1\xc2s", "1\xb5s", "1\xc2\xb5", "1s\xc2\xb5"}) {
+    EXPECT_FALSE(ParseGoDurationMs(bad).has_value()) << bad;
+  }
+}
+
 // OpenAI's documented example response headers.
 const std::vector<HeaderView> kOpenAI = {
     {"x-ratelimit-limit-requests", "60"},       {"x-ratelimit-limit-tokens", "150000"},

@@ -4,7 +4,7 @@
  * APIs. Thin over the C ABI of libratetrack.so.0, loaded at run time with
  * koffi. See README.md and index.d.ts.
  */
-const koffi = require('koffi');
+const koffi = require('./lib/koffi');
 const loader = require('./lib/loader');
 const checks = require('./lib/checks');
 const {
@@ -25,6 +25,21 @@ let F = null;
 // worker thread has its own module instance, so sharing them is safe.
 const out1 = new BigUint64Array(1);
 const out2 = new BigUint64Array(1);
+// The pointer-sized cell for `void **` (an owned string, a tracker handle)
+// and `size_t *` out-parameters: koffi passes a Buffer by address, with no
+// per-call napi reference (a koffi _Out_ array makes one, which Node 18
+// frees only when the event loop turns), and koffi.decode reads it back
+// with a type resolved once (koffi.decode(p, 'char', -1) leaves the name of
+// a new "char[N]" type behind in koffi at every call: 9 to 18 B a call).
+const cell = Buffer.alloc(koffi.sizeof('void *'));
+const VOID_PTR = koffi.type('void *');
+const C_STRING = koffi.type('const char *');
+const SIZE_T = koffi.type('size_t');
+
+/** The pointer the last call stored in `cell` (a bigint; null for NULL). */
+function cellPointer() {
+  return koffi.decode(cell, VOID_PTR);
+}
 
 /** The C functions, loading the library on first use. */
 function fns() {
@@ -82,16 +97,19 @@ const checkU64 = checks.u64;
  * decodes the owned string and frees it with rt_free.
  */
 function statsJson(handle) {
-  const out = [null];
-  const rc = F.rt_stats_json_ex(handle, out);
+  const rc = F.rt_stats_json_ex(handle, cell);
   if (rc < 0) fail(rc);
-  return JSON.parse(ownedText(out[0]));
+  return JSON.parse(ownedText());
 }
 
-/** Decodes a caller-owned C string and frees it with rt_free. */
-function ownedText(p) {
+/**
+ * Decodes the caller-owned C string whose pointer the last call stored in
+ * `cell`, and frees it with rt_free.
+ */
+function ownedText() {
+  const p = cellPointer();
   try {
-    return koffi.decode(p, 'char', -1);
+    return koffi.decode(cell, C_STRING);
   } finally {
     F.rt_free(p);
   }
@@ -100,10 +118,9 @@ function ownedText(p) {
 /** Calls rt_metrics_text(handle) (NULL: the global) and returns the owned text, freed. */
 function metricsTextOf(handle) {
   const f = need('rt_metrics_text');
-  const out = [null];
-  const rc = f(handle, out);
+  const rc = f(handle, cell);
   if (rc < 0) fail(rc);
-  return ownedText(out[0]);
+  return ownedText();
 }
 
 /**
@@ -379,10 +396,9 @@ class Tracker {
     const list = checkModels(models);
     inputTokens = checkU64(inputTokens, 'inputTokens');
     outputTokens = checkU64(outputTokens, 'outputTokens');
-    const picked = [0];
-    const rc = f(this.#handle(), list, list.length, inputTokens, outputTokens, picked, out1, out2);
+    const rc = f(this.#handle(), list, list.length, inputTokens, outputTokens, cell, out1, out2);
     if (rc < 0) fail(rc);
-    const index = Number(picked[0]);
+    const index = Number(koffi.decode(cell, SIZE_T));
     const model = list[index];
     if (rc === RT_OK) {
       return { ok: true, model, index, retryAfterMs: 0, grant: new Grant(model, out2[0], inputTokens, outputTokens) };
@@ -553,10 +569,9 @@ function globalTracker(tier) {
   if (tier !== undefined && tier !== null && typeof tier !== 'string') {
     throw invalid(`tier must be a string, got ${typeof tier}`);
   }
-  const out = [null];
-  const rc = F.rt_global_get_ex(tier ? checks.text(tier, 'tier') : null, out);
+  const rc = F.rt_global_get_ex(tier ? checks.text(tier, 'tier') : null, cell);
   if (rc < 0) fail(rc);
-  return new Tracker(out[0], true);
+  return new Tracker(cellPointer(), true);
 }
 
 /**
@@ -568,10 +583,9 @@ function globalTracker(tier) {
  */
 function open(config) {
   fns();
-  const out = [null];
-  const rc = F.rt_open_ex(checks.config(config, true), out);
+  const rc = F.rt_open_ex(checks.config(config, true), cell);
   if (rc < 0) fail(rc);
-  return new Tracker(out[0], false);
+  return new Tracker(cellPointer(), false);
 }
 
 /**
@@ -625,10 +639,9 @@ function metricsText() {
  */
 function shmList() {
   const f = need('rt_shm_list');
-  const out = [null];
-  const rc = f(out);
+  const rc = f(cell);
   if (rc < 0) fail(rc);
-  return JSON.parse(ownedText(out[0]));
+  return JSON.parse(ownedText());
 }
 
 /**

@@ -4,7 +4,7 @@
  * worker thread has its own module instance, but the dynamic loader maps the
  * library once per process, so every thread shares one global tracker).
  */
-const koffi = require('koffi');
+const koffi = require('./koffi');
 const { LoadError, VersionMismatchError } = require('./errors');
 const checks = require('./checks');
 
@@ -85,10 +85,14 @@ function declare(lib) {
     rt_free: f('void rt_free(void *p)'),
     // The _ex variants give a status code (the error kind) where rt_open,
     // rt_global_get and rt_stats_json give only NULL; the binding uses only
-    // them. Their out-parameters are passed as one-element arrays ([null]).
-    rt_global_get_ex: f('int rt_global_get_ex(const char *tier, _Out_ rt_tracker **out)'),
+    // them. Pointer out-parameters are declared `void **` and passed a
+    // pointer-sized Buffer (a "cell", see index.js), never a koffi _Out_
+    // array: koffi makes a napi reference for each _Out_ array, and Node 18
+    // frees its memory only when the event loop turns (a synchronous loop of
+    // 100k stats() calls held 60 MiB).
+    rt_global_get_ex: f('int rt_global_get_ex(const char *tier, void **out)'),
     rt_global_configure: f('int rt_global_configure(const char *config_json)'),
-    rt_open_ex: f('int rt_open_ex(const char *config_json, _Out_ rt_tracker **out)'),
+    rt_open_ex: f('int rt_open_ex(const char *config_json, void **out)'),
     rt_configure: f('int rt_configure(rt_tracker *t, const char *config_json)'),
     rt_close: f('void rt_close(rt_tracker *t)'),
     rt_can_make: f('int rt_can_make(rt_tracker *t, const char *model, uint64_t tokens)'),
@@ -105,8 +109,9 @@ function declare(lib) {
     ),
     rt_wait_time: f('int rt_wait_time(rt_tracker *t, const char *model, uint64_t tokens, uint64_t *wait_ms)'),
     rt_reset: f('int rt_reset(rt_tracker *t)'),
-    // Owned string: declared as void * (never auto-converted), decoded then rt_free'd.
-    rt_stats_json_ex: f('int rt_stats_json_ex(rt_tracker *t, _Out_ void **json_out)'),
+    // Owned string: its pointer lands in a cell (never auto-converted),
+    // is decoded, then rt_free'd.
+    rt_stats_json_ex: f('int rt_stats_json_ex(rt_tracker *t, void **json_out)'),
     ...declareOptional(lib),
   };
 }
@@ -126,13 +131,13 @@ function declareOptional(lib) {
       'int rt_settle_io(rt_tracker *t, const char *model, uint64_t grant, uint64_t granted_input, uint64_t granted_output, uint64_t actual_input, uint64_t actual_output)',
     // Arrays of JS strings are passed as const char ** (koffi copies them for the call).
     rt_pick:
-      'int rt_pick(rt_tracker *t, const char **models, size_t count, uint64_t input_tokens, uint64_t output_tokens, _Out_ size_t *picked, uint64_t *retry_after_ms, uint64_t *grant)',
+      'int rt_pick(rt_tracker *t, const char **models, size_t count, uint64_t input_tokens, uint64_t output_tokens, size_t *picked, uint64_t *retry_after_ms, uint64_t *grant)',
     rt_observe_headers:
       'int rt_observe_headers(rt_tracker *t, const char *model, const char **names, const char **values, size_t count)',
     rt_report_limited: 'int rt_report_limited(rt_tracker *t, const char *model, const char *retry_after)',
-    // Owned strings: declared as void * (never auto-converted), decoded then rt_free'd.
-    rt_metrics_text: 'int rt_metrics_text(rt_tracker *t, _Out_ void **text_out)',
-    rt_shm_list: 'int rt_shm_list(_Out_ void **json_out)',
+    // Owned strings, as rt_stats_json_ex.
+    rt_metrics_text: 'int rt_metrics_text(rt_tracker *t, void **text_out)',
+    rt_shm_list: 'int rt_shm_list(void **json_out)',
     rt_shm_remove: 'int rt_shm_remove(const char *name)',
   };
   const fns = {};

@@ -80,6 +80,34 @@ class SlidingWindow {
   // head_, used_ the sum of the buckets.
   void Repair();
 
+  // Validation of a window read from shared memory, where another process,
+  // a bug or a bad disk may have written anything (WindowSet's checks; an
+  // in-process window is always Sound and Consistent).
+  //
+  // The largest clock resolution a window is built with (guard).
+  static constexpr int64_t kMaxGuardMs = 1000;
+  // Whether every operation on this value stays in bounds at `now_ms` and
+  // any later time, and no wait exceeds its own length plus resolution: a
+  // length of at most kMaxSpanMs, the width and ring its length and guard
+  // give, a newest bucket that is not negative and not later than now.
+  // Cheap (no division): for the slow path of every decision.
+  static constexpr int64_t kMaxSpanMs = int64_t{31} * 86400 * 1000;
+  bool Sound(int64_t now_ms) const;
+  // Makes the value consistent with a window of `span_ms` at `now_ms`, in
+  // place: a shape that is not the one SlidingWindow(span_ms, guard) has
+  // (length, width, ring, or a guard beyond kMaxGuardMs), or a newest bucket
+  // later than `now_ms`, empties the window (its counts cannot be placed);
+  // the newest bucket's end is put back in line with it. `deep` (after a
+  // writer died, or once when a process first meets the window) also does
+  // what Repair does: a half-moved bucket is put back and the sum recounted
+  // from the buckets. Every field is read once. Afterwards WaitMs(now' >=
+  // now_ms) is at most span + resolution_ms(). Returns whether anything
+  // changed.
+  bool Sanitize(int64_t span_ms, int64_t now_ms, bool deep);
+  // Whether Sanitize(span_ms, now_ms, false) would leave the value as it
+  // is: read only, and cheap (no division), for every lock of a slot.
+  bool Consistent(int64_t span_ms, int64_t now_ms) const;
+
   static uint64_t SatAdd(uint64_t a, uint64_t b) {
     uint64_t s = a + b;
     return s < a ? UINT64_MAX : s;
@@ -88,6 +116,10 @@ class SlidingWindow {
  private:
   friend class SlidingWindowTestPeer;  // tests/shm_test.cc: torn states
   void AdvanceSlow(int64_t now_ms);
+  // The bucket width and ring of a window that reaches `reach` ms back.
+  static void Shape(int64_t reach, int64_t* width, int* ring);
+  // Whether `width` and `ring` are Shape(reach)'s, told by multiplying.
+  static bool HasShape(int64_t reach, int64_t width, int ring);
   void Resum();
   uint64_t Count(int64_t bucket) const {
     return bucket == head_ ? head_count_ : counts_[bucket % ring_];

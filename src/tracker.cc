@@ -357,8 +357,12 @@ std::string Tracker::Explain(absl::string_view model, int code) const {
     return absl::StrCat(redis_->health().last_error, " (on_error=closed)");
   }
   if (code == RT_E_BACKEND) {
+    std::string why = ShmSegment::LastProblem(model);
+    if (!why.empty()) return why;
     return absl::StrCat("the shared state of '", model, "' in segment '",
-                        shm_ != nullptr ? shm_->name() : "", "' cannot be locked");
+                        shm_ != nullptr ? shm_->name() : "",
+                        "' cannot be used: its lock cannot be had, or its limits in the "
+                        "segment cannot be read (the slot is corrupt)");
   }
   if (code == RT_E_NOMEM) return TooManyModelsMessage();
   if (code == RT_E_INVALID) {
@@ -482,16 +486,14 @@ absl::Status Tracker::ReportLimited(absl::string_view model, uint64_t retry_afte
 
 absl::Status Tracker::ReconcileShmLocked(const EffectiveConfig& config) {
   std::string conflict;
-  absl::Status lock_error = absl::OkStatus();
-  shm_->ForEach([&](ShmModel* slot) {
-    const absl::string_view name = ShmSegment::Name(slot);
-    if (!config.Knows(name) || !conflict.empty() || !lock_error.ok()) return;
+  // Slots whose identity does not hold are not listed; one whose lock or
+  // limits are corrupt is skipped here (its model's own calls are refused
+  // with the reason): a bad slot does not take the segment down.
+  shm_->ForEachNamed([&](ShmModel* slot, absl::string_view name) {
+    if (!config.Knows(name) || !conflict.empty()) return;
     const ModelLimits ours = config.Resolve(name);
     ShmModelLock l(slot);
-    if (!l.status().ok()) {
-      lock_error = l.status();
-      return;
-    }
+    if (!l.status().ok()) return;
     WindowSet& ws = ShmSegment::Windows(slot);
     if (ws.HasLimits(ours)) return;
     if (config.shm_update) {
@@ -500,7 +502,6 @@ absl::Status Tracker::ReconcileShmLocked(const EffectiveConfig& config) {
       conflict = ConflictMessage(name, shm_->name(), ours, ws.Limits());
     }
   });
-  if (!lock_error.ok()) return lock_error;
   if (!conflict.empty()) return ConfigError(conflict);
   return absl::OkStatus();
 }
@@ -648,11 +649,10 @@ std::string Tracker::StatsJson() const {
     backend = config_.backend;
     const int64_t wall = clock_.Wall();
     if (shm_ != nullptr) {
-      shm_->ForEach([&](ShmModel* slot) {
+      // Slots as checked: identity (ForEachNamed), windows (the lock).
+      shm_->ForEachNamed([&](ShmModel* slot, absl::string_view name) {
         ShmModelLock sl(slot);
-        if (sl.status().ok()) {
-          snapshot(ShmSegment::Name(slot), ShmSegment::Windows(slot), clock_.Now(), wall);
-        }
+        if (sl.status().ok()) snapshot(name, ShmSegment::Windows(slot), clock_.Now(), wall);
       });
     } else {
       for (const auto& m : models_) {

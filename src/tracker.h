@@ -146,8 +146,9 @@ class Tracker {
   enum class Mode { kCheck, kAcquire, kAcquireWithGrant };
   Decision Decide(ModelState* m, const Cost& cost, Mode mode);
   Decision DecideRedis(ModelState* m, const Cost& cost, Mode mode);  // Redis
-  // After locking a shared-memory slot returned `rc` != 0: true when the
-  // last owner died holding it (the windows are repaired; now locked).
+  // After trylocking a shared-memory slot returned `rc` != 0: true when it
+  // is now locked (EBUSY: after a bounded wait; EOWNERDEAD: the last owner
+  // died holding it, the windows are repaired).
   bool RecoverShmLock(ModelState* m, int rc);
   Decision CreateAndDecide(const NameKey& model, const Cost& cost, Mode mode);
   // Record, when the model is new or its windows are not in this process.

@@ -101,11 +101,13 @@ __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, co
     if (mode != Mode::kCheck) tracker_internal::Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
   } else {
     // Shared memory: the same under the slot's robust mutex (out of line
-    // only when its last owner died holding it: the windows are repaired).
+    // when it is busy, a bounded wait, or its last owner died holding it:
+    // the windows are repaired). A trylock: a lock word someone overwrote
+    // must not block for ever.
     if (__builtin_expect(m->conflict.load(std::memory_order_relaxed), 0)) {
       return {RT_E_CONFIG, 0, 0, 0};
     }
-    const int rc = pthread_mutex_lock(m->shared_mu);
+    const int rc = pthread_mutex_trylock(m->shared_mu);
     if (__builtin_expect(rc != 0, 0) && !RecoverShmLock(m, rc)) return {RT_E_BACKEND, 0, 0, 0};
     WindowSet& ws = *m->shared_ws;
     now = clock_.Now();

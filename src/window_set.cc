@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -80,6 +81,12 @@ void WindowSet::Prime(int64_t now) {
 }
 
 Verdict WindowSet::DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book) {
+  // Shared memory: a set another process wrote since it was last checked is
+  // checked before it is used (an in-process set is always sound).
+  if (__builtin_expect(!Sound(now), 0)) {
+    if (!LimitsProblem().empty()) return {RT_E_BACKEND, 0};
+    Sanitize(now, wall, /*deep=*/true, /*writer_died=*/false);
+  }
   Sync();
   const Verdict v = DecideWindows(now, wall, cost, book);
   Prime(now);
@@ -296,6 +303,216 @@ std::string DescribeLimits(const ModelLimits& l) {
     if (w.calendar()) absl::StrAppend(&out, " (", w.calendar_tz, ")");
   }
   return out.empty() ? "no limits" : out;
+}
+
+// ------------------------------------------------ shared-memory validation
+
+namespace {
+// One read of a field another process may be writing (no double fetch).
+template <typename T>
+T Once(const T& field) {
+  return __atomic_load_n(&field, __ATOMIC_RELAXED);
+}
+// A bool or a Unit as its byte: a byte other than 0 or 1 is no bool.
+template <typename T>
+uint8_t Byte(const T& field) {
+  static_assert(sizeof(T) == 1, "a one-byte field");
+  return __atomic_load_n(reinterpret_cast<const uint8_t*>(&field), __ATOMIC_RELAXED);
+}
+// No local day is longer than 25 hours (a daylight-saving change).
+constexpr int64_t kDayEndBoundMs = 26 * 3600 * 1000;
+bool Terminated(const char (&tz)[sizeof(WindowLimit{}.calendar_tz)]) {
+  return std::memchr(tz, '\0', sizeof tz) != nullptr;
+}
+}  // namespace
+
+std::string WindowSet::LimitsProblem() const {
+  const int n = Once(nwin);
+  if (n < 0 || n > ModelLimits::kMaxWindows) {
+    return absl::StrCat("a window count of ", n, " (at most ", ModelLimits::kMaxWindows, ")");
+  }
+  for (int i = 0; i < n; ++i) {
+    const WindowLimit& l = slots[i].limit;
+    const uint8_t unit = Byte(l.unit);
+    const int64_t seconds = Once(l.seconds);
+    if (unit >= kUnits) return absl::StrCat("window ", i, ": unit ", unit);
+    if (!Terminated(l.calendar_tz)) {
+      return absl::StrCat("window ", i, ": a time zone name that does not end");
+    }
+    const bool calendar = Byte(l.calendar_tz[0]) != 0;
+    if (seconds < 1 || seconds > kMaxSeconds || (calendar && seconds != 86400)) {
+      return absl::StrCat("window ", i, ": a length of ", seconds, " seconds");
+    }
+  }
+  return "";
+}
+
+bool WindowSet::Sound(int64_t now) const {
+  const int n = Once(nwin);
+  if (n < 0 || n > ModelLimits::kMaxWindows || Byte(has_calendar) > 1) return false;
+  for (int i = 0; i < n; ++i) {
+    const WindowSlot& s = slots[i];
+    const uint8_t calendar = Byte(s.calendar);
+    if (Byte(s.unit) >= kUnits || calendar > 1 || !s.window.Sound(now)) return false;
+    if (calendar != 0 && !Terminated(s.limit.calendar_tz)) return false;
+  }
+  const int64_t horizon = now + kMaxBlockMs;
+  if (Once(blocked_until_ms) > horizon || Once(caps_until_ms) > horizon) return false;
+  for (const ProviderCap& p : caps) {
+    if (Once(p.until_ms) > horizon) return false;
+  }
+  return true;
+}
+
+bool WindowSet::Consistent(int64_t now, int64_t (*wall_ms)()) const {
+  const int n = Once(nwin);
+  const uint8_t calendar_flag = Byte(has_calendar);
+  if (n < 0 || n > ModelLimits::kMaxWindows || calendar_flag > 1) return false;
+  const int64_t wall = calendar_flag != 0 ? wall_ms() : 0;
+  bool any_calendar = false;
+  int64_t first_end = INT64_MAX;
+  uint64_t room_max[kUnits] = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+  for (int i = 0; i < n; ++i) {
+    const WindowSlot& s = slots[i];
+    const uint8_t unit = Byte(s.limit.unit);
+    const uint64_t limit = Once(s.limit.limit);
+    const int64_t seconds = Once(s.limit.seconds);
+    const bool calendar = Byte(s.limit.calendar_tz[0]) != 0;
+    if (unit >= kUnits || seconds < 1 || seconds > kMaxSeconds || Byte(s.unit) != unit ||
+        Once(s.cap) != limit || Byte(s.calendar) != (calendar ? 1 : 0) ||
+        !s.window.Consistent(seconds * 1000, now)) {
+      return false;
+    }
+    if (calendar) {
+      if (seconds != 86400 || !Terminated(s.limit.calendar_tz)) return false;
+      const int64_t end = Once(s.day_end_wall_ms);
+      if (wall > 0 && end > wall && end - wall > kDayEndBoundMs) return false;
+      any_calendar = true;
+      continue;
+    }
+    first_end = std::min(first_end, s.window.head_end_ms());
+    if (limit != kUnlimited) {
+      const uint64_t used = s.window.used();
+      room_max[unit] = std::min(room_max[unit], used > limit ? 0 : limit - used);
+    }
+  }
+  if (any_calendar != (calendar_flag != 0)) return false;
+  const int64_t horizon = now + kMaxBlockMs;
+  const int64_t blocked = Once(blocked_until_ms);
+  const int64_t caps_until = Once(caps_until_ms);
+  if (blocked > horizon || caps_until > horizon) return false;
+  for (int u = 0; u < kUnits; ++u) {
+    const int64_t until = Once(caps[u].until_ms);
+    if (until > horizon || until > caps_until) return false;
+  }
+  const int64_t fast_until = Once(fast_until_ms);
+  if (fast_until != 0) {
+    if (any_calendar || fast_until > first_end || blocked > now || caps_until > now) return false;
+    for (int u = 0; u < kUnits; ++u) {
+      const uint64_t room_u = Once(room[u]);
+      if (room_u > room_max[u] || Once(pending[u]) > room_u) return false;
+    }
+  }
+  return Once(sync_index) == -1 && Once(sync_done) == 0;
+}
+
+std::string WindowSet::Sanitize(int64_t now, int64_t wall, bool deep, bool writer_died) {
+  std::string fixed;
+  const auto note = [&fixed](absl::string_view what) {
+    absl::StrAppend(&fixed, fixed.empty() ? "" : "; ", what);
+  };
+  const int n = Once(nwin);
+  if (n < 0 || n > ModelLimits::kMaxWindows) return "unreadable limits";  // LimitsProblem
+  bool any_calendar = false;
+  int64_t first_end = INT64_MAX;  // the earliest end of a sliding window's newest bucket
+  uint64_t room_max[kUnits] = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+  for (int i = 0; i < n; ++i) {
+    WindowSlot& s = slots[i];
+    const uint8_t unit = Byte(s.limit.unit);
+    const uint64_t limit = Once(s.limit.limit);
+    const int64_t seconds = Once(s.limit.seconds);
+    const bool calendar = Byte(s.limit.calendar_tz[0]) != 0;
+    if (unit >= kUnits || seconds < 1 || seconds > kMaxSeconds) return "unreadable limits";
+    // The hot path's copies of the limit.
+    if (Byte(s.unit) != unit || Once(s.cap) != limit || Byte(s.calendar) != (calendar ? 1 : 0)) {
+      s.unit = static_cast<Unit>(unit);
+      s.cap = limit;
+      s.calendar = calendar;
+      note(absl::StrCat("window ", i, ": its copy of the limit"));
+    }
+    any_calendar |= calendar;
+    if (s.window.Sanitize(seconds * 1000, now, deep)) {
+      note(absl::StrCat("window ", i, ": its buckets"));
+    }
+    if (calendar) {
+      const int64_t end = Once(s.day_end_wall_ms);
+      if (wall > 0 && end > wall && end - wall > kDayEndBoundMs) {
+        s.day_end_wall_ms = NextLocalMidnightMs(s.limit.calendar_tz, wall);
+        note(absl::StrCat("window ", i, ": the end of its day"));
+      }
+      continue;
+    }
+    first_end = std::min(first_end, s.window.head_end_ms());
+    if (limit != kUnlimited) {
+      const uint64_t used = s.window.used();
+      uint64_t& r = room_max[unit];
+      r = std::min(r, used > limit ? 0 : limit - used);
+    }
+  }
+  if (Byte(has_calendar) != (any_calendar ? 1 : 0)) {
+    has_calendar = any_calendar;
+    note("has_calendar");
+  }
+  // What the provider said lasts at most a day.
+  const int64_t horizon = now + kMaxBlockMs;
+  if (Once(blocked_until_ms) > horizon) {
+    blocked_until_ms = 0;
+    note("a block beyond a day");
+  }
+  int64_t caps_end = 0;
+  for (int u = 0; u < kUnits; ++u) {
+    if (Once(caps[u].until_ms) > horizon) {
+      caps[u].until_ms = 0;
+      caps[u].remaining = 0;
+      caps[u].used = 0;
+      note("a provider cap beyond a day");
+    }
+    caps_end = std::max(caps_end, caps[u].until_ms);
+  }
+  const int64_t caps_until = Once(caps_until_ms);
+  if (caps_until < caps_end || caps_until > horizon) {
+    caps_until_ms = caps_end;
+    note("the end of the provider caps");
+  }
+  // The fast path: primed at a time <= now with no block, cap or calendar
+  // day in force, its room what every window of a unit still took then, its
+  // end the earliest end of a newest bucket; it books only up to its room.
+  const int64_t fast_until = Once(fast_until_ms);
+  if (fast_until != 0) {
+    bool holds = !any_calendar && fast_until <= first_end && blocked_until_ms <= now &&
+                 caps_until_ms <= now;
+    for (int u = 0; u < kUnits; ++u) {
+      const uint64_t room_u = Once(room[u]);
+      holds = holds && room_u <= room_max[u] && Once(pending[u]) <= room_u;
+    }
+    if (!holds) {
+      fast_until_ms = 0;  // the next operation's Sync books what is pending
+      note("the fast path");
+    }
+  }
+  if (writer_died) {
+    // Repair finishes a Sync with these: only their range is checked.
+    const int32_t index = Once(sync_index);
+    if (index < -1 || index >= n) sync_index = -1;
+    sync_done = Once(sync_done) & ((uint32_t{1} << n) - 1);  // n <= kMaxWindows
+  } else if (Once(sync_index) != -1 || Once(sync_done) != 0) {
+    // Only a writer that died leaves a Sync half done (EOWNERDEAD). Done
+    // again from the start: what is pending is counted, maybe twice.
+    sync_index = -1;
+    sync_done = 0;
+    note("Sync's bookkeeping");
+  }
+  return fixed;
 }
 
 }  // namespace ratetrack

@@ -131,6 +131,53 @@ struct WindowSet {
   // (a robust mutex reported EOWNERDEAD).
   void Repair();
 
+  // Validation of a set read from shared memory ("shm:" backend), where
+  // another process, a bug or a bad disk may have written anything. Every
+  // field is read once into a local, checked, and the local used.
+  //
+  // The longest window a configuration allows (config.cc), and the longest
+  // a provider's block or cap lasts (the tracker's kMaxBlockMs).
+  static constexpr int64_t kMaxSeconds = 31 * 86400;
+  static constexpr int64_t kMaxBlockMs = 86400 * 1000;
+  // Why the limits cannot be read (empty: they can): a window count beyond
+  // kMaxWindows, a unit, a length or a time zone out of range. The limits
+  // are the model's identity in the segment: such a set is refused (its
+  // model's calls fail), never guessed at.
+  std::string LimitsProblem() const;
+  // Whether every operation at `now` stays in bounds and no wait exceeds
+  // the longest window a configuration allows (plus its resolution) or a
+  // day (a provider's word): window count, units, each window Sound, the
+  // ends of blocks and caps. Cheap (no division): DecideSlow checks it, so
+  // a set someone wrote since this process last locked it is never used
+  // unchecked (it is made Sound with Sanitize, or refused).
+  bool Sound(int64_t now) const;
+  // Makes the rest of the state consistent with the limits, in place (call
+  // only when LimitsProblem() is empty), at `now` (monotonic ms) and `wall`
+  // (Unix ms; 0: unknown, the calendar days are left to RollDay):
+  //   - a window's copy of its limit (cap, unit, calendar) and has_calendar
+  //     are rewritten from the limits;
+  //   - a window whose shape does not match its length, or whose newest
+  //     bucket is later than now, is emptied (SlidingWindow::Sanitize; with
+  //     `deep`, sums are recounted from the buckets);
+  //   - a calendar day that ends more than 26 hours after `wall` (no local
+  //     day is longer) ends at the next local midnight instead (count kept);
+  //   - a block or a provider cap that ends more than kMaxBlockMs after now
+  //     is dropped;
+  //   - the fast path is ended (what it booked moves into the windows) when
+  //     its room, pending amounts or end disagree with the windows;
+  //   - Sync's bookkeeping is cleared unless `writer_died` (Repair uses it).
+  // Afterwards no operation crashes or overflows, and no wait is longer than
+  // the longest window plus its resolution, a calendar day's remainder, or a
+  // day (a provider's block). Counts are kept whatever their size (they
+  // saturate): a count too large refuses for at most the window's length.
+  // Returns what was repaired, for a message (empty: nothing).
+  std::string Sanitize(int64_t now, int64_t wall, bool deep, bool writer_died);
+  // Whether LimitsProblem() is empty and Sanitize(now, wall, false, false)
+  // would change nothing: read only and cheap, for every lock of a slot
+  // (the two above run only when it says no). `wall` is read only when the
+  // set says it has a calendar day.
+  bool Consistent(int64_t now, int64_t (*wall)()) const;
+
  private:
   // Whether the fast path holds at `now` and every unit has room for `cost`
   // (costs that could make input + output wrap take the careful path).

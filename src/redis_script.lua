@@ -4,7 +4,9 @@
 --   52-bit hash of the head below and of every window's geometry and
 --   limit), the op (0 acquire, 1 check, 2 record, 3 settle, 4 stats, 5 reset,
 --   6 block, 7 observe; 16 more: take the full path, tests only), input
---   tokens, output tokens.
+--   tokens, output tokens; and, only when the client saw the server's clock
+--   step lately, a fifth: the client's estimate of the server's time (Unix
+--   ms) as it would be without the step (the hot path reads four).
 -- ARGV[2], optional: more decisions of the same kind merged into this call,
 --   their input and output tokens (two doubles each; may be empty).
 -- ARGV[3] and ARGV[4], the full form (settle, stats, reset, block, observe
@@ -40,6 +42,15 @@
 --   then the head it was written for (the fingerprint is the one of whoever
 --   first used the model, or replaced it with limits=update; empty for none
 --   yet).
+-- "k", only once the server's clock stepped: the key's skew (a double). The
+--   key's time is the server's (TIME) plus the skew: it never goes back
+--   (after a backward step it goes on from its newest bucket's start) and,
+--   when the client sends its estimate, never runs more than a second
+--   ahead of it (a forward step is not followed). Every time in the
+--   state is the key's, but hot_from and hot_until in "s", which the hot
+--   path compares with TIME, less the skew; so is the now_ms returned (the
+--   server's time: the client's tickets and its watch on the server's
+--   clock), and settle's time argument.
 -- "p" (what the provider said, only once it said something:
 --   "active_until,blocked_until,t,r,u,l,t,r,u,l,..." with a cap's until,
 --   remaining, used since and the provider's limit per unit r t i o;
@@ -117,8 +128,10 @@ if s and opc < 3 and #s == 80 then
   end
 end
 
--- The full path.
-now = math.floor(now)
+-- The full path. `raw`: the server's time; `now`, from the stored state on:
+-- the key's.
+local raw = math.floor(now)
+now = raw
 local F, head = ARGV[3], ARGV[4]
 if opc >= 16 then opc = opc - 16 end
 local op = ({'acquire', 'check', 'record', 'settle', 'stats', 'reset', 'block', 'observe'})[opc + 1]
@@ -126,8 +139,8 @@ if op == 'reset' then
   redis.call('DEL', key)
   return {0, 0, now}
 end
-local cp = redis.call('HMGET', key, 'c', 'p')
-local cold, said = cp[1], cp[2]
+local cp = redis.call('HMGET', key, 'c', 'p', 'k')
+local cold, said, kf = cp[1], cp[2], cp[3]
 -- The stored state, when whole: H (as "s"), C (as "c"'s numbers), the
 -- stored window count sn and the head shead.
 local H, C, sn, shead = nil, nil, 0, nil
@@ -147,6 +160,25 @@ if not blob and (s or cold) then
   redis.call('DEL', key)
   said = false
 end
+-- The key's time: the server's plus its skew; with the client's estimate
+-- (it saw the server's clock step) never more than a second after that;
+-- and never before its newest bucket's start. hot_from (H[2], the key's
+-- time less the skew) is no earlier than that start: a time at or after
+-- it needs no look at the buckets.
+local skew = 0
+if blob and kf and #kf == 8 then skew = struct.unpack('<d', kf) end
+now = raw + skew
+if #ARGV[1] >= 40 then
+  local _, _, _, _, without = struct.unpack('<ddddd', ARGV[1])
+  if now > without + 1000 then now = without + 1000 end
+end
+if blob and now < H[2] + skew then
+  for i = 1, sn do
+    local c = 8 * i - 5
+    if C[c + 2] == 0 and C[c + 3] * C[c] > now then now = C[c + 3] * C[c] end
+  end
+end
+local nk = now - raw
 -- Stored window i as the full path's triple: newest bucket, its count, the
 -- counted buckets' sum (sliding); day end, used this day, 0 (calendar). Its
 -- numbers in "c" start at C[8i - 5]; what it holds is its base count and
@@ -198,7 +230,7 @@ else
     local sfp, snames = string.match(shead, '^(.-)\n(.-)\n$')
     if sfp and sfp ~= '' and sfp ~= fp then
       if (op == 'acquire' or op == 'check') and not update then
-        return {-2, 0, now, sfp}
+        return {-2, 0, raw, sfp}
       end
       if not update then
         stored = sfp
@@ -298,8 +330,7 @@ for i = 1, n do
       S[s], S[s + 1], S[s + 2] = k, 0, u
       touched, dirty = true, true
     end
-    -- k < h: the server's clock went back; book in the newest bucket
-    -- (conservative).
+    -- k < h cannot be: the key's time never goes back.
   end
 end
 
@@ -385,7 +416,7 @@ local function decide(o, c)
   return 0, 0
 end
 
-local result = {0, 0, now}
+local result = {0, 0, raw}
 local all_ok = false
 if op == 'acquire' or op == 'check' or op == 'record' then
   local code, wait = decide(op, cost)
@@ -402,7 +433,7 @@ if op == 'acquire' or op == 'check' or op == 'record' then
   end
   all_ok = code == 0
 elseif op == 'settle' then
-  local at = targ
+  local at = targ + nk  -- the grant's time, the server's then
   local granted = {1, L[4] + L[5], L[4], L[5]}
   for i = 1, n do
     local b = 5 * i + 5
@@ -481,7 +512,8 @@ end
 -- The digest stored is ours when the head is; else none (whoever's it is
 -- takes the full path once and writes its own).
 local wdg = write_head == head and dg or 0
-if dirty or pv_dirty or not blob or H[1] ~= wdg or (update and stored == nil and shead ~= head) then
+if dirty or pv_dirty or nk ~= skew or not blob or H[1] ~= wdg or
+    (update and stored == nil and shead ~= head) then
   local from, till = active or 0, math.huge
   -- The base: every window's count now, nothing booked since.
   local room = {EXACT, EXACT, EXACT, EXACT}
@@ -502,8 +534,12 @@ if dirty or pv_dirty or not blob or H[1] ~= wdg or (update and stored == nil and
     for _, v in ipairs({wd, L[b + 1], calendar, h, o, lim, unit, u}) do cs[#cs + 1] = v end
   end
   sets[#sets + 1] = 's'
-  sets[#sets + 1] = struct.pack('<dddddddddd', wdg, from, till, room[1], room[2], room[3],
-                                room[4], 0, 0, 0)
+  sets[#sets + 1] = struct.pack('<dddddddddd', wdg, from - nk, till - nk, room[1], room[2],
+                                room[3], room[4], 0, 0, 0)
+  if nk ~= skew or (kf and not blob) then
+    sets[#sets + 1] = 'k'
+    sets[#sets + 1] = struct.pack('<d', nk)
+  end
   sets[#sets + 1] = 'c'
   sets[#sets + 1] = struct.pack(string.rep('<d', #cs), unpack(cs)) .. write_head
 end
@@ -513,5 +549,5 @@ elseif #sets > 0 then
   redis.call('HSET', key, unpack(sets))
 end
 if touched then redis.call('PEXPIRE', key, math.max(L[8], blocked - now + 1000)) end
-if all_ok then return now end
+if all_ok then return raw end
 return result

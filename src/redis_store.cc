@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -38,12 +39,24 @@ namespace {
 constexpr size_t kBusyWhenQueued = 2;
 constexpr int64_t kMinBackoffMs = 50;
 constexpr int64_t kMaxBackoffMs = 2000;
+// The server's clock moving more than this (plus the round trip and the
+// drift allowed for) from where this process's monotonic clock says it
+// should be is a step.
+constexpr double kClockStepMs = 1000;
 // Lua numbers are doubles: integers are exact up to 2^53.
 constexpr uint64_t kMaxExact = uint64_t{1} << 53;
 
 int64_t NowUs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+// The clock the server's is watched against: monotonic, and running while
+// the machine sleeps (as the server's clock does).
+int64_t BootUs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
 }
 
@@ -62,6 +75,232 @@ struct timeval Tv(int64_t us) {
 constexpr size_t kMaxArgs = 32;
 
 using ReplyPtr = std::unique_ptr<redisReply, void (*)(void*)>;
+
+// What one reply may take: bytes buffered or built (strings, arrays and
+// their elements), array elements, and arrays nest at most one deep. Ours
+// are a few hundred bytes (a merged call's: 131 integers); anything larger
+// is a bad server's, and refused before it takes the memory it claims (a
+// bulk string's length or an array's count is not believed).
+constexpr size_t kMaxReplyBytes = size_t{1} << 20;
+constexpr int kMaxReplyElements = 1024;
+
+// Where a connection's reader says why it gave up on a reply (the reader's
+// privdata): what it refused, or null.
+struct ReplyLimits {
+  size_t bytes = 0;  // of the reply being read
+  const char* refused = nullptr;
+  long long value = 0;  // how many of `unit` the reply claimed or took
+  const char* unit = "";
+};
+
+const redisReplyObjectFunctions& DefaultReplyFunctions() {
+  static const redisReplyObjectFunctions fns = [] {
+    redisReader* r = redisReaderCreate();
+    redisReplyObjectFunctions f = *r->fn;
+    redisReaderFree(r);
+    return f;
+  }();
+  return fns;
+}
+
+// Counts `bytes` against the reply's bound (a root object starts a reply);
+// false, with the reason noted, past it.
+bool Take(const redisReadTask* task, size_t bytes) {
+  auto* limits = static_cast<ReplyLimits*>(task->privdata);
+  if (limits == nullptr) return true;
+  if (task->parent == nullptr) limits->bytes = 0;
+  limits->bytes += bytes;
+  if (limits->bytes <= kMaxReplyBytes) return true;
+  *limits = {limits->bytes, "a reply larger than 1 MiB", static_cast<long long>(limits->bytes),
+             "bytes or more"};
+  return false;
+}
+
+void* BoundedString(const redisReadTask* task, char* str, size_t len) {
+  if (!Take(task, sizeof(redisReply) + len)) return nullptr;
+  return DefaultReplyFunctions().createString(task, str, len);
+}
+
+void* BoundedArray(const redisReadTask* task, int elements) {
+  auto* limits = static_cast<ReplyLimits*>(task->privdata);
+  if (limits != nullptr && task->parent != nullptr && task->parent->parent != nullptr) {
+    *limits = {limits->bytes, "arrays nested more than one deep", 0, ""};
+    return nullptr;
+  }
+  if (limits != nullptr && elements > kMaxReplyElements) {
+    *limits = {limits->bytes, "an array of more than 1,024 elements", elements, "elements"};
+    return nullptr;
+  }
+  const size_t pointers = static_cast<size_t>(std::max(elements, 0));
+  if (!Take(task, sizeof(redisReply) + sizeof(redisReply*) * pointers)) return nullptr;
+  return DefaultReplyFunctions().createArray(task, elements);
+}
+
+void* BoundedInteger(const redisReadTask* task, long long value) {
+  if (!Take(task, sizeof(redisReply))) return nullptr;
+  return DefaultReplyFunctions().createInteger(task, value);
+}
+
+void* BoundedNil(const redisReadTask* task) {
+  if (!Take(task, sizeof(redisReply))) return nullptr;
+  return DefaultReplyFunctions().createNil(task);
+}
+
+redisReplyObjectFunctions* BoundedReplyFunctions() {
+  static redisReplyObjectFunctions fns = {BoundedString, BoundedArray, BoundedInteger,
+                                          BoundedNil, DefaultReplyFunctions().freeObject};
+  return &fns;
+}
+
+// A reply's type, for messages.
+const char* TypeName(const redisReply* r) {
+  switch (r->type) {
+    case REDIS_REPLY_STRING: return "a string";
+    case REDIS_REPLY_ARRAY: return "an array";
+    case REDIS_REPLY_INTEGER: return "an integer";
+    case REDIS_REPLY_NIL: return "nil";
+    case REDIS_REPLY_STATUS: return "a status";
+    case REDIS_REPLY_ERROR: return "an error";
+  }
+  return "of an unknown type";
+}
+
+const char* OpName(RedisStore::Op op) {
+  switch (op) {
+    case RedisStore::Op::kAcquire: return "acquire";
+    case RedisStore::Op::kCheck: return "check";
+    case RedisStore::Op::kRecord: return "record";
+    case RedisStore::Op::kSettle: return "settle";
+    case RedisStore::Op::kStats: return "stats";
+    case RedisStore::Op::kReset: return "reset";
+    case RedisStore::Op::kBlock: return "block";
+    case RedisStore::Op::kObserve: return "observe";
+  }
+  return "?";
+}
+
+// The server's time as the script returns it: Unix ms, positive, exact in
+// a double.
+bool ServerTime(long long v) { return v > 0 && v < (int64_t{1} << 53); }
+
+// The script's reply to one script call of `op` deciding the requests `g`
+// (merged: more than one) on a model of `nwin` windows, sent in the short
+// form or not, as each request's result (into (*results)[g[k]]) and the
+// server's time (or -1: the reply carries none). Anything the script never
+// returns is an error message saying what was wrong (and nothing is
+// decided: the results written are to be overwritten).
+std::string ParseScriptReply(const redisReply& r, RedisStore::Op op, bool short_form, int nwin,
+                             const std::vector<size_t>& g,
+                             std::vector<absl::StatusOr<RedisStore::Reply>>* results,
+                             int64_t* server_ms) {
+  using Op = RedisStore::Op;
+  using Reply = RedisStore::Reply;
+  const bool decision = op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord;
+  const size_t decisions = g.size();
+  *server_ms = -1;
+  if (r.type == REDIS_REPLY_INTEGER) {
+    if (r.integer == -4 && decision && short_form) {
+      // Asked for the full form: each caller sends its call again in it.
+      Reply again;
+      again.need_full = true;
+      for (size_t k : g) (*results)[k] = again;
+      return "";
+    }
+    // Every decision admitted: the script returns the server's time alone.
+    if (decision && ServerTime(r.integer)) {
+      Reply ok;
+      ok.code = RT_OK;
+      ok.now_ms = r.integer;
+      *server_ms = r.integer;
+      for (size_t k : g) (*results)[k] = ok;
+      return "";
+    }
+    return absl::StrCat("the reply is the integer ", r.integer, ", expected ",
+                        decision ? "the server's time or an array" : "an array");
+  }
+  if (r.type != REDIS_REPLY_ARRAY) {
+    return absl::StrCat("the reply is ", TypeName(&r), ", expected ",
+                        decision ? "an integer or an array" : "an array");
+  }
+  // {code, wait_ms, now_ms, ...}: a conflict adds the stored limits; stats
+  // n used counts, the block, and (remaining, reset, limit) per unit; a
+  // merged call (code, wait) per further decision.
+  const bool conflict = (op == Op::kAcquire || op == Op::kCheck) && r.elements == 4 &&
+                        r.element[0]->type == REDIS_REPLY_INTEGER && r.element[0]->integer == -2;
+  const size_t expected = conflict             ? 4
+                          : op == Op::kStats   ? 3 + static_cast<size_t>(nwin) + 13
+                          : decision           ? 3 + 2 * (decisions - 1)
+                                               : 3;
+  if (r.elements != expected) {
+    return absl::StrCat("the reply is an array of ", r.elements, " elements, expected ", expected);
+  }
+  for (size_t e = 0; e < r.elements; ++e) {
+    const redisReply* x = r.element[e];
+    const int want = conflict && e == 3 ? REDIS_REPLY_STRING : REDIS_REPLY_INTEGER;
+    if (x == nullptr || x->type != want) {
+      return absl::StrCat("reply element ", e + 1, " of ", r.elements, " is ",
+                          x == nullptr ? "missing" : TypeName(x), ", expected ",
+                          want == REDIS_REPLY_STRING ? "a string" : "an integer");
+    }
+  }
+  auto bad_value = [&](size_t e, absl::string_view expected_value) {
+    return absl::StrCat("reply element ", e + 1, " of ", r.elements, " is ",
+                        r.element[e]->integer, ", expected ", expected_value);
+  };
+  // A decision's code (0 ok, 1 limited, -3 too large; -2, a conflict, only
+  // first) and wait, as the caller's.
+  auto code_at = [&](size_t e, Reply* one) -> std::string {
+    const long long code = r.element[e]->integer, wait = r.element[e + 1]->integer;
+    if (!(code == 0 || (decision && (code == 1 || code == -3)))) {
+      return bad_value(e, decision ? "a decision's code (0, 1 or -3)" : "0");
+    }
+    if (wait < 0) return bad_value(e + 1, "a wait (0 or more ms)");
+    one->code = code == 0 ? RT_OK : code == 1 ? RT_LIMITED : RT_E_TOO_LARGE;
+    one->wait_ms = static_cast<uint64_t>(wait);
+    return "";
+  };
+  Reply first;
+  if (!ServerTime(r.element[2]->integer)) return bad_value(2, "the server's time (Unix ms)");
+  first.now_ms = r.element[2]->integer;
+  *server_ms = first.now_ms;
+  if (conflict) {
+    if (r.element[1]->integer != 0) return bad_value(1, "0");
+    first.code = RT_E_CONFIG;
+    first.stored_limits.assign(r.element[3]->str, r.element[3]->len);
+    for (size_t k : g) (*results)[k] = first;  // a conflict answers them all
+    return "";
+  }
+  if (std::string e = code_at(0, &first); !e.empty()) return e;
+  if (op == Op::kStats) {
+    const size_t n = static_cast<size_t>(nwin);
+    for (size_t k = 0; k < n; ++k) {
+      const long long used = r.element[3 + k]->integer;
+      if (used < 0) return bad_value(3 + k, "a count (0 or more)");
+      first.used.push_back(static_cast<uint64_t>(used));
+    }
+    const long long blocked = r.element[3 + n]->integer;
+    if (blocked < 0) return bad_value(3 + n, "a block's remaining ms (0 or more)");
+    first.blocked_ms = static_cast<uint64_t>(blocked);
+    for (size_t u = 0; u < 4; ++u) {
+      const size_t at = 4 + n + 3 * u;
+      const long long remaining = r.element[at]->integer, reset = r.element[at + 1]->integer,
+                      limit = r.element[at + 2]->integer;
+      if (remaining < -1) return bad_value(at, "a cap's remaining (-1: none, or 0 or more)");
+      if (reset < 0) return bad_value(at + 1, "a cap's reset (0 or more ms)");
+      if (limit < 0) return bad_value(at + 2, "a limit (0 or more)");
+      first.caps[u].remaining = remaining;
+      first.caps[u].reset_ms = static_cast<uint64_t>(reset);
+      first.caps[u].limit = static_cast<uint64_t>(limit);
+    }
+  }
+  for (size_t k = 1; k < decisions; ++k) {
+    Reply one = first;
+    if (std::string e = code_at(3 + 2 * (k - 1), &one); !e.empty()) return e;
+    (*results)[g[k]] = std::move(one);
+  }
+  (*results)[g[0]] = std::move(first);
+  return "";
+}
 
 // A count as the script's double: exact, clamped at 2^53.
 double Exact(uint64_t v) { return static_cast<double>(std::min(v, kMaxExact)); }
@@ -221,6 +460,7 @@ RemoteSpec RemoteSpec::From(const WindowSet& ws) {
       AppendDouble(&s.layout, v);
     }
     longest = std::max(longest, w.width_ms * w.ring);
+    if (w.limit >= 0) s.longest_ms = std::max(s.longest_ms, w.width_ms * w.ring);
   }
   s.ttl_ms = longest + 60000;  // a little longer than the longest window
   s.fingerprint = DescribeLimits(ws.Limits());
@@ -257,6 +497,8 @@ struct RedisStore::Conn {
     size_t tokens_at;
     Cost cost;
     int64_t deadline_us;
+    int nwin;            // the model's windows (what stats answers)
+    int64_t longest_ms;  // the model's longest window
     bool MergesWith(const Item& o) const {
       // Decisions of one kind on one model with the same limits: one script
       // call decides them all, in order. Their arguments differ only in the
@@ -278,6 +520,14 @@ struct RedisStore::Conn {
   // it, on the wire, to a request of it: that one reads the replies.
   bool in_flight = false;
   bool timed_out = false;  // the last Flush or NextReply failed by the deadline
+  ReplyLimits limits;      // the reader's: what it refused (kMaxReplyBytes, ...)
+  // The batch's clock: when it was written, and, taken with it under mu_,
+  // this process's estimate of the server's time without the steps seen
+  // (monotonic ms + clock_base_ms) and when the latest step was seen (0:
+  // none).
+  int64_t sent_us = 0;
+  double clock_base_ms = 0;
+  int64_t step_at_us = 0;
   void Drop() {
     if (ctx != nullptr) redisFree(ctx);
     ctx = nullptr;
@@ -306,6 +556,8 @@ struct RedisStore::Request {
   size_t tokens_at = 0;
   Cost cost;
   int64_t deadline_us = 0;
+  int nwin = 0;
+  int64_t longest_ms = 0;
   std::atomic<uint32_t> state{kWaiting};
   Conn* conn = nullptr;  // kLead: the connection handed over
   absl::StatusOr<Reply> result;  // kDone: the answer
@@ -434,22 +686,55 @@ redisReply* RedisStore::Conn::NextReply(int64_t deadline_us) {
       return nullptr;
     }
     if (redisBufferRead(ctx) != REDIS_OK) return nullptr;
+    // A reply still incomplete past the bound (a bulk string's length is
+    // not believed: it is read as it comes).
+    if (const size_t buffered = ctx->reader->len - ctx->reader->pos; buffered > kMaxReplyBytes) {
+      limits = {buffered, "a reply larger than 1 MiB", static_cast<long long>(buffered),
+                "bytes or more"};
+      return nullptr;
+    }
   }
 }
 
 absl::Status RedisStore::IoError(Conn& c, const char* during) const {
   std::string msg = absl::StrCat(where_, ": ", during, ": ",
                                  c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
-  if (c.timed_out ||
-      (c.ctx && c.ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+  if (c.limits.refused != nullptr) {
+    msg = absl::StrCat(
+        where_, ": ", during, ": refused ", c.limits.refused,
+        c.limits.value > 0 ? absl::StrCat(" (", c.limits.value, " ", c.limits.unit, ")") : "",
+        "; the connection is dropped");
+  } else if (c.timed_out ||
+             (c.ctx && c.ctx->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))) {
     msg = absl::StrCat(where_, ": ", during, ": timed out after ", url_.timeout_ms, " ms");
   }
+  c.limits = ReplyLimits{};
   c.Drop();
   return BackendError(msg);
 }
 
+namespace {
+
+// The script's text; with test_clock, its clock is TIME plus the
+// milliseconds stored at "{prefix:}clock".
+std::string ScriptText(const RedisUrl& url) {
+  std::string text = kRedisScript;
+  if (!url.test_clock) return text;
+  const std::string line = "local now = t[1] * 1000 + t[2] / 1000\n";
+  const size_t at = text.find(line);
+  if (at == std::string::npos) return text;  // the test fails: its clock does not move
+  text.replace(at, line.size(),
+               absl::StrCat("local now = t[1] * 1000 + t[2] / 1000 + (tonumber(redis.call('GET', "
+                            "[==[{", url.prefix, ":}clock]==])) or 0)\n"));
+  return text;
+}
+
+}  // namespace
+
 RedisStore::RedisStore(RedisUrl url)
-    : url_(std::move(url)), where_(absl::StrCat("Redis ", url_.host, ":", url_.port)) {
+    : url_(std::move(url)),
+      where_(absl::StrCat("Redis ", url_.host, ":", url_.port)),
+      script_(ScriptText(url_)) {
   for (int i = 0; i < url_.connections; ++i) pool_.push_back(std::make_unique<Conn>());
 }
 
@@ -484,6 +769,40 @@ void RedisStore::NoteSuccess() {
     backoff_ms_.store(0);
     first_failure_pending_.store(false);
   }
+}
+
+void RedisStore::UpdateClock(int64_t server_ms, int64_t sent_us, int64_t recv_us) {
+  // The server read its clock between sent_us and recv_us: the offset is
+  // server_ms less their middle, give or take half the round trip (and the
+  // millisecond TIME was truncated to).
+  const double mid_ms = static_cast<double>(sent_us + recv_us) / 2000;
+  const double offset = static_cast<double>(server_ms) - mid_ms;
+  const double error = static_cast<double>(recv_us - sent_us) / 2000 + 1;
+  if (!clock_known_) {
+    clock_known_ = true;
+    clock_offset_ms_ = offset;
+    clock_error_ms_ = error;
+    clock_seen_us_ = recv_us;
+    return;
+  }
+  // What was known ages: a server's clock may run fast or slow (NTP slews
+  // it by at most 0.05%); 0.1% is allowed for.
+  const double aged = clock_error_ms_ + static_cast<double>(recv_us - clock_seen_us_) / 1e6;
+  clock_seen_us_ = recv_us;
+  if (std::abs(offset - clock_offset_ms_) > kClockStepMs + aged + error) {
+    // The server's clock stepped. The steps of one episode add up: it ends
+    // when the clock has stood still for the longest window of any call.
+    if (clock_step_at_us_ == 0 || recv_us - clock_step_at_us_ >= clock_longest_ms_ * 1000) {
+      clock_step_ms_ = 0;
+    }
+    clock_step_ms_ += offset - clock_offset_ms_;
+    clock_step_at_us_ = recv_us;
+  } else if (error > aged) {
+    clock_error_ms_ = aged;  // the older reading is the closer one
+    return;
+  }
+  clock_offset_ms_ = offset;
+  clock_error_ms_ = error;
 }
 
 bool RedisStore::TakeFirstFailure() {
@@ -540,6 +859,10 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   c.ctx = redisConnectWithTimeout(url_.host.c_str(), url_.port, Tv(deadline_us - NowUs()));
   if (c.ctx == nullptr) return NoMemError("cannot allocate a Redis context");
   if (c.ctx->err) return IoError(c, "cannot connect");
+  // Replies are read within bounds (kMaxReplyBytes, ...).
+  c.limits = ReplyLimits{};
+  c.ctx->reader->fn = BoundedReplyFunctions();
+  c.ctx->reader->privdata = &c.limits;
   // From here on the socket never blocks: a write that cannot go on waits
   // in poll(2) for the deadline like a read (the socket timeouts hiredis
   // sets are in whole clock ticks and may overshoot it).
@@ -549,10 +872,11 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
     return BackendError(absl::StrCat(where_, ": cannot make the socket non-blocking"));
   }
   c.ctx->flags &= ~REDIS_BLOCK;
-  // One command and its reply, within the deadline: an I/O failure or an
-  // error reply fails the connection.
-  auto step = [&](const std::vector<std::string>& args,
-                  const char* during) -> absl::StatusOr<ReplyPtr> {
+  // One command and its reply, within the deadline: an I/O failure, an
+  // error reply or a reply `ok` does not accept (`expected` says what it
+  // accepts) fails the connection.
+  auto step = [&](const std::vector<std::string>& args, const char* during, const char* expected,
+                  auto ok) -> absl::StatusOr<ReplyPtr> {
     ReplyPtr r(AppendArgv(c.ctx, args) && c.Flush(deadline_us) ? c.NextReply(deadline_us)
                                                                : nullptr,
                freeReplyObject);
@@ -562,34 +886,57 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
       c.Drop();
       return BackendError(absl::StrCat(where_, ": ", during, ": ", err));
     }
+    if (!ok(*r)) {
+      std::string got = TypeName(r.get());
+      if (r->type == REDIS_REPLY_INTEGER) absl::StrAppend(&got, " (", r->integer, ")");
+      if (r->type == REDIS_REPLY_ARRAY) absl::StrAppend(&got, " of ", r->elements);
+      c.Drop();
+      return BackendError(absl::StrCat(where_, ": ", during, ": the reply is ", got,
+                                       ", expected ", expected, "; the connection is dropped"));
+    }
     return r;
+  };
+  auto is_ok = [](const redisReply& r) {
+    return r.type == REDIS_REPLY_STATUS && absl::string_view(r.str, r.len) == "OK";
   };
   if (!url_.password.empty()) {
     std::vector<std::string> auth = {"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
     auth.push_back(url_.password);
-    if (auto r = step(auth, "AUTH"); !r.ok()) return r.status();
+    if (auto r = step(auth, "AUTH", "OK", is_ok); !r.ok()) return r.status();
   }
   if (url_.db != 0) {
-    if (auto r = step({"SELECT", std::to_string(url_.db)}, "SELECT"); !r.ok()) return r.status();
+    if (auto r = step({"SELECT", std::to_string(url_.db)}, "SELECT", "OK", is_ok); !r.ok()) {
+      return r.status();
+    }
   }
   if (secret_.load(std::memory_order_acquire) == 0) {
     // One ticket key per Redis and prefix: whoever connects first sets it.
     std::random_device rd;
     const uint64_t mine = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
     const std::string key = absl::StrCat("{", url_.prefix, ":}secret");
-    if (auto r = step({"SET", key, std::to_string(mine), "NX"}, "SET"); !r.ok()) return r.status();
-    auto got = step({"GET", key}, "GET");
-    if (!got.ok()) return got.status();
+    auto set = step({"SET", key, std::to_string(mine), "NX"}, "SET", "OK or nil",
+                    [&](const redisReply& r) { return is_ok(r) || r.type == REDIS_REPLY_NIL; });
+    if (!set.ok()) return set.status();
     uint64_t shared = 0;
-    if ((*got)->type == REDIS_REPLY_STRING &&
-        absl::SimpleAtoi(absl::string_view((*got)->str, (*got)->len), &shared) && shared != 0) {
-      secret_.store(shared, std::memory_order_release);
-    }
+    auto got = step({"GET", key}, "GET", "a string holding a number other than 0",
+                    [&](const redisReply& r) {
+                      return r.type == REDIS_REPLY_STRING &&
+                             absl::SimpleAtoi(absl::string_view(r.str, r.len), &shared) &&
+                             shared != 0;
+                    });
+    if (!got.ok()) return got.status();
+    secret_.store(shared, std::memory_order_release);
   }
-  auto loaded = step({"SCRIPT", "LOAD", kRedisScript}, "SCRIPT LOAD");
+  auto loaded = step({"SCRIPT", "LOAD", script_}, "SCRIPT LOAD", "a SHA1 (40 hex digits)",
+                     [](const redisReply& r) {
+                       const absl::string_view sha(r.str == nullptr ? "" : r.str, r.len);
+                       return r.type == REDIS_REPLY_STRING && sha.size() == 40 &&
+                              sha.find_first_not_of("0123456789abcdefABCDEF") ==
+                                  absl::string_view::npos;
+                     });
   if (!loaded.ok()) return loaded.status();
-  if ((*loaded)->type == REDIS_REPLY_STRING && !sha_known_.load()) {
+  if (!sha_known_.load()) {
     std::lock_guard<std::mutex> l(last_error_mu_);
     if (!sha_known_.load()) {
       sha_.assign((*loaded)->str, (*loaded)->len);
@@ -622,9 +969,12 @@ void RedisStore::TakeBatch(Conn& c, Request* first) {
   c.items.clear();
   c.items.reserve(c.batch.size());
   for (Request* r : c.batch) {
-    c.items.push_back(
-        {r->op, std::move(r->wire), std::move(r->full), r->tokens_at, r->cost, r->deadline_us});
+    c.items.push_back({r->op, std::move(r->wire), std::move(r->full), r->tokens_at, r->cost,
+                       r->deadline_us, r->nwin, r->longest_ms});
+    clock_longest_ms_ = std::max(clock_longest_ms_, r->longest_ms);
   }
+  c.clock_base_ms = clock_offset_ms_ - clock_step_ms_;
+  c.step_at_us = clock_step_at_us_;
 }
 
 bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const {
@@ -639,14 +989,27 @@ bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) c
   const int argc = 2 + 3 + (tokens ? 1 : 0) + (full ? 2 : 0);
   std::string cmd;
   cmd.reserve(64 + first.wire.size() + (full ? first.full.size() : 0) + 16 * g.size() +
-              (eval ? std::strlen(kRedisScript) : 0));
+              (eval ? script_.size() : 0));
   cmd.resize(RespWriter::kBulkOverhead);
   RespWriter w{cmd.data()};
   w.Header(static_cast<size_t>(argc), '*');
   cmd.resize(static_cast<size_t>(w.p - cmd.data()));
   AppendBulk(&cmd, eval ? "EVAL" : "EVALSHA");
-  AppendBulk(&cmd, eval ? absl::string_view(kRedisScript) : absl::string_view(sha_));
-  cmd.append(first.wire);
+  AppendBulk(&cmd, eval ? absl::string_view(script_) : absl::string_view(sha_));
+  if (c.step_at_us != 0 && c.sent_us - c.step_at_us < first.longest_ms * 1000) {
+    // The server's clock stepped within the model's longest window: the
+    // first argument carries a fifth double, the server's time as it would
+    // be without the steps (the script keeps the key's time within a second
+    // of it; its hot path reads four).
+    const size_t header = first.tokens_at - 16 - 5;  // "$32\r\n"
+    cmd.append(first.wire, 0, header);
+    cmd.append("$40\r\n");
+    cmd.append(first.wire, first.tokens_at - 16, 32);
+    AppendDouble(&cmd, std::floor(static_cast<double>(c.sent_us) / 1000 + c.clock_base_ms));
+    cmd.append("\r\n");
+  } else {
+    cmd.append(first.wire);
+  }
   if (tokens) {
     std::string more;
     for (size_t k = 1; k < g.size(); ++k) {
@@ -676,7 +1039,9 @@ void RedisStore::Send(Conn& c, int64_t deadline_us) {
   c.sent = absl::OkStatus();
   if (c.ctx == nullptr) c.sent = Connect(c, deadline_us);
   if (!c.sent.ok()) return;
-  // Every group's command in one write.
+  // Every group's command in one write. The server's time in each reply
+  // is later than this.
+  c.sent_us = BootUs();
   c.eval = !sha_known_.load();
   bool appended = true;
   for (const auto& g : c.groups) appended = appended && AppendGroup(c, g, c.eval);
@@ -698,6 +1063,8 @@ void RedisStore::Lead(Conn& c, Request* me) {
   std::vector<absl::StatusOr<Reply>> results(batch.size());
   absl::Status status = c.sent;
   std::vector<ReplyPtr> replies;
+  // Per group (at most kMaxBatch), whether it was sent as EVAL (messages).
+  uint64_t evaled = c.eval ? ~uint64_t{0} : 0;
   if (status.ok()) {
     // Every reply, in order.
     const char* what = c.eval ? "EVAL" : "EVALSHA";
@@ -714,6 +1081,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
           !absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT")) {
         continue;
       }
+      evaled |= uint64_t{1} << i;
       if (!AppendGroup(c, groups[i], /*eval=*/true) || !c.Flush(deadline_us)) {
         status = IoError(c, "EVAL");
       }
@@ -723,88 +1091,46 @@ void RedisStore::Lead(Conn& c, Request* me) {
       }
     }
   }
+  // Every reply checked and turned into its requests' results. One the
+  // script never gives fails the whole batch, as an outage does: the
+  // connection's stream is not to be trusted, so it goes.
+  int64_t server_ms = -1;  // the server's time in the first reply that has it
+  const int64_t recv_us = BootUs();
+  bool script_failed = false;
+  bool drop = false;
+  for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
+    const std::vector<size_t>& g = groups[i];
+    const Conn::Item& first = batch[g[0]];
+    redisReply* r = replies[i].get();
+    if (r->type == REDIS_REPLY_ERROR) {
+      const absl::string_view text(r->str, r->len);
+      const std::string error = absl::StrCat(where_, ": ", text);
+      // Not the script failing ("ERR ...") but the server refusing
+      // (READONLY after a failover, LOADING, MASTERDOWN, OOM, ...): a new
+      // connection next time.
+      if (!absl::StartsWith(text, "ERR ")) drop = true;
+      NoteFailure(error);
+      script_failed = true;
+      for (size_t k : g) results[k] = BackendError(error);
+      continue;
+    }
+    int64_t t = -1;
+    const std::string bad =
+        ParseScriptReply(*r, first.op, first.full.empty(), first.nwin, g, &results, &t);
+    if (!bad.empty()) {
+      status = BackendError(absl::StrCat(where_, ": ", (evaled >> i & 1) != 0 ? "EVAL" : "EVALSHA",
+                                         " (", OpName(first.op), "): ", bad,
+                                         "; the connection is dropped"));
+      c.Drop();
+    }
+    if (server_ms < 0) server_ms = t;
+  }
   if (!status.ok()) {
     if (status.code() == absl::StatusCode::kUnavailable) {
       NoteFailure(std::string(status.message()));
     }
     for (auto& r : results) r = status;
   } else {
-    bool script_failed = false;
-    bool drop = false;
-    for (size_t i = 0; i < groups.size(); ++i) {
-      const std::vector<size_t>& g = groups[i];
-      redisReply* r = replies[i].get();
-      std::string error;
-      if (r->type == REDIS_REPLY_ERROR) {
-        const absl::string_view text(r->str, r->len);
-        error = absl::StrCat(where_, ": ", text);
-        // Not the script failing ("ERR ...") but the server refusing
-        // (READONLY after a failover, LOADING, MASTERDOWN, OOM, ...): a new
-        // connection next time.
-        if (!absl::StartsWith(text, "ERR ")) drop = true;
-      } else if (r->type == REDIS_REPLY_INTEGER && r->integer == -4 &&
-                 batch[g[0]].full.empty()) {
-        // Asked for the full form: each caller sends its call again in it.
-        Reply again;
-        again.need_full = true;
-        for (size_t k : g) results[k] = again;
-        continue;
-      } else if (r->type == REDIS_REPLY_INTEGER) {
-        // Every decision admitted: the script returns the server's time alone.
-        if ((batch[g[0]].op == Op::kAcquire || batch[g[0]].op == Op::kCheck ||
-             batch[g[0]].op == Op::kRecord) && r->integer >= 0) {
-          Reply ok;
-          ok.code = RT_OK;
-          ok.wait_ms = 0;
-          ok.now_ms = r->integer;
-          for (size_t k : g) results[k] = ok;
-          continue;
-        }
-        error = absl::StrCat(where_, ": unexpected reply to the script");
-      } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-                 r->element[0]->type != REDIS_REPLY_INTEGER ||
-                 (r->element[0]->integer != -2 && r->elements < 3 + 2 * (g.size() - 1))) {
-        error = absl::StrCat(where_, ": unexpected reply to the script");
-      }
-      if (!error.empty()) {
-        NoteFailure(error);
-        script_failed = true;
-        for (size_t k : g) results[k] = BackendError(error);
-        continue;
-      }
-      auto code_of = [](long long code) {
-        return code == 0 ? RT_OK : code == 1 ? RT_LIMITED : code == -3 ? RT_E_TOO_LARGE : RT_E_CONFIG;
-      };
-      Reply first;
-      first.code = code_of(r->element[0]->integer);
-      first.wait_ms = static_cast<uint64_t>(std::max<long long>(r->element[1]->integer, 0));
-      first.now_ms = r->element[2]->integer;
-      std::vector<long long> extra;
-      for (size_t e = 3; e < r->elements; ++e) {
-        redisReply* x = r->element[e];
-        if (x->type == REDIS_REPLY_STRING) first.stored_limits.assign(x->str, x->len);
-        if (x->type == REDIS_REPLY_INTEGER) extra.push_back(x->integer);
-      }
-      // kStats: n used counts, the block, then (remaining, reset, limit) per unit.
-      if (batch[g[0]].op == Op::kStats && extra.size() >= 13) {
-        const size_t n = extra.size() - 13;
-        for (size_t k = 0; k < n; ++k) first.used.push_back(static_cast<uint64_t>(extra[k]));
-        first.blocked_ms = static_cast<uint64_t>(std::max<long long>(extra[n], 0));
-        for (int u = 0; u < 4; ++u) {
-          first.caps[u].remaining = extra[n + 1 + u * 3];
-          first.caps[u].reset_ms = static_cast<uint64_t>(std::max<long long>(extra[n + 2 + u * 3], 0));
-          first.caps[u].limit = static_cast<uint64_t>(std::max<long long>(extra[n + 3 + u * 3], 0));
-        }
-      }
-      for (size_t k = 0; k < g.size(); ++k) {
-        Reply one = first;
-        if (k > 0 && first.code != RT_E_CONFIG) {  // a conflict answers them all
-          one.code = code_of(extra[2 * (k - 1)]);
-          one.wait_ms = static_cast<uint64_t>(std::max<long long>(extra[2 * (k - 1) + 1], 0));
-        }
-        results[g[k]] = std::move(one);
-      }
-    }
     if (drop) c.Drop();
     if (!script_failed) NoteSuccess();
   }
@@ -820,6 +1146,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
   int64_t latest = 0;  // the next batch's latest deadline
   {
     SpinLockHolder l(&mu_);
+    if (status.ok() && server_ms > 0) UpdateClock(server_ms, c.sent_us, recv_us);
     for (size_t i = 0; i < batch.size(); ++i) {
       Request* r = c.batch[i];
       if (r == nullptr) continue;  // gave up waiting
@@ -874,6 +1201,8 @@ void RedisStore::Prepare(Request& me, int64_t start_us, bool full_form, Op op,
   me.op = op;
   me.cost = cost;
   me.deadline_us = start_us + static_cast<int64_t>(url_.timeout_ms) * 1000;
+  me.nwin = spec.n;
+  me.longest_ms = spec.longest_ms;
   const size_t key_size = url_.prefix.size() + model.size() + 3;  // "{prefix:model}"
   // The short form: 1 (the number of keys), the key, four doubles.
   std::string& wire = me.wire;

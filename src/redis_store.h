@@ -22,6 +22,27 @@
 // dropped and the whole batch fails. After a failure, connections are
 // retried with exponential backoff (50 ms to 2 s); until then calls fail
 // fast, and the tracker applies the on_error policy.
+//
+// Every reply is checked for type and shape before it is used (connecting:
+// AUTH, SELECT, the ticket key's SET and GET, SCRIPT LOAD; the script's
+// replies per op, merged or not): a reply the script would never give fails
+// the whole batch as an outage does (the connection is dropped: its stream
+// is not to be trusted). What a reply may take is bounded: at most
+// kMaxReplyBytes (1 MiB) buffered or built per reply, arrays of at most
+// kMaxReplyElements (1,024) nested at most one deep; anything larger fails
+// the same way.
+//
+// Clock steps: the script decides on the server's TIME. Each key keeps its
+// own time, the server's plus a skew (0 until the server's clock steps),
+// which never goes back: after a backward step it goes on from the start of
+// the key's newest bucket. Forward steps are seen here: every reply carries
+// the server's time, compared with this machine's monotonic clock (one
+// that runs while it sleeps, CLOCK_BOOTTIME); when it is more than a
+// second (plus the round trip, plus 0.1% of the time since the last
+// reading) from where it should be, the calls on each model carry, for the
+// length of the model's longest window, this process's estimate of the
+// server's time as it would be without the steps, and the script keeps the
+// key's time within a second of that (README, "Clocks").
 #ifndef RATETRACK_SRC_REDIS_STORE_H_
 #define RATETRACK_SRC_REDIS_STORE_H_
 
@@ -55,6 +76,10 @@ struct RedisUrl {
   // Tests only, not in the URL: every decision takes the script's full path
   // (ARGV[8] = '0'), so that a test can compare its hot path with it.
   bool full_path_only = false;
+  // Tests only, not in the URL: the script's clock is TIME plus the
+  // milliseconds stored at "{prefix:}clock" (a variant of the script is
+  // loaded), so that a test can step the server's clock.
+  bool test_clock = false;
 
   // "redis://host:port/db?prefix=P&timeout_ms=T&on_error=E", no credentials.
   std::string Redacted() const;
@@ -87,6 +112,10 @@ struct RemoteSpec {
   // day end: 0 here, set per call for calendar windows): what the script
   // unpacks without parsing text.
   std::string layout;
+  // The longest window with a limit (width x ring, ms; 0: none): how long
+  // after a step of the server's clock a call carries the time as it would
+  // be without it.
+  int64_t longest_ms = 0;
   // A 52-bit FNV-1a hash of the head, the layout and the TTL, as the script
   // compares it (a double, exact): a call that carries only the digest is
   // decided from the state Redis holds for the same limits.
@@ -183,6 +212,10 @@ class RedisStore {
   absl::StatusOr<Reply> RunPrepared(Request& me);
   // After a failed Flush or NextReply on c: drops it, says what failed.
   absl::Status IoError(Conn& c, const char* during) const;
+  // A reply of the server's clock (server_ms, from a call written at
+  // sent_us and answered by recv_us, CLOCK_BOOTTIME): a step is noted.
+  void UpdateClock(int64_t server_ms, int64_t sent_us, int64_t recv_us)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The leader's part, with c its own: takes the queued requests along,
   // merges the decisions on one model into one script call each, writes
   // them all at once, reads every reply, hands the results out and the
@@ -212,6 +245,7 @@ class RedisStore {
 
   const RedisUrl url_;
   const std::string where_;  // "Redis host:port", the start of every error
+  const std::string script_;  // the script's text (kRedisScript, or the test_clock variant)
   std::vector<std::unique_ptr<Conn>> pool_;
   SpinLock mu_;  // the connections' busy flags and batches, the queue (held briefly)
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);  // waiting for a connection
@@ -226,6 +260,19 @@ class RedisStore {
   std::atomic<bool> sha_known_{false};
   std::atomic<uint64_t> secret_{0};
   std::string sha_;  // written once, before sha_known_
+  // The server's clock against this machine's CLOCK_BOOTTIME, from the
+  // replies: server ms - boot-time ms, how far off that may be, and when it
+  // was measured.
+  bool clock_known_ ABSL_GUARDED_BY(mu_) = false;
+  double clock_offset_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  double clock_error_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t clock_seen_us_ ABSL_GUARDED_BY(mu_) = 0;
+  // The steps seen since the server's clock last stood still for a longest
+  // window (their sum, ms: forward positive), and when the latest was seen
+  // (0: none).
+  double clock_step_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t clock_step_at_us_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t clock_longest_ms_ ABSL_GUARDED_BY(mu_) = 0;  // of any call's model
   mutable std::mutex last_error_mu_;
   std::string last_error_;
 };

@@ -10,12 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -146,7 +148,9 @@ json Stats(rt_tracker* t) {
 
 TEST(RedisTest, ProcessesRacingAdmitExactlyTheLimit) {
   RedisServer redis;
-  const std::string cfg = Config(redis.Url("?prefix=race"),
+  // A generous timeout: a call that timed out would be decided locally
+  // (on_error=local), over the limit, on a busy machine.
+  const std::string cfg = Config(redis.Url("?prefix=race&timeout_ms=5000"),
       R"({"a/b": {"windows": [{"unit": "requests", "limit": 500, "seconds": 3600}]}})");
   int pipes[2];
   ASSERT_EQ(pipe(pipes), 0);
@@ -565,6 +569,157 @@ TEST(RedisTest, TheShortFormFallsBackToTheFullOneWhenItMust) {
   EXPECT_EQ(s["tokens_per_calendar_day"]["current"], 1000) << s.dump();
   rt_close(other);
   rt_close(t);
+}
+
+// A model's windows as the store is given them.
+ratetrack::RemoteSpec SpecFor(const std::string& model, const std::string& limits) {
+  auto config = ratetrack::ParseConfig(
+      (R"({"builtin_tiers": false, "limits": {")" + model + R"(": )" + limits + "}}").c_str());
+  EXPECT_TRUE(config.ok()) << config.status();
+  auto effective = ratetrack::EffectiveConfig::From(*config);
+  EXPECT_TRUE(effective.ok()) << effective.status();
+  ratetrack::WindowSet windows;
+  windows.SetLimits(effective->Resolve(model), 1);
+  return ratetrack::RemoteSpec::From(windows);
+}
+
+// A store whose script's clock the test moves: TIME plus the milliseconds
+// at "{prefix:}clock" (RedisUrl::test_clock), as a server whose clock is
+// stepped.
+struct SteppedClock {
+  RedisServer& redis;
+  std::string prefix;
+  std::unique_ptr<ratetrack::RedisStore> store;
+  SteppedClock(RedisServer& r, const std::string& p) : redis(r), prefix(p) {
+    auto url = ratetrack::ParseRedisUrl(redis.Url("?prefix=" + prefix + "&timeout_ms=5000"));
+    EXPECT_TRUE(url.ok()) << url.status();
+    url->test_clock = true;
+    store = std::make_unique<ratetrack::RedisStore>(*url);
+  }
+  void Step(int64_t offset_ms) {
+    ASSERT_EQ(redis.Command({"SET", "{" + prefix + ":}clock", std::to_string(offset_ms)}), "OK");
+  }
+  // `n` acquires of one request: how many were admitted; the longest wait
+  // of those refused into *longest.
+  int Acquire(const std::string& model, const ratetrack::RemoteSpec& spec, int n,
+              uint64_t* longest) {
+    int admitted = 0;
+    for (int i = 0; i < n; ++i) {
+      auto r = store->Run(ratetrack::RedisStore::Op::kAcquire, model, spec, ratetrack::Cost{0, 0});
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (!r.ok()) continue;
+      EXPECT_TRUE(r->code == RT_OK || r->code == RT_LIMITED) << r->code;
+      admitted += r->code == RT_OK;
+      if (r->code == RT_LIMITED) *longest = std::max(*longest, r->wait_ms);
+    }
+    return admitted;
+  }
+};
+
+// The model's (one) limited window's length and resolution, ms.
+int64_t WindowMs(const ratetrack::RemoteSpec& spec) { return spec.longest_ms; }
+
+// The issue: a server's clock stepped forward an hour, then two days,
+// admitted 15 requests in a few real seconds against 5 a minute; stepped
+// back, a one-minute window answered a retry_after of 48 hours. Now: in
+// total no more than the limit plus one window's worth (more only as real
+// time allows), and never a wait longer than the window (and a bucket).
+TEST(RedisTest, ServerClockStepsNeitherAdmitMoreNorWaitLonger) {
+  RedisServer redis;
+  SteppedClock clock(redis, "clk");
+  const ratetrack::RemoteSpec spec =
+      SpecFor("a/b", R"({"windows": [{"unit": "requests", "limit": 5, "seconds": 60}]})");
+  const int64_t window = WindowMs(spec);  // 61 s: the window and its resolution
+  const auto start = Clock::now();
+  uint64_t longest = 0;
+  int admitted = clock.Acquire("a/b", spec, 8, &longest);
+  EXPECT_EQ(admitted, 5);
+  clock.Step(3600 * 1000);  // an hour ahead
+  admitted += clock.Acquire("a/b", spec, 8, &longest);
+  clock.Step(49 * 3600 * 1000LL);  // two more days ahead
+  admitted += clock.Acquire("a/b", spec, 8, &longest);
+  // Real time lets another window's worth in per window that passed (a
+  // slow machine), no more.
+  const int64_t real_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+  EXPECT_LE(admitted, 5 + 5 + 5 * static_cast<int>(real_ms / window))
+      << "admitted " << admitted << " in " << real_ms << " ms";
+  EXPECT_LE(longest, static_cast<uint64_t>(window));
+  // Back to the real time, 49 hours back: refused, for at most a window.
+  clock.Step(0);
+  longest = 0;
+  const int back = clock.Acquire("a/b", spec, 3, &longest);
+  EXPECT_LE(back, 5 * static_cast<int>(
+                      1 + std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)
+                              .count() / window));
+  EXPECT_GT(longest, 0u);
+  EXPECT_LE(longest, static_cast<uint64_t>(window));
+  // A model first used now is not held back by the steps: its limit, then
+  // waits within its window.
+  const ratetrack::RemoteSpec other =
+      SpecFor("c/d", R"({"windows": [{"unit": "requests", "limit": 4, "seconds": 60}]})");
+  longest = 0;
+  EXPECT_EQ(clock.Acquire("c/d", other, 6, &longest), 4);
+  EXPECT_GT(longest, 0u);
+  EXPECT_LE(longest, static_cast<uint64_t>(window));
+}
+
+// A step back on a full window: every wait within the window, and the
+// window frees as real time passes (it does not wait for the server's
+// clock to catch up), the short path taken again although the key's time
+// and the server's now differ by two days. A short window, so that the
+// test can wait for it.
+TEST(RedisTest, AfterServerClockStepsNormalOperationResumes) {
+  RedisServer redis;
+  SteppedClock clock(redis, "resume");
+  const ratetrack::RemoteSpec spec =
+      SpecFor("a/b", R"({"windows": [{"unit": "requests", "limit": 3, "seconds": 2}]})");
+  const int64_t window = WindowMs(spec);
+  uint64_t longest = 0;
+  EXPECT_EQ(clock.Acquire("a/b", spec, 5, &longest), 3);
+  // Two days back, then an hour ahead of the real time, then two days back
+  // again (where it stays): refused each time, for at most a window.
+  for (int64_t offset : {-2 * 86400 * 1000LL, 3600 * 1000LL, -2 * 86400 * 1000LL}) {
+    SCOPED_TRACE(offset);
+    clock.Step(offset);
+    longest = 0;
+    EXPECT_EQ(clock.Acquire("a/b", spec, 3, &longest), 0);
+    EXPECT_GT(longest, 0u);
+    EXPECT_LE(longest, static_cast<uint64_t>(window));
+  }
+  // The client watches the server's clock for a window after the last step
+  // it saw; a window later every request booked has left the window.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * window + 500));
+  longest = 0;
+  const auto start = Clock::now();
+  const int admitted = clock.Acquire("a/b", spec, 5, &longest);
+  const int64_t real_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+  EXPECT_GE(admitted, 3);
+  EXPECT_LE(admitted, 3 + 3 * static_cast<int>(real_ms / window));
+  EXPECT_LE(longest, static_cast<uint64_t>(window));
+  // The short path again, though the key's time is two days ahead of the
+  // server's: its bounds in "s" are in the server's time. A call after a
+  // bucket turned (the full path) writes them around its server time; a
+  // call at a server time within them takes the short path (no HMGET).
+  std::this_thread::sleep_for(std::chrono::milliseconds(window + 100));
+  using Op = ratetrack::RedisStore::Op;
+  auto first = clock.store->Run(Op::kAcquire, "a/b", spec, ratetrack::Cost{0, 0});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->code, RT_OK);
+  const std::vector<double> hot = Doubles(redis.Command({"HGET", "{resume:a/b}", "s"}), 10);
+  const std::vector<double> key = Doubles(redis.Command({"HGET", "{resume:a/b}", "k"}), 1);
+  EXPECT_NEAR(key[0], 2 * 86400 * 1000.0, 2.0 * window);  // the key's time: two days ahead
+  EXPECT_LE(hot[1], static_cast<double>(first->now_ms));
+  EXPECT_GT(hot[2], static_cast<double>(first->now_ms));
+  ASSERT_EQ(redis.Command({"CONFIG", "RESETSTAT"}), "OK");
+  auto second = clock.store->Run(Op::kAcquire, "a/b", spec, ratetrack::Cost{0, 0});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->code, RT_OK);
+  if (static_cast<double>(second->now_ms) + 1 < hot[2]) {
+    const std::string info = redis.Command({"INFO", "commandstats"});
+    EXPECT_EQ(info.find("cmdstat_hmget"), std::string::npos) << info;
+  }
 }
 
 TEST(RedisTest, ARequestRefusedByOneWindowConsumesNothing) {

@@ -541,7 +541,8 @@ TEST_F(CApiTest, ForkWhileThreadsHammer) {
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
-      alarm(10);  // a deadlock kills the child, and the test fails
+      alarm(120);  // a deadlock kills the child, and the test fails (generous: a
+                   // busy machine under a sanitizer is slow, not deadlocked)
       if (kAllocatorForkUnsafe) {
         // Only calls that do not allocate: they take every lock of ours.
         _exit(rt_global_get(nullptr) == g && rt_record(g, kMini, 1) == RT_OK &&

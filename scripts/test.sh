@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Runs every test: the C/C++ suite (GoogleTest via CTest: unit, C API,
 # examples, exported symbols, header, install/pkg-config), the same suite under
-# AddressSanitizer+UndefinedBehaviorSanitizer and under ThreadSanitizer, and
-# the Go, Rust, Node.js and Python bindings' own suites against the library
-# built here. Installs what is missing first.
+# AddressSanitizer+UndefinedBehaviorSanitizer and under ThreadSanitizer, the
+# libFuzzer targets for a bounded time (scripts/fuzz.sh), the Go, Rust,
+# Node.js and Python bindings' own suites against the library built here,
+# processes of every language on one segment, and the release packages with
+# every README install command run verbatim (tests/newcomer.sh). Installs
+# what is missing first.
 #
 #   scripts/test.sh                 everything
 #   RT_SKIP_SANITIZERS=1 scripts/test.sh   without the two sanitizer builds
 #   RT_ONLY="core go" scripts/test.sh      only some suites
-#                                   (core asan tsan go rust node python shm-languages)
+#                                   (core asan tsan fuzz go rust node python
+#                                    shm-languages packages min-toolchains)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 scripts/install-deps.sh --bindings || exit 1
 
-suites=(core asan tsan go rust node python shm-languages)
-[ "${RT_SKIP_SANITIZERS:-0}" = 1 ] && suites=(core go rust node python shm-languages)
+suites=(core asan tsan fuzz go rust node python shm-languages packages min-toolchains)
+[ "${RT_SKIP_SANITIZERS:-0}" = 1 ] && suites=(core go rust node python shm-languages packages min-toolchains)
 [ -n "${RT_ONLY:-}" ] && read -r -a suites <<< "$RT_ONLY"
 
 passed=0 failed=0 failed_names=()
@@ -46,6 +50,39 @@ binding() {  # binding LANG
   RATETRACK_LIBRARY="$lib" "bindings/$1/run-tests.sh"
 }
 
+# The release packages, and every README install command run verbatim by a
+# newcomer in a fresh directory (tests/newcomer.sh). The .deb is installed for
+# the newcomers (the system loader finds the library with no variable set),
+# and removed afterwards unless it was installed before.
+packages_suite() {
+  local had_deb=0 rc=0 l
+  dpkg-query -W -f='${Status}' libratetrack 2>/dev/null | grep -q "install ok installed" && had_deb=1
+  scripts/package.sh dist > /dev/null || return 1
+  tests/package_test.sh dist || rc=1
+  for l in c c-deb python node go rust; do
+    tests/newcomer.sh "$l" || rc=1
+  done
+  # ... and on the oldest toolchains each binding supports
+  NEWCOMER_GO=$(bindings/go/install-min-toolchain.sh) tests/newcomer.sh go || rc=1
+  NEWCOMER_CARGO=$(bindings/rust/install-min-toolchain.sh) tests/newcomer.sh rust || rc=1
+  NEWCOMER_NODE_BIN=$(bindings/node/install-min-toolchain.sh) tests/newcomer.sh node || rc=1
+  [ $had_deb = 1 ] || dpkg -r libratetrack > /dev/null 2>&1 || true
+  return $rc
+}
+
+# Each binding's suite on the oldest toolchain it supports (the newest runs
+# in the suites above): Go 1.19 and rustc 1.63 / cargo 1.65 from Debian 12,
+# Node.js 18 with npm 9 (Debian 12's versions, from the npm registry).
+min_toolchains_suite() {
+  local rc=0
+  [ -e "$lib" ] || { echo "no $lib: the core build failed"; return 1; }
+  GO=$(bindings/go/install-min-toolchain.sh) && RATETRACK_LIBRARY="$lib" GO="$GO" bindings/go/run-tests.sh || rc=1
+  CARGO=$(bindings/rust/install-min-toolchain.sh) && RATETRACK_LIBRARY="$lib" CARGO="$CARGO" bindings/rust/run-tests.sh || rc=1
+  local node_bin
+  node_bin=$(bindings/node/install-min-toolchain.sh) && RATETRACK_LIBRARY="$lib" NODE="$node_bin/node" bindings/node/run-tests.sh || rc=1
+  return $rc
+}
+
 for s in "${suites[@]}"; do
   case "$s" in
     core) run core build_core ;;
@@ -56,6 +93,11 @@ for s in "${suites[@]}"; do
     go|rust|node|python)
       [ -e "$lib" ] || run core-for-bindings build_core
       run "$s" binding "$s" ;;
+    fuzz) run fuzz scripts/fuzz.sh ;;
+    packages) run packages packages_suite ;;
+    min-toolchains)
+      [ -e "$lib" ] || run core-for-bindings build_core
+      run min-toolchains min_toolchains_suite ;;
     shm-languages)  # C, Go, Rust, Node.js and Python processes on one segment
       [ -e "$lib" ] || run core-for-bindings build_core
       run "$s" env RATETRACK_LIBRARY="$lib" SHM_RACER_C="$root/build/examples/shm_racer" \

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The newcomer test: what a new user of one language does, taken verbatim
+# from README.md, so the README and the test cannot drift apart. In a fresh
+# temporary directory, with a clean environment (no RATETRACK_*, no
+# LD_LIBRARY_PATH, a fresh HOME), it
+#   1. makes the project a user would have (a venv, `npm init -y`,
+#      `go mod init`, `cargo init`; nothing for C),
+#   2. runs the README's install command for LANG exactly as written,
+#      with /path/to/libratetrack replaced by this checkout,
+#   3. writes the README's first program for LANG and runs it as the README
+#      says, and checks that it acquired, settled and read its stats.
+#
+#   tests/newcomer.sh LANG [README]       LANG: a name used in the markers
+#
+# The README marks each piece with an HTML comment before its code block:
+#   <!-- newcomer:LANG:install -->        a sh block: the install command
+#   <!-- newcomer:LANG:program FILE -->   any block: written to FILE (LANG-x
+#                                         without one uses LANG's)
+#   <!-- newcomer:LANG:run -->            a sh block: builds and runs it
+# A program passes when it exits 0 and prints a line starting "newcomer ok".
+# NEWCOMER_PYTHON picks the python the venv is made with (default python3);
+# NEWCOMER_GO / NEWCOMER_CARGO a go / cargo binary (below); NEWCOMER_NODE_BIN
+# a directory with node and npm;
+# NEWCOMER_KEEP=1 keeps the directory.
+set -euo pipefail
+lang=${1:?usage: tests/newcomer.sh LANG [README]}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readme=${2:-$root/README.md}
+
+# block KEY: the code block after the marker <!-- newcomer:KEY[ ...] -->.
+block() {
+  awk -v key="newcomer:$1" '
+    index($0, "<!-- " key " ") == 1 || $0 == "<!-- " key " -->" { found = 1; next }
+    found == 1 && /^```/ { found = 2; next }
+    found == 2 && /^```/ { exit }
+    found == 2 { print }
+  ' "$readme"
+}
+marker_arg() {  # the FILE of <!-- newcomer:KEY FILE -->
+  sed -n "s/^<!-- newcomer:$1 \([^ ]*\) -->$/\1/p" "$readme" | head -1
+}
+
+install_cmd=$(block "$lang:install")
+# Variants of a language (c-deb, ...) share its program unless they have one.
+program_key="$lang:program"
+[ -n "$(marker_arg "$program_key")" ] || program_key="${lang%%-*}:program"
+program_file=$(marker_arg "$program_key")
+program=$(block "$program_key")
+run_cmd=$(block "$lang:run")
+for part in install_cmd program_file program run_cmd; do
+  [ -n "${!part}" ] || { echo "newcomer $lang: README has no '$part' for $lang"; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/newcomer-$lang.XXXXXX")
+[ "${NEWCOMER_KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/home" "$work/app"
+# The toolchains as installed on this machine; nothing of this project's.
+path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+for d in /usr/local/go/bin /root/.cargo/bin "$HOME/.cargo/bin" "${PYENV_ROOT:-$HOME/.pyenv}/shims"; do
+  [ -d "$d" ] && path="$d:$path"
+done
+# NEWCOMER_GO / NEWCOMER_CARGO: the go / cargo binary to use instead (e.g. the
+# oldest supported, from bindings/*/install-min-toolchain.sh); its directory
+# goes first on PATH.
+for b in "${NEWCOMER_GO:-}" "${NEWCOMER_CARGO:-}"; do
+  [ -z "$b" ] || path="$(dirname "$b"):$path"
+done
+# NEWCOMER_NODE_BIN: a directory holding node, npm and npx (the one
+# bindings/node/install-min-toolchain.sh prints), first on PATH.
+[ -z "${NEWCOMER_NODE_BIN:-}" ] || path="$NEWCOMER_NODE_BIN:$path"
+clean_env=(env -i HOME="$work/home" PATH="$path" LANG=C.UTF-8 TMPDIR="$work"
+           RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+           PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+           npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false)
+# A cargo before 1.68 (Debian 12's 1.65) reads crates.io's index from a git
+# clone of github.com: given the sparse protocol of later cargos instead
+# (unstable there), for machines that reach only the registries.
+if [ -n "${NEWCOMER_CARGO:-}" ] &&
+   [ "$("$NEWCOMER_CARGO" --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')" -lt 68 ] 2>/dev/null; then
+  clean_env+=(CARGO_UNSTABLE_SPARSE_REGISTRY=true __CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly)
+fi
+run() {  # run WHAT SCRIPT: SCRIPT in the app directory, clean environment
+  local what=$1 script=$2
+  echo "--- $what"
+  echo "$script" | sed 's/^/    $ /'
+  (cd "$work/app" && "${clean_env[@]}" bash -euo pipefail -c "$script") > "$work/$what.log" 2>&1 || {
+    tail -40 "$work/$what.log"
+    echo "newcomer $lang: '$what' failed (log above)"
+    exit 1
+  }
+}
+
+use_venv() {  # the venv's bin first on PATH, as `. venv/bin/activate` does
+  local i
+  for i in "${!clean_env[@]}"; do
+    [[ ${clean_env[$i]} == PATH=* ]] && clean_env[$i]="PATH=$work/app/venv/bin:$path"
+  done
+  clean_env+=("VIRTUAL_ENV=$work/app/venv")
+}
+case "$lang" in
+  python*) run setup "${NEWCOMER_PYTHON:-python3} -m venv venv"; use_venv ;;
+  node*)   run setup "npm init -y" ;;
+  go*)     run setup "go mod init example.com/newcomer" ;;
+  rust*)   run setup "cargo init --name newcomer" ;;
+  *)       ;;
+esac
+run install "${install_cmd//\/path\/to\/libratetrack/$root}"
+mkdir -p "$work/app/$(dirname "$program_file")"
+printf '%s\n' "$program" > "$work/app/$program_file"
+run program "${run_cmd//\/path\/to\/libratetrack/$root}"
+grep "^newcomer ok" "$work/program.log" || {
+  cat "$work/program.log"
+  echo "newcomer $lang: the program did not print 'newcomer ok'"
+  exit 1
+}
+echo "newcomer $lang: ok"

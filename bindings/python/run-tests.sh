@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Python binding (editable) and its pinned test dependencies into
-# a virtualenv beside it (.venv), then runs the tests with pytest.
-# Usage: RATETRACK_LIBRARY=/path/to/libratetrack.so.0 ./run-tests.sh [pytest args...]
-# Works from any directory; safe to run again (reuses .venv); exits non-zero on
-# any failure (including "no tests collected").
+# Runs the binding's tests with pytest against the library $RATETRACK_LIBRARY
+# names, in a virtualenv beside this script per Python version (.venv-3.X)
+# holding the pinned test dependencies (requirements-test.txt).
+# Usage: RATETRACK_LIBRARY=/path/to/libratetrack.so.0 [PYTHON=python3.X] ./run-tests.sh [pytest args...]
+# The package is not built or installed (that would build the portable C++
+# library: see tests/wheel_test.sh for the wheel): the venv imports it from
+# src/ through a .pth file, which is all an editable install of a pure-Python
+# package amounts to.
+# Works from any directory; safe to run again (reuses the venv); exits non-zero
+# on any failure (including "no tests collected").
 # tests/test_redis.py starts its own redis-server (/usr/bin/redis-server, or
 # $RATETRACK_REDIS_SERVER) on free loopback ports; without one it is skipped,
 # unless $CI or RATETRACK_REQUIRE_REDIS=1 is set, where that is a failure.
@@ -15,13 +20,18 @@ require_library run-tests.sh
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 PYTHON="${PYTHON:-python3}"
-VENV=.venv
+version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV=".venv-$version"
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 "$VENV/bin/python" -m pip install --quiet -r requirements-test.txt
-"$VENV/bin/python" -m pip install --quiet --no-deps -e .
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if compgen -G "$site/ratetrack-*.dist-info" >/dev/null; then  # an install would shadow src/
+  "$VENV/bin/python" -m pip uninstall --quiet --yes ratetrack
+fi
+echo "$PWD/src" > "$site/ratetrack-src.pth"
 
 rc=0
 "$VENV/bin/python" -m pytest "$@" || rc=$?

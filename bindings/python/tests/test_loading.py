@@ -1,13 +1,16 @@
-"""Library lookup: explicit path, $RATETRACK_LIBRARY, system loader; error messages; versions."""
+"""Library lookup: explicit path, $RATETRACK_LIBRARY, system loader, the wheel's
+bundled copy; error messages; versions."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
+import pathlib
 import subprocess
 import sys
 import types
+from typing import Callable, Dict
 
 import pytest
 
@@ -52,7 +55,10 @@ def test_bad_paths_list_every_place_tried() -> None:
     assert "/nonexistent/env.so" in text
     assert "libratetrack.so.0" in text
     assert text.count("cannot open shared object file") == 3  # the loader's message for each
-    assert text.index("explicit.so") < text.index("env.so") < text.index("libratetrack.so.0")
+    # A source tree has no bundled copy: said so, not tried.
+    assert "bundled copy '%s': not in this install" % _library.BUNDLED in text
+    assert (text.index("explicit.so") < text.index("env.so") < text.index("libratetrack.so.0")
+            < text.index("bundled copy"))
 
 
 def test_unset_env_var_is_reported() -> None:
@@ -84,7 +90,8 @@ def test_a_bad_load_in_a_fresh_process_names_all_places() -> None:
     )
     proc = _fresh(code, RATETRACK_LIBRARY="/nonexistent/env.so")
     assert proc.returncode == 3, proc.stderr
-    for place in ("$RATETRACK_LIBRARY '/nonexistent/env.so'", "system loader 'libratetrack.so.0'"):
+    for place in ("$RATETRACK_LIBRARY '/nonexistent/env.so'", "system loader 'libratetrack.so.0'",
+                  "bundled copy '%s'" % _library.BUNDLED):
         assert place in proc.stdout
 
 
@@ -93,6 +100,91 @@ def test_the_system_loader_is_the_last_resort(library_path: str) -> None:
     proc = _fresh(code, LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(library_path)))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [ratetrack.version(), "libratetrack.so.0"]
+
+
+def test_the_bundled_copy_is_next_to_the_package() -> None:
+    assert _library.BUNDLED == os.path.join(os.path.dirname(ratetrack.__file__), "_lib", "libratetrack.so.0")
+
+
+BUNDLED = """
+from ratetrack import _library
+lib, where = _library.find_library(None, {{}}, bundled={bundled!r})
+print(where)
+"""
+
+
+def test_the_bundled_copy_comes_last(library_path: str) -> None:
+    """With nothing named and no system library, the bundled copy is loaded."""
+    if _system_has_library():
+        pytest.skip("libratetrack.so.0 is installed system-wide: the system loader would find it")
+    proc = _fresh(BUNDLED.format(bundled=library_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == library_path
+
+
+def test_the_system_library_comes_before_the_bundled_copy(library_path: str) -> None:
+    """So that C and Python in one process share one library (one global tracker)."""
+    proc = _fresh(BUNDLED.format(bundled=library_path),
+                  LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(library_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "libratetrack.so.0"
+
+
+class _FakeLibrary:
+    """A library of the given rt_version_number() with every symbol."""
+
+    def __init__(self, number: int) -> None:
+        self.rt_version_number = lambda: number
+
+    def __getattr__(self, name: str) -> object:
+        fn = types.SimpleNamespace()
+        setattr(self, name, fn)
+        return fn
+
+
+def _fake_loader(versions: Dict[str, int]) -> Callable[[str], _FakeLibrary]:
+    def cdll(name: str) -> _FakeLibrary:
+        if name not in versions:
+            raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+        return _FakeLibrary(versions[name])
+    return cdll
+
+
+def test_a_system_library_of_another_version_is_passed_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    bundled = tmp_path / "libratetrack.so.0"
+    bundled.write_bytes(b"")
+    monkeypatch.setattr(ctypes, "CDLL", _fake_loader({"libratetrack.so.0": 200, str(bundled): 103}))
+    lib, where = _library.find_library(None, {}, bundled=str(bundled))  # 0.2.0, then 0.1.3
+    assert where == str(bundled)
+    assert lib.rt_version_number() == 103
+
+
+def test_a_named_library_of_another_version_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    bundled = tmp_path / "libratetrack.so.0"
+    bundled.write_bytes(b"")
+    monkeypatch.setattr(ctypes, "CDLL", _fake_loader({"/old/lib.so": 200, str(bundled): 103}))
+    with pytest.raises(ratetrack.VersionMismatch, match="libratetrack 0.2.0"):
+        _library.find_library("/old/lib.so", {}, bundled=str(bundled))
+    with pytest.raises(ratetrack.VersionMismatch, match="libratetrack 0.2.0"):
+        _library.find_library(None, {"RATETRACK_LIBRARY": "/old/lib.so"}, bundled=str(bundled))
+
+
+def test_only_libraries_of_another_version(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    """Nothing of this version loads: VersionMismatch, naming every place."""
+    bundled = tmp_path / "libratetrack.so.0"
+    bundled.write_bytes(b"")
+    monkeypatch.setattr(ctypes, "CDLL", _fake_loader({"libratetrack.so.0": 200, str(bundled): 201}))
+    with pytest.raises(ratetrack.VersionMismatch) as info:
+        _library.find_library(None, {}, bundled=str(bundled))
+    text = str(info.value)
+    assert text.startswith("libratetrack 0.2.0")  # the first found
+    assert "system loader 'libratetrack.so.0': libratetrack 0.2.0" in text
+    assert "bundled copy %r: libratetrack 0.2.1" % str(bundled) in text
+    assert "RATETRACK_LIBRARY: not set" in text
 
 
 def test_the_env_var_in_a_fresh_process(library_path: str) -> None:

@@ -2,7 +2,7 @@
 
 A thin, pure-ctypes layer over the C ABI of ``libratetrack.so.0``, loaded at
 run time (explicit :func:`load` path, then ``$RATETRACK_LIBRARY``, then the
-system loader)::
+system loader, then the copy a wheel carries in ``ratetrack/_lib/``)::
 
     import ratetrack
 

@@ -1,17 +1,21 @@
 """Finding, loading and declaring libratetrack (ctypes only, no compiler).
 
 Lookup order: an explicit path, then the environment variable
-``RATETRACK_LIBRARY``, then the system loader name ``libratetrack.so.0``. The
-first candidate that loads is used; if none does, :class:`LibraryNotFound`
-names every place tried with the loader's message for each. A library whose
-major.minor differs from the binding's is refused (:class:`VersionMismatch`);
-one that lacks a function of the API (an earlier build without ``rt_open_ex``,
-``rt_global_get_ex``, ``rt_stats_json_ex``, or without the provider-truth
-functions ``rt_try_acquire_io``, ``rt_settle_io``, ``rt_pick``,
-``rt_observe_headers``, ``rt_report_limited``, or without the metrics and
-shared-memory functions ``rt_metrics_text``, ``rt_shm_list``,
-``rt_shm_remove``) is passed over like one that does not load, with the
-missing symbol named.
+``RATETRACK_LIBRARY``, then the system loader name ``libratetrack.so.0`` (an
+installed library comes before the wheel's own copy, so that C and Python
+code in one process share one library and so one global tracker), then the
+copy a wheel carries in ``ratetrack/_lib/``. The first candidate that loads is
+used; if none does, :class:`LibraryNotFound` names every place tried with the
+loader's message for each. A library whose major.minor differs from the
+binding's is refused (:class:`VersionMismatch`): at once when it was named
+(explicit path, ``RATETRACK_LIBRARY``); a system library of another version
+is passed over for the bundled copy. One that lacks a function of the API (an
+earlier build without ``rt_open_ex``, ``rt_global_get_ex``,
+``rt_stats_json_ex``, or without the provider-truth functions
+``rt_try_acquire_io``, ``rt_settle_io``, ``rt_pick``, ``rt_observe_headers``,
+``rt_report_limited``, or without the metrics and shared-memory functions
+``rt_metrics_text``, ``rt_shm_list``, ``rt_shm_remove``) is passed over like
+one that does not load, with the missing symbol named.
 The library is loaded once per process, lazily, and shared.
 """
 
@@ -32,8 +36,12 @@ BINDING_VERSION: Tuple[int, int] = (0, 1)
 #: Environment variable naming the library file.
 ENV_VAR = "RATETRACK_LIBRARY"
 
-#: Name given to the system loader last.
+#: Name given to the system loader.
 SYSTEM_NAME = "libratetrack.so.0"
+
+#: The copy a wheel carries (the portable library, needing only glibc); a
+#: source tree has none. Tried last.
+BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", SYSTEM_NAME)
 
 _u64p = POINTER(c_uint64)
 _strv = POINTER(c_char_p)  # const char *const * (arrays of names / values)
@@ -109,25 +117,36 @@ def find_library(
     path: Optional[str] = None,
     environ: Optional[Mapping[str, str]] = None,
     binding: Tuple[int, int] = BINDING_VERSION,
+    bundled: Optional[str] = None,
 ) -> Tuple[ctypes.CDLL, str]:
     """Loads libratetrack without caching it; returns ``(library, where)``.
 
     Tries ``path`` (if given), then ``environ[RATETRACK_LIBRARY]`` (``environ``
-    defaults to ``os.environ``), then the system loader. Raises
+    defaults to ``os.environ``), then the system loader, then ``bundled``
+    (defaults to :data:`BUNDLED`, the wheel's copy). Raises
     :class:`LibraryNotFound` listing every place tried, or
-    :class:`VersionMismatch` for a library of another major.minor.
+    :class:`VersionMismatch` for a library of another major.minor given by
+    ``path`` or the environment, or when the only library found was one.
     """
     env = os.environ if environ is None else environ
-    candidates: List[Tuple[str, Optional[str]]] = []
+    bundled = BUNDLED if bundled is None else bundled
+    candidates: List[Tuple[str, Optional[str], bool]] = []  # label, where, named by the user
     if path:
-        candidates.append(("explicit path", _checks.path(path)))
-    candidates.append((f"${ENV_VAR}", env.get(ENV_VAR) or None))
-    candidates.append(("system loader", SYSTEM_NAME))
+        candidates.append(("explicit path", _checks.path(path), True))
+    candidates.append((f"${ENV_VAR}", env.get(ENV_VAR) or None, True))
+    candidates.append(("system loader", SYSTEM_NAME, False))
+    candidates.append(("bundled copy", bundled, False))
 
     tried: List[str] = []
-    for label, candidate in candidates:
+    mismatch: Optional[VersionMismatch] = None
+    for label, candidate, named in candidates:
         if candidate is None:
             tried.append(f"  {label}: not set")
+            continue
+        if label == "bundled copy" and not os.path.exists(candidate):
+            tried.append(
+                f"  {label} {candidate!r}: not in this install (a wheel carries one, a source tree does not)"
+            )
             continue
         try:
             lib = ctypes.CDLL(candidate)
@@ -135,11 +154,19 @@ def find_library(
         except (OSError, AttributeError) as exc:
             tried.append(f"  {label} {candidate!r}: {exc}")
             continue
-        check_version(lib.rt_version_number(), binding)
+        try:
+            check_version(lib.rt_version_number(), binding)
+        except VersionMismatch as exc:
+            if named:
+                raise
+            mismatch = mismatch or exc
+            tried.append(f"  {label} {candidate!r}: {exc}")
+            continue
         return lib, candidate
-    raise LibraryNotFound(
-        "could not load libratetrack; tried, in order:\n" + "\n".join(tried)
-    )
+    places = "tried, in order:\n" + "\n".join(tried)
+    if mismatch is not None:
+        raise VersionMismatch(f"{mismatch}; no other libratetrack loads; {places}")
+    raise LibraryNotFound("could not load libratetrack; " + places)
 
 
 _lock = threading.Lock()

@@ -682,7 +682,8 @@ def load(path: Optional[str] = None) -> None:
     """Loads libratetrack now (otherwise it is loaded on first use).
 
     Lookup: ``path`` if given, then ``$RATETRACK_LIBRARY``, then the system
-    loader's ``libratetrack.so.0``. Only the first load counts: the library is
+    loader's ``libratetrack.so.0``, then the copy a wheel carries
+    (``ratetrack/_lib/libratetrack.so.0``). Only the first load counts: the library is
     shared by the whole process. Raises :class:`LibraryNotFound` or
     :class:`VersionMismatch`.
     """

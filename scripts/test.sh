@@ -59,6 +59,7 @@ packages_suite() {
   dpkg-query -W -f='${Status}' libratetrack 2>/dev/null | grep -q "install ok installed" && had_deb=1
   scripts/package.sh dist > /dev/null || return 1
   tests/package_test.sh dist || rc=1
+  bindings/python/tests/wheel_test.sh || rc=1
   for l in c c-deb python node go rust; do
     tests/newcomer.sh "$l" || rc=1
   done
@@ -72,7 +73,8 @@ packages_suite() {
 
 # Each binding's suite on the oldest toolchain it supports (the newest runs
 # in the suites above): Go 1.19 and rustc 1.63 / cargo 1.65 from Debian 12,
-# Node.js 18 with npm 9 (Debian 12's versions, from the npm registry).
+# Node.js 18 with npm 9 (Debian 12's versions, from the npm registry),
+# Python 3.8 and 3.13 (the machine's pyenv interpreters, where present).
 min_toolchains_suite() {
   local rc=0
   [ -e "$lib" ] || { echo "no $lib: the core build failed"; return 1; }
@@ -80,6 +82,11 @@ min_toolchains_suite() {
   CARGO=$(bindings/rust/install-min-toolchain.sh) && RATETRACK_LIBRARY="$lib" CARGO="$CARGO" bindings/rust/run-tests.sh || rc=1
   local node_bin
   node_bin=$(bindings/node/install-min-toolchain.sh) && RATETRACK_LIBRARY="$lib" NODE="$node_bin/node" bindings/node/run-tests.sh || rc=1
+  local py
+  for py in /root/.pyenv/versions/3.8.*/bin/python3 /root/.pyenv/versions/3.13.*/bin/python3; do
+    [ -x "$py" ] || continue
+    RATETRACK_LIBRARY="$lib" PYTHON="$py" bindings/python/run-tests.sh || rc=1
+  done
   return $rc
 }
 

@@ -65,17 +65,6 @@ const char kConfig[] = R"({"builtin_tiers": false, "limits": {
 const char kCanary[] = "canary/m";
 constexpr uint64_t kCanaryRpm = 5;
 
-struct ManualClock {
-  int64_t mono = 1000000;
-  int64_t wall = 1764000000000;
-  static int64_t Mono(void* c) { return static_cast<ManualClock*>(c)->mono; }
-  static int64_t Wall(void* c) { return static_cast<ManualClock*>(c)->wall; }
-  ratetrack::Clock clock() {
-    ratetrack::Clock c{&Mono, this, 1};
-    c.wall_ms = &Wall;
-    return c;
-  }
-};
 
 uint64_t Num(absl::string_view s) {
   if (s == "max") return UINT64_MAX;
@@ -263,7 +252,7 @@ class Run {
                   std::to_string(canary_times_.size()) + " canary requests admitted within 60 s");
   }
 
-  ManualClock clock_;
+  rtfuzz::ManualClock clock_{1764000000000};
   Config raw_;
   ratetrack::ModelLimits canary_;
   std::unique_ptr<Tracker> t_;

@@ -12,6 +12,7 @@
 
 #include "nlohmann/json.hpp"
 #include "ratetrack.h"
+#include "tracker.h"
 
 namespace rtfuzz {
 
@@ -25,6 +26,21 @@ namespace rtfuzz {
   do {                                                                   \
     if (!(cond)) ::rtfuzz::Fail(__FILE__, __LINE__, std::string(#cond) + ": " + (what)); \
   } while (0)
+
+// A clock the target moves by hand (monotonic and wall, in ms), for a
+// ratetrack::Tracker made with clock().
+struct ManualClock {
+  explicit ManualClock(int64_t wall_ms) : wall(wall_ms) {}
+  int64_t mono = 1000000;
+  int64_t wall;
+  static int64_t Mono(void* c) { return static_cast<ManualClock*>(c)->mono; }
+  static int64_t Wall(void* c) { return static_cast<ManualClock*>(c)->wall; }
+  ratetrack::Clock clock() {
+    ratetrack::Clock c{&Mono, this, 1};
+    c.wall_ms = &Wall;
+    return c;
+  }
+};
 
 // Text made printable for a failure message.
 inline std::string Show(const std::string& s) {

@@ -36,17 +36,6 @@ constexpr uint64_t kYearMs = 366ULL * 86400 * 1000;
 constexpr int64_t kFirstDateMs = -62135596800000;  // 0001-01-01T00:00:00Z
 constexpr int64_t kEndDateMs = 253402300800000;    // 10000-01-01T00:00:00Z
 
-struct ManualClock {
-  int64_t mono = 1000000;
-  int64_t wall = 1722513600000;  // 2024-08-01T12:00:00Z
-  static int64_t Mono(void* c) { return static_cast<ManualClock*>(c)->mono; }
-  static int64_t Wall(void* c) { return static_cast<ManualClock*>(c)->wall; }
-  ratetrack::Clock clock() {
-    ratetrack::Clock c{&Mono, this, 1};
-    c.wall_ms = &Wall;
-    return c;
-  }
-};
 
 void CheckReport(const ratetrack::ProviderReport& r, size_t given, const std::string& what) {
   RT_FUZZ_CHECK(r.used_headers >= 0 && static_cast<size_t>(r.used_headers) <= given, what);
@@ -60,7 +49,7 @@ void CheckReport(const ratetrack::ProviderReport& r, size_t given, const std::st
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 8192) return -1;
   const absl::string_view input(reinterpret_cast<const char*>(data), size);
-  ManualClock clk;
+  rtfuzz::ManualClock clk{1722513600000};  // 2024-08-01T12:00:00Z
   std::vector<std::string> names, values;
   for (absl::string_view line : absl::StrSplit(input, '\n')) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);

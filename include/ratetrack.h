@@ -418,8 +418,13 @@ RT_EXPORT int rt_metrics_text(rt_tracker *t, char **text_out);
  *                            "update": this configuration's limits replace
  *                            the segment's, for every process.
  * A segment of an incompatible layout, or a full one, is RT_E_BACKEND with a
- * message. A process killed at any instant leaves no lock held: the next
- * locker repairs the state. Stats list every model of the segment, and
+ * message; so is one that is not a regular file owned by this effective
+ * user (or, under a group shm_mode, its group) with no more permission than
+ * shm_mode, and one whose header fails a check. Every field read from a
+ * segment is checked: window state out of range is repaired, and a model
+ * whose slot has a corrupt lock or unreadable limits gets RT_E_BACKEND
+ * (naming the slot) while the other models carry on. A process killed at
+ * any instant leaves no lock held: the next locker repairs the state. Stats list every model of the segment, and
  * "backend": "shm:NAME". rt_reset clears the usage of the whole segment. */
 
 /* Removes the segment NAME (unlinks it: processes that have it mapped keep

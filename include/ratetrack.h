@@ -263,6 +263,20 @@ RT_EXPORT int rt_acquire(rt_tracker *t, const char *model, uint64_t tokens,
 RT_EXPORT int rt_settle(rt_tracker *t, const char *model, uint64_t grant,
                         uint64_t granted_tokens, uint64_t actual_tokens);
 
+/* Books tokens to a request that was already counted, without counting
+ * another request: for callback-style frameworks whose limiter counts the
+ * request before its tokens are known (LangChain's rate limiter, then a
+ * callback with the response's usage), or a caller that has no grant to
+ * settle. `input_tokens` and `output_tokens` are added to the model's token
+ * windows now (request windows are unchanged) and count against what the
+ * provider said remains. Always recorded, even past a limit (the tokens were
+ * spent); both 0 changes nothing. To correct an estimate made with a grant,
+ * use rt_settle instead: it books at the grant's time, and refunds.
+ * Returns RT_OK or a negative status, like rt_record (RT_E_INVALID: NULL
+ * handle, model NULL or not a valid name; nothing recorded). */
+RT_EXPORT int rt_record_tokens(rt_tracker *t, const char *model,
+                               uint64_t input_tokens, uint64_t output_tokens);
+
 /* How long until a request of `tokens` tokens to `model` would fit, in
  * milliseconds (0: it fits now). Records nothing. Returns RT_OK with
  * *wait_ms set, RT_E_TOO_LARGE with *wait_ms = RT_WAIT_NEVER when it never
@@ -294,6 +308,10 @@ RT_EXPORT int rt_reset(rt_tracker *t);
  * tokens_per_<N>s (input_tokens_..., output_tokens_..., ..._per_calendar_day).
  * A window may carry "observed_limit" (the provider's own, where it differs)
  * and "resets_at_midnight" (a calendar day's zone). What the provider said
+ * "remaining" is the room really in force: the least of the limit less
+ * "current", a lower limit the provider reported, and what the provider
+ * said remains until its reset (a window with no limit shows that last, or
+ * null). What the provider said
  * is under a top-level "provider": {"model": {"blocked_for_ms": N,
  * "requests": {"remaining": R, "reset_in_ms": T, "limit": L}, ...}}.
  * Object keys come in a fixed order; models sorted by name.
@@ -360,8 +378,11 @@ RT_EXPORT int rt_pick(rt_tracker *t, const char *const *models, size_t count,
  * never believes in more capacity than the provider reported: if it said R
  * remain until a reset in T, at most R more are admitted before then,
  * whatever the windows say (a newer report replaces an older one). A
- * reported limit that differs from the configured one is shown in the stats
- * ("observed_limit" on the per-minute window), not adopted. Unknown or
+ * reported limit (x-ratelimit-limit-*, anthropic-ratelimit-*-limit: the
+ * provider's per-minute limits) lower than the configured one is enforced
+ * on the model's 60-second window of that unit from then on, until a newer
+ * report or rt_reset; a higher one is only shown. Either is shown in the
+ * stats as "observed_limit" on that window. Unknown or
  * malformed headers, and NULL names or values, are skipped one by one.
  * Works on every backend: through "shm:" and Redis, every process sees it.
  * Returns RT_OK, or RT_E_INVALID (NULL handle or model; names or values

@@ -46,7 +46,7 @@ if [[ ! -x "$c_agent" ]]; then
     -Wl,-rpath,"$libdir" -o "$c_agent"
 fi
 if [[ ! -d bindings/node/node_modules/koffi ]]; then
-  (cd bindings/node && npm ci --silent --no-audit --no-fund)
+  (cd bindings/node && npm ci --loglevel=error --no-audit --no-fund)
 fi
 
 cat > "$work/agent.py" <<'PY'

@@ -408,6 +408,17 @@ int rt_settle(rt_tracker* t, const char* model, uint64_t grant,
   });
 }
 
+int rt_record_tokens(rt_tracker* t, const char* model, uint64_t input_tokens,
+                     uint64_t output_tokens) {
+  int rc = RT_OK;
+  Tracker* impl = Resolve("rt_record_tokens", t, model, &rc);
+  if (impl == nullptr) return rc;
+  return Guard("rt_record_tokens", [&]() -> int {
+    absl::Status s = impl->RecordTokens(model, ratetrack::Cost{input_tokens, output_tokens});
+    return s.ok() ? RT_OK : Fail("rt_record_tokens", s);
+  });
+}
+
 int rt_wait_time(rt_tracker* t, const char* model, uint64_t tokens,
                  uint64_t* wait_ms) {
   if (wait_ms == nullptr) return Invalid("rt_wait_time", "wait_ms is NULL");

@@ -284,6 +284,20 @@ local function window_name(i)
   return string.match(head, '\n' .. string.rep('[^,]*,', i - 1) .. '([^,\n]*)')
 end
 local function bucket_field(i, j) return window_name(i) .. ':' .. fmt('%d', j) end
+-- Window i's limit in force (-1: none): the client's, or the provider's
+-- limit for its unit when lower, on a per-minute sliding window only (as
+-- LimitInForce in src/window_set.h).
+local function limit_in_force(i)
+  local b = 5 * i + 5
+  local lim = L[b + 2]
+  if caps and L[b + 4] == 0 then
+    local o = caps[L[b + 3]].l
+    if o > 0 and (lim < 0 or o < lim) and string.match(window_name(i), '^%a60$') then
+      return o
+    end
+  end
+  return lim
+end
 
 -- Every window, advanced to now. S[3i-2], S[3i-1], S[3i]: h, c, u (sliding)
 -- or e, u, 0 (calendar).
@@ -365,7 +379,7 @@ local function decide(o, c)
   for i = 1, n do
     local b = 5 * i + 5
     local x = c[L[b + 3] + 1]
-    local lim = L[b + 2]
+    local lim = limit_in_force(i)
     local calendar = L[b + 4] > 0
     local u = calendar and S[3 * i - 1] or S[3 * i]
     if lim >= 0 then
@@ -433,8 +447,20 @@ if op == 'acquire' or op == 'check' or op == 'record' then
   end
   all_ok = code == 0
 elseif op == 'settle' then
-  local at = targ + nk  -- the grant's time, the server's then
+  -- The grant's time, the server's then; -1: now (tokens booked to a
+  -- request already counted, with nothing granted).
+  local at = targ < 0 and now or targ + nk
   local granted = {1, L[4] + L[5], L[4], L[5]}
+  -- A top-up is spent now as far as the provider's word goes.
+  if caps then
+    for u = 1, 3 do
+      local d = cost[u + 1] - granted[u + 1]
+      if d > 0 and caps[u].t > now then
+        caps[u].u = caps[u].u + d
+        pv_dirty = true
+      end
+    end
+  end
   for i = 1, n do
     local b = 5 * i + 5
     local s = 3 * i - 2
@@ -529,7 +555,8 @@ if dirty or pv_dirty or nk ~= skew or not blob or H[1] ~= wdg or
       if (h + 1) * wd < till then till = (h + 1) * wd end
       if h * wd > from then from = h * wd end
     end
-    local r = (lim >= 0 and lim or EXACT) - u
+    local lf = limit_in_force(i)
+    local r = (lf >= 0 and lf or EXACT) - u
     if r < room[unit + 1] then room[unit + 1] = r end
     for _, v in ipairs({wd, L[b + 1], calendar, h, o, lim, unit, u}) do cs[#cs + 1] = v end
   end

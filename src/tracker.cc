@@ -428,6 +428,29 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
   return st.ok() ? result : st;
 }
 
+absl::Status Tracker::RecordTokens(absl::string_view model, const Cost& tokens) {
+  if (absl::Status name = CheckModelName(model); !name.ok()) return name;
+  auto found = FindOrCreate(model);
+  if (!found.ok()) return found.status();
+  ModelState* m = *found;
+  if (tokens.input == 0 && tokens.output == 0) return absl::OkStatus();
+  if (redis_ != nullptr) {
+    // A settle of nothing granted, at the key's own time (-1).
+    auto r = redis_->Run(RedisStore::Op::kSettle, model, *SpecOf(m), tokens, -1, Cost{0, 0});
+    if (r.ok()) return absl::OkStatus();
+    // Not lost: this process's own windows keep it.
+    SpinLockHolder l(&m->mu);
+    const int64_t now = clock_.Now();
+    const int64_t wall = clock_.Wall();
+    m->local.Settle(now, wall, now, wall, Cost{0, 0}, tokens);
+    if (redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+    return absl::OkStatus();
+  }
+  return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t wall) {
+    ws.Settle(now, wall, now, wall, Cost{0, 0}, tokens);
+  });
+}
+
 absl::StatusOr<int> Tracker::Observe(absl::string_view model,
                                      const std::vector<HeaderView>& headers) {
   // Checked even when no header is usable: a bad name is never a silent no-op.
@@ -718,22 +741,29 @@ std::string Tracker::StatsJson() const {
     for (const Row& r : row.windows) {
       ordered_json w;
       w["current"] = r.current;
+      const auto& cap = row.caps[static_cast<int>(r.limit.unit)];
+      // What the window really admits: the limit in force (a lower limit
+      // the provider reported is adopted), and no more than the provider
+      // said remain.
+      uint64_t room = LimitInForce(r.limit.limit, r.limit.seconds, r.limit.calendar(), cap.limit);
+      if (room != kUnlimited) room = room > r.current ? room - r.current : 0;
+      if (cap.remaining >= 0) room = std::min(room, static_cast<uint64_t>(cap.remaining));
       if (r.limit.limit == kUnlimited) {
         w["limit"] = nullptr;
-        w["remaining"] = nullptr;
+        w["remaining"] = room == kUnlimited ? ordered_json() : ordered_json(room);
         w["usage_percent"] = nullptr;
       } else {
         const uint64_t lim = r.limit.limit;
         w["limit"] = lim;
-        w["remaining"] = lim > r.current ? lim - r.current : 0;
+        w["remaining"] = room;
         double pct = lim == 0 ? 100.0 : 100.0 * static_cast<double>(r.current) /
                                              static_cast<double>(lim);
         w["usage_percent"] = std::round(pct * 1000.0) / 1000.0;
       }
       if (r.limit.calendar()) w["resets_at_midnight"] = r.limit.calendar_tz;
-      // The provider's own limit for this unit, where it differs from ours:
-      // reported, not adopted (reported on the per-minute window).
-      const uint64_t observed = row.caps[static_cast<int>(r.limit.unit)].limit;
+      // The provider's own limit for this unit, where it differs from ours
+      // (on the per-minute window): in force when lower, else only shown.
+      const uint64_t observed = cap.limit;
       if (r.limit.seconds == 60 && !r.limit.calendar() && observed != 0 &&
           observed != r.limit.limit) {
         w["observed_limit"] = observed;

@@ -89,6 +89,9 @@ class Tracker {
   }
   absl::Status Settle(absl::string_view model, uint64_t grant, const Cost& granted,
                       const Cost& actual);
+  // Books tokens to a request already counted (rt_record_tokens): the
+  // token windows and the provider's caps, now; request windows unchanged.
+  absl::Status RecordTokens(absl::string_view model, const Cost& tokens);
   // The first of `models` that can take the request now, acquired; or, when
   // none can, RT_LIMITED with the shortest wait. *index: the model chosen
   // (or the one with the shortest wait).

@@ -201,6 +201,16 @@ void WindowSet::Settle(int64_t now, int64_t wall, int64_t at, int64_t at_wall,
     s.window.Advance(now);
     s.window.Adjust(at, delta, top_up);
   }
+  // A top-up is spent now as far as the provider's word goes: it counts
+  // against a cap in force (a refund gives nothing back to one).
+  if (caps_until_ms > now) {
+    for (int u = 1; u < kUnits; ++u) {
+      const Unit unit = static_cast<Unit>(u);
+      const uint64_t g = granted.In(unit);
+      const uint64_t a = actual.In(unit);
+      if (a > g && caps[u].until_ms > now) caps[u].used = SatAdd(caps[u].used, a - g);
+    }
+  }
 }
 
 uint64_t WindowSet::Used(int i, int64_t now, int64_t wall) {
@@ -224,6 +234,7 @@ void WindowSet::Clear() {
   for (ProviderCap& p : caps) p = ProviderCap{};
   blocked_until_ms = 0;
   caps_until_ms = 0;
+  ApplyObservedLimits();
 }
 
 void WindowSet::Observe(Unit unit, uint64_t remaining, int64_t until_ms, uint64_t limit) {
@@ -231,9 +242,20 @@ void WindowSet::Observe(Unit unit, uint64_t remaining, int64_t until_ms, uint64_
   p.until_ms = until_ms;
   p.remaining = remaining;
   p.used = 0;
-  if (limit != 0) p.observed_limit = limit;
   caps_until_ms = std::max(caps_until_ms, until_ms);
   Sync();  // the fast path does not know caps: the next decision re-primes
+  if (limit != 0 && limit != p.observed_limit) {
+    p.observed_limit = limit;
+    ApplyObservedLimits();
+  }
+}
+
+void WindowSet::ApplyObservedLimits() {
+  for (int i = 0; i < nwin; ++i) {
+    WindowSlot& s = slots[i];
+    s.cap = LimitInForce(s.limit.limit, s.limit.seconds, s.limit.calendar(),
+                         caps[static_cast<int>(s.limit.unit)].observed_limit);
+  }
 }
 
 void WindowSet::Block(int64_t until_ms) {
@@ -265,6 +287,7 @@ void WindowSet::SetLimits(const ModelLimits& l, int64_t guard_ms) {
   for (size_t i = 0; i < next.size(); ++i) slots[i] = next[i];
   nwin = static_cast<int32_t>(next.size());
   has_calendar = calendar;
+  ApplyObservedLimits();
 }
 
 bool WindowSet::HasLimits(const ModelLimits& l) const {
@@ -378,9 +401,10 @@ bool WindowSet::Consistent(int64_t now, int64_t (*wall_ms)()) const {
     const uint64_t limit = Once(s.limit.limit);
     const int64_t seconds = Once(s.limit.seconds);
     const bool calendar = Byte(s.limit.calendar_tz[0]) != 0;
-    if (unit >= kUnits || seconds < 1 || seconds > kMaxSeconds || Byte(s.unit) != unit ||
-        Once(s.cap) != limit || Byte(s.calendar) != (calendar ? 1 : 0) ||
-        !s.window.Consistent(seconds * 1000, now)) {
+    if (unit >= kUnits) return false;
+    const uint64_t cap = LimitInForce(limit, seconds, calendar, Once(caps[unit].observed_limit));
+    if (seconds < 1 || seconds > kMaxSeconds || Byte(s.unit) != unit || Once(s.cap) != cap ||
+        Byte(s.calendar) != (calendar ? 1 : 0) || !s.window.Consistent(seconds * 1000, now)) {
       return false;
     }
     if (calendar) {
@@ -391,9 +415,9 @@ bool WindowSet::Consistent(int64_t now, int64_t (*wall_ms)()) const {
       continue;
     }
     first_end = std::min(first_end, s.window.head_end_ms());
-    if (limit != kUnlimited) {
+    if (cap != kUnlimited) {
       const uint64_t used = s.window.used();
-      room_max[unit] = std::min(room_max[unit], used > limit ? 0 : limit - used);
+      room_max[unit] = std::min(room_max[unit], used > cap ? 0 : cap - used);
     }
   }
   if (any_calendar != (calendar_flag != 0)) return false;
@@ -433,10 +457,11 @@ std::string WindowSet::Sanitize(int64_t now, int64_t wall, bool deep, bool write
     const int64_t seconds = Once(s.limit.seconds);
     const bool calendar = Byte(s.limit.calendar_tz[0]) != 0;
     if (unit >= kUnits || seconds < 1 || seconds > kMaxSeconds) return "unreadable limits";
+    const uint64_t cap = LimitInForce(limit, seconds, calendar, Once(caps[unit].observed_limit));
     // The hot path's copies of the limit.
-    if (Byte(s.unit) != unit || Once(s.cap) != limit || Byte(s.calendar) != (calendar ? 1 : 0)) {
+    if (Byte(s.unit) != unit || Once(s.cap) != cap || Byte(s.calendar) != (calendar ? 1 : 0)) {
       s.unit = static_cast<Unit>(unit);
-      s.cap = limit;
+      s.cap = cap;
       s.calendar = calendar;
       note(absl::StrCat("window ", i, ": its copy of the limit"));
     }
@@ -453,10 +478,10 @@ std::string WindowSet::Sanitize(int64_t now, int64_t wall, bool deep, bool write
       continue;
     }
     first_end = std::min(first_end, s.window.head_end_ms());
-    if (limit != kUnlimited) {
+    if (cap != kUnlimited) {
       const uint64_t used = s.window.used();
       uint64_t& r = room_max[unit];
-      r = std::min(r, used > limit ? 0 : limit - used);
+      r = std::min(r, used > cap ? 0 : cap - used);
     }
   }
   if (Byte(has_calendar) != (any_calendar ? 1 : 0)) {

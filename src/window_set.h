@@ -40,7 +40,7 @@ struct Verdict {
 // and the window's first fields: one cache line; `limit` (with the time
 // zone's name) is the full description, for configuration and stats.
 struct alignas(64) WindowSlot {
-  uint64_t cap;             // == limit.limit
+  uint64_t cap;             // the limit in force: LimitInForce(limit, the unit's observed)
   Unit unit;                // == limit.unit
   bool calendar;            // == limit.calendar()
   SlidingWindow window;     // sliding windows
@@ -57,6 +57,16 @@ struct ProviderCap {
   uint64_t used;            // admitted since the report
   uint64_t observed_limit;  // the provider's own limit (0: not reported)
 };
+
+// The limit in force for a window: its own, or the provider's limit for
+// its unit when that is lower (`observed`, 0: none reported). Providers'
+// headers describe their per-minute limits, so only the 60-second sliding
+// window of a unit adopts one: the tracker never believes in more room than
+// the provider said, and a higher report is only shown.
+inline uint64_t LimitInForce(uint64_t limit, int64_t seconds, bool calendar, uint64_t observed) {
+  if (observed == 0 || seconds != 60 || calendar) return limit;
+  return observed < limit ? observed : limit;
+}
 
 // The fast path. Between two ticks of the windows (until the earliest
 // moment any sliding window's newest bucket ends), with no calendar window,
@@ -200,6 +210,8 @@ struct WindowSet {
   Verdict DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book);
   Verdict DecideWindows(int64_t now, int64_t wall, const Cost& cost, bool book);
   void RecordSlow(int64_t now, int64_t wall, const Cost& cost);
+  // Sets every window's cap from its limit and what the provider reported.
+  void ApplyObservedLimits();
 };
 
 static_assert(ModelLimits::kMaxWindows <= 32, "WindowSet::sync_done has a bit per window");

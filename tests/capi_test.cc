@@ -241,6 +241,9 @@ TEST_F(CApiTest, EveryBadInputIsAStatusNotACrash) {
       {rt_settle(nullptr, kMini, 1, 1, 1), RT_E_INVALID},
       {rt_settle(t, "", 1, 1, 1), RT_E_INVALID},
       {rt_settle(t, kMini, 0, 1, 1), RT_E_INVALID},
+      {rt_record_tokens(nullptr, kMini, 1, 1), RT_E_INVALID},
+      {rt_record_tokens(t, nullptr, 1, 1), RT_E_INVALID},
+      {rt_record_tokens(t, "", 1, 1), RT_E_INVALID},
       {rt_wait_time(t, kMini, 1, nullptr), RT_E_INVALID},
       {rt_wait_time(nullptr, kMini, 1, &out), RT_E_INVALID},
       {rt_configure(nullptr, "{}"), RT_E_INVALID},
@@ -286,6 +289,7 @@ TEST_F(CApiTest, BadModelNamesAreRefusedEverywhere) {
     EXPECT_EQ(rt_wait_time(t, name, 1, &wait), RT_E_INVALID);
     EXPECT_EQ(rt_acquire(t, name, 1, 0, nullptr), RT_E_INVALID);
     EXPECT_EQ(rt_settle(t, name, 5, 1, 1), RT_E_INVALID);
+    EXPECT_EQ(rt_record_tokens(t, name, 1, 1), RT_E_INVALID);
     EXPECT_EQ(rt_observe_headers(t, name, names, values, 1), RT_E_INVALID);
     EXPECT_EQ(rt_report_limited(t, name, "1"), RT_E_INVALID);
     EXPECT_EQ(rt_pick(t, pick, 1, 1, 0, &picked, &wait, &grant), RT_E_INVALID);

@@ -232,8 +232,11 @@ TEST_F(ProviderTest, HeadersCapWhatTheWindowsBelieve) {
   EXPECT_EQ(d.wait_ms, 2000u);
   clock_.Advance(2000);
   EXPECT_EQ(t->TryAcquire("openai/m", 10).code, RT_OK) << "after the reset: the windows again";
-  // The provider's limit (60) differs from ours (500): reported, not adopted.
+  // The provider's limit (60) differs from ours (500): lower, so in force
+  // (11 of it used), and shown.
+  EXPECT_EQ(t->TryAcquire("openai/m", 10).code, RT_OK);
   json s = json::parse(t->StatsJson());
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["remaining"], 60 - 13);
   EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["limit"], 500);
   EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["observed_limit"], 60);
   EXPECT_EQ(s["provider"]["openai/m"]["requests"]["limit"], 60);
@@ -246,6 +249,98 @@ TEST_F(ProviderTest, HeadersCapWhatTheWindowsBelieve) {
   EXPECT_EQ(t->TryAcquire("openai/m", 1).code, RT_LIMITED);
   // Garbage changes nothing and is not an error.
   EXPECT_EQ(*t->Observe("openai/m", {{"x-ratelimit-remaining-tokens", "lots"}}), 0);
+}
+
+// An account really at 20 requests a minute, configured at tier 1 (500):
+// once a response says so, the tracker admits 20 a minute, not 500; a
+// higher limit is only shown; a reset forgets what was learned.
+TEST_F(ProviderTest, ALowerLimitTheProviderReportsIsEnforced) {
+  auto t = Make(R"({"builtin_tiers": false,
+                    "limits": {"openai/m": {"rpm": 500, "rpd": 10000, "tpm": 200000}}})");
+  ASSERT_EQ(t->TryAcquire("openai/m", 10).code, RT_OK);
+  ASSERT_EQ(*t->Observe("openai/m", {{"x-ratelimit-limit-requests", "20"}}), 1);
+  int admitted = 1;
+  for (int i = 0; i < 60; ++i) admitted += t->TryAcquire("openai/m", 10).code == RT_OK;
+  EXPECT_EQ(admitted, 20);
+  Decision d = t->TryAcquire("openai/m", 10);
+  ASSERT_EQ(d.code, RT_LIMITED);
+  EXPECT_GT(d.wait_ms, 55000u);
+  EXPECT_LE(d.wait_ms, 61000u);
+  EXPECT_EQ(t->Check("openai/m", 10).code, RT_LIMITED);
+  json s = json::parse(t->StatsJson());
+  const json& rpm = s["models"]["openai/m"]["requests_per_minute"];
+  EXPECT_EQ(rpm["limit"], 500);
+  EXPECT_EQ(rpm["observed_limit"], 20);
+  EXPECT_EQ(rpm["remaining"], 0) << "the room in force, not 480";
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_day"]["remaining"], 10000 - 20);
+  // Records still count whatever the limits say.
+  ASSERT_TRUE(t->Record("openai/m", 10).ok());
+  clock_.Advance(61000);
+  admitted = 0;
+  for (int i = 0; i < 60; ++i) admitted += t->TryAcquire("openai/m", 10).code == RT_OK;
+  EXPECT_EQ(admitted, 20) << "a new minute: still 20";
+  // The account is upgraded: a higher limit than ours is shown, ours holds.
+  ASSERT_EQ(*t->Observe("openai/m", {{"x-ratelimit-limit-requests", "1000"}}), 1);
+  clock_.Advance(61000);
+  admitted = 0;
+  for (int i = 0; i < 600; ++i) admitted += t->TryAcquire("openai/m", 1).code == RT_OK;
+  EXPECT_EQ(admitted, 500);
+  EXPECT_EQ(json::parse(t->StatsJson())["models"]["openai/m"]["requests_per_minute"]
+                ["observed_limit"],
+            1000);
+  // Tokens: a learned 300 per minute makes 301 never fit.
+  ASSERT_EQ(*t->Observe("openai/m", {{"x-ratelimit-limit-tokens", "300"}}), 1);
+  clock_.Advance(61000);
+  EXPECT_EQ(t->TryAcquire("openai/m", 301).code, RT_E_TOO_LARGE);
+  EXPECT_EQ(t->TryAcquire("openai/m", 300).code, RT_OK);
+  EXPECT_EQ(t->TryAcquire("openai/m", 1).code, RT_LIMITED);
+  // A reset forgets usage and what the provider said.
+  ASSERT_TRUE(t->Reset().ok());
+  EXPECT_EQ(t->TryAcquire("openai/m", 1000).code, RT_OK);
+}
+
+// The remaining room in the stats is the smaller of the window's and what
+// the provider said remains.
+TEST_F(ProviderTest, StatsShowTheRoomInForce) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"openai/m": {"rpm": 500, "tpm": 200000}}})");
+  ASSERT_EQ(t->TryAcquire("openai/m", 100).code, RT_OK);
+  ASSERT_TRUE(t->Observe("openai/m", {{"x-ratelimit-remaining-requests", "5"},
+                                      {"x-ratelimit-reset-requests", "30s"}})
+                  .ok());
+  ASSERT_EQ(t->TryAcquire("openai/m", 100).code, RT_OK);
+  json s = json::parse(t->StatsJson());
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["remaining"], 4);
+  EXPECT_EQ(s["models"]["openai/m"]["tokens_per_minute"]["remaining"], 200000 - 200);
+  clock_.Advance(30000);
+  s = json::parse(t->StatsJson());
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["remaining"], 498);
+}
+
+// Tokens booked to a request already counted (a framework's limiter counted
+// it; its callback learns the usage): tokens count, requests do not, and
+// they count against what the provider said remains.
+TEST_F(ProviderTest, TokensBookedToACountedRequest) {
+  auto t = Make(R"({"builtin_tiers": false, "limits": {"openai/m": {"rpm": 10, "tpm": 1000}}})");
+  ASSERT_EQ(t->TryAcquire("openai/m", 0).code, RT_OK);
+  ASSERT_TRUE(t->RecordTokens("openai/m", Cost{300, 200}).ok());
+  json s = json::parse(t->StatsJson());
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["current"], 1);
+  EXPECT_EQ(s["models"]["openai/m"]["tokens_per_minute"]["current"], 500);
+  EXPECT_EQ(t->Check("openai/m", 501).code, RT_LIMITED);
+  EXPECT_EQ(t->Check("openai/m", 500).code, RT_OK);
+  ASSERT_TRUE(t->Observe("openai/m", {{"x-ratelimit-remaining-tokens", "100"},
+                                      {"x-ratelimit-reset-tokens", "30s"}})
+                  .ok());
+  ASSERT_TRUE(t->RecordTokens("openai/m", Cost{60, 0}).ok());
+  EXPECT_EQ(t->TryAcquire("openai/m", 41).code, RT_LIMITED);
+  EXPECT_EQ(t->TryAcquire("openai/m", 40).code, RT_OK);
+  // Past a limit: recorded all the same (the tokens were spent).
+  ASSERT_TRUE(t->RecordTokens("openai/m", Cost{5000, 0}).ok());
+  s = json::parse(t->StatsJson());
+  EXPECT_EQ(s["models"]["openai/m"]["tokens_per_minute"]["current"], 500 + 60 + 40 + 5000);
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["current"], 2);
+  EXPECT_FALSE(t->RecordTokens("openai/\x01", Cost{1, 1}).ok());
+  EXPECT_FALSE(t->RecordTokens("", Cost{1, 1}).ok());
 }
 
 TEST_F(ProviderTest, A429RefusesUntilItsRetryAfter) {

@@ -369,6 +369,7 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
       const std::string json = absl::StrCat(
           R"({"builtin_tiers": false, "limits": {")", model, R"(": {"windows": [
             {"unit": "requests", "limit": )", requests, R"(, "seconds": 2},
+            {"unit": "requests", "limit": )", limit(100, 300), R"(, "seconds": 60},
             {"unit": "input_tokens", "limit": )", input, R"(, "seconds": 3},
             {"unit": "tokens", "limit": )", tokens, R"(, "seconds": 2},
             {"unit": "output_tokens", "limit": )", output, R"(, "calendar_day": "UTC"}]}}})");
@@ -393,8 +394,12 @@ TEST(RedisTest, HotPathDecidesExactlyAsTheFullPath) {
       } else {
         const auto unit = static_cast<ratetrack::Unit>(rng() % 4);
         const uint64_t remaining = unit == ratetrack::Unit::kRequests ? rng() % 8 : rng() % 1500;
+        // Sometimes a limit under ours: in force on the per-minute window.
+        const uint64_t said = rng() % 2 == 0 ? 100000
+                              : unit == ratetrack::Unit::kRequests ? 1 + rng() % 12
+                                                                   : 1 + rng() % 2000;
         told = hot.Run(Op::kObserve, model, spec, ratetrack::Cost{0, 0}, ms, ratetrack::Cost{0, 0},
-                       ratetrack::RedisStore::Observation{unit, remaining, 100000});
+                       ratetrack::RedisStore::Observation{unit, remaining, said});
       }
       ASSERT_TRUE(told.ok()) << told.status();
       ASSERT_EQ(redis.Command({"RESTORE", "{full:" + model + "}", "0",
@@ -1067,6 +1072,46 @@ TEST(RedisTest, ProviderTruthThroughRedis) {
   const char* fresh[] = {"gemini/m", "fresh/m"};
   EXPECT_EQ(rt_pick(b, fresh, 2, 10, 10, &picked, &retry, &grant), RT_OK);
   EXPECT_EQ(picked, 1u);
+  rt_close(a);
+  rt_close(b);
+}
+
+// A lower limit one host learned from a response binds every host (on the
+// script's hot path too); tokens booked to a counted request by one host
+// count for the other, and against the provider's cap.
+TEST(RedisTest, LearnedLimitsAndBookedTokensAreShared) {
+  RedisServer redis;
+  const std::string cfg =
+      Config(redis.Url("?prefix=ll"), R"({"openai/m": {"rpm": 500, "tpm": 100000}})");
+  rt_tracker* a = rt_open(cfg.c_str());
+  rt_tracker* b = rt_open(cfg.c_str());
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(rt_try_acquire(b, "openai/m", 10, nullptr), RT_OK);
+  const char* names[] = {"x-ratelimit-limit-requests"};
+  const char* values[] = {"20"};
+  ASSERT_EQ(rt_observe_headers(a, "openai/m", names, values, 1), RT_OK) << rt_last_error();
+  int admitted = 5;
+  for (int i = 0; i < 40; ++i) {
+    admitted += rt_try_acquire(i % 2 == 0 ? a : b, "openai/m", 10, nullptr) == RT_OK;
+  }
+  EXPECT_EQ(admitted, 20);
+  json s = Stats(b);
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["observed_limit"], 20);
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["remaining"], 0);
+  // Tokens: 200 booked by a count for b; the provider's cap of 100 more
+  // tokens is spent by 60 of them.
+  ASSERT_EQ(rt_record_tokens(a, "openai/m", 150, 50), RT_OK) << rt_last_error();
+  EXPECT_EQ(Stats(b)["models"]["openai/m"]["tokens_per_minute"]["current"], 200 + 200);
+  const char* cap_names[] = {"x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"};
+  const char* cap_values[] = {"100", "30s"};
+  ASSERT_EQ(rt_observe_headers(b, "openai/m", cap_names, cap_values, 2), RT_OK);
+  ASSERT_EQ(rt_record_tokens(b, "openai/m", 60, 0), RT_OK);
+  s = Stats(a);
+  EXPECT_EQ(s["provider"]["openai/m"]["tokens"]["remaining"], 40);
+  EXPECT_EQ(s["models"]["openai/m"]["tokens_per_minute"]["remaining"], 40);
+  EXPECT_EQ(s["models"]["openai/m"]["requests_per_minute"]["current"], 20) << "no request booked";
+  EXPECT_EQ(rt_record_tokens(a, "", 1, 1), RT_E_INVALID);
   rt_close(a);
   rt_close(b);
 }

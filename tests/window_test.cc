@@ -178,7 +178,8 @@ TEST(WindowSetTest, FastPathDecidesExactlyAsTheWindows) {
   // least of them), an unlimited one, one unit with no window at all.
   l.windows = {Sliding(Unit::kRequests, 10, 150),     Sliding(Unit::kTokens, 10, 6000),
                Sliding(Unit::kInputTokens, 60, 30000), Sliding(Unit::kRequests, 600, 4000),
-               Sliding(Unit::kTokens, 300, 90000),     Sliding(Unit::kTokens, 86400, kUnlimited)};
+               Sliding(Unit::kTokens, 300, 90000),     Sliding(Unit::kTokens, 86400, kUnlimited),
+               Sliding(Unit::kRequests, 60, 900)};
   auto fast = std::make_unique<WindowSet>();
   auto slow = std::make_unique<WindowSet>();
   fast->SetLimits(l, 2);
@@ -215,11 +216,15 @@ TEST(WindowSetTest, FastPathDecidesExactlyAsTheWindows) {
       fast->Block(now + 500);
       slow->Block(now + 500);
     } else {
-      // What the provider said: a cap until shortly.
+      // What the provider said: a cap until shortly, and sometimes its
+      // limit (in force on the per-minute window when lower).
       const Unit u = static_cast<Unit>(rng() % 4);
       const uint64_t remaining = rng() % 400;
-      fast->Observe(u, remaining, now + 700, 0);
-      slow->Observe(u, remaining, now + 700, 0);
+      const uint64_t said = rng() % 3 != 0                ? 0
+                            : u == Unit::kRequests ? 300 + rng() % 1000
+                                                   : 10000 + rng() % 40000;
+      fast->Observe(u, remaining, now + 700, said);
+      slow->Observe(u, remaining, now + 700, said);
     }
     if (i % 50021 == 0) {
       // A cost that does not fit anywhere, and one that overflows a sum.

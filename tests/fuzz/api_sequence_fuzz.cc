@@ -6,6 +6,7 @@
 //   ai M I O       acquire I input and O output tokens
 //   c M T          check (books nothing)
 //   r M T / ri M I O   record
+//   rt M I O       book tokens to a counted request (rt_record_tokens)
 //   s K I [O]      settle grant K (the K-th ticket so far) to I input, O output
 //   sx K G I       settle grant K claiming G granted tokens (usually wrong)
 //   p T M1 M2 ...  pick among models
@@ -113,6 +114,9 @@ class Run {
     } else if (op == "r" || op == "ri") {
       const Cost cost = op == "r" ? Cost{Num(arg(2)), 0} : Cost{Num(arg(2)), Num(arg(3))};
       CheckStatus(t_->Record(model, cost), {RT_OK, RT_E_INVALID, RT_E_NOMEM}, "record");
+    } else if (op == "rt") {
+      CheckStatus(t_->RecordTokens(model, Cost{Num(arg(2)), Num(arg(3))}),
+                  {RT_OK, RT_E_INVALID, RT_E_NOMEM}, "record_tokens");
     } else if (op == "s" || op == "sx") {
       if (grants_.empty()) return;
       const Grant& g = grants_[Num(arg(1)) % grants_.size()];

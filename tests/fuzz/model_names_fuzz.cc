@@ -113,6 +113,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       RT_FUZZ_CHECK(rtfuzz::OneOf(src, {RT_E_INVALID, RT_E_NOMEM}), std::to_string(src));
     }
 
+    rc = rt_record_tokens(t, m, 3, 4);
+    RT_FUZZ_CHECK(rtfuzz::OneOf(rc, {RT_OK, RT_E_INVALID, RT_E_NOMEM}), std::to_string(rc));
+    CheckName(name, rc, "rt_record_tokens");
+
     rc = rt_try_acquire_io(t, m, 3, 4, &wait, &grant);
     RT_FUZZ_CHECK(rtfuzz::OneOf(rc, {RT_OK, RT_LIMITED, RT_E_TOO_LARGE, RT_E_INVALID, RT_E_NOMEM}),
                   std::to_string(rc));

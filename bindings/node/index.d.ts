@@ -189,6 +189,13 @@ export class Tracker {
   canMake(model: string, tokens?: Count): boolean;
   /** Records a request that happened now (even past a limit). */
   record(model: string, tokens?: Count): void;
+  /**
+   * Books tokens to a request that was already counted, without counting another request
+   * (rt_record_tokens; for callback-style frameworks that learn the tokens after the call): they
+   * are added to the token windows now (request windows unchanged) and count against what the
+   * provider said remains. Always recorded, even past a limit. inputTokens is required.
+   */
+  recordTokens(model: string, inputTokens: Count, outputTokens?: Count): void;
   /** Checks and records atomically. Throws RT_E_TOO_LARGE if it never fits. */
   tryAcquire(model: string, tokens?: Count): TryAcquireResult;
   /** tryAcquire that also returns a Grant for settle(). */
@@ -219,8 +226,31 @@ export class Tracker {
   reportLimited(model: string, retryAfter?: RetryAfter): void;
   /** Milliseconds until the request would fit (0: now). Throws RT_E_TOO_LARGE if never. */
   waitTime(model: string, tokens?: Count): number;
-  /** Waits (setTimeout, never blocking the event loop) until admitted; null on timeout. */
+  /**
+   * Waits (setTimeout between tries, each try an asynchronous call on the thread pool: never
+   * blocking the event loop) until admitted; null on timeout.
+   */
   acquire(model: string, tokens?: Count, options?: AcquireOptions): Promise<Grant | null>;
+
+  // The asynchronous forms: the same arguments, checks and results as the synchronous methods,
+  // run with koffi's asynchronous calls on the libuv thread pool (UV_THREADPOOL_SIZE, 4 by
+  // default), so a redis:// round trip never blocks the event loop and N concurrent callers have
+  // N calls in flight. Bad arguments reject before the call. A failure's message carries the
+  // status code's description (rt_last_error stays on the worker thread).
+  canMakeAsync(model: string, tokens?: Count): Promise<boolean>;
+  recordAsync(model: string, tokens?: Count): Promise<void>;
+  recordTokensAsync(model: string, inputTokens: Count, outputTokens?: Count): Promise<void>;
+  tryAcquireAsync(model: string, tokens?: Count): Promise<TryAcquireResult>;
+  tryAcquireGrantAsync(model: string, tokens?: Count): Promise<TryAcquireGrantResult>;
+  tryAcquireIoAsync(model: string, inputTokens?: Count, outputTokens?: Count): Promise<TryAcquireGrantResult>;
+  settleAsync(grant: Grant, actualTokens: Count, actualOutputTokens?: Count): Promise<void>;
+  pickAsync(models: Iterable<string>, inputTokens?: Count, outputTokens?: Count): Promise<PickResult>;
+  observeHeadersAsync(model: string, headers: HeadersInput): Promise<void>;
+  reportLimitedAsync(model: string, retryAfter?: RetryAfter): Promise<void>;
+  waitTimeAsync(model: string, tokens?: Count): Promise<number>;
+  statsAsync(): Promise<Stats>;
+  metricsTextAsync(): Promise<string>;
+  resetAsync(): Promise<void>;
   /** Clears recorded usage; keeps limits and tier. */
   reset(): void;
   /** Usage as native data. */
@@ -234,7 +264,10 @@ export class Tracker {
   metricsText(): string;
   /** Applies a configuration (RT_E_CONFIG and nothing changed if bad). */
   configure(config: Config): void;
-  /** Frees a private tracker (idempotent); no-op on the global one. */
+  /**
+   * Frees a private tracker (idempotent); no-op on the global one. Asynchronous calls still
+   * running keep the handle until they return.
+   */
   close(): void;
   [Symbol.dispose](): void;
 }

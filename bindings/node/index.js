@@ -67,6 +67,58 @@ function fail(code) {
   throw errorFromStatus(code, F.rt_last_error());
 }
 
+/**
+ * The error for negative status `code` from an asynchronous call. The call ran
+ * on a libuv worker thread, whose rt_last_error() this thread cannot read: the
+ * status code says what happened (ratetrack.h, convention 2), and the message
+ * names the call and the library's description of the code.
+ */
+function asyncError(code, call) {
+  return errorFromStatus(code, `${call}: ${F.rt_status_string(code)}`);
+}
+
+/**
+ * Runs C function `f` asynchronously (koffi's f.async, on the libuv thread
+ * pool) and resolves to its int status. Every Buffer / typed array in `args`
+ * is referenced by the caller's closure until the promise settles, so it stays
+ * alive while the worker writes to it; strings are copied by koffi before the
+ * call leaves this thread.
+ */
+function callAsync(f, args) {
+  return new Promise((resolve, reject) => {
+    const start = () => {
+      asyncInFlight++;
+      try {
+        f.async(...args, (err, rc) => {
+          nextAsync();
+          if (err) reject(err);
+          else resolve(rc);
+        });
+      } catch (err) {
+        nextAsync();
+        reject(err);
+      }
+    };
+    if (asyncInFlight < MAX_ASYNC_IN_FLIGHT) start();
+    else asyncQueue.push(start);
+  });
+}
+
+// koffi throws once more than max_async_calls (256) are running or queued:
+// past MAX_ASYNC_IN_FLIGHT, calls wait here in order instead (the libuv pool
+// runs UV_THREADPOOL_SIZE of them at a time anyway), so any number of
+// concurrent callers works and koffi keeps room for other users.
+const MAX_ASYNC_IN_FLIGHT = 64;
+let asyncInFlight = 0;
+const asyncQueue = [];
+
+/** One asynchronous call ended: start the next queued one, if any. */
+function nextAsync() {
+  asyncInFlight--;
+  const next = asyncQueue.shift();
+  if (next) next();
+}
+
 function invalid(message) {
   return new RateTrackError(RT_E_INVALID, message);
 }
@@ -78,7 +130,8 @@ function need(name) {
   const l = loader.load();
   throw new LoadError(
     `the loaded libratetrack (${l.path}, ${l.version}) has no ${name}: it predates input/output ` +
-      'tokens, picking a model, provider truth, metrics and shared-memory segment management; ' +
+      'tokens, picking a model, provider truth, metrics, shared-memory segment management or ' +
+      'booking tokens to a counted request (rt_record_tokens); ' +
       'install a newer library build',
     [],
   );
@@ -91,6 +144,12 @@ function isZero(n) {
 
 const checkModel = checks.model;
 const checkU64 = checks.u64;
+
+/** A count that must be given (undefined is refused, not read as 0). */
+function checkTokens(value, what) {
+  if (value === undefined) throw invalid(`${what} is required`);
+  return checkU64(value, what);
+}
 
 /**
  * Calls rt_stats_json_ex(handle) (the error kind comes from its status code),
@@ -107,9 +166,14 @@ function statsJson(handle) {
  * `cell`, and frees it with rt_free.
  */
 function ownedText() {
-  const p = cellPointer();
+  return ownedTextOf(cell);
+}
+
+/** ownedText for the pointer-sized buffer `box` (an asynchronous call's own). */
+function ownedTextOf(box) {
+  const p = koffi.decode(box, VOID_PTR);
   try {
-    return koffi.decode(cell, C_STRING);
+    return koffi.decode(box, C_STRING);
   } finally {
     F.rt_free(p);
   }
@@ -233,6 +297,35 @@ function retryAfterText(retryAfter) {
   );
 }
 
+/**
+ * The checked arguments of settle(grant, actualTokens, actualOutputTokens):
+ * {io, model, ticket, granted, grantedOutput, actual, actualOutput}; io is
+ * whether rt_settle_io is needed (the grant reserved output tokens, or actual
+ * output tokens were given).
+ */
+function settleArgs(grant, actualTokens, actualOutputTokens) {
+  if (!(grant instanceof Grant)) {
+    throw invalid('grant must be a Grant from tryAcquireGrant(), tryAcquireIo(), pick() or acquire()');
+  }
+  // A Grant can be built by hand: its fields are checked like arguments.
+  const model = checkModel(grant.model);
+  const ticket = checkU64(grant.ticket, 'grant.ticket');
+  const granted = checkU64(grant.tokens, 'grant.tokens');
+  const grantedOutput = checkU64(grant.outputTokens, 'grant.outputTokens');
+  const actual = checkU64(actualTokens, 'actualTokens');
+  if (actualOutputTokens === undefined && isZero(grantedOutput)) {
+    return { io: false, model, ticket, granted, grantedOutput, actual, actualOutput: 0 };
+  }
+  if (actualOutputTokens === undefined) {
+    throw invalid(
+      `the grant was acquired with ${grant.outputTokens} output tokens: pass the actual output tokens too, ` +
+        'settle(grant, actualInput, actualOutput)',
+    );
+  }
+  const actualOutput = checkU64(actualOutputTokens, 'actualOutputTokens');
+  return { io: true, model, ticket, granted, grantedOutput, actual, actualOutput };
+}
+
 // Closes private trackers that were dropped without close().
 const finalizer = new FinalizationRegistry((handle) => {
   if (F) F.rt_close(handle);
@@ -246,6 +339,10 @@ const finalizer = new FinalizationRegistry((handle) => {
 class Tracker {
   #h;
   #global;
+  // Asynchronous calls still running on the thread pool, and whether close()
+  // waits for them to end before freeing the handle.
+  #inflight = 0;
+  #closeWhenIdle = null;
 
   /** @private Use ratetrack.open() or ratetrack.globalTracker(). */
   constructor(handle, isGlobal) {
@@ -283,6 +380,23 @@ class Tracker {
   /** Records that a request to `model` using `tokens` tokens happened now (even past a limit). */
   record(model, tokens = 0) {
     const rc = F.rt_record(this.#handle(), checkModel(model), checkU64(tokens, 'tokens'));
+    if (rc < 0) fail(rc);
+  }
+
+  /**
+   * Books tokens to a request that was already counted (rt_record_tokens),
+   * without counting another request: for callback-style frameworks that
+   * learn the tokens after the call. `inputTokens` and `outputTokens` are
+   * added to the model's token windows now (request windows unchanged) and
+   * count against what the provider said remains. Always recorded, even past
+   * a limit.
+   * @param {string} model
+   * @param {number|bigint} inputTokens
+   * @param {number|bigint} [outputTokens] 0 if omitted
+   */
+  recordTokens(model, inputTokens, outputTokens = 0) {
+    const f = need('rt_record_tokens');
+    const rc = f(this.#handle(), checkModel(model), checkTokens(inputTokens, 'inputTokens'), checkU64(outputTokens, 'outputTokens'));
     if (rc < 0) fail(rc);
   }
 
@@ -348,35 +462,10 @@ class Tracker {
    * @param {number|bigint} [actualOutputTokens]
    */
   settle(grant, actualTokens, actualOutputTokens) {
-    if (!(grant instanceof Grant)) {
-      throw invalid('grant must be a Grant from tryAcquireGrant(), tryAcquireIo(), pick() or acquire()');
-    }
-    // A Grant can be built by hand: its fields are checked like arguments.
-    const model = checkModel(grant.model);
-    const ticket = checkU64(grant.ticket, 'grant.ticket');
-    const granted = checkU64(grant.tokens, 'grant.tokens');
-    const grantedOutput = checkU64(grant.outputTokens, 'grant.outputTokens');
-    const actual = checkU64(actualTokens, 'actualTokens');
-    if (actualOutputTokens === undefined && isZero(grantedOutput)) {
-      const rc = F.rt_settle(this.#handle(), model, ticket, granted, actual);
-      if (rc < 0) fail(rc);
-      return;
-    }
-    if (actualOutputTokens === undefined) {
-      throw invalid(
-        `the grant was acquired with ${grant.outputTokens} output tokens: pass the actual output tokens too, ` +
-          'settle(grant, actualInput, actualOutput)',
-      );
-    }
-    const rc = need('rt_settle_io')(
-      this.#handle(),
-      model,
-      ticket,
-      granted,
-      grantedOutput,
-      actual,
-      checkU64(actualOutputTokens, 'actualOutputTokens'),
-    );
+    const a = settleArgs(grant, actualTokens, actualOutputTokens);
+    const rc = a.io
+      ? need('rt_settle_io')(this.#handle(), a.model, a.ticket, a.granted, a.grantedOutput, a.actual, a.actualOutput)
+      : F.rt_settle(this.#handle(), a.model, a.ticket, a.granted, a.actual);
     if (rc < 0) fail(rc);
   }
 
@@ -454,8 +543,8 @@ class Tracker {
   }
 
   /**
-   * Waits without blocking the event loop (setTimeout for each retry-after)
-   * until the request fits, then records it and resolves to its Grant.
+   * Waits without blocking the event loop (setTimeout for each retry-after;
+   * each try is an asynchronous call on the thread pool) until the request fits, then records it and resolves to its Grant.
    * Resolves to null if `timeoutMs` passes first (nothing recorded; 0 = try
    * once; omitted = no timeout). Rejects with `signal.reason` when aborted,
    * and with RT_E_TOO_LARGE at once if it can never fit. `tokens` are input
@@ -470,15 +559,164 @@ class Tracker {
     const deadline = timeout === undefined ? Infinity : Date.now() + timeout;
     for (;;) {
       signal?.throwIfAborted();
+      // The asynchronous forms: on a redis:// backend each try is a round
+      // trip, which must not block the event loop.
       const r =
         outputTokens === undefined
-          ? this.tryAcquireGrant(model, tokens)
-          : this.tryAcquireIo(model, tokens, outputTokens);
+          ? await this.tryAcquireGrantAsync(model, tokens)
+          : await this.tryAcquireIoAsync(model, tokens, outputTokens);
       if (r.ok) return r.grant;
       const left = deadline - Date.now();
       if (left <= 0) return null;
       await sleep(Math.max(1, Math.min(r.retryAfterMs, left, MAX_TIMER_MS)), signal);
     }
+  }
+
+  // ---------------------------------------------------------------- async
+  // The Promise-returning forms of every call that can touch the network (a
+  // redis:// backend makes each a round trip). Each runs the C function with
+  // koffi's f.async on the libuv thread pool, so the event loop never waits
+  // for Redis and N concurrent callers have N calls in flight (up to the
+  // pool's size, UV_THREADPOOL_SIZE, 4 by default). Same arguments, checks
+  // and results as the synchronous methods; bad arguments reject (nothing is
+  // called). The out-parameters are fresh per call and held by the closure
+  // until the call returns. A failure's message carries the status code's
+  // description (rt_last_error belongs to the worker thread).
+
+  /** canMake on the thread pool. @returns {Promise<boolean>} */
+  async canMakeAsync(model, tokens = 0) {
+    const rc = await this.#async(F.rt_can_make, [this.#handle(), checkModel(model), checkU64(tokens, 'tokens')]);
+    if (rc < 0) throw asyncError(rc, 'rt_can_make');
+    return rc === 1;
+  }
+
+  /** record on the thread pool. @returns {Promise<void>} */
+  async recordAsync(model, tokens = 0) {
+    const rc = await this.#async(F.rt_record, [this.#handle(), checkModel(model), checkU64(tokens, 'tokens')]);
+    if (rc < 0) throw asyncError(rc, 'rt_record');
+  }
+
+  /** recordTokens on the thread pool. @returns {Promise<void>} */
+  async recordTokensAsync(model, inputTokens, outputTokens = 0) {
+    const f = need('rt_record_tokens');
+    const args = [this.#handle(), checkModel(model), checkTokens(inputTokens, 'inputTokens'), checkU64(outputTokens, 'outputTokens')];
+    const rc = await this.#async(f, args);
+    if (rc < 0) throw asyncError(rc, 'rt_record_tokens');
+  }
+
+  /** tryAcquire on the thread pool. @returns {Promise<{ok: boolean, retryAfterMs: number}>} */
+  async tryAcquireAsync(model, tokens = 0) {
+    const retry = new BigUint64Array(1);
+    const rc = await this.#async(F.rt_try_acquire, [this.#handle(), checkModel(model), checkU64(tokens, 'tokens'), retry]);
+    if (rc === RT_OK) return { ok: true, retryAfterMs: 0 };
+    if (rc === RT_LIMITED) return { ok: false, retryAfterMs: Number(retry[0]) };
+    throw asyncError(rc, 'rt_try_acquire');
+  }
+
+  /** tryAcquireGrant on the thread pool. @returns {Promise<{ok: boolean, retryAfterMs: number, grant: Grant|null}>} */
+  async tryAcquireGrantAsync(model, tokens = 0) {
+    checkModel(model);
+    tokens = checkU64(tokens, 'tokens');
+    const retry = new BigUint64Array(1);
+    const ticket = new BigUint64Array(1);
+    const rc = await this.#async(F.rt_try_acquire_grant, [this.#handle(), model, tokens, retry, ticket]);
+    if (rc === RT_OK) return { ok: true, retryAfterMs: 0, grant: new Grant(model, ticket[0], tokens) };
+    if (rc === RT_LIMITED) return { ok: false, retryAfterMs: Number(retry[0]), grant: null };
+    throw asyncError(rc, 'rt_try_acquire_grant');
+  }
+
+  /** tryAcquireIo on the thread pool. @returns {Promise<{ok: boolean, retryAfterMs: number, grant: Grant|null}>} */
+  async tryAcquireIoAsync(model, inputTokens = 0, outputTokens = 0) {
+    const f = need('rt_try_acquire_io');
+    checkModel(model);
+    inputTokens = checkU64(inputTokens, 'inputTokens');
+    outputTokens = checkU64(outputTokens, 'outputTokens');
+    const retry = new BigUint64Array(1);
+    const ticket = new BigUint64Array(1);
+    const rc = await this.#async(f, [this.#handle(), model, inputTokens, outputTokens, retry, ticket]);
+    if (rc === RT_OK) {
+      return { ok: true, retryAfterMs: 0, grant: new Grant(model, ticket[0], inputTokens, outputTokens) };
+    }
+    if (rc === RT_LIMITED) return { ok: false, retryAfterMs: Number(retry[0]), grant: null };
+    throw asyncError(rc, 'rt_try_acquire_io');
+  }
+
+  /** settle on the thread pool (same checks). @returns {Promise<void>} */
+  async settleAsync(grant, actualTokens, actualOutputTokens) {
+    const a = settleArgs(grant, actualTokens, actualOutputTokens);
+    const rc = a.io
+      ? await this.#async(need('rt_settle_io'), [
+          this.#handle(), a.model, a.ticket, a.granted, a.grantedOutput, a.actual, a.actualOutput,
+        ])
+      : await this.#async(F.rt_settle, [this.#handle(), a.model, a.ticket, a.granted, a.actual]);
+    if (rc < 0) throw asyncError(rc, a.io ? 'rt_settle_io' : 'rt_settle');
+  }
+
+  /** pick on the thread pool. @returns {Promise<{ok: boolean, model: string, index: number, retryAfterMs: number, grant: Grant|null}>} */
+  async pickAsync(models, inputTokens = 0, outputTokens = 0) {
+    const f = need('rt_pick');
+    const list = checkModels(models);
+    inputTokens = checkU64(inputTokens, 'inputTokens');
+    outputTokens = checkU64(outputTokens, 'outputTokens');
+    const picked = Buffer.alloc(koffi.sizeof('size_t'));
+    const retry = new BigUint64Array(1);
+    const ticket = new BigUint64Array(1);
+    const rc = await this.#async(f, [this.#handle(), list, list.length, inputTokens, outputTokens, picked, retry, ticket]);
+    if (rc < 0) throw asyncError(rc, 'rt_pick');
+    const index = Number(koffi.decode(picked, SIZE_T));
+    const model = list[index];
+    if (rc === RT_OK) {
+      return { ok: true, model, index, retryAfterMs: 0, grant: new Grant(model, ticket[0], inputTokens, outputTokens) };
+    }
+    return { ok: false, model, index, retryAfterMs: Number(retry[0]), grant: null };
+  }
+
+  /** observeHeaders on the thread pool. @returns {Promise<void>} */
+  async observeHeadersAsync(model, headers) {
+    const f = need('rt_observe_headers');
+    checkModel(model);
+    const { names, values } = headerArrays(headers);
+    const rc = await this.#async(f, [this.#handle(), model, names, values, names.length]);
+    if (rc < 0) throw asyncError(rc, 'rt_observe_headers');
+  }
+
+  /** reportLimited on the thread pool. @returns {Promise<void>} */
+  async reportLimitedAsync(model, retryAfter) {
+    const f = need('rt_report_limited');
+    checkModel(model);
+    const rc = await this.#async(f, [this.#handle(), model, retryAfterText(retryAfter)]);
+    if (rc < 0) throw asyncError(rc, 'rt_report_limited');
+  }
+
+  /** waitTime on the thread pool. @returns {Promise<number>} */
+  async waitTimeAsync(model, tokens = 0) {
+    const wait = new BigUint64Array(1);
+    const rc = await this.#async(F.rt_wait_time, [this.#handle(), checkModel(model), checkU64(tokens, 'tokens'), wait]);
+    if (rc < 0) throw asyncError(rc, 'rt_wait_time');
+    return Number(wait[0]);
+  }
+
+  /** stats on the thread pool. @returns {Promise<object>} */
+  async statsAsync() {
+    const out = Buffer.alloc(koffi.sizeof('void *'));
+    const rc = await this.#async(F.rt_stats_json_ex, [this.#handle(), out]);
+    if (rc < 0) throw asyncError(rc, 'rt_stats_json_ex');
+    return JSON.parse(ownedTextOf(out));
+  }
+
+  /** metricsText on the thread pool. @returns {Promise<string>} */
+  async metricsTextAsync() {
+    const f = need('rt_metrics_text');
+    const out = Buffer.alloc(koffi.sizeof('void *'));
+    const rc = await this.#async(f, [this.#handle(), out]);
+    if (rc < 0) throw asyncError(rc, 'rt_metrics_text');
+    return ownedTextOf(out);
+  }
+
+  /** reset on the thread pool. @returns {Promise<void>} */
+  async resetAsync() {
+    const rc = await this.#async(F.rt_reset, [this.#handle()]);
+    if (rc < 0) throw asyncError(rc, 'rt_reset');
   }
 
   /** Clears all recorded usage; keeps limits, tier and handle. */
@@ -528,7 +766,27 @@ class Tracker {
     const h = this.#h;
     this.#h = null;
     finalizer.unregister(this);
-    F.rt_close(h);
+    // An asynchronous call still running uses the handle: free it when the last one ends.
+    if (this.#inflight > 0) this.#closeWhenIdle = h;
+    else F.rt_close(h);
+  }
+
+  /**
+   * Runs C function `f` on the thread pool with `args` (the handle first)
+   * and resolves to its status. close() meanwhile defers rt_close until the
+   * call has returned.
+   */
+  async #async(f, args) {
+    this.#inflight++;
+    try {
+      return await callAsync(f, args);
+    } finally {
+      if (--this.#inflight === 0 && this.#closeWhenIdle !== null) {
+        const h = this.#closeWhenIdle;
+        this.#closeWhenIdle = null;
+        F.rt_close(h);
+      }
+    }
   }
 }
 

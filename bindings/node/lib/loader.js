@@ -119,7 +119,7 @@ function declare(lib) {
 /**
  * The functions added after the first 0.1 builds (input/output tokens,
  * picking a model, provider truth, Prometheus metrics, shared-memory
- * segments). A library without them still loads; the
+ * segments, booking tokens to a counted request). A library without them still loads; the
  * methods that need one throw a LoadError naming it (see `need` in index.js).
  * Each is the function or null.
  */
@@ -135,6 +135,9 @@ function declareOptional(lib) {
     rt_observe_headers:
       'int rt_observe_headers(rt_tracker *t, const char *model, const char **names, const char **values, size_t count)',
     rt_report_limited: 'int rt_report_limited(rt_tracker *t, const char *model, const char *retry_after)',
+    // Tokens booked to a request already counted (issue #26).
+    rt_record_tokens:
+      'int rt_record_tokens(rt_tracker *t, const char *model, uint64_t input_tokens, uint64_t output_tokens)',
     // Owned strings, as rt_stats_json_ex.
     rt_metrics_text: 'int rt_metrics_text(rt_tracker *t, void **text_out)',
     rt_shm_list: 'int rt_shm_list(void **json_out)',

@@ -37,6 +37,17 @@ const COUNTS = [
   ['settle.grant.ticket', (t, n) => t.settle(grant({ ticket: n }), 1)],
   ['settle.grant.outputTokens', (t, n) => t.settle(grant({ outputTokens: n }), 1, 1)],
   ['waitTime', (t, n) => t.waitTime(M, n)],
+  ['recordTokens.input', (t, n) => t.recordTokens(M, n, 0)],
+  ['recordTokens.output', (t, n) => t.recordTokens(M, 1, n)],
+  // The asynchronous forms check the same way (and reject).
+  ['recordTokensAsync.input', (t, n) => t.recordTokensAsync(M, n, 0)],
+  ['recordTokensAsync.output', (t, n) => t.recordTokensAsync(M, 1, n)],
+  ['recordAsync', (t, n) => t.recordAsync(M, n)],
+  ['tryAcquireAsync', (t, n) => t.tryAcquireAsync(M, n)],
+  ['tryAcquireIoAsync.output', (t, n) => t.tryAcquireIoAsync(M, 0, n)],
+  ['settleAsync.actual', (t, n) => t.settleAsync(grant(), n)],
+  ['pickAsync.input', (t, n) => t.pickAsync([M], n, 0)],
+  ['waitTimeAsync', (t, n) => t.waitTimeAsync(M, n)],
 ];
 const BAD_COUNTS = [NaN, Infinity, -Infinity, -1, -0.5, 1.5, 2 ** 53, 2 ** 64, -1n, 2n ** 64n, 2n ** 64n + 5n, '1', null, true, {}];
 for (const [name, call] of COUNTS) {
@@ -57,6 +68,11 @@ const STRING_CALLS = [
   ['tryAcquireIo.model', (t, s) => t.tryAcquireIo(s, 1, 1)],
   ['acquire.model', (t, s) => t.acquire(s, 1, { timeoutMs: 0 })],
   ['waitTime.model', (t, s) => t.waitTime(s)],
+  ['recordTokens.model', (t, s) => t.recordTokens(s, 1, 1)],
+  ['recordTokensAsync.model', (t, s) => t.recordTokensAsync(s, 1, 1)],
+  ['tryAcquireGrantAsync.model', (t, s) => t.tryAcquireGrantAsync(s)],
+  ['observeHeadersAsync.model', (t, s) => t.observeHeadersAsync(s, {})],
+  ['reportLimitedAsync.retryAfter', (t, s) => t.reportLimitedAsync(M, `3${s}`)],
   ['pick.models', (t, s) => t.pick(['other/x', s])],
   ['settle.grant.model', (t, s) => t.settle(grant({ model: s }), 1)],
   ['observeHeaders.model', (t, s) => t.observeHeaders(s, {})],
@@ -73,6 +89,9 @@ for (const [name, call] of STRING_CALLS) {
   row(`NUL in ${name}`, (t) => call(t, NUL));
   for (const s of LONE) row(`lone surrogate ${show(s)} in ${name}`, (t) => call(t, s));
 }
+// recordTokens(model) alone would book nothing: refused, not a silent no-op.
+row('recordTokens without inputTokens', (t) => t.recordTokens(M));
+row('recordTokensAsync without inputTokens', (t) => t.recordTokensAsync(M));
 row('NUL in observeHeaders.name', (t) => t.observeHeaders(M, { 'x-ratelimit-remaining-requests\0x': '0' }));
 row('NUL in observeHeaders.value', (t) => t.observeHeaders(M, [['x-ratelimit-remaining-requests', '0\0 left']]));
 

@@ -360,3 +360,24 @@ test('acquire times out (null, nothing recorded) and honours AbortSignal', async
     t.close();
   }
 });
+
+test('recordTokens books tokens to a counted request: token windows only, even past a limit', () => {
+  const M = 'acme/tok';
+  const t = rt.open({ builtin_tiers: false, limits: { [M]: { rpm: 2, tpm: 100, itpm: 80, otpm: 50 } } });
+  try {
+    assert.equal(t.tryAcquire(M, 10).ok, true);
+    t.recordTokens(M, 30, 20); // the callback learned the request's real use
+    t.recordTokens(M, 5); // output 0
+    let m = t.stats().models[M];
+    assert.equal(m.requests_per_minute.current, 1, 'no second request');
+    assert.equal(m.tokens_per_minute.current, 65);
+    assert.equal(m.input_tokens_per_minute.current, 45);
+    assert.equal(m.output_tokens_per_minute.current, 20);
+    t.recordTokens(M, 100n, 100n); // past every token limit: still booked
+    m = t.stats().models[M];
+    assert.equal(m.tokens_per_minute.current, 265);
+    assert.equal(t.tryAcquire(M, 1).ok, false, 'the tokens count against the limits');
+  } finally {
+    t.close();
+  }
+});

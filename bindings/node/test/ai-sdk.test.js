@@ -1,0 +1,104 @@
+'use strict';
+// ratetrack/ai: the Vercel AI SDK middleware with the real `ai` package and
+// the @ai-sdk/openai (chat) and @ai-sdk/anthropic providers under it (pinned
+// in devDependencies), against the fake server of helpers/fake-llm-server.js.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { FakeLlmServer } = require('./helpers/fake-llm-server');
+const { tracker, win, sdkSkip, load } = require('./helpers/integration');
+
+const ai = load('ai');
+const aiOpenai = load('@ai-sdk/openai');
+const aiAnthropic = load('@ai-sdk/anthropic');
+const skip = sdkSkip() || ai.skip || aiOpenai.skip || aiAnthropic.skip;
+const { ratetrackMiddleware, RateTrackLimitError } = require('../ai');
+
+const PROMPT = 'Tell me something about rate limits, please, in a few short words. '.padEnd(120, '.');
+
+async function withServer(serverOptions, fn) {
+  const server = await new FakeLlmServer(serverOptions).start();
+  try {
+    await fn(server);
+  } finally {
+    await server.close();
+  }
+}
+
+const PROVIDERS = [
+  {
+    name: 'openai/gpt-4o-mini',
+    model: (server) => aiOpenai.mod.createOpenAI({ apiKey: 'test', baseURL: `${server.url}/v1` }).chat('gpt-4o-mini'),
+  },
+  {
+    name: 'anthropic/claude-sonnet-4-5',
+    model: (server) => aiAnthropic.mod.createAnthropic({ apiKey: 'test', baseURL: `${server.url}/v1` })('claude-sonnet-4-5'),
+  },
+];
+
+for (const p of PROVIDERS) {
+  test(`${p.name}: generateText and streamText through the middleware settle the real usage`, { skip }, async () => {
+    await withServer({ rpm: 50 }, async (server) => {
+      const t = tracker({ [p.name]: { rpm: 100, tpm: 100000 } });
+      const model = ai.mod.wrapLanguageModel({ model: p.model(server), middleware: ratetrackMiddleware({ tracker: t }) });
+      const g = await ai.mod.generateText({ model, prompt: PROMPT, maxOutputTokens: 20, maxRetries: 0 });
+      assert.equal(g.usage.inputTokens, 26);
+      assert.equal(win(t, p.name, 'tokens_per_minute').current, 33, 'settled from 50 estimated');
+      const s = ai.mod.streamText({ model, prompt: PROMPT, maxOutputTokens: 20, maxRetries: 0 });
+      let text = '';
+      for await (const delta of s.textStream) text += delta;
+      assert.match(text, /ok/);
+      assert.equal((await s.usage).outputTokens, 7);
+      assert.equal(win(t, p.name, 'tokens_per_minute').current, server.tokens);
+      assert.equal(server.tokens, 2 * 33);
+      assert.equal(win(t, p.name, 'requests_per_minute').current, 2);
+      // The response headers were observed.
+      assert.equal(t.stats().provider[p.name].requests.limit, 50);
+      t.close();
+    });
+  });
+
+  test(`${p.name}: concurrent generateText and streamText keep within equal limits (0 server 429s)`, { skip }, async () => {
+    await withServer({ rpm: 4 }, async (server) => {
+      const t = tracker({ [p.name]: { rpm: 4 } });
+      const model = ai.mod.wrapLanguageModel({ model: p.model(server), middleware: ratetrackMiddleware({ tracker: t, timeoutMs: 0 }) });
+      const gen = () => ai.mod.generateText({ model, prompt: PROMPT, maxOutputTokens: 20 });
+      const stream = async () => {
+        const s = ai.mod.streamText({ model, prompt: PROMPT, maxOutputTokens: 20, onError: () => {} });
+        await s.consumeStream();
+        return s.text;
+      };
+      const calls = [gen, stream, gen, stream, gen, stream, gen, stream];
+      const results = await Promise.allSettled(calls.map((f) => f()));
+      assert.equal(server.limited, 0);
+      assert.equal(server.served, 4);
+      const refused = results.filter((r) => r.status === 'rejected').map((r) => r.reason);
+      for (const e of refused) assert.ok(e instanceof RateTrackLimitError || e?.cause instanceof RateTrackLimitError, String(e));
+      assert.equal(win(t, p.name, 'tokens_per_minute').current, server.tokens);
+      t.close();
+    });
+  });
+}
+
+test('a 429 through the AI SDK (its own retries on) is reported and blocks the model', { skip }, async () => {
+  await withServer({ rpm: 1, windowMs: 2000, retryAfter: 2, headers: 'none' }, async (server) => {
+    const name = 'openai/gpt-4o-mini';
+    const t = tracker({ [name]: { rpm: 100 } });
+    const seen = [];
+    const onAttempt = (info) => {
+      // Right after the 429 is reported, before the AI SDK's retry: every caller is refused.
+      if (info.status === 429) seen.push({ wait: t.waitTime(name), ok: t.tryAcquire(name).ok });
+    };
+    const middleware = ratetrackMiddleware({ tracker: t, onAttempt });
+    const model = ai.mod.wrapLanguageModel({ model: PROVIDERS[0].model(server), middleware });
+    await ai.mod.generateText({ model, prompt: PROMPT, maxOutputTokens: 20 });
+    const g = await ai.mod.generateText({ model, prompt: PROMPT, maxOutputTokens: 20, maxRetries: 2 });
+    assert.equal(g.usage.outputTokens, 7);
+    assert.equal(server.limited, 1);
+    assert.equal(seen.length, 1);
+    assert.ok(seen[0].wait > 1000 && seen[0].wait <= 2100, JSON.stringify(seen));
+    assert.equal(seen[0].ok, false);
+    assert.equal(win(t, name, 'requests_per_minute').current, 3);
+    assert.equal(win(t, name, 'tokens_per_minute').current, server.tokens);
+    t.close();
+  });
+});

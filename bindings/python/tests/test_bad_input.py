@@ -67,6 +67,12 @@ COUNTS: List[Tuple[str, Callable[[ratetrack.Tracker, Any], Any]]] = [
     ("settle_io.actual_output", lambda t, n: t.settle_io(_grant(), 0, n)),
     ("settle_io.grant.output", lambda t, n: t.settle_io(_grant(output_tokens=n), 0, 0)),
     ("wait_time", lambda t, n: t.wait_time(M, n)),
+    ("record_tokens.input", lambda t, n: t.record_tokens(M, n, 0)),
+    ("record_tokens.output", lambda t, n: t.record_tokens(M, 0, n)),
+    ("record_tokens_async.input", lambda t, n: asyncio.run(t.record_tokens_async(M, n, 0))),
+    ("try_acquire_async", lambda t, n: asyncio.run(t.try_acquire_async(M, n))),
+    ("settle_io_async.actual_output", lambda t, n: asyncio.run(t.settle_io_async(_grant(), 0, n))),
+    ("pick_async.input", lambda t, n: asyncio.run(t.pick_async([M], n, 0))),
 ]
 for _name, _call in COUNTS:
     for _bad in (TOO_BIG, TOO_BIG + 5, 2**100, -1, -(2**64)):
@@ -100,6 +106,11 @@ NUL_CALLS: List[Tuple[str, Call]] = [
     ("observe_headers.value", lambda t: t.observe_headers(M, {"x-ratelimit-remaining-requests": "0\0 left"})),
     ("observe_headers.bytes", lambda t: t.observe_headers(M, [(b"x-ratelimit-remaining-requests", b"0\0")])),
     ("report_limited.model", lambda t: t.report_limited("acme/m\0x", 1)),
+    ("record_tokens.model", lambda t: t.record_tokens("acme/m\0x", 1, 1)),
+    ("record_tokens_async.model", lambda t: asyncio.run(t.record_tokens_async("acme/m\0x", 1, 1))),
+    ("observe_headers_async.value",
+     lambda t: asyncio.run(t.observe_headers_async(M, {"x-ratelimit-remaining-requests": "0\0"}))),
+    ("report_limited_async.str", lambda t: asyncio.run(t.report_limited_async(M, "30\0junk"))),
     ("report_limited.str", lambda t: t.report_limited(M, "30\0junk")),
     ("report_limited.bytes", lambda t: t.report_limited(M, b"30\0junk")),
     ("global_tracker.tier", lambda t: ratetrack.global_tracker("tier1\0evil")),
@@ -124,6 +135,9 @@ for _name, _call in [
     case(f"surrogate in {_name}", _call, UnicodeErr, "not valid Unicode")
 case("report_limited(bytes not UTF-8)", lambda t: t.report_limited(M, b"3\xff0"), UnicodeDecodeError, "not UTF-8")
 case("try_acquire(bytes model)", lambda t: t.try_acquire(b"acme/m"), TypeError, "model must be a str")
+case("record_tokens(bytes model)", lambda t: t.record_tokens(b"acme/m", 1), TypeError, "model must be a str")
+case("record_tokens(surrogate)", lambda t: t.record_tokens("acme/\ud800", 1), UnicodeErr, "not valid Unicode")
+case("record_tokens(empty model)", lambda t: t.record_tokens("", 1), ratetrack.InvalidArgument, "")
 
 # -- configuration: JSON would carry NaN (json.dumps writes NaN, Infinity) --------
 for _bad in (NAN, INF, -INF):

@@ -425,3 +425,33 @@ def test_a_429_is_shared_through_shm(library_path: str) -> None:
             ratetrack.shm_remove(name)
         except ratetrack.InvalidArgument:  # never created
             pass
+
+
+def test_a_lower_learned_limit_is_enforced_a_higher_one_only_shown(library_path: str) -> None:
+    # Issue #26: the provider's x-ratelimit-limit-requests, lower than the
+    # configured rpm, is enforced on the per-minute window (no "remaining"
+    # header needed), and "remaining" shows the room really in force; a
+    # higher one is only shown as observed_limit.
+    cfg = {"builtin_tiers": False, "limits": {"acme/m": {"rpm": 100}}}
+    with ratetrack.open(cfg) as low, ratetrack.open(cfg) as high:
+        low.observe_headers("acme/m", {"x-ratelimit-limit-requests": "5"})
+        assert [bool(low.try_acquire("acme/m")) for _ in range(7)] == [True] * 5 + [False] * 2
+        window = low.stats()["models"]["acme/m"]["requests_per_minute"]
+        assert (window["current"], window["remaining"], window.get("observed_limit")) == (5, 0, 5)
+        high.observe_headers("acme/m", {"x-ratelimit-limit-requests": "500"})
+        assert sum(bool(high.try_acquire("acme/m")) for _ in range(110)) == 100
+        assert high.stats()["models"]["acme/m"]["requests_per_minute"].get("observed_limit") == 500
+
+
+def test_record_tokens_books_tokens_not_requests(library_path: str) -> None:
+    cfg = {"builtin_tiers": False, "limits": {"acme/m": {"rpm": 2, "tpm": 100, "itpm": 60, "otpm": 60}}}
+    with ratetrack.open(cfg) as t:
+        assert t.try_acquire("acme/m")
+        t.record_tokens("acme/m", 30, 20)
+        t.record_tokens("acme/m", 40)  # past the input limit: booked anyway
+        models = t.stats()["models"]["acme/m"]
+        assert models["requests_per_minute"]["current"] == 1
+        assert models["tokens_per_minute"]["current"] == 90
+        assert models["input_tokens_per_minute"]["current"] == 70
+        assert models["output_tokens_per_minute"]["current"] == 20
+        assert not t.try_acquire("acme/m")  # the input window is over its limit

@@ -13,7 +13,7 @@ is passed over for the bundled copy. One that lacks a function of the API (an
 earlier build without ``rt_open_ex``, ``rt_global_get_ex``,
 ``rt_stats_json_ex``, or without the provider-truth functions
 ``rt_try_acquire_io``, ``rt_settle_io``, ``rt_pick``, ``rt_observe_headers``,
-``rt_report_limited``, or without the metrics and shared-memory functions
+``rt_report_limited``, or without ``rt_record_tokens``, or without the metrics and shared-memory functions
 ``rt_metrics_text``, ``rt_shm_list``, ``rt_shm_remove``) is passed over like
 one that does not load, with the missing symbol named.
 The library is loaded once per process, lazily, and shared.
@@ -67,6 +67,7 @@ _PROTOTYPES = {
     "rt_close": (None, [c_void_p]),
     "rt_can_make": (c_int, [c_void_p, c_char_p, c_uint64]),
     "rt_record": (c_int, [c_void_p, c_char_p, c_uint64]),
+    "rt_record_tokens": (c_int, [c_void_p, c_char_p, c_uint64, c_uint64]),
     "rt_try_acquire": (c_int, [c_void_p, c_char_p, c_uint64, _u64p]),
     "rt_try_acquire_grant": (c_int, [c_void_p, c_char_p, c_uint64, _u64p, _u64p]),
     "rt_acquire": (c_int, [c_void_p, c_char_p, c_uint64, c_uint64, _u64p]),

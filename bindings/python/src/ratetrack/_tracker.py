@@ -26,6 +26,7 @@ from typing import (
 )
 
 from . import _checks, _library
+from ._offload import offload
 from .errors import (
     RT_E_INVALID,
     RT_LIMITED,
@@ -344,6 +345,18 @@ class Pick:
         return self.ok
 
 
+#: Per tracker handle: whether its backend does I/O (the async forms then use
+#: a worker thread). Filled by the first async call on a handle; forgotten on
+#: close and (re)configuration.
+_remote_by_handle: Dict[int, bool] = {}
+
+
+def _local_backend(backend: str) -> bool:
+    """Whether a backend answers without I/O (in-process memory, shared memory):
+    its calls take well under a microsecond and may run on the event loop."""
+    return backend == "memory" or backend.startswith("shm:")
+
+
 class Tracker:
     """A handle on a libratetrack tracker: private (:func:`open`) or the global one
     (:func:`global_tracker`).
@@ -377,6 +390,7 @@ class Tracker:
         """Frees a private tracker (idempotent); a no-op on the global tracker."""
         if self._is_global or self._handle is None:
             return
+        _remote_by_handle.pop(self._handle, None)
         self._handle = None
         if self._finalizer is not None:
             self._finalizer()
@@ -411,6 +425,7 @@ class Tracker:
         rc = self._lib.rt_configure(self._h(), _config(config))
         if rc != RT_OK:
             raise _fail(self._lib, rc)
+        _remote_by_handle.pop(self._h(), None)  # the backend may have changed
 
     # -- usage ----------------------------------------------------------
     def can_make(self, model: str, tokens: int = 0) -> bool:
@@ -425,6 +440,24 @@ class Tracker:
         """Records that a request of ``tokens`` tokens to ``model`` happened now
         (always recorded, even past a limit)."""
         rc = self._lib.rt_record(self._h(), _model(model), _tokens(tokens))
+        if rc != RT_OK:
+            raise _fail(self._lib, rc)
+
+    def record_tokens(self, model: str, input_tokens: int, output_tokens: int = 0) -> None:
+        """Books tokens to a request that was already counted, without counting
+        another request: ``input_tokens`` and ``output_tokens`` are added to the
+        model's token windows now (request windows unchanged) and count against
+        what the provider said remains. Always recorded, even past a limit.
+
+        For callback-style frameworks whose limiter counted the request before
+        its tokens were known (LangChain's rate limiter, then a callback with the
+        response's usage: see :mod:`ratetrack.integrations.langchain`). Where you
+        hold a :class:`Grant`, :meth:`settle_io` is better: it books at the
+        moment of the grant."""
+        rc = self._lib.rt_record_tokens(
+            self._h(), _model(model), _tokens(input_tokens, "input_tokens"),
+            _tokens(output_tokens, "output_tokens"),
+        )
         if rc != RT_OK:
             raise _fail(self._lib, rc)
 
@@ -512,16 +545,127 @@ class Tracker:
         self, model: str, tokens: int = 0, timeout: Optional[float] = None, *, output_tokens: int = 0
     ) -> Grant:
         """:meth:`acquire` for asyncio: waits with ``asyncio.sleep`` and never
-        blocks the event loop (each try is a short non-blocking C call)."""
+        blocks the event loop (each try is :meth:`try_acquire_io_async` /
+        :meth:`try_acquire_grant_async`: on a Redis backend, in a worker thread)."""
         seconds = _checks.timeout(timeout)
         tokens = _tokens(tokens)
         output_tokens = _tokens(output_tokens, "output_tokens")
+        _model(model)
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
-            result = self._try_grant(model, tokens, output_tokens)
+            result = await self._run(self._try_grant, model, tokens, output_tokens)
             if result.grant is not None:
                 return result.grant
             await asyncio.sleep(_delay(result, deadline, model))
+
+    # -- asyncio ----------------------------------------------------------
+    # Every call that can touch the network has an async form. On a networked
+    # backend (Redis) it runs the C call in a worker thread of the binding's
+    # own pool (ctypes releases the GIL), so N concurrent async callers have N
+    # calls in flight and the event loop never waits on a round trip; on the
+    # in-process and shared-memory backends (well under a microsecond, no I/O)
+    # it calls directly. Arguments are checked on the caller's side either way.
+
+    def _remote(self) -> bool:
+        """Whether this tracker's backend does I/O (reads the stats' "backend")."""
+        handle = self._h()
+        stats = _stats(self._lib, handle)
+        assert stats is not None
+        remote = not _local_backend(str(stats.get("backend", "")))
+        _remote_by_handle[handle] = remote
+        return remote
+
+    async def _run(self, fn: "Any", *args: Any) -> Any:
+        remote = _remote_by_handle.get(self._h())
+        if remote is False:
+            return fn(*args)
+        if remote is None:  # first async call on this handle: look, off the loop
+            remote = await offload(self._remote)
+            if not remote:
+                return fn(*args)
+        return await offload(fn, *args)
+
+    async def try_acquire_async(self, model: str, tokens: int = 0) -> Acquire:
+        """:meth:`try_acquire` without blocking the event loop."""
+        _model(model)
+        return cast(Acquire, await self._run(self.try_acquire, model, _tokens(tokens)))
+
+    async def try_acquire_grant_async(self, model: str, tokens: int = 0) -> Acquire:
+        """:meth:`try_acquire_grant` without blocking the event loop."""
+        _model(model)
+        return cast(Acquire, await self._run(self.try_acquire_grant, model, _tokens(tokens)))
+
+    async def try_acquire_io_async(self, model: str, input_tokens: int, output_tokens: int = 0) -> Acquire:
+        """:meth:`try_acquire_io` without blocking the event loop."""
+        _model(model)
+        return cast(Acquire, await self._run(
+            self.try_acquire_io, model, _tokens(input_tokens, "input_tokens"),
+            _tokens(output_tokens, "output_tokens"),
+        ))
+
+    async def can_make_async(self, model: str, tokens: int = 0) -> bool:
+        """:meth:`can_make` without blocking the event loop."""
+        _model(model)
+        return cast(bool, await self._run(self.can_make, model, _tokens(tokens)))
+
+    async def record_async(self, model: str, tokens: int = 0) -> None:
+        """:meth:`record` without blocking the event loop."""
+        _model(model)
+        await self._run(self.record, model, _tokens(tokens))
+
+    async def record_tokens_async(self, model: str, input_tokens: int, output_tokens: int = 0) -> None:
+        """:meth:`record_tokens` without blocking the event loop."""
+        _model(model)
+        await self._run(
+            self.record_tokens, model, _tokens(input_tokens, "input_tokens"),
+            _tokens(output_tokens, "output_tokens"),
+        )
+
+    async def settle_async(self, grant: Grant, actual_tokens: int) -> None:
+        """:meth:`settle` without blocking the event loop."""
+        await self._run(self.settle, grant, _tokens(actual_tokens, "actual_tokens"))
+
+    async def settle_io_async(self, grant: Grant, actual_input: int, actual_output: int = 0) -> None:
+        """:meth:`settle_io` without blocking the event loop."""
+        await self._run(
+            self.settle_io, grant, _tokens(actual_input, "actual_input"),
+            _tokens(actual_output, "actual_output"),
+        )
+
+    async def pick_async(
+        self, models: Sequence[str], input_tokens: int = 0, output_tokens: int = 0
+    ) -> Pick:
+        """:meth:`pick` without blocking the event loop."""
+        if isinstance(models, (str, bytes)):
+            raise TypeError("models must be a sequence of model names, not a single name")
+        names = list(models)
+        for name in names:
+            _model(name)
+        return cast(Pick, await self._run(
+            self.pick, names, _tokens(input_tokens, "input_tokens"), _tokens(output_tokens, "output_tokens"),
+        ))
+
+    async def observe_headers_async(self, model: str, headers: Headers) -> None:
+        """:meth:`observe_headers` without blocking the event loop (the headers
+        are read on the caller's side, before any thread is involved)."""
+        _model(model)
+        pairs = list(zip(*_header_pairs(headers)))
+        await self._run(self.observe_headers, model, pairs)
+
+    async def report_limited_async(self, model: str, retry_after: RetryAfter = None) -> None:
+        """:meth:`report_limited` without blocking the event loop."""
+        _model(model)
+        _retry_after(retry_after)  # checked here, converted again by the call
+        await self._run(self.report_limited, model, retry_after)
+
+    async def wait_time_async(self, model: str, tokens: int = 0) -> float:
+        """:meth:`wait_time` without blocking the event loop."""
+        _model(model)
+        return cast(float, await self._run(self.wait_time, model, _tokens(tokens)))
+
+    async def stats_async(self) -> Stats:
+        """:meth:`stats` without blocking the event loop."""
+        return cast(Stats, await self._run(self.stats))
 
     def pick(
         self, models: Sequence[str], input_tokens: int = 0, output_tokens: int = 0
@@ -750,6 +894,7 @@ def configure_global(config: Config) -> None:
     rc = lib.rt_global_configure(_config(config))
     if rc != RT_OK:
         raise _fail(lib, rc)
+    _remote_by_handle.clear()  # the global's backend may have changed
 
 
 def global_stats() -> Optional[Stats]:

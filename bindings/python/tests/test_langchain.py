@@ -1,0 +1,145 @@
+"""ratetrack.integrations.langchain with the real langchain-core and
+langchain-openai (pinned in requirements-test.txt): ChatOpenAI pointed at the
+local fake server (fake_llm.py). langchain-core needs Python 3.11: older
+Pythons skip this module.
+
+Windows are a minute long and every test stays within its limit: a call past
+a limit is made with a short limiter timeout and checked to raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, Iterator
+
+import pytest
+
+pytest.importorskip("langchain_core")
+langchain_openai = pytest.importorskip("langchain_openai")
+openai = pytest.importorskip("openai")
+
+import ratetrack  # noqa: E402
+from ratetrack.integrations.langchain import (  # noqa: E402
+    AsyncRateTrackCallbackHandler,
+    RateTrackCallbackHandler,
+    RateTrackPicker,
+    RateTrackRateLimiter,
+)
+
+from fake_llm import FakeLLM  # noqa: E402
+
+GPT, MINI = "gpt-4o", "gpt-4o-mini"
+O_GPT, O_MINI = "openai/" + GPT, "openai/" + MINI
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLLM]:
+    server = FakeLLM(latency=0.02).start()
+    yield server
+    server.stop()
+
+
+def config(requests: int, tokens: int = 10**6) -> Dict[str, Any]:
+    return {"builtin_tiers": False,
+            "limits": {O_GPT: {"rpm": requests, "tpm": tokens}, O_MINI: {"rpm": requests, "tpm": tokens}}}
+
+
+def chat(fake: FakeLLM, model: str = MINI, **kw: Any) -> Any:
+    return langchain_openai.ChatOpenAI(model=model, base_url=fake.url, api_key="sk-test", max_retries=0,
+                                       max_tokens=64, **kw)
+
+
+def current(t: ratetrack.Tracker, model: str, window: str) -> int:
+    return int(t.stats()["models"][model][window]["current"])
+
+
+def test_record_tokens_counts_no_request(library_path: str) -> None:
+    # The C call behind the callback: tokens added, the request count unchanged.
+    with ratetrack.open(config(5)) as t:
+        t.acquire(O_MINI, 0, timeout=0)
+        t.record_tokens(O_MINI, 30, 12)
+        assert current(t, O_MINI, "requests_per_minute") == 1
+        assert current(t, O_MINI, "tokens_per_minute") == 42
+
+
+@pytest.mark.parametrize("how", ["invoke", "batch", "abatch"])
+def test_limiter_and_callback_keep_within_the_limit(fake: FakeLLM, how: str, library_path: str) -> None:
+    # N calls at a limit of N: 0 server 429s, one request each (not two), the
+    # server's token count booked; call N+1 raises at the limiter's timeout
+    # (LangChain ignores a False from acquire: it must raise).
+    n = 6
+    fake.limit(MINI, n)
+    with ratetrack.open(config(n)) as t:
+        limiter = RateTrackRateLimiter(O_MINI, t, timeout=0.2)
+        handler = (AsyncRateTrackCallbackHandler if how == "abatch" else RateTrackCallbackHandler)(tracker=t)
+        llm = chat(fake, rate_limiter=limiter, callbacks=[handler])
+        prompts = [f"question {i}" for i in range(n)]
+        if how == "invoke":
+            answers = [llm.invoke(p) for p in prompts]
+        elif how == "batch":
+            answers = llm.batch(prompts, config={"max_concurrency": 3})
+        else:
+            answers = asyncio.run(llm.abatch(prompts, config={"max_concurrency": 3}))
+        assert len(answers) == n
+        assert (fake.admitted, fake.limited) == (n, 0)
+        assert current(t, O_MINI, "requests_per_minute") == n
+        assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
+        with pytest.raises(ratetrack.AcquireTimeout):
+            if how == "abatch":
+                asyncio.run(llm.ainvoke("one too many"))
+            else:
+                llm.invoke("one too many")
+        assert fake.received == n
+
+
+def test_limiter_non_blocking_and_bad_arguments(library_path: str) -> None:
+    with ratetrack.open(config(1)) as t:
+        limiter = RateTrackRateLimiter(O_MINI, t)
+        assert limiter.acquire(blocking=False) is True
+        assert limiter.acquire(blocking=False) is False
+        assert asyncio.run(limiter.aacquire(blocking=False)) is False
+        with pytest.raises(ratetrack.InvalidArgument):
+            RateTrackRateLimiter(O_MINI, t, timeout=-1)
+        with pytest.raises(ratetrack.InvalidArgument):
+            RateTrackRateLimiter("acme/m\0x", t)
+        with pytest.raises(TypeError):
+            RateTrackRateLimiter(O_MINI, "tracker")  # type: ignore[arg-type]
+
+
+def test_callback_names_the_model_from_the_run(fake: FakeLLM, library_path: str) -> None:
+    # Without model=, the handler books to ls_provider/ls_model_name.
+    with ratetrack.open(config(5)) as t:
+        llm = chat(fake, rate_limiter=RateTrackRateLimiter(O_MINI, t), callbacks=[RateTrackCallbackHandler(tracker=t)])
+        llm.invoke("hello")
+        assert current(t, O_MINI, "tokens_per_minute") == fake.tokens > 0
+
+
+def test_picker_falls_back_when_the_first_model_is_full(fake: FakeLLM, library_path: str) -> None:
+    # gpt-4o has room for 2 requests: the third call goes to gpt-4o-mini.
+    cfg = {"builtin_tiers": False, "limits": {O_GPT: {"rpm": 2}, O_MINI: {"rpm": 10}}}
+    with ratetrack.open(cfg) as t:
+        picker = RateTrackPicker(models=[(O_GPT, chat(fake, GPT)), (O_MINI, chat(fake, MINI))], tracker=t, timeout=0)
+        used = [picker.invoke(f"q{i}").response_metadata["ratetrack_model"] for i in range(3)]
+        assert used == [O_GPT, O_GPT, O_MINI]
+        assert current(t, O_GPT, "tokens_per_minute") + current(t, O_MINI, "tokens_per_minute") == fake.tokens
+        # every model full: the timeout raises
+        small = RateTrackPicker(models=[(O_GPT, chat(fake, GPT))], tracker=t, timeout=0.1)
+        with pytest.raises(ratetrack.AcquireTimeout):
+            small.invoke("none left")
+
+
+def test_picker_falls_back_on_a_429(fake: FakeLLM, library_path: str) -> None:
+    # The tracker thinks gpt-4o has room, the provider answers 429 with
+    # retry-after 30: the picker reports it (gpt-4o is skipped from then on)
+    # and answers with gpt-4o-mini, in sync and async calls.
+    fake.force_429(GPT, "30")
+    with ratetrack.open(config(10)) as t:
+        picker = RateTrackPicker(models=[(O_GPT, chat(fake, GPT)), (O_MINI, chat(fake, MINI))], tracker=t, timeout=5)
+        assert picker.invoke("hello").response_metadata["ratetrack_model"] == O_MINI
+        assert fake.limited == 1
+        assert 25 < t.wait_time(O_GPT) <= 30
+        answer = asyncio.run(picker.ainvoke("again"))
+        assert answer.response_metadata["ratetrack_model"] == O_MINI
+        assert fake.limited == 1  # gpt-4o was not tried again
+        assert current(t, O_GPT, "tokens_per_minute") == 0  # the 429's grant settled to 0
+        assert current(t, O_MINI, "tokens_per_minute") == fake.tokens

@@ -1,0 +1,348 @@
+"""wrap_openai / wrap_anthropic (ratetrack.integrations) with the real SDKs
+(pinned in requirements-test.txt) against the local fake server (fake_llm.py).
+
+Windows are a minute long and every test stays within its limit, so nothing
+waits for a window: a call past a limit is made with timeout=0 (fail fast) and
+checked to raise AcquireTimeout without reaching the server. The SDKs need
+Python 3.11 (httpx2): older Pythons skip this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Iterator
+
+import pytest
+
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
+
+import ratetrack  # noqa: E402
+from ratetrack.integrations import wrap_anthropic, wrap_openai  # noqa: E402
+from ratetrack.integrations._http import estimate_input_tokens  # noqa: E402
+
+from fake_llm import FakeLLM  # noqa: E402
+
+GPT, CLAUDE = "gpt-4o-mini", "claude-sonnet-4-5"
+O_GPT, A_CLAUDE = "openai/" + GPT, "anthropic/" + CLAUDE
+MESSAGES = [{"role": "user", "content": "Say hello to the rate limiter, please."}]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLLM]:
+    server = FakeLLM(latency=0.02).start()
+    yield server
+    server.stop()
+
+
+def limits(requests: int, tokens: int = 10**6, **extra: Any) -> Dict[str, Any]:
+    return {
+        "builtin_tiers": False,
+        "limits": {O_GPT: {"rpm": requests, "tpm": tokens}, A_CLAUDE: {"rpm": requests, "tpm": tokens}},
+        **extra,
+    }
+
+
+def oai(fake: FakeLLM, tracker: ratetrack.Tracker, max_retries: int = 0, **kw: Any) -> Any:
+    return wrap_openai(openai.OpenAI(base_url=fake.url, api_key="sk-test", max_retries=max_retries), tracker, **kw)
+
+
+def aai(fake: FakeLLM, tracker: ratetrack.Tracker, max_retries: int = 0, **kw: Any) -> Any:
+    base = fake.url[: -len("/v1")]
+    return wrap_anthropic(anthropic.Anthropic(base_url=base, api_key="sk-test", max_retries=max_retries),
+                          tracker, **kw)
+
+
+def chat(client: Any, **kw: Any) -> Any:
+    return client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100, **kw)
+
+
+def message(client: Any, **kw: Any) -> Any:
+    return client.messages.create(model=CLAUDE, max_tokens=100, messages=MESSAGES, **kw)
+
+
+def window(tracker: ratetrack.Tracker, model: str, name: str) -> Dict[str, Any]:
+    return dict(tracker.stats()["models"][model][name])
+
+
+# -- equal limits on both sides -----------------------------------------------------
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_equal_limits_sequential(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # N calls one after the other at the limit: 0 server 429s; the (N+1)th is
+    # refused by the tracker without reaching the server; token counts agree.
+    n = 6
+    fake.limit(GPT, n)
+    fake.limit(CLAUDE, n)
+    with ratetrack.open(limits(n)) as t:
+        client, call, model = (oai(fake, t, timeout=0), chat, O_GPT) if sdk == "openai" else \
+            (aai(fake, t, timeout=0), message, A_CLAUDE)
+        for _ in range(n):
+            call(client)
+        with pytest.raises(ratetrack.AcquireTimeout):
+            call(client)
+        assert (fake.admitted, fake.limited, fake.received) == (n, 0, n)
+        assert window(t, model, "requests_per_minute")["current"] == n
+        assert window(t, model, "tokens_per_minute")["current"] == fake.tokens
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_equal_limits_concurrent(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # 3 N calls from 6 threads, waiting at most 0 s: exactly N reach the
+    # server, all admitted; the others raise AcquireTimeout.
+    n = 8
+    fake.limit(GPT, n)
+    fake.limit(CLAUDE, n)
+    with ratetrack.open(limits(n)) as t:
+        client, call, model = (oai(fake, t, timeout=0), chat, O_GPT) if sdk == "openai" else \
+            (aai(fake, t, timeout=0), message, A_CLAUDE)
+
+        def one(_: int) -> str:
+            try:
+                call(client)
+                return "ok"
+            except ratetrack.AcquireTimeout:
+                return "refused"
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(one, range(3 * n)))
+        assert results.count("ok") == n and results.count("refused") == 2 * n
+        assert (fake.admitted, fake.limited) == (n, 0)
+        assert window(t, model, "tokens_per_minute")["current"] == fake.tokens
+
+
+def test_equal_limits_async_concurrent(fake: FakeLLM, library_path: str) -> None:
+    # AsyncOpenAI and AsyncAnthropic, N concurrent calls each with waiting
+    # allowed: 0 server 429s and the same token counts.
+    n = 8
+    fake.limit(GPT, n)
+    fake.limit(CLAUDE, n)
+    with ratetrack.open(limits(n)) as t:
+        oc = wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0), t, timeout=30)
+        ac = wrap_anthropic(anthropic.AsyncAnthropic(base_url=fake.url[:-3], api_key="k", max_retries=0),
+                            t, timeout=30)
+
+        async def main() -> None:
+            calls = [oc.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=50) for _ in range(n)]
+            calls += [ac.messages.create(model=CLAUDE, max_tokens=50, messages=MESSAGES) for _ in range(n)]
+            await asyncio.gather(*calls)
+            with pytest.raises(ratetrack.AcquireTimeout):
+                await wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0), t,
+                                  timeout=0).chat.completions.create(model=GPT, messages=MESSAGES)
+
+        asyncio.run(main())
+        assert (fake.admitted, fake.limited) == (2 * n, 0)
+        total = window(t, O_GPT, "tokens_per_minute")["current"] + window(t, A_CLAUDE, "tokens_per_minute")["current"]
+        assert total == fake.tokens
+        assert window(t, O_GPT, "requests_per_minute")["current"] == n
+
+
+# -- the tracker configured higher than the server ------------------------------------
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_learned_limit_is_enforced(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # The tracker believes in 100 requests a minute, the account has 5. After
+    # the first answers, the provider's headers stop the tracker: of 30 calls
+    # from 3 threads at most the 3 in flight get a server 429.
+    server_limit, concurrency = 5, 3
+    fake.limit(GPT, server_limit)
+    fake.limit(CLAUDE, server_limit)
+    with ratetrack.open(limits(100)) as t:
+        client, call, model = (oai(fake, t, timeout=0), chat, O_GPT) if sdk == "openai" else \
+            (aai(fake, t, timeout=0), message, A_CLAUDE)
+
+        def one(_: int) -> str:
+            try:
+                call(client)
+                return "ok"
+            except ratetrack.AcquireTimeout:
+                return "refused"
+            except (openai.RateLimitError, anthropic.RateLimitError):
+                return "429"
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            results = list(pool.map(one, range(30)))
+        assert results.count("ok") == server_limit == fake.admitted
+        assert fake.limited <= concurrency
+        rpm = window(t, model, "requests_per_minute")
+        assert rpm.get("observed_limit") == server_limit
+        # The learned limit is in force (core change of issue #26): the room
+        # shown is what the provider allows, not the configured 100.
+        assert rpm["remaining"] == 0
+
+
+# -- a 429 with retry-after blocks every caller of the model ----------------------------
+class Reporting(ratetrack.Tracker):
+    """A second handle on a tracker whose report_limited also sets an event."""
+
+    __slots__ = ()
+    reported = threading.Event()
+
+    @classmethod
+    def over(cls, t: ratetrack.Tracker) -> "Reporting":
+        cls.reported = threading.Event()
+        return cls(t._lib, t._h(), True)  # is_global=True: never closes t's handle
+
+    def report_limited(self, model: str, retry_after: Any = None) -> None:
+        super().report_limited(model, retry_after)
+        Reporting.reported.set()
+
+
+@pytest.mark.parametrize("backend", ["memory", "shm"])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_retry_after_blocks_every_caller(fake: FakeLLM, sdk: str, backend: str, library_path: str) -> None:
+    # The SDK's own retries are on (max_retries=2): its first attempt gets a
+    # 429 with retry-after: 2, which the transport reports. While the SDK
+    # waits to retry, every caller of the model is refused for ~2 s (seen
+    # with try_acquire / wait_time, on a second tracker through shm: too);
+    # the retry then succeeds, and only it books tokens.
+    shm = f"rt-sdk-{uuid.uuid4().hex[:10]}"
+    extra = {"backend": f"shm:{shm}"} if backend == "shm" else {}
+    fake.limit(GPT, 50)
+    fake.limit(CLAUDE, 50)
+    fake.force_429(GPT if sdk == "openai" else CLAUDE, "2")
+    try:
+        with ratetrack.open(limits(50, **extra)) as t:
+            other = ratetrack.open(limits(50, **extra)) if backend == "shm" else t
+            reporting = Reporting.over(t)
+            client, call, model = (oai(fake, reporting, max_retries=2, timeout=30), chat, O_GPT) \
+                if sdk == "openai" else (aai(fake, reporting, max_retries=2, timeout=30), message, A_CLAUDE)
+            result: Dict[str, Any] = {}
+            thread = threading.Thread(target=lambda: result.setdefault("r", call(client)))
+            thread.start()
+            assert Reporting.reported.wait(60)  # the transport reported the 429
+            refused = other.try_acquire(model)
+            assert not refused and 0.5 < refused.retry_after <= 2.1  # ~2 s (a busy machine may lag)
+            assert 0.5 < other.wait_time(model) <= 2.1
+            blocked = other.stats()["provider"][model]["blocked_for_ms"]
+            assert 500 < blocked <= 2100
+            thread.join(60)
+            assert "r" in result  # the SDK's retry went through after the block
+            assert (fake.limited, fake.admitted) == (1, 1)
+            # two attempts counted as requests; tokens booked once (the 429's grant settled to 0)
+            assert window(t, model, "tokens_per_minute")["current"] == fake.tokens
+            if other is not t:
+                other.close()
+    finally:
+        if backend == "shm":
+            ratetrack.shm_remove(shm)
+
+
+# -- streaming ---------------------------------------------------------------------
+def test_openai_stream_settles_to_real_usage(fake: FakeLLM, library_path: str) -> None:
+    # stream=True without stream_options: the transport asks for the usage
+    # chunk, and settles to it (not to the estimate + max_tokens reserved).
+    with ratetrack.open(limits(10)) as t:
+        client = oai(fake, t)
+        chunks = list(client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100, stream=True))
+        assert fake.bodies[-1]["stream_options"] == {"include_usage": True}
+        assert chunks[-1].usage is not None and chunks[-1].choices == []
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == fake.tokens == chunks[-1].usage.total_tokens
+        # asked for by the caller already: sent unchanged
+        list(client.chat.completions.create(model=GPT, messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True}))
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == fake.tokens
+
+
+def test_anthropic_stream_settles_to_real_usage(fake: FakeLLM, library_path: str) -> None:
+    with ratetrack.open(limits(10)) as t:
+        client = aai(fake, t)
+        with client.messages.stream(model=CLAUDE, max_tokens=100, messages=MESSAGES) as stream:
+            final = stream.get_final_message()
+        tokens = final.usage.input_tokens + final.usage.output_tokens
+        assert window(t, A_CLAUDE, "tokens_per_minute")["current"] == fake.tokens == tokens
+        assert window(t, A_CLAUDE, "input_tokens_per_minute")["current"] == final.usage.input_tokens \
+            if "input_tokens_per_minute" in t.stats()["models"][A_CLAUDE] else True
+
+
+def test_async_streams_settle(fake: FakeLLM, library_path: str) -> None:
+    with ratetrack.open(limits(10)) as t:
+        oc = wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0), t)
+        ac = wrap_anthropic(anthropic.AsyncAnthropic(base_url=fake.url[:-3], api_key="k", max_retries=0), t)
+
+        async def main() -> None:
+            stream = await oc.chat.completions.create(model=GPT, messages=MESSAGES, stream=True)
+            async for _ in stream:
+                pass
+            async with ac.messages.stream(model=CLAUDE, max_tokens=64, messages=MESSAGES) as s:
+                await s.get_final_message()
+
+        asyncio.run(main())
+        total = window(t, O_GPT, "tokens_per_minute")["current"] + window(t, A_CLAUDE, "tokens_per_minute")["current"]
+        assert total == fake.tokens
+
+
+# -- details ---------------------------------------------------------------------------
+def test_estimate_and_reservation_before_the_answer(fake: FakeLLM, library_path: str) -> None:
+    # While the request is in flight the tracker holds estimate + max_tokens;
+    # afterwards, the real usage.
+    est = estimate_input_tokens({"messages": MESSAGES})
+    assert est == (len(MESSAGES[0]["content"]) + 3) // 4 + 4 + 3
+    seen: Dict[str, int] = {}
+    with ratetrack.open(limits(10)) as t:
+        original = fake.decide
+
+        def decide(*args: Any) -> Any:
+            seen["during"] = window(t, O_GPT, "tokens_per_minute")["current"]
+            return original(*args)
+
+        fake.decide = decide  # type: ignore[method-assign]
+        chat(oai(fake, t))
+        assert seen["during"] == est + 100
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == fake.tokens
+
+
+def test_model_name_mapping_and_passthrough(fake: FakeLLM, library_path: str) -> None:
+    with ratetrack.open({"builtin_tiers": False, "limits": {"azure/mini": {"rpm": 5}}}) as t:
+        client = oai(fake, t, model_name={GPT: "azure/mini"})
+        chat(client)
+        assert window(t, "azure/mini", "requests_per_minute")["current"] == 1
+        client = oai(fake, t, model_name=lambda m: "fn/" + m)
+        chat(client)
+        assert window(t, "fn/" + GPT, "requests_per_minute")["current"] == 1
+        # requests to other endpoints pass through untracked
+        with pytest.raises(openai.APIStatusError):  # the fake has no GET /models
+            client.models.list()
+        assert set(t.stats()["models"]) == {"azure/mini", "fn/" + GPT}
+
+
+def test_bad_arguments_are_refused(library_path: str) -> None:
+    with ratetrack.open(limits(1)) as t:
+        c = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k")
+        with pytest.raises(ratetrack.InvalidArgument):
+            wrap_openai(c, t, timeout=-1)
+        with pytest.raises(TypeError):
+            wrap_openai(c, "not a tracker")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            wrap_openai(object(), t)
+        with pytest.raises(TypeError):
+            wrap_anthropic(c, t)  # an OpenAI client given to wrap_anthropic
+        with pytest.raises(TypeError):
+            wrap_openai(c, t, model_name=42)  # type: ignore[arg-type]
+
+
+def test_too_large_raises_at_once(fake: FakeLLM, library_path: str) -> None:
+    with ratetrack.open(limits(10, tokens=50)) as t:
+        with pytest.raises(ratetrack.TooLarge):
+            chat(oai(fake, t))  # estimate + 100 reserved > 50 tokens a minute
+        assert fake.received == 0
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_acquire_timeout_is_not_retried_or_wrapped_by_the_sdk(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # With the SDK's retries on, a refusal of the tracker comes out as
+    # ratetrack.AcquireTimeout (also the SDK's base error, so the SDK passes
+    # it through instead of wrapping it in APIConnectionError and retrying).
+    with ratetrack.open(limits(1)) as t:
+        if sdk == "openai":
+            client, call, base = oai(fake, t, max_retries=2, timeout=0), chat, openai.OpenAIError
+        else:
+            client, call, base = aai(fake, t, max_retries=2, timeout=0), message, anthropic.AnthropicError
+        call(client)
+        with pytest.raises(ratetrack.AcquireTimeout) as info:
+            call(client)
+        assert isinstance(info.value, base) and isinstance(info.value, TimeoutError)
+        assert info.value.code == 1 and info.value.retry_after > 0
+        assert "timed out" in str(info.value)
+        assert fake.received == 1

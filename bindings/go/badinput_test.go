@@ -26,6 +26,7 @@ func TestBadInputTable(t *testing.T) {
 	strCalls := []call{
 		{"CanMake.model", func(s string) error { _, err := tr.CanMake(s, 1); return err }},
 		{"Record.model", func(s string) error { return tr.Record(s, 1) }},
+		{"RecordTokens.model", func(s string) error { return tr.RecordTokens(s, 1, 1) }},
 		{"TryAcquire.model", func(s string) error { _, _, err := tr.TryAcquire(s, 1); return err }},
 		{"TryAcquireGrant.model", func(s string) error { _, _, _, err := tr.TryAcquireGrant(s, 1); return err }},
 		{"TryAcquireIO.model", func(s string) error { _, _, _, err := tr.TryAcquireIO(s, 1, 1); return err }},

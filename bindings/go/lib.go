@@ -53,6 +53,9 @@ static int rtgo_int_t(void *f, void *t) { return ((int (*)(void *))f)(t); }
 static int rtgo_int_t_m_n(void *f, void *t, const char *m, uint64_t n) {
 	return ((int (*)(void *, const char *, uint64_t))f)(t, m, n);
 }
+static int rtgo_int_t_m_n_n(void *f, void *t, const char *m, uint64_t a, uint64_t b) {
+	return ((int (*)(void *, const char *, uint64_t, uint64_t))f)(t, m, a, b);
+}
 // Out-parameters are returned by value in a struct, so no Go pointer is
 // passed to C (and nothing escapes to the heap).
 typedef struct { int rc; uint64_t a; uint64_t b; } rtgo_res;
@@ -209,6 +212,9 @@ type library struct {
 
 	// Metrics and shared-memory management (optional too, same policy).
 	fnMetricsText, fnShmList, fnShmRemove unsafe.Pointer
+
+	// Tokens for a request already counted (optional too, same policy).
+	fnRecordTokens unsafe.Pointer
 }
 
 var (
@@ -362,6 +368,7 @@ func resolve(h unsafe.Pointer, path string) (*library, error) {
 		{"rt_report_limited", &l.fnReportLimited},
 		{"rt_metrics_text", &l.fnMetricsText}, {"rt_shm_list", &l.fnShmList},
 		{"rt_shm_remove", &l.fnShmRemove},
+		{"rt_record_tokens", &l.fnRecordTokens},
 	}
 	for _, s := range optional {
 		name := C.CString(s.name)
@@ -566,6 +573,19 @@ func (l *library) record(h unsafe.Pointer, model string, tokens uint64) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	return l.check(C.rtgo_int_t_m_n(l.fnRecord, h, cm, C.uint64_t(tokens)))
+}
+
+func (l *library) recordTokens(h unsafe.Pointer, model string, in, out uint64) error {
+	if err := l.need(l.fnRecordTokens, "rt_record_tokens"); err != nil {
+		return err
+	}
+	cm, err := cstr("model", model)
+	if err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return l.check(C.rtgo_int_t_m_n_n(l.fnRecordTokens, h, cm, C.uint64_t(in), C.uint64_t(out)))
 }
 
 // tryAcquire returns the status (RT_OK or RT_LIMITED) and the retry-after in ms.

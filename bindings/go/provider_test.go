@@ -449,6 +449,7 @@ func TestLibraryWithoutProviderTruth(t *testing.T) {
 		"rt_metrics_text":    func() error { _, err := l.metricsText(nil); return err }(),
 		"rt_shm_list":        func() error { _, err := l.shmList(); return err }(),
 		"rt_shm_remove":      l.shmRemove("x"),
+		"rt_record_tokens":   l.recordTokens(nil, "m", 1, 1),
 	}
 	for fn, err := range checks {
 		if !errors.Is(err, ErrVersionMismatch) || !strings.Contains(err.Error(), fn) {
@@ -535,5 +536,53 @@ func TestShmListAndRemove(t *testing.T) {
 	}
 	if err := ShmRemove("../bad name"); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ShmRemove(bad name) = %v, want ErrInvalid", err)
+	}
+}
+
+// RecordTokens books tokens to a request already counted: the token windows
+// grow, the request windows do not, and it counts against the provider's
+// remaining tokens. Past a limit it is still recorded.
+func TestRecordTokens(t *testing.T) {
+	tr := open(t, `{"builtin_tiers": false, "limits": {"acme/m": {"rpm": 10, "tpm": 100, "itpm": 1000, "otpm": 1000}}}`)
+	if ok, _, err := tr.TryAcquire("acme/m", 0); err != nil || !ok {
+		t.Fatalf("TryAcquire = %v, %v", ok, err)
+	}
+	if err := tr.RecordTokens("acme/m", 30, 12); err != nil {
+		t.Fatal(err)
+	}
+	s, err := tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.Models["acme/m"]
+	if w["requests_per_minute"].Current != 1 || w["tokens_per_minute"].Current != 42 ||
+		w["input_tokens_per_minute"].Current != 30 || w["output_tokens_per_minute"].Current != 12 {
+		t.Fatalf("windows = %+v; want 1 request, 42 tokens (30 in, 12 out)", w)
+	}
+	// Past the token limit: still recorded, and the next request is refused.
+	if err := tr.RecordTokens("acme/m", 100, 0); err != nil {
+		t.Fatalf("RecordTokens past the limit = %v; want it recorded", err)
+	}
+	s, _ = tr.Stats()
+	if got := s.Models["acme/m"]["tokens_per_minute"].Current; got != 142 {
+		t.Fatalf("tokens_per_minute = %d; want 142", got)
+	}
+	if ok, _, err := tr.TryAcquire("acme/m", 1); err != nil || ok {
+		t.Fatalf("TryAcquire past the token limit = %v, %v; want refused", ok, err)
+	}
+	if err := tr.RecordTokens("", 1, 1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("RecordTokens(empty model) = %v; want ErrInvalid", err)
+	}
+	// The provider's report: 50 tokens remain; 50 booked leaves none.
+	p := open(t, `{"builtin_tiers": false, "limits": {"openai/m": {"rpm": 100, "tpm": 100000}}}`)
+	if err := p.ObserveHeaders("openai/m", map[string][]string{
+		"X-Ratelimit-Remaining-Tokens": {"50"}, "X-Ratelimit-Reset-Tokens": {"1m0s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RecordTokens("openai/m", 50, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := p.TryAcquire("openai/m", 1); err != nil || ok {
+		t.Fatalf("TryAcquire after booking the provider's remaining tokens = %v, %v; want refused", ok, err)
 	}
 }

@@ -202,6 +202,23 @@ func (t *Tracker) Record(model string, tokens uint64) error {
 	return t.lib.record(h, model, tokens)
 }
 
+// RecordTokens books inputTokens and outputTokens to a request to model that
+// was already counted (by TryAcquire, Acquire, Record, ...), without counting
+// another request (rt_record_tokens): for callback-style code that learns a
+// call's usage after the fact and holds no Grant. The tokens are added to the
+// model's token windows now (request windows unchanged) and count against
+// what the provider said remains. Always recorded, even past a limit. A
+// library without rt_record_tokens (an earlier 0.1 build) gives an error
+// matching ErrVersionMismatch.
+func (t *Tracker) RecordTokens(model string, inputTokens, outputTokens uint64) error {
+	h, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	defer t.release()
+	return t.lib.recordTokens(h, model, inputTokens, outputTokens)
+}
+
 // TryAcquire checks and records one request in one atomic step. It returns
 // ok == true when admitted (and recorded); ok == false with retryAfter > 0
 // when limited (nothing recorded; being limited is not an error); an

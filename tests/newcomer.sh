@@ -72,13 +72,11 @@ clean_env=(env -i HOME="$work/home" PATH="$path" LANG=C.UTF-8 TMPDIR="$work"
            RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
            PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
            npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false)
-# A cargo before 1.68 (Debian 12's 1.65) reads crates.io's index from a git
-# clone of github.com: given the sparse protocol of later cargos instead
-# (unstable there), for machines that reach only the registries.
-if [ -n "${NEWCOMER_CARGO:-}" ] &&
-   [ "$("$NEWCOMER_CARGO" --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')" -lt 68 ] 2>/dev/null; then
-  clean_env+=(CARGO_UNSTABLE_SPARSE_REGISTRY=true __CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly)
-fi
+# A cargo before 1.68 (Debian 12's 1.65) needs the sparse protocol turned on
+# (scripts/cargo-env.sh): the one given, or the one on the clean PATH.
+. "$root/scripts/cargo-env.sh"
+cargo_compat_env "${NEWCOMER_CARGO:-$(PATH=$path command -v cargo || echo cargo)}"
+clean_env+=(${CARGO_COMPAT_ENV[@]+"${CARGO_COMPAT_ENV[@]}"})
 run() {  # run WHAT SCRIPT: SCRIPT in the app directory, clean environment
   local what=$1 script=$2
   echo "--- $what"

@@ -51,7 +51,10 @@ fi
 
 (cd "$root/bindings/go" && CGO_ENABLED=1 go build -o "$work/go-racer" ./examples/racer)
 
-(cd "$root/bindings/rust" && cargo build --locked --quiet --release --example racer)
+. "$root/scripts/cargo-env.sh"
+cargo_compat_env cargo
+(cd "$root/bindings/rust" &&
+   env ${CARGO_COMPAT_ENV[@]+"${CARGO_COMPAT_ENV[@]}"} cargo build --locked --quiet --release --example racer)
 rust_racer=$root/bindings/rust/target/release/examples/racer
 
 if [[ ! -d "$root/bindings/node/node_modules/koffi" ]]; then

@@ -21,15 +21,11 @@ else
 fi
 cargo --version
 "${RUSTC:-rustc}" --version
-# A cargo older than 1.68 (Debian 12's is 1.65) reads crates.io's index from a
-# git clone of github.com, slow and unreachable where only the registries are;
-# it has the sparse protocol of later cargos, unstable there: enabled for it
-# with cargo's own channel override (unlike RUSTC_BOOTSTRAP, rustc and build
-# scripts stay on the stable channel).
-minor=$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\)\..*/\1/p')
-if [[ -n "$minor" && "$minor" -lt 68 ]]; then
-  export CARGO_UNSTABLE_SPARSE_REGISTRY=true __CARGO_TEST_CHANNEL_OVERRIDE_DO_NOT_USE_THIS=nightly
-fi
+# A cargo older than 1.68 (Debian 12's 1.65) needs crates.io's sparse index
+# turned on (scripts/cargo-env.sh).
+. ../../scripts/cargo-env.sh
+cargo_compat_env cargo
+[[ ${#CARGO_COMPAT_ENV[@]} -eq 0 ]] || export "${CARGO_COMPAT_ENV[@]}"
 cargo fetch --locked
 cargo test --locked --no-fail-fast
 cargo run --locked --quiet --example agent

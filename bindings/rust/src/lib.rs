@@ -59,8 +59,11 @@
 //!
 //! Errors: each negative status code is one [`Error`] variant; "limited" is
 //! not an error but the [`Acquire::Limited`] answer. Threads: [`Tracker`] is
-//! `Send + Sync` and every method takes `&self`.
+//! `Send + Sync` and every method takes `&self`. Async code: [`AsyncTracker`]
+//! has non-blocking forms of every call that can touch the network (on
+//! `redis://`, a round trip), for any executor, with no runtime dependency.
 
+mod async_tracker;
 mod error;
 mod json;
 mod library;
@@ -68,6 +71,7 @@ mod shm;
 mod stats;
 mod tracker;
 
+pub use async_tracker::{set_async_threads, AsyncTracker, Call, DEFAULT_ASYNC_THREADS};
 pub use error::{
     Error, Result, RT_E_BACKEND, RT_E_CONFIG, RT_E_INTERNAL, RT_E_INVALID, RT_E_NOMEM,
     RT_E_TOO_LARGE, RT_LIMITED, RT_OK,

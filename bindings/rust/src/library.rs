@@ -91,6 +91,8 @@ pub(crate) struct Lib {
     pub shm_list: unsafe extern "C" fn(*mut *mut c_char) -> c_int,
     /// `rt_shm_remove(name)`.
     pub shm_remove: unsafe extern "C" fn(*const c_char) -> c_int,
+    /// `rt_record_tokens(t, model, input_tokens, output_tokens)`.
+    pub record_tokens: unsafe extern "C" fn(Handle, *const c_char, u64, u64) -> c_int,
     /// Where the library was found (for messages).
     pub origin: String,
     _library: libloading::Library,
@@ -101,8 +103,9 @@ impl Lib {
     /// status-code variants `rt_open_ex`, `rt_global_get_ex` and
     /// `rt_stats_json_ex`, the provider-truth functions (`rt_try_acquire_io`,
     /// `rt_settle_io`, `rt_pick`, `rt_observe_headers`, `rt_report_limited`)
-    /// and the metrics and segment functions (`rt_metrics_text`,
-    /// `rt_shm_list`, `rt_shm_remove`); a library without them is an older
+    /// the metrics and segment functions (`rt_metrics_text`,
+    /// `rt_shm_list`, `rt_shm_remove`) and `rt_record_tokens`; a library
+    /// without them is an older
     /// 0.1 build, not the version this binding was written for, and is refused.
     fn resolve(library: libloading::Library, origin: String) -> std::result::Result<Lib, String> {
         macro_rules! sym {
@@ -147,6 +150,7 @@ impl Lib {
             metrics_text: sym!("rt_metrics_text"),
             shm_list: sym!("rt_shm_list"),
             shm_remove: sym!("rt_shm_remove"),
+            record_tokens: sym!("rt_record_tokens"),
             origin,
             _library: library,
         })

@@ -400,6 +400,23 @@ impl Tracker {
         self.lib.check(st).map(drop)
     }
 
+    /// Books `input_tokens` and `output_tokens` to a request to `model`
+    /// that was already counted (by [`try_acquire`](Self::try_acquire),
+    /// [`acquire`](Self::acquire), [`record`](Self::record), ...), without
+    /// counting another request (`rt_record_tokens`): for callback-style
+    /// code that learns a call's usage afterwards and holds no [`Grant`].
+    /// The tokens are added to the model's token windows now (request
+    /// windows unchanged) and count against what the provider said remains.
+    /// Always recorded, even past a limit.
+    pub fn record_tokens(&self, model: &str, input_tokens: u64, output_tokens: u64) -> Result<()> {
+        let model = c_string("model", model)?;
+        // SAFETY: live handle, valid C string.
+        let st = unsafe {
+            (self.lib.record_tokens)(self.h(), model.as_ptr(), input_tokens, output_tokens)
+        };
+        self.lib.check(st).map(drop)
+    }
+
     /// Checks and records in one atomic step: two callers never both take
     /// the last slot. [`Acquire::Limited`] is the "not now" answer (not an
     /// error); [`Error::TooLarge`] means it never fits.

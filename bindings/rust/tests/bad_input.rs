@@ -31,6 +31,7 @@ fn bad_input_table() {
     let calls: Vec<(&str, Call)> = vec![
         ("can_make", Box::new(|s| t.can_make(s, 1).map(drop))),
         ("record", Box::new(|s| t.record(s, 1))),
+        ("record_tokens", Box::new(|s| t.record_tokens(s, 1, 1))),
         ("try_acquire", Box::new(|s| t.try_acquire(s, 1).map(drop))),
         (
             "try_acquire_grant",

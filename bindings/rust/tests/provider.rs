@@ -618,3 +618,45 @@ fn http_date_helper_matches_the_rfc_example() {
     );
     assert_eq!(http_date_or_rfc3339(t, true), "1994-11-06T08:49:37Z");
 }
+
+/// `record_tokens` books tokens to a request already counted: the token
+/// windows grow, the request windows do not; past a limit it is still
+/// recorded; it counts against the provider's remaining tokens.
+#[test]
+fn record_tokens_books_tokens_without_a_request() {
+    let t = private(r#"{"acme/m": {"rpm": 10, "tpm": 100, "itpm": 1000, "otpm": 1000}}"#);
+    assert!(t.try_acquire("acme/m", 0).unwrap().is_granted());
+    t.record_tokens("acme/m", 30, 12).unwrap();
+    let s = t.stats().unwrap();
+    let current = |w: &str| s.window("acme/m", w).unwrap().current;
+    assert_eq!(
+        (
+            current("requests_per_minute"),
+            current("tokens_per_minute"),
+            current("input_tokens_per_minute"),
+            current("output_tokens_per_minute")
+        ),
+        (1, 42, 30, 12)
+    );
+    t.record_tokens("acme/m", 100, 0).unwrap(); // past the limit: still booked
+    let s = t.stats().unwrap();
+    assert_eq!(
+        s.window("acme/m", "tokens_per_minute").unwrap().current,
+        142
+    );
+    assert!(!t.try_acquire("acme/m", 1).unwrap().is_granted());
+    assert!(matches!(t.record_tokens("", 1, 1), Err(Error::Invalid(_))));
+
+    // The provider said 50 tokens remain: booking 50 leaves none.
+    let p = private(r#"{"openai/m": {"rpm": 100, "tpm": 100000}}"#);
+    p.observe_headers(
+        "openai/m",
+        [
+            ("x-ratelimit-remaining-tokens", "50"),
+            ("x-ratelimit-reset-tokens", "1m0s"),
+        ],
+    )
+    .unwrap();
+    p.record_tokens("openai/m", 50, 0).unwrap();
+    assert!(!p.try_acquire("openai/m", 1).unwrap().is_granted());
+}

@@ -47,6 +47,11 @@ pub const PROVIDER: &[&str] = &[
     "rt_report_limited",
 ];
 
+/// Added with metrics.
+pub const METRICS: &[&str] = &["rt_metrics_text"];
+/// Added for callback-style frameworks (issue #26).
+pub const RECORD_TOKENS: &[&str] = &["rt_record_tokens"];
+
 /// Builds `lib<tag>.so` answering `version` (major*10000 + minor*100 +
 /// patch) and exporting every symbol of `groups` as a stub.
 pub fn stand_in(tag: &str, version: u32, groups: &[&[&str]]) -> PathBuf {

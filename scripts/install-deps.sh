@@ -9,6 +9,7 @@ set -euo pipefail
 want=(build-essential cmake ninja-build pkg-config binutils
       libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
       libhiredis-dev redis-server redis-tools curl ca-certificates
+      file        # cpack: the .deb generator reads the binaries with file(1)
       prometheus)  # promtool: the metrics tests check the exposition with it
 bindings=0
 for arg in "$@"; do

@@ -10,6 +10,7 @@ want=(build-essential cmake ninja-build pkg-config binutils
       libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
       libhiredis-dev redis-server redis-tools curl ca-certificates
       file        # cpack: the .deb generator reads the binaries with file(1)
+      git         # the wheel test checks that a build writes nothing into the checkout
       prometheus)  # promtool: the metrics tests check the exposition with it
 bindings=0
 for arg in "$@"; do

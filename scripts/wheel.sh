@@ -20,8 +20,12 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/ratetrack-wheel.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
-"${PYTHON:-python3}" -m pip wheel --no-deps "$root/bindings/python" -w "$tmp/plain" \
-  > "$tmp/pip-wheel.log" 2>&1 || { tail -60 "$tmp/pip-wheel.log"; echo "wheel.sh: pip wheel failed" >&2; exit 1; }
+# pip from a throwaway venv: Debian's python3 has no pip of its own (and
+# would refuse to install into the system), its venv module has.
+"${PYTHON:-python3}" -m venv "$tmp/build"
+"$tmp/build/bin/python" -m pip wheel --no-deps "$root/bindings/python" -w "$tmp/plain" \
+  > "$tmp/pip-wheel.log" 2>&1 ||
+  { tail -60 "$tmp/pip-wheel.log" >&2; echo "wheel.sh: pip wheel failed" >&2; exit 1; }
 
 python3 -m venv "$tmp/auditwheel"
 "$tmp/auditwheel/bin/python" -m pip install --quiet \

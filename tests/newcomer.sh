@@ -72,6 +72,12 @@ clean_env=(env -i HOME="$work/home" PATH="$path" LANG=C.UTF-8 TMPDIR="$work"
            RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
            PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
            npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false)
+# The machine's own trust settings (a proxy's CA), which every user of the
+# machine has: a Node.js from the registry's tarball reads only its bundled
+# CAs and NODE_EXTRA_CA_CERTS.
+for v in NODE_EXTRA_CA_CERTS SSL_CERT_FILE SSL_CERT_DIR PIP_CERT REQUESTS_CA_BUNDLE CURL_CA_BUNDLE; do
+  [ -z "${!v:-}" ] || clean_env+=("$v=${!v}")
+done
 # A cargo before 1.68 (Debian 12's 1.65) needs the sparse protocol turned on
 # (scripts/cargo-env.sh): the one given, or the one on the clean PATH.
 . "$root/scripts/cargo-env.sh"

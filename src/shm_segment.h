@@ -118,6 +118,13 @@ class ShmSegment {
   // (bounded, as Lock), EOWNERDEAD (the last owner died holding it) repairs
   // the windows; then OK, locked. Anything else is an error, not locked.
   static absl::Status Locked(ShmModel* m, int rc);
+  // The slot's windows' full pass (WindowSet::DecideSlow), with the slot
+  // locked, after the fast path could not decide: the set is checked first
+  // (WindowSet::Sound), since another process may have written it since this
+  // one last did, and made sound (Sanitize) or refused (RT_E_BACKEND: its
+  // limits cannot be read).
+  static Verdict DecideSlow(WindowSet& ws, int64_t now, int64_t wall, const Cost& cost,
+                            bool book);
   // The slot's name (its length clamped to kMaxName; not otherwise checked).
   static absl::string_view Name(const ShmModel* m);
   // Why the last call on `model` failed with RT_E_BACKEND in this thread,

@@ -81,12 +81,6 @@ void WindowSet::Prime(int64_t now) {
 }
 
 Verdict WindowSet::DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book) {
-  // Shared memory: a set another process wrote since it was last checked is
-  // checked before it is used (an in-process set is always sound).
-  if (__builtin_expect(!Sound(now), 0)) {
-    if (!LimitsProblem().empty()) return {RT_E_BACKEND, 0};
-    Sanitize(now, wall, /*deep=*/true, /*writer_died=*/false);
-  }
   Sync();
   const Verdict v = DecideWindows(now, wall, cost, book);
   Prime(now);

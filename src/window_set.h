@@ -100,15 +100,30 @@ struct WindowSet {
 
   // Checks every window at `now`; with `book`, books the request when it
   // fits. Never partial: a request refused by one window consumes nothing
-  // from the others.
+  // from the others. For a set in this process's memory (one in shared
+  // memory: DecideFast, then ShmSegment::DecideSlow, which checks it).
   Verdict Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
+    const Verdict v = DecideFast(now, cost, book);
+    if (__builtin_expect(v.code != kUndecided, 1)) return v;
+    return DecideSlow(now, wall, cost, book);
+  }
+  // What DecideFast answers when only the slow path can decide.
+  static constexpr int64_t kUndecided = -100;
+  // The fast path alone: RT_OK (booked with `book`) when the fast path
+  // holds and has room, else kUndecided.
+  __attribute__((always_inline)) Verdict DecideFast(int64_t now, const Cost& cost, bool book) {
     // Costs that could make input + output wrap take the careful path.
     if (__builtin_expect(FastRoom(now, cost), 1)) {
       if (book) AddPending(cost);
       return {RT_OK, 0};
     }
-    return DecideSlow(now, wall, cost, book);
+    return {kUndecided, 0};
   }
+  // The full pass (Sync, every window, Prime). The caller knows the set is
+  // sound: one in this process's memory always is; one in shared memory,
+  // which another process may have written, goes through
+  // ShmSegment::DecideSlow, which checks it first.
+  Verdict DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book);
   // Books a request that happened, whatever the limits say.
   void Record(int64_t now, int64_t wall, const Cost& cost) {
     // Booked regardless of the limits, but the fast path's room must stay.
@@ -157,9 +172,11 @@ struct WindowSet {
   // Whether every operation at `now` stays in bounds and no wait exceeds
   // the longest window a configuration allows (plus its resolution) or a
   // day (a provider's word): window count, units, each window Sound, the
-  // ends of blocks and caps. Cheap (no division): DecideSlow checks it, so
-  // a set someone wrote since this process last locked it is never used
-  // unchecked (it is made Sound with Sanitize, or refused).
+  // ends of blocks and caps. Cheap (no division): ShmSegment::DecideSlow
+  // checks it before the full pass of a shared set, so a set someone wrote
+  // since this process last locked it is never used unchecked (it is made
+  // Sound with Sanitize, or refused). Sets in this process's memory are
+  // never checked: they are always sound.
   bool Sound(int64_t now) const;
   // Makes the rest of the state consistent with the limits, in place (call
   // only when LimitsProblem() is empty), at `now` (monotonic ms) and `wall`
@@ -207,7 +224,6 @@ struct WindowSet {
   // Starts the fast path at `now` when it can hold (windows advanced to
   // `now`, nothing pending).
   void Prime(int64_t now);
-  Verdict DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book);
   Verdict DecideWindows(int64_t now, int64_t wall, const Cost& cost, bool book);
   void RecordSlow(int64_t now, int64_t wall, const Cost& cost);
   // Sets every window's cap from its limit and what the provider reported.

@@ -58,7 +58,7 @@ struct ShmModel;  // a slot in the segment
 class ShmSegment {
  public:
   static constexpr uint64_t kMagic = 0x4b43525445544152ULL;  // "RATETRCK"
-  static constexpr uint32_t kLayoutVersion = 2;
+  static constexpr uint32_t kLayoutVersion = 3;  // 3: WindowSet remembers a refusal
   static constexpr size_t kMaxName = 191;  // bytes of a model name
   static constexpr uint32_t kMaxModels = 1u << 20;
   // A slot's lock held longer than this is reported, not waited for.

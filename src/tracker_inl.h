@@ -114,8 +114,11 @@ __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, co
     const int64_t wall = ws.has_calendar ? clock_.Wall() : 0;
     // The fast path, or the full pass after the set is checked (another
     // process may have written it).
+    // A remembered wait beyond any a refusal can give was not written by
+    // this library: the checked pass decides (and forgets it).
     v = ws.DecideFast(now, cost, mode != Mode::kCheck);
-    if (__builtin_expect(v.code == WindowSet::kUndecided, 0)) {
+    if (__builtin_expect(v.code == WindowSet::kUndecided ||
+                             v.wait_ms > static_cast<uint64_t>(WindowSet::kMaxWaitMs), 0)) {
       v = ShmSegment::DecideSlow(ws, now, wall, cost, mode != Mode::kCheck);
     }
     // The segment lock serialises this process's callers too.

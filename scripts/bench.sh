@@ -5,7 +5,8 @@
 # and 4 threads, on one model and on one model per thread; each ratio the
 # median of the per-repetition ratios, with their range), the shared-memory backend with 1 and 2
 # processes next to the in-process tracker (bench_shm_procs), and each
-# binding's try_acquire next to the same call made from C. Figures, not
+# binding's try_acquire next to the same call made from C and next to its
+# FFI's floor (an empty C call through the same mechanism). Figures, not
 # tests: nothing here can fail on a slow machine.
 #
 #   scripts/bench.sh            core and every binding
@@ -76,12 +77,18 @@ build/benchmarks/bench_shm_procs || echo "(bench_shm_procs failed)"
 
 c_ns=$(cat /tmp/rt-bench-c-ns)
 lib="$PWD/build/libratetrack.so.0"
-printf "\n%-10s %12s %10s\n" "binding" "try_acquire" "x C call"
+# floor: the same binding's call of rt_version_number() (a C function that
+# only returns a constant) through the same mechanism: what the FFI itself costs.
+printf "\n%-10s %12s %10s %12s %10s\n" "binding" "try_acquire" "x C call" "FFI floor" "x floor"
 printf "%-10s %9.1f ns %10s\n" "C" "$c_ns" "1.00"
 for lang in go rust node python; do
   line=$(RATETRACK_LIBRARY="$lib" "bindings/$lang/run-bench.sh" 2>/dev/null | grep -m1 '^BENCH ' || true)
   v=$(echo "$line" | sed -n 's/.*try_acquire_ns=\([0-9.]*\).*/\1/p')
-  if [ -n "$v" ]; then
+  f=$(echo "$line" | sed -n 's/.*floor_ns=\([0-9.]*\).*/\1/p')
+  if [ -n "$v" ] && [ -n "$f" ]; then
+    printf "%-10s %9.1f ns %10.2f %9.1f ns %10.2f\n" "$lang" "$v" "$(python3 -c "print($v / $c_ns)")" \
+      "$f" "$(python3 -c "print($v / $f)")"
+  elif [ -n "$v" ]; then
     printf "%-10s %9.1f ns %10.2f\n" "$lang" "$v" "$(python3 -c "print($v / $c_ns)")"
   else
     printf "%-10s %12s\n" "$lang" "(failed)"

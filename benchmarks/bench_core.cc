@@ -1,6 +1,8 @@
 // The per-call cost of the C API next to a plain reference in the same run:
 // a mutex-guarded single-limit token bucket that reads CLOCK_MONOTONIC per
 // call (the simplest one-limit limiter). Compare ratios, not absolutes.
+// BM_rt_try_acquire_refused is the same call refused (a model whose day's
+// one request is used up), to set next to the admission of the same run.
 // BM_rt_try_acquire_shm is the same call on a tracker of the shared-memory
 // backend (segment ratetrack.bench-<pid>, removed at exit); with processes
 // instead of threads, see bench_shm_procs.cc.
@@ -64,20 +66,52 @@ rt_tracker* SharedShm() {
   return t;
 }
 
-MutexBucket& SharedBucket() {
-  static MutexBucket b(1e12, 1e12);
-  return b;
+// With `separate`, thread i uses model i % 4 (and bucket i % 4); else all
+// use the first.
+int Index(const benchmark::State& state, bool separate) {
+  return separate ? state.thread_index() % 4 : 0;
 }
-
-// Threads >= 2 with `separate`: thread i uses model i % 2 (and bucket i % 2).
 const char* ModelFor(const benchmark::State& state, bool separate) {
-  return separate && state.thread_index() % 2 == 1 ? "bench/m1" : "bench/m0";
+  static const char* const kModels[] = {"bench/m0", "bench/m1", "bench/m2", "bench/m3"};
+  return kModels[Index(state, separate)];
+}
+// Models refused for a day once their one request is used.
+const char* FullModelFor(const benchmark::State& state, bool separate) {
+  static const char* const kModels[] = {"bench/full0", "bench/full1", "bench/full2",
+                                        "bench/full3"};
+  return kModels[Index(state, separate)];
 }
 
 void BM_Reference_MutexBucket(benchmark::State& state) {
-  static MutexBucket other(1e12, 1e12);
-  MutexBucket& b = state.range(0) && state.thread_index() % 2 ? other : SharedBucket();
+  static MutexBucket buckets[4] = {{1e12, 1e12}, {1e12, 1e12}, {1e12, 1e12}, {1e12, 1e12}};
+  MutexBucket& b = buckets[Index(state, state.range(0))];
   for (auto _ : state) benchmark::DoNotOptimize(b.TryTake(1));
+}
+
+// The refusal: the model's one request of the day is used (by whichever
+// thread comes first), then every call is refused. A call answered
+// otherwise would be timed as something else: checked first.
+void Refusals(benchmark::State& state, rt_tracker* t) {
+  const char* model = FullModelFor(state, state.range(0));
+  rt_try_acquire(t, model, 100, nullptr);
+  if (int rc = rt_try_acquire(t, model, 100, nullptr); rc != RT_LIMITED) {
+    state.SkipWithError(rt_status_string(rc));
+    return;
+  }
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(rt_try_acquire(t, model, 100, nullptr));
+  }
+}
+
+void BM_rt_try_acquire_refused(benchmark::State& state) { Refusals(state, Shared()); }
+
+void BM_rt_try_acquire_shm_refused(benchmark::State& state) {
+  rt_tracker* t = SharedShm();
+  if (t == nullptr) {
+    state.SkipWithError(g_shm_error.c_str());
+    return;
+  }
+  Refusals(state, t);
 }
 
 void BM_rt_try_acquire(benchmark::State& state) {
@@ -138,10 +172,17 @@ void BM_clock_monotonic_coarse(benchmark::State& state) {
   BENCHMARK(fn)->ArgName("separate")->Arg(0)->Threads(1)->UseRealTime(); \
   BENCHMARK(fn)->ArgName("separate")->Arg(0)->Threads(2)->UseRealTime(); \
   BENCHMARK(fn)->ArgName("separate")->Arg(1)->Threads(2)->UseRealTime()
+// The same at 4 threads too (admission next to refusal).
+#define RT_BENCH4(fn)                                                     \
+  RT_BENCH(fn);                                                           \
+  BENCHMARK(fn)->ArgName("separate")->Arg(0)->Threads(4)->UseRealTime(); \
+  BENCHMARK(fn)->ArgName("separate")->Arg(1)->Threads(4)->UseRealTime()
 
-RT_BENCH(BM_Reference_MutexBucket);
-RT_BENCH(BM_rt_try_acquire);
-RT_BENCH(BM_rt_try_acquire_shm);
+RT_BENCH4(BM_Reference_MutexBucket);
+RT_BENCH4(BM_rt_try_acquire);
+RT_BENCH4(BM_rt_try_acquire_refused);
+RT_BENCH4(BM_rt_try_acquire_shm);
+RT_BENCH4(BM_rt_try_acquire_shm_refused);
 RT_BENCH(BM_rt_can_make);
 RT_BENCH(BM_rt_record);
 BENCHMARK(BM_clock_monotonic);

@@ -34,11 +34,19 @@ class MutexBucket {
   int64_t last_ = 0;
 };
 
-// Two models with all four windows finite and far from their limits (the
-// inside of a configuration object, with "builtin_tiers": false).
+// The inside of a configuration object, with "builtin_tiers": false.
+// bench/m0 to bench/m3: all four windows finite and far from their limits
+// (admissions). bench/full0 to bench/full3: the same, but one request a
+// day: after the first one, every call is refused for a day (refusals).
 inline constexpr char kLimits[] = R"("builtin_tiers": false, "limits": {
   "bench/m0": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000},
-  "bench/m1": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000}})";
+  "bench/m1": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000},
+  "bench/m2": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000},
+  "bench/m3": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1000000000000, "tpd": 1000000000000000},
+  "bench/full0": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1, "tpd": 1000000000000000},
+  "bench/full1": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1, "tpd": 1000000000000000},
+  "bench/full2": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1, "tpd": 1000000000000000},
+  "bench/full3": {"rpm": 1000000000000, "tpm": 1000000000000000, "rpd": 1, "tpd": 1000000000000000}})";
 
 }  // namespace ratetrack_bench
 

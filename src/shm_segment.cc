@@ -805,6 +805,17 @@ absl::Status ShmSegment::Locked(ShmModel* m, int rc) {
   return SlotProblem(m, why);
 }
 
+Verdict ShmSegment::DecideSlow(WindowSet& ws, int64_t now, int64_t wall, const Cost& cost,
+                               bool book) {
+  // A set another process wrote since this one last checked it is checked
+  // before it is used.
+  if (__builtin_expect(!ws.Sound(now), 0)) {
+    if (!ws.LimitsProblem().empty()) return {RT_E_BACKEND, 0};
+    ws.Sanitize(now, wall, /*deep=*/true, /*writer_died=*/false);
+  }
+  return ws.DecideSlow(now, wall, cost, book);
+}
+
 void ShmSegment::Unlock(ShmModel* m) { pthread_mutex_unlock(&m->mu); }
 WindowSet& ShmSegment::Windows(ShmModel* m) { return m->windows; }
 absl::string_view ShmSegment::Name(const ShmModel* m) {

@@ -58,7 +58,7 @@ struct ShmModel;  // a slot in the segment
 class ShmSegment {
  public:
   static constexpr uint64_t kMagic = 0x4b43525445544152ULL;  // "RATETRCK"
-  static constexpr uint32_t kLayoutVersion = 2;
+  static constexpr uint32_t kLayoutVersion = 3;  // 3: WindowSet remembers a refusal
   static constexpr size_t kMaxName = 191;  // bytes of a model name
   static constexpr uint32_t kMaxModels = 1u << 20;
   // A slot's lock held longer than this is reported, not waited for.
@@ -118,6 +118,13 @@ class ShmSegment {
   // (bounded, as Lock), EOWNERDEAD (the last owner died holding it) repairs
   // the windows; then OK, locked. Anything else is an error, not locked.
   static absl::Status Locked(ShmModel* m, int rc);
+  // The slot's windows' full pass (WindowSet::DecideSlow), with the slot
+  // locked, after the fast path could not decide: the set is checked first
+  // (WindowSet::Sound), since another process may have written it since this
+  // one last did, and made sound (Sanitize) or refused (RT_E_BACKEND: its
+  // limits cannot be read).
+  static Verdict DecideSlow(WindowSet& ws, int64_t now, int64_t wall, const Cost& cost,
+                            bool book);
   // The slot's name (its length clamped to kMaxName; not otherwise checked).
   static absl::string_view Name(const ShmModel* m);
   // Why the last call on `model` failed with RT_E_BACKEND in this thread,

@@ -111,7 +111,16 @@ __attribute__((always_inline)) inline Decision Tracker::Decide(ModelState* m, co
     if (__builtin_expect(rc != 0, 0) && !RecoverShmLock(m, rc)) return {RT_E_BACKEND, 0, 0, 0};
     WindowSet& ws = *m->shared_ws;
     now = clock_.Now();
-    v = ws.Decide(now, ws.has_calendar ? clock_.Wall() : 0, cost, mode != Mode::kCheck);
+    const int64_t wall = ws.has_calendar ? clock_.Wall() : 0;
+    // The fast path, or the full pass after the set is checked (another
+    // process may have written it).
+    // A remembered wait beyond any a refusal can give was not written by
+    // this library: the checked pass decides (and forgets it).
+    v = ws.DecideFast(now, cost, mode != Mode::kCheck);
+    if (__builtin_expect(v.code == WindowSet::kUndecided ||
+                             v.wait_ms > static_cast<uint64_t>(WindowSet::kMaxWaitMs), 0)) {
+      v = ShmSegment::DecideSlow(ws, now, wall, cost, mode != Mode::kCheck);
+    }
     // The segment lock serialises this process's callers too.
     if (mode != Mode::kCheck) tracker_internal::Count(m, static_cast<int>(v.code), /*check=*/false, /*locked=*/true);
     pthread_mutex_unlock(m->shared_mu);

@@ -34,6 +34,7 @@ void RollDay(WindowSlot& s, int64_t wall) {
 
 void WindowSet::Sync() {
   fast_until_ms = 0;
+  ForgetRefusal();
   if ((pending[0] | pending[1] | pending[2] | pending[3]) != 0) {
     // Each step is ordered (a writer killed between two of them leaves a
     // state Repair can finish): the window and its count once done, the
@@ -81,15 +82,17 @@ void WindowSet::Prime(int64_t now) {
 }
 
 Verdict WindowSet::DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book) {
-  // Shared memory: a set another process wrote since it was last checked is
-  // checked before it is used (an in-process set is always sound).
-  if (__builtin_expect(!Sound(now), 0)) {
-    if (!LimitsProblem().empty()) return {RT_E_BACKEND, 0};
-    Sanitize(now, wall, /*deep=*/true, /*writer_died=*/false);
-  }
   Sync();
   const Verdict v = DecideWindows(now, wall, cost, book);
   Prime(now);
+  // Remembered until the wait has passed or the set changes (a calendar
+  // day's wait is on the wall clock: never remembered).
+  if (v.code == RT_LIMITED && !has_calendar) {
+    refused_at_ms = now;
+    refused_span_ms = v.wait_ms;
+    refused_input = cost.input;
+    refused_output = cost.output;
+  }
   return v;
 }
 
@@ -226,6 +229,7 @@ uint64_t WindowSet::Used(int i, int64_t now, int64_t wall) {
 
 void WindowSet::Clear() {
   fast_until_ms = 0;
+  ForgetRefusal();
   for (uint64_t& p : pending) p = 0;
   for (int i = 0; i < nwin; ++i) {
     slots[i].window.Clear();
@@ -384,7 +388,7 @@ bool WindowSet::Sound(int64_t now) const {
   for (const ProviderCap& p : caps) {
     if (Once(p.until_ms) > horizon) return false;
   }
-  return true;
+  return Once(refused_span_ms) <= static_cast<uint64_t>(kMaxWaitMs);
 }
 
 bool WindowSet::Consistent(int64_t now, int64_t (*wall_ms)()) const {
@@ -437,6 +441,7 @@ bool WindowSet::Consistent(int64_t now, int64_t (*wall_ms)()) const {
       if (room_u > room_max[u] || Once(pending[u]) > room_u) return false;
     }
   }
+  if (Once(refused_span_ms) > static_cast<uint64_t>(kMaxWaitMs)) return false;
   return Once(sync_index) == -1 && Once(sync_done) == 0;
 }
 
@@ -525,6 +530,10 @@ std::string WindowSet::Sanitize(int64_t now, int64_t wall, bool deep, bool write
       note("the fast path");
     }
   }
+  // The refusal remembered is forgotten whatever it says (what it follows
+  // from may just have been repaired); one beyond the longest wait is said.
+  if (Once(refused_span_ms) > static_cast<uint64_t>(kMaxWaitMs)) note("a remembered refusal");
+  ForgetRefusal();
   if (writer_died) {
     // Repair finishes a Sync with these: only their range is checked.
     const int32_t index = Once(sync_index);

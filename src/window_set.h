@@ -79,6 +79,19 @@ inline uint64_t LimitInForce(uint64_t limit, int64_t seconds, bool calendar, uin
 // window. Every other operation first moves the pending amounts into the
 // windows (Sync), into each window's newest bucket, where they belong:
 // they were booked before that bucket ended.
+//
+// A refusal is remembered the same way. With no calendar window, what a
+// refusal says (refused, and the wait) follows from the windows, the block
+// and the caps alone, and while nothing changes them it stays true: a
+// refused request of the same cost is refused until the wait has passed,
+// with the wait shortened by the time gone (every source of the wait ends
+// at a fixed time, and one that did not refuse does not start to). So the
+// full pass remembers its refusal (the cost, when, for how long), and the
+// fast path answers the same request from it until then; anything that
+// changes the set (a booking on the fast path, Sync, which every other
+// change runs first, Clear, Sanitize) forgets it. Only the exact cost is
+// answered: a larger one is refused too, but may wait longer, and a smaller
+// one may fit.
 struct WindowSet {
   static constexpr int kUnits = 4;  // indexed by Unit
 
@@ -87,6 +100,14 @@ struct WindowSet {
   int64_t fast_until_ms = 0;     // the fast path holds while now < this
   uint64_t room[kUnits] = {};    // pending[u] <= room[u] while it holds
   uint64_t pending[kUnits] = {};
+  // The refusal remembered: a request of (refused_input, refused_output) is
+  // refused while now - refused_at_ms < refused_span_ms (unsigned: never
+  // before refused_at_ms), with a wait of refused_at_ms + refused_span_ms -
+  // now. refused_span_ms == 0: none.
+  int64_t refused_at_ms = 0;
+  uint64_t refused_span_ms = 0;
+  uint64_t refused_input = 0;
+  uint64_t refused_output = 0;
   // Sync in progress (shared memory: its writer may die half-way): windows
   // done (bit i), and the one being done with its newest bucket's count
   // once done. Repair finishes the job, counting nothing twice.
@@ -100,15 +121,40 @@ struct WindowSet {
 
   // Checks every window at `now`; with `book`, books the request when it
   // fits. Never partial: a request refused by one window consumes nothing
-  // from the others.
+  // from the others. For a set in this process's memory (one in shared
+  // memory: DecideFast, then ShmSegment::DecideSlow, which checks it).
   Verdict Decide(int64_t now, int64_t wall, const Cost& cost, bool book) {
+    const Verdict v = DecideFast(now, cost, book);
+    if (__builtin_expect(v.code != kUndecided, 1)) return v;
+    return DecideSlow(now, wall, cost, book);
+  }
+  // What DecideFast answers when only the slow path can decide.
+  static constexpr int64_t kUndecided = -100;
+  // The fast path alone: RT_OK (booked with `book`) when the fast path
+  // holds and has room, RT_LIMITED and the wait when the request is the
+  // refusal remembered and it still holds, else kUndecided. (A set in shared
+  // memory: a remembered wait beyond kMaxWaitMs is not to be used.)
+  __attribute__((always_inline)) Verdict DecideFast(int64_t now, const Cost& cost, bool book) {
     // Costs that could make input + output wrap take the careful path.
     if (__builtin_expect(FastRoom(now, cost), 1)) {
       if (book) AddPending(cost);
       return {RT_OK, 0};
     }
-    return DecideSlow(now, wall, cost, book);
+    const uint64_t gone = static_cast<uint64_t>(now) - static_cast<uint64_t>(refused_at_ms);
+    if ((gone < refused_span_ms) & (cost.input == refused_input) &
+        (cost.output == refused_output)) {
+      return {RT_LIMITED, refused_span_ms - gone};
+    }
+    return {kUndecided, 0};
   }
+  // Forgets the refusal remembered (the next one of that cost takes the
+  // full pass). Every change of the set does this.
+  void ForgetRefusal() { refused_span_ms = 0; }
+  // The full pass (Sync, every window, Prime). The caller knows the set is
+  // sound: one in this process's memory always is; one in shared memory,
+  // which another process may have written, goes through
+  // ShmSegment::DecideSlow, which checks it first.
+  Verdict DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book);
   // Books a request that happened, whatever the limits say.
   void Record(int64_t now, int64_t wall, const Cost& cost) {
     // Booked regardless of the limits, but the fast path's room must stay.
@@ -149,6 +195,10 @@ struct WindowSet {
   // a provider's block or cap lasts (the tracker's kMaxBlockMs).
   static constexpr int64_t kMaxSeconds = 31 * 86400;
   static constexpr int64_t kMaxBlockMs = 86400 * 1000;
+  // The longest wait a refusal can give (no calendar window): the longest
+  // window plus its resolution (at most a 60th of it and the guard), with
+  // room to spare; more than kMaxBlockMs.
+  static constexpr int64_t kMaxWaitMs = kMaxSeconds * 1000 / 30 * 31;
   // Why the limits cannot be read (empty: they can): a window count beyond
   // kMaxWindows, a unit, a length or a time zone out of range. The limits
   // are the model's identity in the segment: such a set is refused (its
@@ -157,9 +207,11 @@ struct WindowSet {
   // Whether every operation at `now` stays in bounds and no wait exceeds
   // the longest window a configuration allows (plus its resolution) or a
   // day (a provider's word): window count, units, each window Sound, the
-  // ends of blocks and caps. Cheap (no division): DecideSlow checks it, so
-  // a set someone wrote since this process last locked it is never used
-  // unchecked (it is made Sound with Sanitize, or refused).
+  // ends of blocks and caps. Cheap (no division): ShmSegment::DecideSlow
+  // checks it before the full pass of a shared set, so a set someone wrote
+  // since this process last locked it is never used unchecked (it is made
+  // Sound with Sanitize, or refused). Sets in this process's memory are
+  // never checked: they are always sound.
   bool Sound(int64_t now) const;
   // Makes the rest of the state consistent with the limits, in place (call
   // only when LimitsProblem() is empty), at `now` (monotonic ms) and `wall`
@@ -175,6 +227,7 @@ struct WindowSet {
   //     is dropped;
   //   - the fast path is ended (what it booked moves into the windows) when
   //     its room, pending amounts or end disagree with the windows;
+  //   - the refusal remembered is forgotten;
   //   - Sync's bookkeeping is cleared unless `writer_died` (Repair uses it).
   // Afterwards no operation crashes or overflows, and no wait is longer than
   // the longest window plus its resolution, a calendar day's remainder, or a
@@ -197,6 +250,7 @@ struct WindowSet {
            (cost.input <= room[2] - pending[2]) & (cost.output <= room[3] - pending[3]);
   }
   __attribute__((always_inline)) void AddPending(const Cost& cost) {
+    ForgetRefusal();
     pending[0] += 1;
     pending[1] += cost.input + cost.output;
     pending[2] += cost.input;
@@ -207,7 +261,6 @@ struct WindowSet {
   // Starts the fast path at `now` when it can hold (windows advanced to
   // `now`, nothing pending).
   void Prime(int64_t now);
-  Verdict DecideSlow(int64_t now, int64_t wall, const Cost& cost, bool book);
   Verdict DecideWindows(int64_t now, int64_t wall, const Cost& cost, bool book);
   void RecordSlow(int64_t now, int64_t wall, const Cost& cost);
   // Sets every window's cap from its limit and what the provider reported.

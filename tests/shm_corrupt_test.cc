@@ -110,6 +110,10 @@ std::vector<Field> SlotFields(int index, int nwin) {
   f("nwin", ws.nwin);
   f("has_calendar", ws.has_calendar);
   f("fast_until_ms", ws.fast_until_ms);
+  f("refused_at_ms", ws.refused_at_ms);
+  f("refused_span_ms", ws.refused_span_ms);
+  f("refused_input", ws.refused_input);
+  f("refused_output", ws.refused_output);
   for (int u = 0; u < WindowSet::kUnits; ++u) {
     const std::string s = "[" + std::to_string(u) + "]";
     f("room" + s, ws.room[u]);
@@ -469,20 +473,24 @@ TEST_F(ShmCorruptTest, ACorruptSlotIsRefusedAlone) {
   MakeLiveSegment();
   if (HasFatalFailure()) return;
   // c/b's (slot 1) window count: its limits cannot be read. (And no fast
-  // path in force, which would not look at the windows.)
-  Field nwin{}, fast{};
+  // path in force nor a refusal remembered, which would not look at the
+  // windows.)
+  Field nwin{}, fast{}, refused{};
   for (const Field& f : SlotFields(1, 0)) {
     if (f.name == "slot1.nwin") nwin = f;
     if (f.name == "slot1.fast_until_ms") fast = f;
+    if (f.name == "slot1.refused_span_ms") refused = f;
   }
   ASSERT_EQ(nwin.size, 4u);
   ASSERT_EQ(fast.size, 8u);
+  ASSERT_EQ(refused.size, 8u);
   int fd = open(path().c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
   const int32_t wild = 1000000;
   const int64_t zero = 0;
   ASSERT_EQ(pwrite(fd, &wild, sizeof wild, static_cast<off_t>(nwin.offset)), 4);
   ASSERT_EQ(pwrite(fd, &zero, sizeof zero, static_cast<off_t>(fast.offset)), 8);
+  ASSERT_EQ(pwrite(fd, &zero, sizeof zero, static_cast<off_t>(refused.offset)), 8);
   close(fd);
   const std::string name = name_;
   EXPECT_EQ(InChild([&name]() -> std::string {
@@ -527,15 +535,16 @@ TEST_F(ShmCorruptTest, WildWindowsAreRepairedForRunningProcessesToo) {
   int fd = open(path().c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
   // c/a's windows: a bucket width of 0, a ring far beyond its array, a
-  // newest bucket in the far future (and no fast path in force, which
-  // would not look at the windows).
+  // newest bucket in the far future (and no fast path in force nor a
+  // refusal remembered, which would not look at the windows).
   const std::map<std::string, int64_t> wild = {
       {"slot0.slots[0].window.width_ms_", 0},
       {"slot0.slots[0].window.head_end_ms_", 0},
       {"slot0.slots[1].window.ring_", 1 << 20},
       {"slot0.slots[1].window.head_end_ms_", 0},
       {"slot0.slots[2].window.head_", int64_t{1} << 61},
-      {"slot0.fast_until_ms", 0}};
+      {"slot0.fast_until_ms", 0},
+      {"slot0.refused_span_ms", 0}};
   int written = 0;
   for (const Field& f : SlotFields(0, kModels[0].nwin)) {
     auto it = wild.find(f.name);
@@ -544,7 +553,7 @@ TEST_F(ShmCorruptTest, WildWindowsAreRepairedForRunningProcessesToo) {
               static_cast<ssize_t>(f.size));
     ++written;
   }
-  ASSERT_EQ(written, 6);
+  ASSERT_EQ(written, 7);
   close(fd);
   for (int i = 0; i < 3; ++i) {
     uint64_t retry = 0;

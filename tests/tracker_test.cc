@@ -3,6 +3,8 @@
 #include "tracker.h"
 #include "model_name.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <string>
 
@@ -105,6 +107,49 @@ TEST_F(TrackerTest, WaitTime) {
   d = t->Check("m/x", 501);
   EXPECT_EQ(d.code, RT_E_TOO_LARGE);
   EXPECT_EQ(d.wait_ms, RT_WAIT_NEVER);
+}
+
+// A refusal is remembered (the same request is answered without a pass
+// over the windows) only while nothing changes them: on the memory and the
+// shm backend, a refund, a 429, a reset, in this tracker or (shm) in
+// another one on the same segment, are seen by the next call.
+TEST_F(TrackerTest, ARememberedRefusalNeverOutlivesAChange) {
+  const std::string segment = "tt-refusal-" + std::to_string(getpid());
+  for (const std::string backend : {std::string("memory"), "shm:" + segment}) {
+    SCOPED_TRACE(backend);
+    const std::string config = R"({"backend": ")" + backend +
+                               R"(", "builtin_tiers": false, "limits": {"m/x": {"tpm": 1000}}})";
+    auto t = Make(config.c_str());
+    auto other = Make(config.c_str());  // shm: the same segment; memory: its own windows
+    ASSERT_TRUE(t && other);
+    Tracker& writer = backend == "memory" ? *t : *other;
+    Decision d = t->TryAcquire("m/x", 900);
+    ASSERT_EQ(d.code, RT_OK);
+    const uint64_t grant = d.grant;
+    clock_.Advance(1000);
+    d = t->TryAcquire("m/x", 200);
+    ASSERT_EQ(d.code, RT_LIMITED);
+    clock_.Advance(10);
+    const Decision again = t->TryAcquire("m/x", 200);  // from memory
+    ASSERT_EQ(again.code, RT_LIMITED);
+    EXPECT_EQ(again.wait_ms, d.wait_ms - 10);
+    // A refund at the grant's time: 200 fit now.
+    ASSERT_TRUE(writer.Settle("m/x", grant, Cost{900, 0}, Cost{500, 0}).ok());
+    EXPECT_EQ(t->Check("m/x", 200).code, RT_OK);
+    ASSERT_EQ(t->TryAcquire("m/x", 600).code, RT_LIMITED);
+    ASSERT_EQ(t->TryAcquire("m/x", 600).code, RT_LIMITED);
+    // A 429 for longer than the window's wait: the block's wait.
+    ASSERT_TRUE(writer.ReportLimited("m/x", 200000).ok());
+    d = t->TryAcquire("m/x", 600);
+    EXPECT_EQ(d.code, RT_LIMITED);
+    EXPECT_EQ(d.wait_ms, 200000u);
+    // A reset: admitted.
+    ASSERT_TRUE(writer.Reset().ok());
+    EXPECT_EQ(t->TryAcquire("m/x", 600).code, RT_OK);
+    t.reset();
+    other.reset();
+    if (backend != "memory") ASSERT_TRUE(ShmSegment::Remove(segment).ok());
+  }
 }
 
 TEST_F(TrackerTest, ShortWindowsAndEveryWindowChecked) {

@@ -257,6 +257,128 @@ TEST(WindowSetTest, FastPathDecidesExactlyAsTheWindows) {
   EXPECT_GT(refused, 20000);
 }
 
+// A refusal remembered must answer exactly as the full pass would, for as
+// long as it is used: three sets see the same calls, `cached` as the
+// tracker runs it, `uncached` on the fast path but forgetting every refusal
+// before each call (it never answers from one), `full` kept off both (its
+// usage is read before every call). Small limits and costs drawn mostly
+// from a few values make long runs of refusals of the same cost between
+// changes, with time moving by a few ms; every change the tracker makes
+// comes now and then: admissions, records, settles (refunds and top-ups),
+// provider reports, 429 blocks, a clear, new limits.
+TEST(WindowSetTest, RememberedRefusalsAnswerExactlyAsTheWindows) {
+  ModelLimits tight, loose;
+  tight.windows = {Sliding(Unit::kRequests, 2, 60),      Sliding(Unit::kTokens, 2, 6000),
+                   Sliding(Unit::kInputTokens, 10, 25000), Sliding(Unit::kRequests, 30, 700),
+                   Sliding(Unit::kOutputTokens, 5, 4000), Sliding(Unit::kTokens, 60, kUnlimited)};
+  loose.windows = {Sliding(Unit::kRequests, 2, 100), Sliding(Unit::kTokens, 2, 9000),
+                   Sliding(Unit::kInputTokens, 10, 30000), Sliding(Unit::kOutputTokens, 7, 5000)};
+  auto cached = std::make_unique<WindowSet>();
+  auto uncached = std::make_unique<WindowSet>();
+  auto full = std::make_unique<WindowSet>();
+  for (WindowSet* ws : {cached.get(), uncached.get(), full.get()}) ws->SetLimits(tight, 2);
+  const Cost usual[] = {{60, 20}, {100, 0}, {1, 1}, {300, 150}};
+  std::mt19937_64 rng(28);
+  int64_t now = 1000;
+  int remembered = 0, refused = 0, admitted = 0;
+  Cost polled = usual[0];  // a caller polling with the same request
+  for (int i = 0; i < 300000; ++i) {
+    if (rng() % 4 == 0) now += static_cast<int64_t>(rng() % 60);
+    if (rng() % 30 == 0) polled = usual[rng() % 4];
+    const uint64_t pick = rng() % 10;
+    const Cost c = pick < 7 ? polled : pick < 9 ? usual[rng() % 4] : Cost{rng() % 400, rng() % 200};
+    const int op = static_cast<int>(rng() % 1000);
+    full->Used(0, now, 0);
+    uncached->ForgetRefusal();
+    if (op < 985) {
+      const bool book = op % 3 != 0;
+      const uint64_t gone = static_cast<uint64_t>(now - cached->refused_at_ms);
+      const bool from_memory = gone < cached->refused_span_ms && c.input == cached->refused_input &&
+                               c.output == cached->refused_output;
+      const Verdict a = cached->Decide(now, 0, c, book);
+      const Verdict b = uncached->Decide(now, 0, c, book);
+      const Verdict d = full->Decide(now, 0, c, book);
+      ASSERT_EQ(a.code, d.code) << "call " << i << (from_memory ? " (remembered)" : "");
+      ASSERT_EQ(a.wait_ms, d.wait_ms) << "call " << i << (from_memory ? " (remembered)" : "");
+      ASSERT_EQ(b.code, d.code) << "call " << i;
+      ASSERT_EQ(b.wait_ms, d.wait_ms) << "call " << i;
+      remembered += from_memory;
+      refused += a.code == RT_LIMITED;
+      admitted += a.code == RT_OK;
+    } else if (op < 989) {
+      for (WindowSet* ws : {cached.get(), uncached.get(), full.get()}) ws->Record(now, 0, c);
+    } else if (op < 994) {
+      // A settle of a grant up to 3 s old: a refund or a top-up.
+      const int64_t at = now - static_cast<int64_t>(rng() % 3000);
+      const Cost actual{rng() % 400, rng() % 200};
+      for (WindowSet* ws : {cached.get(), uncached.get(), full.get()}) {
+        ws->Settle(now, 0, at, 0, c, actual);
+      }
+    } else if (op < 996) {
+      const Unit u = static_cast<Unit>(rng() % 4);
+      const uint64_t remaining = rng() % 600;
+      const uint64_t said = rng() % 2 == 0 ? 0 : u == Unit::kRequests ? 5 + rng() % 20 : 300 + rng() % 2000;
+      const int64_t until = now + static_cast<int64_t>(rng() % 1500);
+      for (WindowSet* ws : {cached.get(), uncached.get(), full.get()}) {
+        ws->Observe(u, remaining, until, said);
+      }
+    } else if (op < 998) {
+      const int64_t until = now + static_cast<int64_t>(rng() % 800);
+      for (WindowSet* ws : {cached.get(), uncached.get(), full.get()}) ws->Block(until);
+    } else if (op < 999) {
+      const ModelLimits& l = rng() % 2 == 0 ? tight : loose;
+      for (WindowSet* ws : {cached.get(), uncached.get(), full.get()}) ws->SetLimits(l, 2);
+    } else if (rng() % 4 == 0) {
+      for (WindowSet* ws : {cached.get(), uncached.get(), full.get()}) ws->Clear();
+    }
+    if (i % 1009 == 0) {
+      for (int w = 0; w < cached->nwin; ++w) {
+        ASSERT_EQ(cached->Used(w, now, 0), full->Used(w, now, 0)) << "window " << w << ", call " << i;
+      }
+    }
+  }
+  // Meaningful only if refusals were answered from memory often, and both
+  // outcomes came often.
+  EXPECT_GT(remembered, 50000);
+  EXPECT_GT(refused, 100000);
+  EXPECT_GT(admitted, 20000);
+  std::printf("remembered %d of %d refusals (%d admitted)\n", remembered, refused, admitted);
+}
+
+// The refusal remembered is for the exact cost, and only until the wait has
+// passed: the same cost later waits less by the time gone; another cost
+// takes the full pass; any change forgets it.
+TEST(WindowSetTest, ARefusalIsRememberedForItsCostUntilItsWaitPasses) {
+  ModelLimits l;
+  l.windows = {Sliding(Unit::kRequests, 60, 2), Sliding(Unit::kTokens, 60, 1000)};
+  auto ws = std::make_unique<WindowSet>();
+  ws->SetLimits(l, 0);
+  ASSERT_EQ(ws->Decide(1000, 0, Cost{100, 0}, true).code, RT_OK);
+  ASSERT_EQ(ws->Decide(1500, 0, Cost{100, 0}, true).code, RT_OK);
+  const Verdict first = ws->Decide(2000, 0, Cost{100, 0}, true);
+  ASSERT_EQ(first.code, RT_LIMITED);
+  EXPECT_EQ(ws->refused_span_ms, first.wait_ms);
+  const Verdict later = ws->Decide(2700, 0, Cost{100, 0}, false);
+  EXPECT_EQ(later.code, RT_LIMITED);
+  EXPECT_EQ(later.wait_ms, first.wait_ms - 700);
+  EXPECT_EQ(ws->refused_at_ms, 2000);  // answered from memory
+  // Another cost: the full pass, which remembers that one instead.
+  EXPECT_EQ(ws->Decide(2800, 0, Cost{5, 5}, false).code, RT_LIMITED);
+  EXPECT_EQ(ws->refused_at_ms, 2800);
+  // A change forgets it.
+  ws->Settle(2900, 0, 1000, 0, Cost{100, 0}, Cost{10, 0});
+  EXPECT_EQ(ws->refused_span_ms, 0u);
+  // Once the wait has passed, the full pass decides (and admits).
+  ws->Clear();
+  EXPECT_EQ(ws->Decide(3000, 0, Cost{1, 0}, true).code, RT_OK);
+  EXPECT_EQ(ws->Decide(3000, 0, Cost{1, 0}, true).code, RT_OK);
+  const Verdict full = ws->Decide(3000, 0, Cost{1, 0}, true);
+  ASSERT_EQ(full.code, RT_LIMITED);
+  const int64_t end = 3000 + static_cast<int64_t>(full.wait_ms);
+  EXPECT_EQ(ws->Decide(end - 1, 0, Cost{1, 0}, true).wait_ms, 1u);
+  EXPECT_EQ(ws->Decide(end, 0, Cost{1, 0}, true).code, RT_OK);
+}
+
 // A calendar-day window keeps every decision on the full pass (its day is
 // on the wall clock, which the fast path does not read).
 TEST(WindowSetTest, CalendarWindowsNeverTakeTheFastPath) {

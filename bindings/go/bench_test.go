@@ -31,3 +31,19 @@ func BenchmarkTryAcquireParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFFIFloor is the floor under TryAcquire: one cgo call through the
+// same trampoline and dlsym pointer to rt_version_number(), which only
+// returns a constant. run-bench.sh prints it as floor_ns.
+func BenchmarkFFIFloor(b *testing.B) {
+	l, err := lib()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if versionNumberCall(l) <= 0 {
+			b.Fatal("rt_version_number() <= 0")
+		}
+	}
+}

@@ -412,6 +412,13 @@ func LibraryVersion() (version string, number int, err error) {
 	return C.GoString(C.rtgo_cstr_void(l.fnVersionString)), int(C.rtgo_int_void(l.fnVersionNumber)), nil
 }
 
+// versionNumberCall calls rt_version_number(), a C function that only
+// returns a constant, the way every call reaches the library (cgo, a C
+// trampoline, the pointer dlsym gave): the benchmark's floor.
+func versionNumberCall(l *library) int {
+	return int(C.rtgo_int_void(l.fnVersionNumber))
+}
+
 // LibraryPath returns the path or name the library was loaded from, or "" if
 // it has not been loaded yet.
 func LibraryPath() string {

@@ -1,7 +1,11 @@
 //! ns per `Tracker::try_acquire` through the binding, on a private tracker
 //! whose model has all four windows (rpm, tpm, rpd, tpd) set high enough
 //! never to refuse. Run with `cargo bench` (harness = false: plain main).
+//! Next to it, the floor: `rt_version_number()`, a C function that only
+//! returns a constant, called through a function pointer from libloading,
+//! as the binding calls every C function.
 
+use std::os::raw::c_int;
 use std::time::Instant;
 
 use ratetrack::{Acquire, Tracker};
@@ -33,7 +37,28 @@ fn main() -> Result<(), ratetrack::Error> {
         t.reset()?;
         best = best.min(run(200_000)?);
     }
+    // The floor, on the same library (dlopen returns the loaded one).
+    let path = std::env::var("RATETRACK_LIBRARY").unwrap_or_else(|_| "libratetrack.so.0".into());
+    // SAFETY: the library the binding loaded; its initialisers have run.
+    let lib = unsafe { libloading::Library::new(&path) }.expect("dlopen");
+    // SAFETY: rt_version_number's type per ratetrack.h.
+    let version_number: unsafe extern "C" fn() -> c_int =
+        *unsafe { lib.get::<unsafe extern "C" fn() -> c_int>(b"rt_version_number\0") }.expect("dlsym");
+    let floor = |n: u64| -> f64 {
+        let f = black_box(version_number);
+        let start = Instant::now();
+        for _ in 0..n {
+            // SAFETY: a plain call of a function that takes nothing.
+            assert!(unsafe { f() } > 0);
+        }
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    floor(50_000);
+    let mut floor_best = f64::INFINITY;
+    for _ in 0..5 {
+        floor_best = floor_best.min(floor(200_000));
+    }
     println!("libratetrack {} ({})", version.string, version.origin);
-    println!("BENCH rust try_acquire_ns={best:.1}");
+    println!("BENCH rust try_acquire_ns={best:.1} floor_ns={floor_best:.1}");
     Ok(())
 }

@@ -12,7 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "model_name.h"
 #include "nlohmann/json.hpp"
-#include "redis_store.h"
+#include "redis/store.h"
 #include "shm_segment.h"
 #include "status.h"
 #include "absl/strings/match.h"

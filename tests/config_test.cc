@@ -1,5 +1,5 @@
 #include "config.h"
-#include "redis_store.h"
+#include "redis/url.h"
 
 #include <string>
 

@@ -30,7 +30,7 @@
 #include "config.h"
 #include "gtest/gtest.h"
 #include "ratetrack.h"
-#include "redis_store.h"
+#include "redis/store.h"
 #include "window_set.h"
 
 namespace {

@@ -3,7 +3,7 @@
 //
 // Input: a backend string as "backend" or RATETRACK_BACKEND would hold it.
 // It goes through CheckBackend (config.h: "memory", "shm:NAME",
-// "redis://..."), ParseRedisUrl (redis_store.h), as given and behind
+// "redis://..."), ParseRedisUrl (redis/url.h), as given and behind
 // "redis://", and ShmSegment::CheckName.
 //
 // Invariants: no crash or UB; errors are RT_E_CONFIG; a parsed URL has its
@@ -17,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "config.h"
 #include "fuzz_common.h"
-#include "redis_store.h"
+#include "redis/store.h"
 #include "shm_segment.h"
 #include "status.h"
 

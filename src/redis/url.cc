@@ -1,0 +1,124 @@
+#include "redis/url.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "status.h"
+
+namespace ratetrack {
+
+namespace {
+// RFC 3986 percent-decoding of a URL's user or password (%HH -> the byte);
+// a '%' not followed by two hex digits stays as it is.
+std::string PercentDecoded(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::string RedisUrl::Redacted() const {
+  const char* policy = on_error == OnError::kLocal ? "local"
+                       : on_error == OnError::kOpen ? "open"
+                                                    : "closed";
+  return absl::StrCat("redis://", host, ":", port, "/", db, "?prefix=", prefix,
+                      "&timeout_ms=", timeout_ms, "&on_error=", policy,
+                      connections != 4 ? absl::StrCat("&connections=", connections) : "");
+}
+
+absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
+  RedisUrl u;
+  auto bad = [](absl::string_view what) {
+    return ConfigError(absl::StrCat("config key 'backend': bad Redis URL: ", what,
+                                    " (expected redis://[user:password@]host:port[/db]"
+                                    "[?prefix=P&timeout_ms=T&on_error=local|open|closed"
+                                    "&connections=N])"));
+  };
+  if (!absl::StartsWith(url, "redis://")) return bad("it must start with redis://");
+  absl::string_view rest = url.substr(8);
+  // The credentials come off first, before anything else looks at the URL,
+  // so that no message or field can show a piece of them: they run to the
+  // last '@' of the whole URL, since a password written by hand may hold
+  // '?', '/', ':' or '#' unescaped ('@' itself must be written %40).
+  if (size_t at = rest.rfind('@'); at != absl::string_view::npos) {
+    absl::string_view cred = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    absl::string_view user, password = cred;  // redis://password@host
+    if (size_t colon = cred.find(':'); colon != absl::string_view::npos) {
+      user = cred.substr(0, colon);
+      password = cred.substr(colon + 1);
+    }
+    u.user = PercentDecoded(user);
+    u.password = PercentDecoded(password);
+  }
+  absl::string_view query;
+  if (size_t q = rest.find('?'); q != absl::string_view::npos) {
+    query = rest.substr(q + 1);
+    rest = rest.substr(0, q);
+  }
+  if (size_t slash = rest.find('/'); slash != absl::string_view::npos) {
+    absl::string_view db = rest.substr(slash + 1);
+    rest = rest.substr(0, slash);
+    if (!db.empty() && (!absl::SimpleAtoi(db, &u.db) || u.db < 0 || u.db > 1000)) {
+      return bad(absl::StrCat("database '", db, "' is not a number"));
+    }
+  }
+  if (size_t colon = rest.rfind(':'); colon != absl::string_view::npos) {
+    if (!absl::SimpleAtoi(rest.substr(colon + 1), &u.port) || u.port < 1 || u.port > 65535) {
+      return bad(absl::StrCat("port '", rest.substr(colon + 1), "'"));
+    }
+    rest = rest.substr(0, colon);
+  }
+  if (rest.empty()) return bad("no host");
+  u.host = std::string(rest);
+  for (absl::string_view kv : absl::StrSplit(query, '&', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first == "prefix") {
+      if (p.second.empty() || p.second.find_first_of("{}") != std::string::npos) {
+        return bad("prefix must be non-empty, without braces");
+      }
+      u.prefix = p.second;
+    } else if (p.first == "timeout_ms") {
+      if (!absl::SimpleAtoi(p.second, &u.timeout_ms) || u.timeout_ms < 1 ||
+          u.timeout_ms > 60000) {
+        return bad("timeout_ms must be from 1 to 60000");
+      }
+    } else if (p.first == "connections") {
+      if (!absl::SimpleAtoi(p.second, &u.connections) || u.connections < 1 ||
+          u.connections > 64) {
+        return bad("connections must be from 1 to 64");
+      }
+    } else if (p.first == "on_error") {
+      if (p.second == "local") u.on_error = RedisUrl::OnError::kLocal;
+      else if (p.second == "open") u.on_error = RedisUrl::OnError::kOpen;
+      else if (p.second == "closed") u.on_error = RedisUrl::OnError::kClosed;
+      else return bad(absl::StrCat("on_error '", p.second, "'"));
+    } else if (p.first == "limits") {
+      if (p.second != "segment" && p.second != "update") return bad("limits=segment|update");
+      u.update_limits = p.second == "update";
+    } else {
+      return bad(absl::StrCat("unknown parameter '", p.first, "'"));
+    }
+  }
+  return u;
+}
+
+}  // namespace ratetrack

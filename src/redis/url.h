@@ -1,0 +1,44 @@
+// The Redis backend's URL: where the server is and how to use it. Parsed
+// once (rt_open, config checks); no I/O.
+#ifndef RATETRACK_SRC_REDIS_URL_H_
+#define RATETRACK_SRC_REDIS_URL_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace ratetrack {
+
+struct RedisUrl {
+  enum class OnError { kLocal, kOpen, kClosed };
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int db = 0;
+  std::string user;      // ACL user, or empty
+  std::string password;  // never printed
+  std::string prefix = "ratetrack";
+  int timeout_ms = 50;
+  int connections = 4;  // per tracker, at most (2 busy when more callers than these)
+  OnError on_error = OnError::kLocal;
+  bool update_limits = false;  // ?limits=update
+  // Tests only, not in the URL: every decision takes the script's full path
+  // (ARGV[8] = '0'), so that a test can compare its hot path with it.
+  bool full_path_only = false;
+  // Tests only, not in the URL: the script's clock is TIME plus the
+  // milliseconds stored at "{prefix:}clock" (a variant of the script is
+  // loaded), so that a test can step the server's clock.
+  bool test_clock = false;
+
+  // "redis://host:port/db?prefix=P&timeout_ms=T&on_error=E", no credentials.
+  std::string Redacted() const;
+};
+
+// Parses "redis://[user:password@]host:port[/db][?prefix=P&timeout_ms=T&
+// on_error=local|open|closed&limits=segment|update&connections=N]". Errors
+// never repeat the password.
+absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url);
+
+}  // namespace ratetrack
+
+#endif  // RATETRACK_SRC_REDIS_URL_H_

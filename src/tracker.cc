@@ -96,7 +96,7 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
     shm = std::move(*opened);
   }
   std::unique_ptr<RedisStore> redis;
-  if (absl::StartsWith(eff->backend, "redis://")) {
+  if (IsRedisUrl(eff->backend)) {
     auto url = ParseRedisUrl(eff->backend);
     if (!url.ok()) return url.status();
     redis = std::make_unique<RedisStore>(std::move(*url));

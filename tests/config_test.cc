@@ -162,6 +162,46 @@ TEST(ConfigTest, RedisUrlsParseAndNeverShowThePassword) {
   }
 }
 
+TEST(ConfigTest, RedisUnixSocketUrls) {
+  auto a = ParseRedisUrl(
+      "redis+unix:///run/redis/redis.sock?db=2&password=hunter2&prefix=p&timeout_ms=70"
+      "&on_error=closed&connections=3");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->unix_path, "/run/redis/redis.sock");
+  EXPECT_EQ(a->db, 2);
+  EXPECT_EQ(a->password, "hunter2");
+  EXPECT_EQ(a->prefix, "p");
+  EXPECT_EQ(a->timeout_ms, 70);
+  EXPECT_EQ(a->on_error, RedisUrl::OnError::kClosed);
+  EXPECT_EQ(a->connections, 3);
+  EXPECT_EQ(a->Redacted(),
+            "redis+unix:///run/redis/redis.sock?db=2&prefix=p&timeout_ms=70&on_error=closed"
+            "&connections=3");
+  auto again = ParseRedisUrl(a->Redacted());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->unix_path, a->unix_path);
+  EXPECT_EQ(again->db, 2);
+  auto b = ParseRedisUrl("unix://agent:p%40ss@/tmp/r%40dis.sock");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->unix_path, "/tmp/r@dis.sock");
+  EXPECT_EQ(b->user, "agent");
+  EXPECT_EQ(b->password, "p@ss");
+  EXPECT_EQ(b->db, 0);
+  EXPECT_EQ(b->Redacted().find("p@ss"), std::string::npos);
+  for (const char* bad : {"redis+unix://", "redis+unix://relative.sock", "unix://u:hunter2@",
+                          "redis+unix:///tmp/r.sock?db=x", "redis+unix:///tmp/r.sock?db=-1",
+                          "unix:///tmp/r.sock?password=hunter2&colour=red",
+                          "redis+unix:///tmp/r.sock?password=hunter2&on_error=never"}) {
+    std::string json = std::string(R"({"backend": ")") + bad + "\"}";
+    std::string msg = Refusal(json.c_str());
+    EXPECT_NE(msg, "(accepted)") << bad;
+    EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
+  }
+  std::string longest = "redis+unix:///" + std::string(107, 'x');
+  EXPECT_FALSE(ParseRedisUrl(longest).ok());
+  EXPECT_TRUE(ParseRedisUrl(longest.substr(0, longest.size() - 1)).ok());
+}
+
 // A password written by hand may hold '?', '/', ':' or '#': the credentials
 // run to the last '@', and no part of them reaches a message or a field,
 // whatever else in the URL is wrong.

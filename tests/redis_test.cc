@@ -879,6 +879,81 @@ TEST(RedisTest, PasswordsAndUnreachableServers) {
   for (rt_tracker* t : {wrong, none, right, acl, far}) rt_close(t);
 }
 
+// redis+unix:// and unix://: the same backend over a unix socket, with
+// every option of the URL (db, password, prefix, timeout, on_error).
+TEST(RedisTest, UnixSocket) {
+  char dir[] = "/tmp/rt-unix-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string sock = std::string(dir) + "/redis.sock";
+  RedisServer redis({"--unixsocket", sock, "--unixsocketperm", "700", "--requirepass", "unix-pw"});
+  ASSERT_TRUE(redis.Running());
+  const std::string limits =
+      R"({"a/b": {"windows": [{"unit": "requests", "limit": 300, "seconds": 3600}]}})";
+  // Processes racing over the socket admit exactly the limit.
+  const std::string cfg = Config("redis+unix://" + sock +
+                                     "?db=3&password=unix-pw&prefix=ux&timeout_ms=5000&on_error=closed",
+                                 limits);
+  int pipes[2];
+  ASSERT_EQ(pipe(pipes), 0);
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 3; ++i) {
+    pid_t p = fork();
+    if (p == 0) {
+      rt_tracker* t = rt_open(cfg.c_str());
+      int n = 0;
+      for (int j = 0; j < 200 && t != nullptr; ++j) {
+        int rc = rt_try_acquire(t, "a/b", 1, nullptr);
+        if (rc == RT_OK) ++n;
+        else if (rc != RT_LIMITED) n = -100000;
+      }
+      (void)!write(pipes[1], &n, sizeof n);
+      _exit(0);
+    }
+    kids.push_back(p);
+  }
+  int total = 0;
+  for (size_t i = 0; i < kids.size(); ++i) {
+    int n = 0;
+    ASSERT_EQ(read(pipes[0], &n, sizeof n), static_cast<ssize_t>(sizeof n));
+    total += n;
+  }
+  for (pid_t p : kids) waitpid(p, nullptr, 0);
+  EXPECT_EQ(total, 300);
+  // In database 3, under the prefix.
+  EXPECT_EQ(redis.Command({"EVAL", "redis.call('SELECT', 3) return redis.call('EXISTS', KEYS[1])",
+                           "1", "{ux:a/b}"},
+                          "unix-pw"),
+            "1");
+  // unix:// with the credentials before the path; stats show no password.
+  rt_tracker* t = rt_open(Config("unix://:unix-pw@" + sock + "?db=3&prefix=ux", limits).c_str());
+  ASSERT_NE(t, nullptr) << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_LIMITED);
+  json s = Stats(t);
+  EXPECT_EQ(s["backend"], "redis+unix://" + sock + "?db=3&prefix=ux&timeout_ms=50&on_error=local");
+  EXPECT_EQ(s.dump().find("unix-pw"), std::string::npos);
+  rt_close(t);
+  // A wrong password over the socket: refused, and never shown.
+  rt_tracker* wrong = rt_open(
+      Config("redis+unix://" + sock + "?password=not-it&on_error=closed", limits).c_str());
+  ASSERT_NE(wrong, nullptr);
+  EXPECT_EQ(rt_try_acquire(wrong, "a/b", 1, nullptr), RT_E_BACKEND);
+  EXPECT_EQ(std::string(rt_last_error()).find("not-it"), std::string::npos) << rt_last_error();
+  rt_close(wrong);
+  // No socket there: an outage, named by its path, and the policy applies.
+  const std::string gone = std::string(dir) + "/none.sock";
+  rt_tracker* closed = rt_open(Config("redis+unix://" + gone + "?on_error=closed", limits).c_str());
+  rt_tracker* open = rt_open(Config("redis+unix://" + gone + "?on_error=open", limits).c_str());
+  EXPECT_EQ(rt_try_acquire(closed, "a/b", 1, nullptr), RT_E_BACKEND);
+  EXPECT_NE(std::string(rt_last_error()).find("unix:" + gone), std::string::npos)
+      << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(open, "a/b", 1, nullptr), RT_OK);
+  rt_close(closed);
+  rt_close(open);
+  redis.Kill();
+  unlink(sock.c_str());
+  rmdir(dir);
+}
+
 TEST(RedisTest, AFrozenServerNeverBlocksLongerThanTheTimeout) {
   RedisServer redis;
   rt_tracker* t = rt_open(Config(redis.Url("?timeout_ms=100&on_error=closed"),

@@ -13,7 +13,8 @@ namespace ratetrack {
 struct Endpoint {
   std::string host;
   int port = 0;
-  // "host:port", for messages.
+  std::string unix_path;  // a unix socket's (host and port unused)
+  // "host:port" or "unix:/path", for messages.
   std::string Describe() const;
 };
 

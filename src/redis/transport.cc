@@ -101,7 +101,9 @@ bool WaitFor(int fd, short events, int64_t deadline_us) {
 
 Transport::Opened Transport::Open(const Endpoint& to, int64_t deadline_us) {
   timed_out = false;
-  ctx = redisConnectWithTimeout(to.host.c_str(), to.port, Tv(deadline_us - NowUs()));
+  const struct timeval tv = Tv(deadline_us - NowUs());
+  ctx = to.unix_path.empty() ? redisConnectWithTimeout(to.host.c_str(), to.port, tv)
+                             : redisConnectUnixWithTimeout(to.unix_path.c_str(), tv);
   if (ctx == nullptr) return Opened::kNoMemory;
   if (ctx->err) return Opened::kFailed;
   // Replies are read within bounds (kMaxReplyBytes, ...).

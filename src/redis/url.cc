@@ -35,29 +35,51 @@ std::string PercentDecoded(absl::string_view s) {
 }
 }  // namespace
 
+bool IsRedisUrl(absl::string_view backend) {
+  return absl::StartsWith(backend, "redis://") || absl::StartsWith(backend, "redis+unix://") ||
+         absl::StartsWith(backend, "unix://");
+}
+
 std::string RedisUrl::Redacted() const {
   const char* policy = on_error == OnError::kLocal ? "local"
                        : on_error == OnError::kOpen ? "open"
                                                     : "closed";
-  return absl::StrCat("redis://", host, ":", port, "/", db, "?prefix=", prefix,
-                      "&timeout_ms=", timeout_ms, "&on_error=", policy,
-                      connections != 4 ? absl::StrCat("&connections=", connections) : "");
+  const std::string options =
+      absl::StrCat("prefix=", prefix, "&timeout_ms=", timeout_ms, "&on_error=", policy,
+                   connections != 4 ? absl::StrCat("&connections=", connections) : "");
+  if (!unix_path.empty()) {
+    return absl::StrCat("redis+unix://", unix_path, "?db=", db, "&", options);
+  }
+  return absl::StrCat("redis://", host, ":", port, "/", db, "?", options);
 }
 
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   RedisUrl u;
   auto bad = [](absl::string_view what) {
     return ConfigError(absl::StrCat("config key 'backend': bad Redis URL: ", what,
-                                    " (expected redis://[user:password@]host:port[/db]"
-                                    "[?prefix=P&timeout_ms=T&on_error=local|open|closed"
-                                    "&connections=N])"));
+                                    " (expected redis://[user:password@]host:port[/db] or "
+                                    "redis+unix://[user:password@]/path/to/redis.sock, then "
+                                    "[?db=N&password=P&prefix=P&timeout_ms=T"
+                                    "&on_error=local|open|closed&connections=N])"));
   };
-  if (!absl::StartsWith(url, "redis://")) return bad("it must start with redis://");
-  absl::string_view rest = url.substr(8);
+  absl::string_view rest;
+  bool unix_socket = false;
+  if (absl::StartsWith(url, "redis://")) {
+    rest = url.substr(8);
+  } else if (absl::StartsWith(url, "redis+unix://")) {
+    rest = url.substr(13);
+    unix_socket = true;
+  } else if (absl::StartsWith(url, "unix://")) {
+    rest = url.substr(7);
+    unix_socket = true;
+  } else {
+    return bad("it must start with redis://, redis+unix:// or unix://");
+  }
   // The credentials come off first, before anything else looks at the URL,
   // so that no message or field can show a piece of them: they run to the
   // last '@' of the whole URL, since a password written by hand may hold
-  // '?', '/', ':' or '#' unescaped ('@' itself must be written %40).
+  // '?', '/', ':' or '#' unescaped ('@' itself must be written %40, in a
+  // socket's path too).
   if (size_t at = rest.rfind('@'); at != absl::string_view::npos) {
     absl::string_view cred = rest.substr(0, at);
     rest = rest.substr(at + 1);
@@ -74,24 +96,47 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
     query = rest.substr(q + 1);
     rest = rest.substr(0, q);
   }
-  if (size_t slash = rest.find('/'); slash != absl::string_view::npos) {
-    absl::string_view db = rest.substr(slash + 1);
-    rest = rest.substr(0, slash);
-    if (!db.empty() && (!absl::SimpleAtoi(db, &u.db) || u.db < 0 || u.db > 1000)) {
-      return bad(absl::StrCat("database '", db, "' is not a number"));
+  auto parse_db = [&](absl::string_view db) {
+    return absl::SimpleAtoi(db, &u.db) && u.db >= 0 && u.db <= 1000;
+  };
+  if (unix_socket) {
+    // The rest is the socket's path: absolute, and short enough for
+    // sockaddr_un (107 bytes).
+    u.unix_path = PercentDecoded(rest);
+    u.host.clear();
+    u.port = 0;
+    if (u.unix_path.empty() || u.unix_path[0] != '/') {
+      return bad("a unix socket's path must be absolute (redis+unix:///path/to/redis.sock)");
     }
-  }
-  if (size_t colon = rest.rfind(':'); colon != absl::string_view::npos) {
-    if (!absl::SimpleAtoi(rest.substr(colon + 1), &u.port) || u.port < 1 || u.port > 65535) {
-      return bad(absl::StrCat("port '", rest.substr(colon + 1), "'"));
+    if (u.unix_path.size() > 107) return bad("a unix socket's path is longer than 107 bytes");
+    if (u.unix_path.find('\0') != std::string::npos) return bad("a unix socket's path holds NUL");
+  } else {
+    if (size_t slash = rest.find('/'); slash != absl::string_view::npos) {
+      absl::string_view db = rest.substr(slash + 1);
+      rest = rest.substr(0, slash);
+      if (!db.empty() && !parse_db(db)) {
+        return bad(absl::StrCat("database '", db, "' is not a number"));
+      }
     }
-    rest = rest.substr(0, colon);
+    if (size_t colon = rest.rfind(':'); colon != absl::string_view::npos) {
+      if (!absl::SimpleAtoi(rest.substr(colon + 1), &u.port) || u.port < 1 || u.port > 65535) {
+        return bad(absl::StrCat("port '", rest.substr(colon + 1), "'"));
+      }
+      rest = rest.substr(0, colon);
+    }
+    if (rest.empty()) return bad("no host");
+    u.host = std::string(rest);
   }
-  if (rest.empty()) return bad("no host");
-  u.host = std::string(rest);
   for (absl::string_view kv : absl::StrSplit(query, '&', absl::SkipEmpty())) {
     std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
-    if (p.first == "prefix") {
+    if (p.first == "db") {
+      if (!parse_db(p.second)) return bad(absl::StrCat("database '", p.second, "' is not a number"));
+    } else if (p.first == "password") {
+      // Never shown, valid or not.
+      u.password = PercentDecoded(p.second);
+    } else if (p.first == "user") {
+      u.user = PercentDecoded(p.second);
+    } else if (p.first == "prefix") {
       if (p.second.empty() || p.second.find_first_of("{}") != std::string::npos) {
         return bad("prefix must be non-empty, without braces");
       }

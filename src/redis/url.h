@@ -14,6 +14,7 @@ struct RedisUrl {
   enum class OnError { kLocal, kOpen, kClosed };
   std::string host = "127.0.0.1";
   int port = 6379;
+  std::string unix_path;  // redis+unix:// (host and port are then unused)
   int db = 0;
   std::string user;      // ACL user, or empty
   std::string password;  // never printed
@@ -30,13 +31,18 @@ struct RedisUrl {
   // loaded), so that a test can step the server's clock.
   bool test_clock = false;
 
-  // "redis://host:port/db?prefix=P&timeout_ms=T&on_error=E", no credentials.
+  // "redis://host:port/db?prefix=P&timeout_ms=T&on_error=E" (or
+  // "redis+unix:///path?db=N&..."), no credentials.
   std::string Redacted() const;
 };
 
-// Parses "redis://[user:password@]host:port[/db][?prefix=P&timeout_ms=T&
-// on_error=local|open|closed&limits=segment|update&connections=N]". Errors
-// never repeat the password.
+// Whether `backend` names a Redis (its scheme; ParseRedisUrl checks the rest).
+bool IsRedisUrl(absl::string_view backend);
+
+// Parses "redis://[user:password@]host:port[/db]" or
+// "redis+unix://[user:password@]/path/to/redis.sock" ("unix://" too), then
+// "[?db=N&user=U&password=P&prefix=P&timeout_ms=T&on_error=local|open|closed
+// &limits=segment|update&connections=N]". Errors never repeat the password.
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url);
 
 }  // namespace ratetrack

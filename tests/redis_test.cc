@@ -50,11 +50,29 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
-// A redis-server of our own, on loopback.
+// The server binary the suite runs against: $RATETRACK_REDIS_SERVER (e.g.
+// valkey-server), else redis-server; its sentinel: $RATETRACK_REDIS_SENTINEL,
+// else redis-sentinel.
+std::string ServerBinary() {
+  const char* b = std::getenv("RATETRACK_REDIS_SERVER");
+  return b != nullptr && *b != '\0' ? b : "redis-server";
+}
+std::string SentinelBinary() {
+  const char* b = std::getenv("RATETRACK_REDIS_SENTINEL");
+  return b != nullptr && *b != '\0' ? b : "redis-sentinel";
+}
+
+// A redis-server of our own, on loopback. `leading`: arguments before the
+// options (a configuration file); `binary`: another program (a sentinel).
 class RedisServer {
  public:
-  explicit RedisServer(std::vector<std::string> extra = {}, int port = 0)
-      : port_(port ? port : FreePort()), extra_(std::move(extra)) {
+  explicit RedisServer(std::vector<std::string> extra = {}, int port = 0,
+                       std::string binary = ServerBinary(),
+                       std::vector<std::string> leading = {})
+      : port_(port ? port : FreePort()),
+        extra_(std::move(extra)),
+        binary_(std::move(binary)),
+        leading_(std::move(leading)) {
     // A port found free can be taken by a parallel test before our server
     // binds it: then our server exits, and we try another port.
     for (int attempt = 0; attempt < 5 && !Start() && port == 0; ++attempt) port_ = FreePort();
@@ -64,14 +82,18 @@ class RedisServer {
   bool Start() {
     pid_ = fork();
     if (pid_ == 0) {
-      std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_),
-                                       "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no", "--loglevel", "warning"};
+      std::vector<std::string> args = {binary_};
+      args.insert(args.end(), leading_.begin(), leading_.end());
+      for (const char* a : {"--port", "", "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                            "no", "--loglevel", "warning"}) {
+        args.push_back(a);
+      }
+      args[leading_.size() + 2] = std::to_string(port_);
       args.insert(args.end(), extra_.begin(), extra_.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
-      execvp("redis-server", argv.data());
+      execvp(binary_.c_str(), argv.data());
       _exit(127);
     }
     for (int i = 0; i < 200; ++i) {
@@ -91,7 +113,7 @@ class RedisServer {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    ADD_FAILURE() << "redis-server did not start on port " << port_;
+    ADD_FAILURE() << binary_ << " did not start on port " << port_;
     return false;
   }
   void Kill() {
@@ -132,6 +154,8 @@ class RedisServer {
  private:
   int port_;
   std::vector<std::string> extra_;
+  std::string binary_;
+  std::vector<std::string> leading_;
   pid_t pid_ = -1;
 };
 
@@ -848,22 +872,20 @@ TEST(RedisTest, ScriptFlushAndFlushAllAreSurvived) {
 TEST(RedisTest, PasswordsAndUnreachableServers) {
   RedisServer redis({"--requirepass", "s3cr3t-pw"});
   const std::string limits = R"({"a/b": {"rpm": 10}})";
-  rt_tracker* wrong = rt_open(
-      Config(redis.Url("?on_error=closed", ":wrong-pw@"), limits).c_str());
-  ASSERT_NE(wrong, nullptr);
-  EXPECT_EQ(rt_try_acquire(wrong, "a/b", 1, nullptr), RT_E_BACKEND);
+  // A refused password is a misconfiguration, said by rt_open (more in
+  // MisconfiguredServersAreErrorsWhateverOnErrorSays).
+  rt_tracker* wrong = nullptr;
+  EXPECT_EQ(rt_open_ex(Config(redis.Url("?on_error=closed", ":wrong-pw@"), limits).c_str(), &wrong),
+            RT_E_CONFIG);
   std::string err = rt_last_error();
   EXPECT_NE(err.find("AUTH"), std::string::npos) << err;
   EXPECT_EQ(err.find("wrong-pw"), std::string::npos) << err;
-  char* s = rt_stats_json(wrong);
-  EXPECT_EQ(std::string(s).find("wrong-pw"), std::string::npos);
-  rt_free(s);
-  rt_tracker* none = rt_open(Config(redis.Url("?on_error=closed"), limits).c_str());
-  EXPECT_EQ(rt_try_acquire(none, "a/b", 1, nullptr), RT_E_BACKEND);
+  rt_tracker* none = nullptr;
+  EXPECT_EQ(rt_open_ex(Config(redis.Url("?on_error=closed"), limits).c_str(), &none), RT_E_CONFIG);
   EXPECT_NE(std::string(rt_last_error()).find("NOAUTH"), std::string::npos) << rt_last_error();
   rt_tracker* right = rt_open(Config(redis.Url("", ":s3cr3t-pw@"), limits).c_str());
   EXPECT_EQ(rt_try_acquire(right, "a/b", 1, nullptr), RT_OK);
-  s = rt_stats_json(right);
+  char* s = rt_stats_json(right);
   EXPECT_EQ(std::string(s).find("s3cr3t"), std::string::npos);
   rt_free(s);
   // An ACL user.
@@ -932,13 +954,15 @@ TEST(RedisTest, UnixSocket) {
   EXPECT_EQ(s["backend"], "redis+unix://" + sock + "?db=3&prefix=ux&timeout_ms=50&on_error=local");
   EXPECT_EQ(s.dump().find("unix-pw"), std::string::npos);
   rt_close(t);
-  // A wrong password over the socket: refused, and never shown.
-  rt_tracker* wrong = rt_open(
-      Config("redis+unix://" + sock + "?password=not-it&on_error=closed", limits).c_str());
-  ASSERT_NE(wrong, nullptr);
-  EXPECT_EQ(rt_try_acquire(wrong, "a/b", 1, nullptr), RT_E_BACKEND);
+  // A wrong password over the socket: refused at rt_open, and never shown.
+  rt_tracker* wrong = nullptr;
+  EXPECT_EQ(rt_open_ex(Config("redis+unix://" + sock + "?password=not-it&on_error=local", limits)
+                           .c_str(),
+                       &wrong),
+            RT_E_CONFIG);
+  EXPECT_NE(std::string(rt_last_error()).find("unix:" + sock), std::string::npos)
+      << rt_last_error();
   EXPECT_EQ(std::string(rt_last_error()).find("not-it"), std::string::npos) << rt_last_error();
-  rt_close(wrong);
   // No socket there: an outage, named by its path, and the policy applies.
   const std::string gone = std::string(dir) + "/none.sock";
   rt_tracker* closed = rt_open(Config("redis+unix://" + gone + "?on_error=closed", limits).c_str());
@@ -951,6 +975,101 @@ TEST(RedisTest, UnixSocket) {
   rt_close(open);
   redis.Kill();
   unlink(sock.c_str());
+  rmdir(dir);
+}
+
+// A server the URL cannot use is a configuration error, never an outage:
+// rt_open says so (RT_E_CONFIG, a message naming the server and what is
+// wrong) under every on_error policy: a replica, a sentinel's port, a
+// cluster node reached without cluster routing, a refused password, no
+// password. A master that becomes a replica under a tracker: every call
+// fails with RT_E_CONFIG (never a local decision) until it is a master again.
+TEST(RedisTest, MisconfiguredServersAreErrorsWhateverOnErrorSays) {
+  RedisServer master({"--requirepass", "m-pw", "--masterauth", "m-pw"});
+  RedisServer replica({"--replicaof", "127.0.0.1", std::to_string(master.port()),
+                       "--masterauth", "m-pw", "--requirepass", "m-pw"});
+  char dir[] = "/tmp/rt-misconf-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string sentinel_conf = std::string(dir) + "/sentinel.conf";
+  {
+    FILE* f = std::fopen(sentinel_conf.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f, "sentinel monitor mymaster 127.0.0.1 %d 1\nsentinel auth-pass mymaster m-pw\n",
+                 master.port());
+    std::fclose(f);
+  }
+  RedisServer sentinel({}, 0, SentinelBinary(), {sentinel_conf});
+  const std::string nodes = std::string(dir) + "/nodes.conf";
+  RedisServer cluster_node({"--cluster-enabled", "yes", "--cluster-config-file", nodes});
+  ASSERT_TRUE(master.Running() && replica.Running() && sentinel.Running() &&
+              cluster_node.Running());
+  struct Case {
+    const char* name;
+    std::string url;
+    const char* message;
+  };
+  const std::string q = "?timeout_ms=5000&on_error=";
+  const std::vector<Case> cases = {
+      {"a replica", replica.Url(q, ":m-pw@"),
+       "is a replica of 127.0.0.1:"},
+      {"a sentinel's port", sentinel.Url(q), "is a Redis Sentinel"},
+      {"a cluster node without cluster routing", cluster_node.Url(q), "Redis Cluster node"},
+      {"a wrong password", master.Url(q, ":not-m-pw@"), "refuses these credentials"},
+      {"no password", master.Url(q), "NOAUTH"},
+      {"a password the server has none for", cluster_node.Url(q, ":stray-pw@"),
+       "refuses these credentials"},
+  };
+  const std::string limits = R"({"a/b": {"rpm": 10}})";
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    for (const char* policy : {"closed", "open", "local"}) {
+      SCOPED_TRACE(policy);
+      rt_tracker* t = nullptr;
+      EXPECT_EQ(rt_open_ex(Config(c.url + policy, limits).c_str(), &t), RT_E_CONFIG);
+      EXPECT_EQ(t, nullptr);
+      const std::string err = rt_last_error();
+      EXPECT_NE(err.find(c.message), std::string::npos) << err;
+      EXPECT_NE(err.find("not an outage"), std::string::npos) << err;
+      EXPECT_EQ(err.find("-pw"), std::string::npos) << err;  // never a password
+      rt_close(t);
+    }
+  }
+  // The master turned into a replica under open trackers (a failover
+  // without a sentinel to follow): READONLY, a configuration error for
+  // every policy, from every call, until it is a master again.
+  RedisServer other({"--requirepass", "m-pw"});
+  std::vector<rt_tracker*> trackers;
+  for (const char* policy : {"closed", "open", "local"}) {
+    rt_tracker* t = rt_open(Config(master.Url(q + policy, ":m-pw@"), limits).c_str());
+    ASSERT_NE(t, nullptr) << rt_last_error();
+    EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+    trackers.push_back(t);
+  }
+  EXPECT_EQ(master.Command({"REPLICAOF", "127.0.0.1", std::to_string(other.port())}, "m-pw"),
+            "OK");
+  for (rt_tracker* t : trackers) {
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_E_CONFIG);
+      const std::string err = rt_last_error();
+      EXPECT_TRUE(err.find("read-only replica") != std::string::npos ||
+                  err.find("is a replica") != std::string::npos)
+          << err;
+    }
+  }
+  EXPECT_EQ(master.Command({"REPLICAOF", "NO", "ONE"}, "m-pw"), "OK");
+  for (rt_tracker* t : trackers) {
+    int rc;
+    // Back by itself after the backoff (at most 2 s; polled without a limit).
+    while ((rc = rt_try_acquire(t, "a/b", 1, nullptr)) == RT_E_CONFIG) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_EQ(rc, RT_OK) << rt_last_error();
+    rt_close(t);
+  }
+  sentinel.Kill();
+  cluster_node.Kill();
+  unlink(sentinel_conf.c_str());
+  unlink(nodes.c_str());
   rmdir(dir);
 }
 
@@ -1085,16 +1204,21 @@ TEST(RedisTest, ForkUnderLoadIsNotHeldUp) {
 TEST(RedisTest, EnvironmentBackendPutsTheGlobalOnRedis) {
   RedisServer redis;
   rt_reset(nullptr);
+  // A password for a server without one: a misconfiguration, said at once
+  // (never a global that silently counts in this process alone).
   setenv("RATETRACK_BACKEND", redis.Url("?prefix=env", ":any-pw-is-hidden@").c_str(), 1);
+  EXPECT_EQ(rt_global_get("tier1"), nullptr);
+  EXPECT_NE(std::string(rt_last_error()).find("refuses these credentials"), std::string::npos)
+      << rt_last_error();
+  EXPECT_EQ(std::string(rt_last_error()).find("any-pw-is-hidden"), std::string::npos);
+  setenv("RATETRACK_BACKEND", redis.Url("?prefix=env").c_str(), 1);
   rt_tracker* g = rt_global_get("tier1");
   unsetenv("RATETRACK_BACKEND");
   ASSERT_NE(g, nullptr) << rt_last_error();
   json s = Stats(nullptr);
   EXPECT_EQ(s["backend"].get<std::string>().rfind("redis://127.0.0.1:", 0), 0u);
-  EXPECT_EQ(s.dump().find("any-pw-is-hidden"), std::string::npos);
-  // The password is wrong for a server without one: Redis says so, and the
-  // global keeps working on its own (on_error=local).
   EXPECT_EQ(rt_try_acquire(g, "openai/gpt-4o-mini", 10, nullptr), RT_OK);
+  EXPECT_EQ(redis.Command({"EXISTS", "{env:openai/gpt-4o-mini}"}), "1");
   rt_reset(nullptr);
 }
 

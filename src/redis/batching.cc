@@ -205,13 +205,24 @@ void RedisStore::Lead(Conn& c, Request* me) {
     redisReply* r = replies[i].get();
     if (r->type == REDIS_REPLY_ERROR) {
       const absl::string_view text(r->str, r->len);
-      const std::string error = absl::StrCat(where_, ": ", text);
+      std::string error = absl::StrCat(where_, ": ", text);
+      script_failed = true;
+      // The server is not one this URL can use (a replica's READONLY, a
+      // cluster's MOVED, credentials taken away): a misconfiguration,
+      // whatever on_error says.
+      if (const ErrorReplyKind kind = ClassifyErrorReply(text, "EVALSHA"); kind.misconfigured) {
+        error = absl::StrCat(error, ": ", kind.why,
+                             " (a misconfiguration, not an outage: every call fails with "
+                             "RT_E_CONFIG until it is fixed, whatever on_error says)");
+        drop = true;
+        NoteMisconfiguration(error);
+        for (size_t k : g) results[k] = ConfigError(error);
+        continue;
+      }
       // Not the script failing ("ERR ...") but the server refusing
-      // (READONLY after a failover, LOADING, MASTERDOWN, OOM, ...): a new
-      // connection next time.
+      // (LOADING, BUSY, MASTERDOWN, OOM, ...): a new connection next time.
       if (!absl::StartsWith(text, "ERR ")) drop = true;
       NoteFailure(error);
-      script_failed = true;
       for (size_t k : g) results[k] = BackendError(error);
       continue;
     }
@@ -229,6 +240,8 @@ void RedisStore::Lead(Conn& c, Request* me) {
   if (!status.ok()) {
     if (status.code() == absl::StatusCode::kUnavailable) {
       NoteFailure(std::string(status.message()));
+    } else if (IsMisconfiguration(status)) {
+      NoteMisconfiguration(std::string(status.message()));
     }
     for (auto& r : results) r = status;
   } else {

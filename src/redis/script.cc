@@ -5,8 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "ratetrack.h"
+#include "status.h"
 
 namespace ratetrack {
 
@@ -243,6 +245,42 @@ std::string ScriptText(const RedisUrl& url) {
                absl::StrCat("local now = t[1] * 1000 + t[2] / 1000 + (tonumber(redis.call('GET', "
                             "[==[{", url.prefix, ":}clock]==])) or 0)\n"));
   return text;
+}
+
+ErrorReplyKind ClassifyErrorReply(absl::string_view text, absl::string_view during) {
+  auto starts = [&](absl::string_view prefix) { return absl::StartsWith(text, prefix); };
+  auto has = [&](absl::string_view part) { return absl::StrContains(text, part); };
+  if (starts("WRONGPASS") || (during == "AUTH" && starts("ERR") &&
+                              (has("password") || has("AUTH") || has("credentials")))) {
+    return {true, "the server refuses these credentials: check the URL's user and password"};
+  }
+  if (starts("NOAUTH")) {
+    return {true, "the server wants a password: give it in the URL (user:password@ or ?password=)"};
+  }
+  if (starts("NOPERM")) {
+    return {true, "the server's ACL does not let this user run what the tracker needs "
+                  "(EVALSHA, EVAL, SCRIPT LOAD, SET, GET on the prefix's keys)"};
+  }
+  if (starts("READONLY")) {
+    return {true, "the server is a read-only replica: point the URL at the master"};
+  }
+  if (starts("MOVED") || starts("ASK ")) {
+    return {true, "the server is a Redis Cluster node, and this URL does not route a cluster's "
+                  "slots: each model's key lives on one node"};
+  }
+  if (starts("ERR unknown command") || starts("ERR unknown subcommand")) {
+    return {true, "the server does not know the command (a Redis Sentinel's port, or not a "
+                  "Redis server): point the URL at the master's port"};
+  }
+  if (during == "SELECT" && starts("ERR")) {
+    return {true, "the server refuses the database (out of range, or a cluster's node: "
+                  "only database 0)"};
+  }
+  return {};
+}
+
+bool IsMisconfiguration(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kFailedPrecondition;
 }
 
 }  // namespace ratetrack

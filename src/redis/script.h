@@ -149,6 +149,23 @@ std::string ParseScriptReply(const redisReply& r, ScriptOp op, bool short_form, 
                              std::vector<absl::StatusOr<ScriptReply>>* results,
                              int64_t* server_ms);
 
+// What an error reply says about the server the URL points at. An outage
+// passes (the server is loading, busy, failing over, out of memory): the
+// on_error policy decides meanwhile. A misconfiguration does not pass by
+// itself (a replica, a sentinel, a cluster node reached without cluster
+// routing, credentials refused): every call fails with RT_E_CONFIG,
+// whatever on_error says, until it is fixed. `during`: the command
+// answered (AUTH, ROLE, SELECT, ... or a script call).
+struct ErrorReplyKind {
+  bool misconfigured = false;
+  std::string why;  // misconfigured: what is wrong and what to change
+};
+ErrorReplyKind ClassifyErrorReply(absl::string_view text, absl::string_view during);
+
+// The status of a misconfiguration (RT_E_CONFIG), told apart from an
+// outage (RT_E_BACKEND) by its code.
+bool IsMisconfiguration(const absl::Status& status);
+
 }  // namespace ratetrack
 
 #endif  // RATETRACK_SRC_REDIS_SCRIPT_H_

@@ -30,6 +30,14 @@ constexpr int64_t kMaxBackoffMs = 2000;
 // should be is a step.
 constexpr double kClockStepMs = 1000;
 
+// The message of a misconfiguration: what the server said, what is wrong,
+// and that on_error does not apply.
+std::string Misconfigured(const std::string& said, const ErrorReplyKind& kind) {
+  return absl::StrCat(said, ": ", kind.why,
+                      " (a misconfiguration, not an outage: every call fails with RT_E_CONFIG "
+                      "until it is fixed, whatever on_error says)");
+}
+
 }  // namespace
 
 absl::Status RedisStore::IoError(Conn& c, const char* during) const {
@@ -64,6 +72,7 @@ RedisStore::~RedisStore() {
 void RedisStore::NoteFailure(const std::string& message) {
   errors_.fetch_add(1);
   connected_.store(false);
+  misconfigured_.store(false);
   int64_t expected = 0;
   if (degraded_since_ms_.compare_exchange_strong(expected, UnixMs())) {
     first_failure_pending_.store(true);
@@ -75,6 +84,11 @@ void RedisStore::NoteFailure(const std::string& message) {
   last_error_ = message;
 }
 
+void RedisStore::NoteMisconfiguration(const std::string& message) {
+  NoteFailure(message);
+  misconfigured_.store(true);
+}
+
 void RedisStore::NoteError(const std::string& message) {
   errors_.fetch_add(1);
   std::lock_guard<std::mutex> l(last_error_mu_);
@@ -84,6 +98,7 @@ void RedisStore::NoteError(const std::string& message) {
 void RedisStore::NoteSuccess() {
   connected_.store(true, std::memory_order_relaxed);
   if (degraded_since_ms_.load(std::memory_order_relaxed) != 0) {
+    misconfigured_.store(false);
     degraded_since_ms_.store(0);
     backoff_ms_.store(0);
     first_failure_pending_.store(false);
@@ -127,6 +142,22 @@ void RedisStore::UpdateClock(int64_t server_ms, int64_t sent_us, int64_t recv_us
 bool RedisStore::TakeFirstFailure() {
   return first_failure_pending_.load(std::memory_order_relaxed) &&
          first_failure_pending_.exchange(false);
+}
+
+absl::Status RedisStore::Probe() {
+  Conn& c = *pool_[0];  // nobody else uses the store yet
+  const absl::Status st = Connect(c, NowUs() + static_cast<int64_t>(url_.timeout_ms) * 1000);
+  if (st.ok()) {
+    NoteSuccess();
+    connected_.store(true);
+    return st;
+  }
+  if (IsMisconfiguration(st)) {
+    NoteMisconfiguration(std::string(st.message()));
+    return st;
+  }
+  c.Drop();
+  return absl::OkStatus();  // an outage: the calls meet it, and on_error decides
 }
 
 RedisStore::Health RedisStore::health() const {
@@ -187,15 +218,24 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   }
   // One command and its reply, within the deadline: an I/O failure, an
   // error reply or a reply `ok` does not accept (`expected` says what it
-  // accepts) fails the connection.
+  // accepts) fails the connection; an error reply that shows the server is
+  // not one this URL can use (ClassifyErrorReply) is a misconfiguration.
+  // `optional`: an error reply is returned as it is (the check it was for
+  // is skipped).
   auto step = [&](const std::vector<std::string>& args, const char* during, const char* expected,
-                  auto ok) -> absl::StatusOr<ReplyPtr> {
+                  auto ok, bool optional = false) -> absl::StatusOr<ReplyPtr> {
     ReplyPtr r(c.AppendArgv(args) && c.Flush(deadline_us) ? c.NextReply(deadline_us)
                                                                : nullptr,
                freeReplyObject);
     if (r == nullptr) return IoError(c, during);
     if (r->type == REDIS_REPLY_ERROR) {
       const std::string err(r->str, r->len);
+      const ErrorReplyKind kind = ClassifyErrorReply(err, during);
+      if (kind.misconfigured) {
+        c.Drop();
+        return ConfigError(Misconfigured(absl::StrCat(where_, ": ", during, ": ", err), kind));
+      }
+      if (optional) return r;
       c.Drop();
       return BackendError(absl::StrCat(where_, ": ", during, ": ", err));
     }
@@ -217,6 +257,52 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
     if (!url_.user.empty()) auth.push_back(url_.user);
     auth.push_back(url_.password);
     if (auto r = step(auth, "AUTH", "OK", is_ok); !r.ok()) return r.status();
+  }
+  // What the server is: a master (or a server without replication), not a
+  // replica nor a sentinel. A server that does not answer ROLE (a proxy, an
+  // ACL without it) is taken as it is: what follows shows the rest.
+  auto role = step({"ROLE"}, "ROLE", "an array naming the server's role",
+                   [](const redisReply& r) {
+                     return r.type == REDIS_REPLY_ARRAY && r.elements >= 1 &&
+                            r.element[0]->type == REDIS_REPLY_STRING;
+                   },
+                   /*optional=*/true);
+  if (!role.ok()) return role.status();
+  if ((*role)->type == REDIS_REPLY_ARRAY) {
+    const redisReply& r = **role;
+    const absl::string_view name(r.element[0]->str, r.element[0]->len);
+    if (name == "slave" || name == "replica") {
+      std::string of;
+      if (r.elements >= 3 && r.element[1]->type == REDIS_REPLY_STRING &&
+          r.element[2]->type == REDIS_REPLY_INTEGER) {
+        of = absl::StrCat(" of ", absl::string_view(r.element[1]->str, r.element[1]->len), ":",
+                          r.element[2]->integer);
+      }
+      c.Drop();
+      return ConfigError(Misconfigured(
+          absl::StrCat(where_, ": ROLE: the server is a replica", of),
+          {true, "point the URL at the master (a replica's writes would be refused, or lost)"}));
+    }
+    if (name == "sentinel") {
+      c.Drop();
+      return ConfigError(Misconfigured(
+          absl::StrCat(where_, ": ROLE: the server is a Redis Sentinel"),
+          {true, "point the URL at the master the sentinels watch, not at a sentinel's port"}));
+    }
+  }
+  // A cluster's node, reached without cluster routing: most models' keys
+  // live on other nodes (MOVED). INFO refused or renamed: not checked here
+  // (a MOVED reply says it later).
+  auto info = step({"INFO", "cluster"}, "INFO", "a string", [](const redisReply& r) {
+    return r.type == REDIS_REPLY_STRING || r.type == REDIS_REPLY_STATUS;
+  }, /*optional=*/true);
+  if (!info.ok()) return info.status();
+  if ((*info)->type != REDIS_REPLY_ERROR &&
+      absl::StrContains(absl::string_view((*info)->str, (*info)->len), "cluster_enabled:1")) {
+    c.Drop();
+    return ConfigError(Misconfigured(
+        absl::StrCat(where_, ": INFO: cluster_enabled:1"),
+        ClassifyErrorReply("MOVED", "INFO")));
   }
   if (url_.db != 0) {
     if (auto r = step({"SELECT", std::to_string(url_.db)}, "SELECT", "OK", is_ok); !r.ok()) {
@@ -364,6 +450,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   const int64_t next_attempt = next_attempt_us_.load(std::memory_order_relaxed);
   if (start < next_attempt) {
     std::lock_guard<std::mutex> l(last_error_mu_);
+    if (misconfigured_.load(std::memory_order_relaxed)) return ConfigError(last_error_);
     return BackendError(absl::StrCat(last_error_, " (retrying in ",
                                      (next_attempt - start) / 1000 + 1, " ms)"));
   }

@@ -112,6 +112,12 @@ class RedisStore {
                                                       const RemoteSpec& spec,
                                                       const std::vector<Cost>& costs);
 
+  // Connects one connection at once (rt_open): the status of a
+  // misconfiguration the server shows (a replica, a sentinel, a cluster
+  // node, credentials refused), else OK (an outage is the calls' to meet:
+  // on_error decides then).
+  absl::Status Probe();
+
   Health health() const;
   // The key of grant tickets made in Redis, shared by every tracker on the
   // same Redis and prefix (kept there, set once): a grant acquired by one
@@ -169,6 +175,10 @@ class RedisStore {
   Request* HandOn(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A failure of Redis: counted, reported, and connecting backs off.
   void NoteFailure(const std::string& message);
+  // The server is not one the URL can use (ClassifyErrorReply): counted,
+  // reported, every call fails with it (RT_E_CONFIG) and connecting backs
+  // off, until a connection shows it fixed.
+  void NoteMisconfiguration(const std::string& message);
   // A call that failed by its own deadline while Redis is fine: counted and
   // reported only.
   void NoteError(const std::string& message);
@@ -189,6 +199,7 @@ class RedisStore {
   std::atomic<uint64_t> errors_{0};
   std::atomic<bool> first_failure_pending_{false};
   std::atomic<bool> connected_{false};
+  std::atomic<bool> misconfigured_{false};  // the last failure was a misconfiguration
   std::atomic<bool> sha_known_{false};
   std::atomic<uint64_t> secret_{0};
   std::string sha_;  // written once, before sha_known_

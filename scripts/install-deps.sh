@@ -8,7 +8,7 @@ set -euo pipefail
 
 want=(build-essential cmake ninja-build pkg-config binutils
       libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
-      libhiredis-dev redis-server redis-sentinel redis-tools curl ca-certificates
+      libhiredis-dev libssl-dev openssl redis-server redis-sentinel redis-tools curl ca-certificates
       prometheus)  # promtool: the metrics tests check the exposition with it
 bindings=0
 for arg in "$@"; do

@@ -154,7 +154,10 @@ TEST(ConfigTest, RedisUrlsParseAndNeverShowThePassword) {
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->password, "secretonly");
   for (const char* bad : {"redis://u:hunter2@h:99999", "redis://u:hunter2@h?x=1",
-                          "redis://u:hunter2@:1", "rediss://u:hunter2@h"}) {
+                          "redis://u:hunter2@:1", "rediss://u:hunter2@h?tls_insecure=maybe",
+                          "redis://u:hunter2@h?tls_ca_file=/ca.pem",
+                          "rediss://u:hunter2@h?tls_cert_file=/c.pem",
+                          "rediss://u:hunter2@h?tls_colour=red"}) {
     std::string json = std::string(R"({"backend": ")") + bad + "\"}";
     std::string msg = Refusal(json.c_str());
     EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
@@ -200,6 +203,31 @@ TEST(ConfigTest, RedisUnixSocketUrls) {
   std::string longest = "redis+unix:///" + std::string(107, 'x');
   EXPECT_FALSE(ParseRedisUrl(longest).ok());
   EXPECT_TRUE(ParseRedisUrl(longest.substr(0, longest.size() - 1)).ok());
+}
+
+TEST(ConfigTest, RedisTlsUrls) {
+  auto a = ParseRedisUrl(
+      "rediss://:pw@cache.example:6380/1?tls_ca_file=/etc/ca%20files/ca.pem&tls_ca_dir=/etc/ssl/certs"
+      "&tls_cert_file=/c.pem&tls_key_file=/c.key&tls_server_name=redis.internal");
+#ifdef RATETRACK_TLS
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->tls.enabled);
+  EXPECT_EQ(a->tls.ca_file, "/etc/ca files/ca.pem");
+  EXPECT_EQ(a->tls.ca_dir, "/etc/ssl/certs");
+  EXPECT_EQ(a->tls.cert_file, "/c.pem");
+  EXPECT_EQ(a->tls.key_file, "/c.key");
+  EXPECT_EQ(a->tls.server_name, "redis.internal");
+  EXPECT_FALSE(a->tls.insecure);
+  EXPECT_EQ(a->Redacted().rfind("rediss://cache.example:6380/1?", 0), 0u) << a->Redacted();
+  auto b = ParseRedisUrl("rediss://h:1?tls_insecure=yes");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(b->tls.insecure);
+  EXPECT_NE(b->Redacted().find("tls_insecure=yes"), std::string::npos);
+  EXPECT_FALSE(ParseRedisUrl("redis://h:1").value().tls.enabled);
+#else
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(std::string(a.status().message()).find("no TLS"), std::string::npos) << a.status();
+#endif
 }
 
 // A password written by hand may hold '?', '/', ':' or '#': the credentials

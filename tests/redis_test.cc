@@ -90,6 +90,9 @@ class RedisServer {
       }
       args[leading_.size() + 2] = std::to_string(port_);
       args.insert(args.end(), extra_.begin(), extra_.end());
+      for (auto& a : args) {
+        if (a == "{port}") a = std::to_string(port_);  // e.g. --tls-port {port}
+      }
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -1072,6 +1075,175 @@ TEST(RedisTest, MisconfiguredServersAreErrorsWhateverOnErrorSays) {
   unlink(nodes.c_str());
   rmdir(dir);
 }
+
+#ifdef RATETRACK_TLS
+// A CA, a server certificate for 127.0.0.1 and localhost, a client
+// certificate, and a CA that signed none of them, made with openssl(1) in
+// a directory of the test's own.
+class TestCertificates {
+ public:
+  TestCertificates() {
+    char dir[] = "/tmp/rt-tls-XXXXXX";
+    if (mkdtemp(dir) == nullptr) return;
+    dir_ = dir;
+    const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    const std::string script = absl::StrCat(
+        "cd '", dir_, "' && set -e; exec 2>openssl.log; ",
+        "openssl req -x509 ", key, " -keyout ca.key -out ca.pem -days 2 -subj /CN=rt-test-ca; ",
+        "openssl req -x509 ", key, " -keyout other.key -out other.pem -days 2 -subj /CN=other-ca; ",
+        "openssl req ", key, " -keyout server.key -out server.csr -subj /CN=localhost; ",
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext; ",
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial ",
+        "-out server.pem -days 2 -extfile server.ext; ",
+        "openssl req ", key, " -keyout client.key -out client.csr -subj /CN=rt-client; ",
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial ",
+        "-out client.pem -days 2");
+    ok_ = std::system(script.c_str()) == 0;
+  }
+  ~TestCertificates() {
+    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
+  }
+  bool ok() const { return ok_; }
+  std::string operator[](const std::string& file) const { return dir_ + "/" + file; }
+  // redis-server options for a TLS port (and no plain one).
+  std::vector<std::string> ServerOptions(bool auth_clients) const {
+    return {"--port", "0", "--tls-port", "{port}", "--tls-cert-file", (*this)["server.pem"],
+            "--tls-key-file", (*this)["server.key"], "--tls-ca-cert-file", (*this)["ca.pem"],
+            "--tls-auth-clients", auth_clients ? "yes" : "no"};
+  }
+
+ private:
+  std::string dir_;
+  bool ok_ = false;
+};
+
+// rediss://: verified against the test's CA (by address and by name),
+// racing threads exact over TLS; a certificate not trusted (no CA, another
+// CA, another name) is RT_E_CONFIG saying "certificate", under every policy;
+// tls_insecure=yes by explicit choice; plain redis:// against a TLS port is
+// an outage, never a crash.
+TEST(RedisTest, Tls) {
+  TestCertificates certs;
+  ASSERT_TRUE(certs.ok()) << "openssl could not make the test's certificates";
+  RedisServer redis(certs.ServerOptions(/*auth_clients=*/false));
+  ASSERT_TRUE(redis.Running());
+  const std::string at = "rediss://127.0.0.1:" + std::to_string(redis.port()) + "/0";
+  const std::string ca = "tls_ca_file=" + certs["ca.pem"];
+  const std::string limits =
+      R"({"a/b": {"windows": [{"unit": "requests", "limit": 300, "seconds": 3600}]}})";
+  {
+    rt_tracker* t = rt_open(
+        Config(at + "?" + ca + "&connections=2&timeout_ms=5000&on_error=closed", limits).c_str());
+    ASSERT_NE(t, nullptr) << rt_last_error();
+    std::atomic<int> admitted{0}, other{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 8; ++i) {
+      threads.emplace_back([&] {
+        for (int j = 0; j < 60; ++j) {
+          const int rc = rt_try_acquire(t, "a/b", 1, nullptr);
+          if (rc == RT_OK) ++admitted;
+          else if (rc != RT_LIMITED) ++other;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(admitted.load(), 300);
+    EXPECT_EQ(other.load(), 0) << rt_last_error();
+    EXPECT_EQ(Stats(t)["backend"].get<std::string>().rfind("rediss://127.0.0.1:", 0), 0u);
+    rt_close(t);
+  }
+  // By name: the certificate is for localhost too.
+  rt_tracker* named = rt_open(Config("rediss://localhost:" + std::to_string(redis.port()) +
+                                         "?" + ca + "&timeout_ms=5000&on_error=closed",
+                                     limits)
+                                  .c_str());
+  ASSERT_NE(named, nullptr) << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(named, "a/b", 1, nullptr), RT_LIMITED);
+  rt_close(named);
+  // Not trusted: whatever on_error says, rt_open refuses, saying why.
+  struct Case {
+    const char* name;
+    std::string query;
+  };
+  const std::vector<Case> untrusted = {
+      {"no CA given (the system's do not know the test's)", "?"},
+      {"another CA", "?tls_ca_file=" + certs["other.pem"] + "&"},
+      {"another name", "?" + ca + "&tls_server_name=redis.example.com&"},
+  };
+  for (const Case& c : untrusted) {
+    SCOPED_TRACE(c.name);
+    for (const char* policy : {"closed", "open", "local"}) {
+      rt_tracker* t = nullptr;
+      EXPECT_EQ(rt_open_ex(Config(at + c.query + "timeout_ms=5000&on_error=" + policy, limits)
+                               .c_str(),
+                           &t),
+                RT_E_CONFIG);
+      const std::string err = rt_last_error();
+      EXPECT_NE(err.find("certificate"), std::string::npos) << err;
+      EXPECT_NE(err.find("127.0.0.1:" + std::to_string(redis.port())), std::string::npos) << err;
+      rt_close(t);
+    }
+  }
+  // A CA file that is not there: RT_E_CONFIG naming it.
+  rt_tracker* t = nullptr;
+  EXPECT_EQ(rt_open_ex(Config(at + "?tls_ca_file=/nonexistent/ca.pem", limits).c_str(), &t),
+            RT_E_CONFIG);
+  EXPECT_NE(std::string(rt_last_error()).find("/nonexistent/ca.pem"), std::string::npos)
+      << rt_last_error();
+  // No verification, by explicit choice only.
+  rt_tracker* insecure =
+      rt_open(Config(at + "?tls_insecure=yes&timeout_ms=5000&on_error=closed", limits).c_str());
+  ASSERT_NE(insecure, nullptr) << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(insecure, "a/b", 1, nullptr), RT_LIMITED);
+  rt_close(insecure);
+  // Plain text to a TLS port: an outage (the server drops it), no crash.
+  rt_tracker* plain = rt_open(Config("redis://127.0.0.1:" + std::to_string(redis.port()) +
+                                         "?timeout_ms=1000&on_error=closed",
+                                     limits)
+                                  .c_str());
+  ASSERT_NE(plain, nullptr) << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(plain, "a/b", 1, nullptr), RT_E_BACKEND);
+  rt_close(plain);
+}
+
+// Mutual TLS (--tls-auth-clients yes): without a client certificate the
+// server refuses (RT_E_CONFIG, "certificate", under every policy); with the
+// test's client certificate and key, calls go through.
+TEST(RedisTest, MutualTls) {
+  TestCertificates certs;
+  ASSERT_TRUE(certs.ok()) << "openssl could not make the test's certificates";
+  RedisServer redis(certs.ServerOptions(/*auth_clients=*/true));
+  ASSERT_TRUE(redis.Running());
+  const std::string url = "rediss://127.0.0.1:" + std::to_string(redis.port()) +
+                          "/0?tls_ca_file=" + certs["ca.pem"] + "&timeout_ms=5000";
+  const std::string limits = R"({"a/b": {"rpm": 2}})";
+  for (const char* policy : {"closed", "open", "local"}) {
+    rt_tracker* t = nullptr;
+    EXPECT_EQ(rt_open_ex(Config(url + "&on_error=" + policy, limits).c_str(), &t), RT_E_CONFIG);
+    const std::string err = rt_last_error();
+    EXPECT_NE(err.find("certificate"), std::string::npos) << err;
+    rt_close(t);
+  }
+  rt_tracker* t = rt_open(Config(url + "&on_error=closed&tls_cert_file=" + certs["client.pem"] +
+                                     "&tls_key_file=" + certs["client.key"],
+                                 limits)
+                              .c_str());
+  ASSERT_NE(t, nullptr) << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+  EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_LIMITED);
+  rt_close(t);
+  // A key that does not go with the certificate: RT_E_CONFIG at rt_open.
+  EXPECT_EQ(rt_open_ex(Config(url + "&tls_cert_file=" + certs["client.pem"] +
+                                  "&tls_key_file=" + certs["server.key"],
+                              limits)
+                           .c_str(),
+                       &t),
+            RT_E_CONFIG);
+  EXPECT_NE(std::string(rt_last_error()).find("client key"), std::string::npos)
+      << rt_last_error();
+}
+#endif  // RATETRACK_TLS
 
 TEST(RedisTest, AFrozenServerNeverBlocksLongerThanTheTimeout) {
   RedisServer redis;

@@ -40,6 +40,16 @@ std::string Misconfigured(const std::string& said, const ErrorReplyKind& kind) {
 
 }  // namespace
 
+absl::Status RedisStore::TlsCertificateError(Conn& c, const char* during) const {
+  const std::string said = absl::StrCat(where_, ": ", during, ": ",
+                                        c.ctx != nullptr ? c.ctx->errstr : "certificate");
+  c.Drop();
+  return ConfigError(Misconfigured(
+      said, {true, "a certificate problem: check tls_ca_file / tls_ca_dir (the CA that signed "
+                   "the server's certificate), tls_server_name (the name it is for), and "
+                   "tls_cert_file / tls_key_file where the server wants a client certificate"}));
+}
+
 absl::Status RedisStore::IoError(Conn& c, const char* during) const {
   std::string msg = absl::StrCat(where_, ": ", during, ": ",
                                  c.ctx && c.ctx->err ? c.ctx->errstr : "timed out");
@@ -63,6 +73,12 @@ RedisStore::RedisStore(RedisUrl url)
       where_(absl::StrCat("Redis ", route_.target().Describe())),
       script_(ScriptText(url_)) {
   for (int i = 0; i < url_.connections; ++i) pool_.push_back(std::make_unique<Conn>());
+  auto tls = TlsContext::Create(url_);
+  if (tls.ok()) {
+    tls_ = std::move(*tls);
+  } else {
+    tls_status_ = tls.status();
+  }
 }
 
 RedisStore::~RedisStore() {
@@ -145,6 +161,7 @@ bool RedisStore::TakeFirstFailure() {
 }
 
 absl::Status RedisStore::Probe() {
+  if (!tls_status_.ok()) return tls_status_;
   Conn& c = *pool_[0];  // nobody else uses the store yet
   const absl::Status st = Connect(c, NowUs() + static_cast<int64_t>(url_.timeout_ms) * 1000);
   if (st.ok()) {
@@ -206,13 +223,15 @@ void RedisStore::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
 absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   c.timed_out = false;
   if (deadline_us - NowUs() <= 0) return BackendError(absl::StrCat(where_, ": timed out"));
-  switch (c.Open(route_.target(), deadline_us)) {
+  if (!tls_status_.ok()) return tls_status_;
+  switch (c.Open(route_.target(), deadline_us, tls_.get())) {
     case Transport::Opened::kOk:
       break;
     case Transport::Opened::kNoMemory:
       return NoMemError("cannot allocate a Redis context");
     case Transport::Opened::kFailed:
-      return IoError(c, "cannot connect");
+      if (c.tls_certificate) return TlsCertificateError(c, "TLS handshake");
+      return IoError(c, c.ssl != nullptr ? "TLS handshake" : "cannot connect");
     case Transport::Opened::kNotNonBlocking:
       return BackendError(absl::StrCat(where_, ": cannot make the socket non-blocking"));
   }
@@ -227,7 +246,12 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
     ReplyPtr r(c.AppendArgv(args) && c.Flush(deadline_us) ? c.NextReply(deadline_us)
                                                                : nullptr,
                freeReplyObject);
-    if (r == nullptr) return IoError(c, during);
+    if (r == nullptr) {
+      // TLS 1.3: a server that refuses our certificate says so on the
+      // first read after the handshake.
+      if (c.tls_certificate) return TlsCertificateError(c, during);
+      return IoError(c, during);
+    }
     if (r->type == REDIS_REPLY_ERROR) {
       const std::string err(r->str, r->len);
       const ErrorReplyKind kind = ClassifyErrorReply(err, during);

@@ -64,6 +64,7 @@
 #include "absl/strings/string_view.h"
 #include "redis/routing.h"
 #include "redis/script.h"
+#include "redis/tls.h"
 #include "redis/url.h"
 #include "spin_lock.h"
 #include "window_set.h"
@@ -149,6 +150,8 @@ class RedisStore {
   absl::StatusOr<Reply> RunPrepared(Request& me);
   // After a failed Flush or NextReply on c: drops it, says what failed.
   absl::Status IoError(Conn& c, const char* during) const;
+  // A TLS failure about a certificate on c: drops it; a misconfiguration.
+  absl::Status TlsCertificateError(Conn& c, const char* during) const;
   // A reply of the server's clock (server_ms, from a call written at
   // sent_us and answered by recv_us, CLOCK_BOOTTIME): a step is noted.
   void UpdateClock(int64_t server_ms, int64_t sent_us, int64_t recv_us)
@@ -188,6 +191,9 @@ class RedisStore {
   const SingleServerRoute route_;
   const std::string where_;  // "Redis host:port", the start of every error
   const std::string script_;  // the script's text (kRedisScript, or the test_clock variant)
+  // rediss://: the TLS context (null: plain), or why it could not be made.
+  std::shared_ptr<TlsContext> tls_;
+  absl::Status tls_status_;
   std::vector<std::unique_ptr<Conn>> pool_;
   SpinLock mu_;  // the connections' busy flags and batches, the queue (held briefly)
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);  // waiting for a connection

@@ -15,7 +15,11 @@
 
 #include "redis/routing.h"
 
+typedef struct ssl_st SSL;
+
 namespace ratetrack {
+
+class TlsContext;
 
 inline int64_t NowUs() {
   struct timespec ts;
@@ -60,16 +64,26 @@ struct ReplyLimits {
 struct Transport {
   enum class Opened { kOk, kNoMemory, kFailed, kNotNonBlocking };
   redisContext* ctx = nullptr;
+  // rediss://: the connection's TLS session. hiredis then only formats and
+  // parses: what it buffered to send (ctx->obuf) is written through it, and
+  // what it decrypts is fed to hiredis's reader.
+  SSL* ssl = nullptr;
+  std::string tls_out;  // TLS: written from here (ctx->obuf moved in), from tls_out_at
+  size_t tls_out_at = 0;
   bool timed_out = false;  // the last Flush or NextReply failed by the deadline
+  // A TLS failure about a certificate (the server's not trusted, or ours
+  // refused): a misconfiguration, not an outage.
+  bool tls_certificate = false;
+  // The server asked for a client certificate, and none is configured:
+  // a failure after that is about it.
+  bool tls_certificate_asked = false;
   ReplyLimits limits;      // the reader's: what it refused (kMaxReplyBytes, ...)
 
-  // Connects to `to` within deadline_us. kFailed leaves ctx with its error
-  // (ctx->errstr) for the caller's message; any other failure, no ctx.
-  Opened Open(const Endpoint& to, int64_t deadline_us);
-  void Drop() {
-    if (ctx != nullptr) redisFree(ctx);
-    ctx = nullptr;
-  }
+  // Connects to `to` within deadline_us, through TLS with `tls` (the
+  // handshake too). kFailed leaves ctx with its error (ctx->errstr) for the
+  // caller's message; any other failure, no ctx.
+  Opened Open(const Endpoint& to, int64_t deadline_us, const TlsContext* tls = nullptr);
+  void Drop();
   // Appends a command to the output buffer; false when out of memory.
   bool AppendArgv(const std::vector<std::string>& args);
   // Writes the commands appended to ctx, within the deadline.
@@ -77,6 +91,14 @@ struct Transport {
   // The next reply (the caller's to free), within the deadline; null on an
   // I/O error or when the deadline passed (timed_out).
   redisReply* NextReply(int64_t deadline_us);
+
+ private:
+  bool FlushTls(int64_t deadline_us);
+  redisReply* NextReplyTls(int64_t deadline_us);
+  // After an SSL call returned rc: waits for what it wants within the
+  // deadline (true: try again), or notes the failure in ctx (false).
+  bool WaitTls(int rc, int64_t deadline_us);
+  void SetError(int type, const std::string& text);
 };
 
 }  // namespace ratetrack

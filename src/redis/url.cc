@@ -36,8 +36,8 @@ std::string PercentDecoded(absl::string_view s) {
 }  // namespace
 
 bool IsRedisUrl(absl::string_view backend) {
-  return absl::StartsWith(backend, "redis://") || absl::StartsWith(backend, "redis+unix://") ||
-         absl::StartsWith(backend, "unix://");
+  return absl::StartsWith(backend, "redis://") || absl::StartsWith(backend, "rediss://") ||
+         absl::StartsWith(backend, "redis+unix://") || absl::StartsWith(backend, "unix://");
 }
 
 std::string RedisUrl::Redacted() const {
@@ -50,14 +50,15 @@ std::string RedisUrl::Redacted() const {
   if (!unix_path.empty()) {
     return absl::StrCat("redis+unix://", unix_path, "?db=", db, "&", options);
   }
-  return absl::StrCat("redis://", host, ":", port, "/", db, "?", options);
+  return absl::StrCat(tls.enabled ? "rediss://" : "redis://", host, ":", port, "/", db, "?",
+                      options, tls.insecure ? "&tls_insecure=yes" : "");
 }
 
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   RedisUrl u;
   auto bad = [](absl::string_view what) {
     return ConfigError(absl::StrCat("config key 'backend': bad Redis URL: ", what,
-                                    " (expected redis://[user:password@]host:port[/db] or "
+                                    " (expected redis[s]://[user:password@]host:port[/db] or "
                                     "redis+unix://[user:password@]/path/to/redis.sock, then "
                                     "[?db=N&password=P&prefix=P&timeout_ms=T"
                                     "&on_error=local|open|closed&connections=N])"));
@@ -66,6 +67,9 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   bool unix_socket = false;
   if (absl::StartsWith(url, "redis://")) {
     rest = url.substr(8);
+  } else if (absl::StartsWith(url, "rediss://")) {
+    rest = url.substr(9);
+    u.tls.enabled = true;
   } else if (absl::StartsWith(url, "redis+unix://")) {
     rest = url.substr(13);
     unix_socket = true;
@@ -73,7 +77,7 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
     rest = url.substr(7);
     unix_socket = true;
   } else {
-    return bad("it must start with redis://, redis+unix:// or unix://");
+    return bad("it must start with redis://, rediss://, redis+unix:// or unix://");
   }
   // The credentials come off first, before anything else looks at the URL,
   // so that no message or field can show a piece of them: they run to the
@@ -136,6 +140,24 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
       u.password = PercentDecoded(p.second);
     } else if (p.first == "user") {
       u.user = PercentDecoded(p.second);
+    } else if (absl::StartsWith(p.first, "tls_")) {
+      if (!u.tls.enabled) return bad(absl::StrCat("'", p.first, "' needs rediss://"));
+      if (p.first == "tls_insecure") {
+        if (p.second != "yes" && p.second != "no") return bad("tls_insecure=yes|no");
+        u.tls.insecure = p.second == "yes";
+        continue;
+      }
+      std::string* field = p.first == "tls_ca_file"       ? &u.tls.ca_file
+                           : p.first == "tls_ca_dir"      ? &u.tls.ca_dir
+                           : p.first == "tls_cert_file"   ? &u.tls.cert_file
+                           : p.first == "tls_key_file"    ? &u.tls.key_file
+                           : p.first == "tls_server_name" ? &u.tls.server_name
+                                                          : nullptr;
+      if (field == nullptr) return bad(absl::StrCat("unknown parameter '", p.first, "'"));
+      *field = PercentDecoded(p.second);
+      if (field->empty() || field->find('\0') != std::string::npos) {
+        return bad(absl::StrCat("'", p.first, "' must be non-empty"));
+      }
     } else if (p.first == "prefix") {
       if (p.second.empty() || p.second.find_first_of("{}") != std::string::npos) {
         return bad("prefix must be non-empty, without braces");
@@ -163,6 +185,15 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
       return bad(absl::StrCat("unknown parameter '", p.first, "'"));
     }
   }
+  if (u.tls.cert_file.empty() != u.tls.key_file.empty()) {
+    return bad("tls_cert_file and tls_key_file go together (mutual TLS)");
+  }
+#ifndef RATETRACK_TLS
+  if (u.tls.enabled) {
+    return bad("this build of libratetrack has no TLS (the portable library leaves it out: use "
+               "the system build, linked with OpenSSL)");
+  }
+#endif
   return u;
 }
 

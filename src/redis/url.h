@@ -15,6 +15,14 @@ struct RedisUrl {
   std::string host = "127.0.0.1";
   int port = 6379;
   std::string unix_path;  // redis+unix:// (host and port are then unused)
+  // rediss://: TLS, the server's certificate verified (against the system's
+  // CAs, or tls_ca_file / tls_ca_dir) for tls_server_name (default: the
+  // host) unless tls_insecure; a client certificate for mutual TLS.
+  struct Tls {
+    bool enabled = false;
+    std::string ca_file, ca_dir, cert_file, key_file, server_name;
+    bool insecure = false;  // ?tls_insecure=yes: no verification at all
+  } tls;
   int db = 0;
   std::string user;      // ACL user, or empty
   std::string password;  // never printed
@@ -39,8 +47,10 @@ struct RedisUrl {
 // Whether `backend` names a Redis (its scheme; ParseRedisUrl checks the rest).
 bool IsRedisUrl(absl::string_view backend);
 
-// Parses "redis://[user:password@]host:port[/db]" or
-// "redis+unix://[user:password@]/path/to/redis.sock" ("unix://" too), then
+// Parses "redis://[user:password@]host:port[/db]" ("rediss://": TLS, with
+// tls_ca_file, tls_ca_dir, tls_cert_file, tls_key_file, tls_server_name,
+// tls_insecure=yes) or "redis+unix://[user:password@]/path/to/redis.sock"
+// ("unix://" too), then
 // "[?db=N&user=U&password=P&prefix=P&timeout_ms=T&on_error=local|open|closed
 // &limits=segment|update&connections=N]". Errors never repeat the password.
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url);

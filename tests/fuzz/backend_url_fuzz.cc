@@ -98,8 +98,10 @@ void CheckUrl(absl::string_view url) {
   RT_FUZZ_CHECK(!u.prefix.empty() && u.prefix.find_first_of("{}") == std::string::npos,
                 rtfuzz::Show(u.prefix));
   const std::string redacted = u.Redacted();
-  RT_FUZZ_CHECK(redacted.rfind(u.unix_path.empty() ? "redis://" : "redis+unix://", 0) == 0,
-                rtfuzz::Show(redacted));
+  const char* scheme = !u.unix_path.empty() ? "redis+unix://"
+                      : u.tls.enabled      ? "rediss://"
+                                           : "redis://";
+  RT_FUZZ_CHECK(redacted.rfind(scheme, 0) == 0, rtfuzz::Show(redacted));
   CheckNoSecret(url, UrlError, "Redacted()");
   // What Redacted() shows parses again, to the same place (where host and
   // prefix are plain: Redacted() is for showing, it does not escape).
@@ -122,7 +124,8 @@ void CheckUrl(absl::string_view url) {
     auto again = ratetrack::ParseRedisUrl(redacted);
     RT_FUZZ_CHECK(again.ok(), rtfuzz::Show(redacted) + ": " + again.status().ToString());
     RT_FUZZ_CHECK(again->host == u.host && again->port == u.port &&
-                      again->unix_path == u.unix_path && again->db == u.db &&
+                      again->unix_path == u.unix_path && again->tls.enabled == u.tls.enabled &&
+                      again->tls.insecure == u.tls.insecure && again->db == u.db &&
                       again->prefix == u.prefix && again->timeout_ms == u.timeout_ms &&
                       again->connections == u.connections && again->on_error == u.on_error,
                   rtfuzz::Show(redacted));

@@ -202,12 +202,20 @@ const std::string kSha = "0123456789abcdef0123456789abcdef01234567";
 
 // A handshake answered as Redis would (SET NX, GET of the ticket key,
 // SCRIPT LOAD, AUTH, SELECT); script calls by `script`.
+// An INFO reply: the server's mode, its replication section, cluster_enabled.
+std::string Info(const std::string& mode, const std::string& replication,
+                 const std::string& cluster) {
+  const std::string text = "# Server\r\nredis_version:7.0.15\r\nredis_mode:" + mode +
+                           "\r\n\r\n# Replication\r\n" + replication +
+                           "\r\n\r\n# Cluster\r\ncluster_enabled:" + cluster + "\r\n";
+  return "$" + std::to_string(text.size()) + "\r\n" + text + "\r\n";
+}
+
 Responder PassHandshake(std::function<Answer(const std::vector<std::string>&)> script) {
   return [script](const std::vector<std::string>& cmd) -> Answer {
     if (cmd[0] == "SET" || cmd[0] == "AUTH" || cmd[0] == "SELECT") return {"+OK\r\n"};
     if (cmd[0] == "GET") return {"$5\r\n12345\r\n"};
-    if (cmd[0] == "ROLE") return {"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n"};
-    if (cmd[0] == "INFO") return {"$30\r\n# Cluster\r\ncluster_enabled:0\r\n\r\n"};
+    if (cmd[0] == "INFO") return {Info("standalone", "role:master", "0")};
     if (cmd[0] == "SCRIPT") return {"$40\r\n" + kSha + "\r\n"};
     return script(cmd);
   };
@@ -514,14 +522,21 @@ TEST(RedisFakeTest, AMisconfigurationIsAnErrorWhateverOnErrorSays) {
        but("AUTH", {"-ERR AUTH <password> called without any password configured for the "
                     "default user. Are you sure your configuration is correct?\r\n"}),
        "pw@", "refuses these credentials"},
-      {"no password for a server that wants one", but("ROLE", {"-NOAUTH Authentication required.\r\n"}),
+      {"no password for a server that wants one", but("INFO", {"-NOAUTH Authentication required.\r\n"}),
        "", "wants a password"},
-      {"a replica", but("ROLE", {"*5\r\n$5\r\nslave\r\n$9\r\n10.0.0.12\r\n:6379\r\n$9\r\nconnected\r\n:1\r\n"}),
+      {"a replica",
+       but("INFO", {Info("standalone", "role:slave\r\nmaster_host:10.0.0.12\r\nmaster_port:6379", "0")}),
        "", "is a replica of 10.0.0.12:6379"},
-      {"a sentinel", but("ROLE", {"*2\r\n$8\r\nsentinel\r\n*1\r\n$8\r\nmymaster\r\n"}), "",
-       "is a Redis Sentinel"},
-      {"a cluster node", but("INFO", {"$30\r\n# Cluster\r\ncluster_enabled:1\r\n\r\n"}), "",
+      {"a sentinel", but("INFO", {Info("sentinel", "", "0")}), "", "is a Redis Sentinel"},
+      {"a cluster node", but("INFO", {Info("cluster", "role:master", "1")}), "",
        "Redis Cluster node"},
+      {"INFO refused, then SET unknown: a sentinel",
+       [](const std::vector<std::string>& cmd) -> Answer {
+         if (cmd[0] == "INFO") return {"-NOPERM no INFO for you\r\n"};
+         if (cmd[0] == "SET") return {"-ERR unknown command 'SET', with args beginning with: \r\n"};
+         return PassHandshake([](const auto&) { return Answer{kNow}; })(cmd);
+       },
+       "", "does not know the command"},
       {"a server that knows no SET", but("SET", {"-ERR unknown command 'SET', with args beginning with: \r\n"}),
        "", "does not know the command"},
   };

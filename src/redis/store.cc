@@ -255,7 +255,10 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
     if (r->type == REDIS_REPLY_ERROR) {
       const std::string err(r->str, r->len);
       const ErrorReplyKind kind = ClassifyErrorReply(err, during);
-      if (kind.misconfigured) {
+      // An optional check the server does not allow or know is skipped.
+      const bool skipped = optional && (absl::StartsWith(err, "NOPERM") ||
+                                        absl::StartsWith(err, "ERR unknown command"));
+      if (kind.misconfigured && !skipped) {
         c.Drop();
         return ConfigError(Misconfigured(absl::StrCat(where_, ": ", during, ": ", err), kind));
       }
@@ -282,51 +285,46 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
     auth.push_back(url_.password);
     if (auto r = step(auth, "AUTH", "OK", is_ok); !r.ok()) return r.status();
   }
-  // What the server is: a master (or a server without replication), not a
-  // replica nor a sentinel. A server that does not answer ROLE (a proxy, an
-  // ACL without it) is taken as it is: what follows shows the rest.
-  auto role = step({"ROLE"}, "ROLE", "an array naming the server's role",
-                   [](const redisReply& r) {
-                     return r.type == REDIS_REPLY_ARRAY && r.elements >= 1 &&
-                            r.element[0]->type == REDIS_REPLY_STRING;
-                   },
-                   /*optional=*/true);
-  if (!role.ok()) return role.status();
-  if ((*role)->type == REDIS_REPLY_ARRAY) {
-    const redisReply& r = **role;
-    const absl::string_view name(r.element[0]->str, r.element[0]->len);
-    if (name == "slave" || name == "replica") {
-      std::string of;
-      if (r.elements >= 3 && r.element[1]->type == REDIS_REPLY_STRING &&
-          r.element[2]->type == REDIS_REPLY_INTEGER) {
-        of = absl::StrCat(" of ", absl::string_view(r.element[1]->str, r.element[1]->len), ":",
-                          r.element[2]->integer);
-      }
-      c.Drop();
-      return ConfigError(Misconfigured(
-          absl::StrCat(where_, ": ROLE: the server is a replica", of),
-          {true, "point the URL at the master (a replica's writes would be refused, or lost)"}));
-    }
-    if (name == "sentinel") {
-      c.Drop();
-      return ConfigError(Misconfigured(
-          absl::StrCat(where_, ": ROLE: the server is a Redis Sentinel"),
-          {true, "point the URL at the master the sentinels watch, not at a sentinel's port"}));
-    }
-  }
-  // A cluster's node, reached without cluster routing: most models' keys
-  // live on other nodes (MOVED). INFO refused or renamed: not checked here
-  // (a MOVED reply says it later).
-  auto info = step({"INFO", "cluster"}, "INFO", "a string", [](const redisReply& r) {
+  // What the server is (INFO: one round trip, a flat string; ROLE's reply
+  // nests deeper than replies may): a master or a server without
+  // replication, not a replica, a sentinel or a cluster's node (this URL
+  // does not route slots). A server that does not answer INFO (renamed, an
+  // ACL without it, a proxy) is taken as it is: what follows shows the rest.
+  auto info = step({"INFO"}, "INFO", "a string", [](const redisReply& r) {
     return r.type == REDIS_REPLY_STRING || r.type == REDIS_REPLY_STATUS;
   }, /*optional=*/true);
   if (!info.ok()) return info.status();
-  if ((*info)->type != REDIS_REPLY_ERROR &&
-      absl::StrContains(absl::string_view((*info)->str, (*info)->len), "cluster_enabled:1")) {
-    c.Drop();
-    return ConfigError(Misconfigured(
-        absl::StrCat(where_, ": INFO: cluster_enabled:1"),
-        ClassifyErrorReply("MOVED", "INFO")));
+  if ((*info)->type != REDIS_REPLY_ERROR) {
+    const absl::string_view text((*info)->str, (*info)->len);
+    auto field = [&](absl::string_view name) -> absl::string_view {
+      const std::string key = absl::StrCat("\n", name, ":");
+      size_t at = text.find(key);
+      if (at == absl::string_view::npos) return {};
+      at += key.size();
+      const size_t end = text.find_first_of("\r\n", at);
+      return text.substr(at, end == absl::string_view::npos ? absl::string_view::npos : end - at);
+    };
+    const std::string said = absl::StrCat(where_, ": INFO: ");
+    if (field("redis_mode") == "sentinel" || field("server_mode") == "sentinel" ||
+        absl::StrContains(text, "# Sentinel")) {
+      c.Drop();
+      return ConfigError(Misconfigured(
+          absl::StrCat(said, "the server is a Redis Sentinel"),
+          {true, "point the URL at the master the sentinels watch, not at a sentinel's port"}));
+    }
+    if (field("role") == "slave" || field("role") == "replica") {
+      c.Drop();
+      const absl::string_view host = field("master_host"), port = field("master_port");
+      return ConfigError(Misconfigured(
+          absl::StrCat(said, "the server is a replica",
+                       host.empty() ? "" : absl::StrCat(" of ", host, ":", port)),
+          {true, "point the URL at the master (a replica's writes would be refused, or lost)"}));
+    }
+    if (field("cluster_enabled") == "1" || field("redis_mode") == "cluster") {
+      c.Drop();
+      return ConfigError(Misconfigured(absl::StrCat(said, "cluster_enabled:1"),
+                                       ClassifyErrorReply("MOVED", "INFO")));
+    }
   }
   if (url_.db != 0) {
     if (auto r = step({"SELECT", std::to_string(url_.db)}, "SELECT", "OK", is_ok); !r.ok()) {

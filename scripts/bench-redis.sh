@@ -14,6 +14,8 @@
 #   RT_BENCH_NO_BUILD=1 scripts/bench-redis.sh   (no rebuild: measure build/ as is)
 #   RT_BENCH_ROUNDS=5 scripts/bench-redis.sh     (interleaved rounds; default 3)
 #   RT_BENCH_QUERY='&connections=2' scripts/bench-redis.sh   (more URL parameters)
+#   RT_BENCH_REPLICA=1 RT_BENCH_QUERY='&replicas=1' scripts/bench-redis.sh
+#                                (a replica attached; replicas=1: every batch WAITs for it)
 #
 # Ratios are try_acquire / redis-benchmark INCR (throughput, p99); the last
 # two columns are try_acquire / in-program INCR. The issue's target:
@@ -57,10 +59,29 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 [ "$(redis-cli -p "$port" ping 2> /dev/null)" = PONG ] || { echo "bench-redis.sh: redis-server did not start" >&2; exit 1; }
+# RT_BENCH_REPLICA=1: a replica of it (for ?replicas=N), once it is in sync.
+if [ "${RT_BENCH_REPLICA:-0}" = 1 ]; then
+  rport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$dir/replica"
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir/replica" \
+    --logfile "$dir/replica.log" --replicaof 127.0.0.1 "$port" --daemonize no &
+  replica=$!
+  cleanup() {
+    kill "$server" "$replica" 2> /dev/null || true
+    wait "$server" "$replica" 2> /dev/null || true
+    rm -rf "$dir"
+  }
+  redis-cli -p "$port" config set repl-diskless-sync-delay 0 > /dev/null
+  for _ in $(seq 400); do
+    redis-cli -p "$port" info replication | grep -q 'state=online' && break
+    sleep 0.05
+  done
+  redis-cli -p "$port" info replication | grep -q 'state=online' || { echo "bench-redis.sh: the replica did not sync" >&2; exit 1; }
+fi
 cli() { redis-cli -p "$port" "$@" > /dev/null; }
 url="redis://127.0.0.1:$port/0?prefix=rtbench&timeout_ms=50&on_error=closed${RT_BENCH_QUERY:-}"
 
-echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement${RT_BENCH_QUERY:+; URL parameters $RT_BENCH_QUERY}"
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement${RT_BENCH_QUERY:+; URL parameters $RT_BENCH_QUERY}${RT_BENCH_REPLICA:+; a replica attached}"
 out=$(mktemp)
 # Rounds: every case is measured $rounds times, interleaved (INCR, then
 # try_acquire, case after case), and the table shows medians: this machine's

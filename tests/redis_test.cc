@@ -988,7 +988,8 @@ TEST(RedisTest, UnixSocket) {
 // password. A master that becomes a replica under a tracker: every call
 // fails with RT_E_CONFIG (never a local decision) until it is a master again.
 TEST(RedisTest, MisconfiguredServersAreErrorsWhateverOnErrorSays) {
-  RedisServer master({"--requirepass", "m-pw", "--masterauth", "m-pw"});
+  RedisServer master({"--requirepass", "m-pw", "--masterauth", "m-pw",
+                      "--repl-diskless-sync-delay", "0"});
   RedisServer replica({"--replicaof", "127.0.0.1", std::to_string(master.port()),
                        "--masterauth", "m-pw", "--requirepass", "m-pw"});
   char dir[] = "/tmp/rt-misconf-XXXXXX";
@@ -1244,6 +1245,73 @@ TEST(RedisTest, MutualTls) {
       << rt_last_error();
 }
 #endif  // RATETRACK_TLS
+
+// ?replicas=1: every admitted booking was acknowledged by the replica (WAIT)
+// before the caller heard of it, so a failover to that replica loses none:
+// the master killed mid-run, the replica promoted, it holds every booking
+// admitted. A replica that does not acknowledge in time fails the calls as
+// an outage (on_error), saying so.
+TEST(RedisTest, ReplicasAcknowledgeEveryBookingBeforeItIsAdmitted) {
+  auto master = std::make_unique<RedisServer>(
+      std::vector<std::string>{"--repl-diskless-sync-delay", "0"});
+  RedisServer replica({"--replicaof", "127.0.0.1", std::to_string(master->port())});
+  ASSERT_TRUE(master->Running() && replica.Running());
+  // Replication up (polled without a time limit).
+  while (master->Command({"INFO", "replication"}).find("state=online") == std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const std::string limits =
+      R"({"a/b": {"windows": [{"unit": "requests", "limit": 100000, "seconds": 3600}]}})";
+  rt_tracker* t = rt_open(
+      Config(master->Url("?prefix=w&replicas=1&timeout_ms=5000&on_error=closed&connections=2"),
+             limits)
+          .c_str());
+  ASSERT_NE(t, nullptr) << rt_last_error();
+  EXPECT_NE(Stats(t)["backend"].get<std::string>().find("replicas=1"), std::string::npos);
+  // Threads booking while the master is killed under them.
+  std::atomic<int> admitted{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      while (!stop.load()) {
+        if (rt_try_acquire(t, "a/b", 1, nullptr) == RT_OK) ++admitted;
+      }
+    });
+  }
+  while (admitted.load() < 300) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  master->Kill();
+  stop = true;
+  for (auto& th : threads) th.join();
+  rt_close(t);
+  // The replica promoted: every admitted booking is there.
+  EXPECT_EQ(replica.Command({"REPLICAOF", "NO", "ONE"}), "OK");
+  rt_tracker* after = rt_open(Config(replica.Url("?prefix=w&timeout_ms=5000&on_error=closed"), limits).c_str());
+  ASSERT_NE(after, nullptr) << rt_last_error();
+  const int kept = Stats(after)["models"]["a/b"]["requests_per_3600s"]["current"].get<int>();
+  EXPECT_GE(kept, admitted.load()) << "admitted " << admitted.load() << ", kept " << kept;
+  std::printf("replicas=1: %d admitted before the master was killed, %d on the promoted replica\n",
+              admitted.load(), kept);
+  rt_close(after);
+  // A replica that does not answer: WAIT times out, the call fails as an
+  // outage under on_error=closed, saying how many acknowledged.
+  master = std::make_unique<RedisServer>(
+      std::vector<std::string>{"--repl-diskless-sync-delay", "0"});
+  RedisServer frozen({"--replicaof", "127.0.0.1", std::to_string(master->port())});
+  while (master->Command({"INFO", "replication"}).find("state=online") == std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  rt_tracker* w = rt_open(
+      Config(master->Url("?prefix=f&replicas=1&timeout_ms=300&on_error=closed"), limits).c_str());
+  ASSERT_NE(w, nullptr) << rt_last_error();
+  EXPECT_EQ(rt_try_acquire(w, "a/b", 1, nullptr), RT_OK);
+  frozen.Stop();
+  EXPECT_EQ(rt_try_acquire(w, "a/b", 1, nullptr), RT_E_BACKEND);
+  EXPECT_NE(std::string(rt_last_error()).find("0 of 1 replicas acknowledged"), std::string::npos)
+      << rt_last_error();
+  frozen.Continue();
+  rt_close(w);
+}
 
 TEST(RedisTest, AFrozenServerNeverBlocksLongerThanTheTimeout) {
   RedisServer redis;

@@ -146,7 +146,38 @@ void RedisStore::Send(Conn& c, int64_t deadline_us) {
   c.eval = !sha_known_.load();
   bool appended = true;
   for (const auto& g : c.groups) appended = appended && AppendGroup(c, g, c.eval);
+  // ?replicas=N: the batch's bookings acknowledged by N replicas (WAIT
+  // cannot run inside a script; after the batch's calls on this connection
+  // it covers them all), within most of the time left (the rest for its
+  // reply to travel).
+  if (url_.replicas > 0) {
+    c.wait_ms = std::max<int64_t>(1, (deadline_us - NowUs()) * 3 / 4000);
+    appended = appended && AppendWait(c);
+  }
   if (!appended || !c.Flush(deadline_us)) c.sent = IoError(c, c.eval ? "EVAL" : "EVALSHA");
+}
+
+bool RedisStore::AppendWait(Conn& c) const {
+  return c.AppendArgv({"WAIT", std::to_string(url_.replicas), std::to_string(c.wait_ms)});
+}
+
+absl::Status RedisStore::ReadWait(Conn& c, int64_t deadline_us) {
+  ReplyPtr r(c.NextReply(deadline_us), freeReplyObject);
+  if (r == nullptr) return IoError(c, "WAIT");
+  if (r->type == REDIS_REPLY_INTEGER && r->integer >= url_.replicas) return absl::OkStatus();
+  if (r->type == REDIS_REPLY_INTEGER) {
+    // Booked on the master, not yet on enough replicas: a failover now
+    // could lose it. The call fails as in an outage (counted, maybe twice:
+    // never over-admitted).
+    return BackendError(absl::StrCat(where_, ": WAIT: ", r->integer, " of ", url_.replicas,
+                                     " replicas acknowledged the bookings within ", c.wait_ms,
+                                     " ms (replicas=", url_.replicas, ")"));
+  }
+  const std::string got = r->type == REDIS_REPLY_ERROR ? std::string(r->str, r->len)
+                                                       : absl::StrCat("the reply is ",
+                                                                      TypeName(r.get()));
+  c.Drop();
+  return BackendError(absl::StrCat(where_, ": WAIT: ", got, "; the connection is dropped"));
 }
 
 void RedisStore::Lead(Conn& c, Request* me) {
@@ -174,6 +205,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
       if (r == nullptr) status = IoError(c, what);
       replies.push_back(std::move(r));
     }
+    if (status.ok() && url_.replicas > 0) status = ReadWait(c, deadline_us);
     // Not loaded on this server (flushed, or a restarted server): EVAL
     // loads and runs it.
     for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
@@ -189,6 +221,10 @@ void RedisStore::Lead(Conn& c, Request* me) {
       if (status.ok()) {
         replies[i].reset(c.NextReply(deadline_us));
         if (replies[i] == nullptr) status = IoError(c, "EVAL");
+      }
+      if (status.ok() && url_.replicas > 0) {
+        status = AppendWait(c) && c.Flush(deadline_us) ? ReadWait(c, deadline_us)
+                                                        : IoError(c, "WAIT");
       }
     }
   }

@@ -66,6 +66,7 @@ struct RedisStore::Conn : Transport {
   // (monotonic ms + clock_base_ms) and when the latest step was seen (0:
   // none).
   int64_t sent_us = 0;
+  int64_t wait_ms = 0;  // ?replicas=N: the batch's WAIT timeout
   double clock_base_ms = 0;
   int64_t step_at_us = 0;
 };

@@ -172,6 +172,10 @@ class RedisStore {
   // Appends one group's script call to c's output buffer, in the form its
   // first request was prepared in; false when out of memory.
   bool AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const;
+  // ?replicas=N: appends the batch's WAIT; reads its reply (an error when
+  // fewer replicas acknowledged).
+  bool AppendWait(Conn& c) const;
+  absl::Status ReadWait(Conn& c, int64_t deadline_us);
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands c to the first queued request (the caller wakes it: the result)
   // or marks it free.

@@ -46,7 +46,8 @@ std::string RedisUrl::Redacted() const {
                                                     : "closed";
   const std::string options =
       absl::StrCat("prefix=", prefix, "&timeout_ms=", timeout_ms, "&on_error=", policy,
-                   connections != 4 ? absl::StrCat("&connections=", connections) : "");
+                   connections != 4 ? absl::StrCat("&connections=", connections) : "",
+                   replicas != 0 ? absl::StrCat("&replicas=", replicas) : "");
   if (!unix_path.empty()) {
     return absl::StrCat("redis+unix://", unix_path, "?db=", db, "&", options);
   }
@@ -167,6 +168,10 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
       if (!absl::SimpleAtoi(p.second, &u.timeout_ms) || u.timeout_ms < 1 ||
           u.timeout_ms > 60000) {
         return bad("timeout_ms must be from 1 to 60000");
+      }
+    } else if (p.first == "replicas") {
+      if (!absl::SimpleAtoi(p.second, &u.replicas) || u.replicas < 0 || u.replicas > 16) {
+        return bad("replicas must be from 0 to 16");
       }
     } else if (p.first == "connections") {
       if (!absl::SimpleAtoi(p.second, &u.connections) || u.connections < 1 ||

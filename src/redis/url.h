@@ -31,6 +31,7 @@ struct RedisUrl {
   int connections = 4;  // per tracker, at most (2 busy when more callers than these)
   OnError on_error = OnError::kLocal;
   bool update_limits = false;  // ?limits=update
+  int replicas = 0;  // ?replicas=N: every batch's bookings acknowledged by N replicas (WAIT)
   // Tests only, not in the URL: every decision takes the script's full path
   // (ARGV[8] = '0'), so that a test can compare its hot path with it.
   bool full_path_only = false;

@@ -1,14 +1,18 @@
 #include "redis/tls.h"
 
+#include "absl/strings/str_cat.h"
+#include "status.h"
+
+#ifdef RATETRACK_TLS
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-
-#include "absl/strings/str_cat.h"
-#include "status.h"
+#endif
 
 namespace ratetrack {
+
+#ifdef RATETRACK_TLS
 
 namespace {
 
@@ -103,5 +107,20 @@ SSL* TlsContext::NewSession(int fd, bool* asked) const {
   }
   return ssl;
 }
+
+#else  // RATETRACK_TLS: a build without OpenSSL (the portable library)
+
+std::string TlsErrors() { return ""; }
+
+absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Create(const RedisUrl& url) {
+  if (!url.tls.enabled) return std::shared_ptr<TlsContext>();
+  return ConfigError("config key 'backend': this build of libratetrack has no TLS");
+}
+
+TlsContext::~TlsContext() = default;
+
+SSL* TlsContext::NewSession(int, bool*) const { return nullptr; }
+
+#endif  // RATETRACK_TLS
 
 }  // namespace ratetrack

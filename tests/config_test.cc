@@ -205,6 +205,37 @@ TEST(ConfigTest, RedisUnixSocketUrls) {
   EXPECT_TRUE(ParseRedisUrl(longest.substr(0, longest.size() - 1)).ok());
 }
 
+TEST(ConfigTest, RedisSentinelUrls) {
+  auto a = ParseRedisUrl(
+      "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2,s3.local:26380/mymaster?db=2"
+      "&sentinel_password=spw&sentinel_user=su&on_error=closed");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(a->sentinels.size(), 3u);
+  EXPECT_EQ(a->sentinels[1].first, "10.0.0.2");
+  EXPECT_EQ(a->sentinels[1].second, 26379);
+  EXPECT_EQ(a->sentinels[2].second, 26380);
+  EXPECT_EQ(a->sentinel_service, "mymaster");
+  EXPECT_EQ(a->sentinel_password, "spw");
+  EXPECT_EQ(a->sentinel_user, "su");
+  EXPECT_EQ(a->password, "pw");
+  EXPECT_EQ(a->db, 2);
+  const std::string shown = a->Redacted();
+  EXPECT_EQ(shown.rfind("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,s3.local:26380/mymaster?db=2",
+                        0),
+            0u)
+      << shown;
+  EXPECT_EQ(shown.find("spw"), std::string::npos);
+  EXPECT_EQ(shown.find("pw@"), std::string::npos);
+  auto again = ParseRedisUrl(shown);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->sentinels, a->sentinels);
+  for (const char* bad : {"redis+sentinel://h:1", "redis+sentinel://h:1/", "redis+sentinel:///svc",
+                          "redis+sentinel://h:x/svc", "redis://h:1?sentinel_password=hunter2",
+                          "redis+sentinel://h:1/a/b"}) {
+    EXPECT_FALSE(ParseRedisUrl(bad).ok()) << bad;
+  }
+}
+
 TEST(ConfigTest, RedisTlsUrls) {
   auto a = ParseRedisUrl(
       "rediss://:pw@cache.example:6380/1?tls_ca_file=/etc/ca%20files/ca.pem&tls_ca_dir=/etc/ssl/certs"

@@ -1315,6 +1315,141 @@ TEST(RedisTest, ReplicasAcknowledgeEveryBookingBeforeItIsAdmitted) {
   rt_close(w);
 }
 
+// Polls `done` (no time limit: a failover takes what it takes on a busy
+// machine) and returns how long it took.
+template <typename Done>
+double SecondsUntil(Done done) {
+  const auto start = Clock::now();
+  while (!done()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// redis+sentinel://: a master, two replicas and three sentinels of the
+// test's own. The tracker finds the master through the sentinels; the
+// master killed mid-run: calls fail as an outage, then go on by themselves
+// on the promoted replica (recovery time and loss measured: with
+// ?replicas=1 nothing admitted is lost); a graceful SENTINEL FAILOVER is
+// followed too; an unknown service is RT_E_CONFIG.
+TEST(RedisTest, SentinelFindsTheMasterAndFollowsFailovers) {
+  const std::vector<std::string> fast_sync = {"--repl-diskless-sync-delay", "0"};
+  auto master = std::make_unique<RedisServer>(fast_sync);
+  std::vector<std::string> of = {"--replicaof", "127.0.0.1", std::to_string(master->port())};
+  of.insert(of.end(), fast_sync.begin(), fast_sync.end());
+  RedisServer replica1(of), replica2(of);
+  ASSERT_TRUE(master->Running() && replica1.Running() && replica2.Running());
+  auto online = [&] {
+    const std::string info = master->Command({"INFO", "replication"});
+    size_t n = 0;
+    for (size_t at = info.find("state=online"); at != std::string::npos;
+         at = info.find("state=online", at + 1)) {
+      ++n;
+    }
+    return n == 2;
+  };
+  SecondsUntil(online);
+  char dir[] = "/tmp/rt-sentinel-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::vector<std::unique_ptr<RedisServer>> sentinels;
+  std::string list;
+  for (int i = 0; i < 3; ++i) {
+    const std::string conf = std::string(dir) + "/sentinel" + std::to_string(i) + ".conf";
+    FILE* f = std::fopen(conf.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f,
+                 "sentinel monitor mymaster 127.0.0.1 %d 2\n"
+                 "sentinel down-after-milliseconds mymaster 1000\n"
+                 "sentinel failover-timeout mymaster 4000\n",
+                 master->port());
+    std::fclose(f);
+    sentinels.push_back(std::make_unique<RedisServer>(std::vector<std::string>{}, 0,
+                                                      SentinelBinary(),
+                                                      std::vector<std::string>{conf}));
+    ASSERT_TRUE(sentinels.back()->Running());
+    absl::StrAppend(&list, i == 0 ? "" : ",", "127.0.0.1:", sentinels.back()->port());
+  }
+  const std::string base = "redis+sentinel://" + list + "/mymaster";
+  const std::string limits =
+      R"({"zero": {"windows": [{"unit": "requests", "limit": 1000000, "seconds": 3600}]},
+          "one": {"windows": [{"unit": "requests", "limit": 1000000, "seconds": 3600}]}})";
+  // An unknown service: a misconfiguration.
+  rt_tracker* none = nullptr;
+  EXPECT_EQ(rt_open_ex(Config("redis+sentinel://" + list + "/nosuch", limits).c_str(), &none),
+            RT_E_CONFIG);
+  EXPECT_NE(std::string(rt_last_error()).find("does not know the service"), std::string::npos)
+      << rt_last_error();
+  // replicas=0 and replicas=1, side by side, booking while the master dies.
+  rt_tracker* r0 =
+      rt_open(Config(base + "?prefix=s&timeout_ms=2000&on_error=closed", limits).c_str());
+  rt_tracker* r1 = rt_open(
+      Config(base + "?prefix=s&timeout_ms=2000&on_error=closed&replicas=1", limits).c_str());
+  ASSERT_NE(r0, nullptr) << rt_last_error();
+  ASSERT_NE(r1, nullptr) << rt_last_error();
+  EXPECT_EQ(Stats(r0)["backend"].get<std::string>().rfind("redis+sentinel://", 0), 0u);
+  std::atomic<int> admitted0{0}, admitted1{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&] {
+      while (!stop) admitted0 += rt_try_acquire(r0, "zero", 1, nullptr) == RT_OK;
+    });
+    threads.emplace_back([&] {
+      while (!stop) admitted1 += rt_try_acquire(r1, "one", 1, nullptr) == RT_OK;
+    });
+  }
+  SecondsUntil([&] { return admitted0 >= 200 && admitted1 >= 200; });
+  master->Kill();
+  const int before0 = admitted0, before1 = admitted1;
+  // Back by themselves on the promoted replica.
+  const double recovery = SecondsUntil([&] { return admitted0 > before0 && admitted1 > before1; });
+  stop = true;
+  for (auto& th : threads) th.join();
+  RedisServer& promoted =
+      replica1.Command({"INFO", "replication"}).find("role:master") != std::string::npos
+          ? replica1
+          : replica2;
+  EXPECT_NE(promoted.Command({"INFO", "replication"}).find("role:master"), std::string::npos);
+  // What the new master holds: every booking it has seen.
+  rt_tracker* check =
+      rt_open(Config(promoted.Url("?prefix=s&timeout_ms=5000&on_error=closed"), limits).c_str());
+  ASSERT_NE(check, nullptr) << rt_last_error();
+  json st = Stats(check)["models"];
+  const int kept0 = st["zero"]["requests_per_3600s"]["current"].get<int>();
+  const int kept1 = st["one"]["requests_per_3600s"]["current"].get<int>();
+  rt_close(check);
+  std::printf("sentinel, master killed: calls back after %.1f s; replicas=0: %d admitted, %d kept "
+              "(lost %d); replicas=1: %d admitted, %d kept (lost %d)\n",
+              recovery, admitted0.load(), kept0, std::max(0, admitted0.load() - kept0),
+              admitted1.load(), kept1, std::max(0, admitted1.load() - kept1));
+  EXPECT_GE(kept1, admitted1.load()) << "replicas=1 lost an admitted booking";
+  // A graceful failover (the promoted master hands over to the other
+  // replica, once it is in sync): followed by itself.
+  RedisServer& other = &promoted == &replica1 ? replica2 : replica1;
+  SecondsUntil([&] {
+    return promoted.Command({"INFO", "replication"}).find("state=online") != std::string::npos;
+  });
+  std::string failover;
+  SecondsUntil([&] {  // NOGOODSLAVE until the sentinels see the replica in sync
+    failover = sentinels[0]->Command({"SENTINEL", "FAILOVER", "mymaster"});
+    if (failover != "OK") std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return failover == "OK";
+  });
+  const double graceful = SecondsUntil([&] {
+    return other.Command({"INFO", "replication"}).find("role:master") != std::string::npos;
+  });
+  int rc = RT_E_BACKEND;
+  const double back = SecondsUntil([&] {
+    rc = rt_try_acquire(r0, "zero", 1, nullptr);
+    return rc == RT_OK;
+  });
+  std::printf("sentinel, SENTINEL FAILOVER: new master after %.1f s, calls back %.1f s later\n",
+              graceful, back);
+  EXPECT_EQ(rc, RT_OK);
+  rt_close(r0);
+  rt_close(r1);
+  for (auto& s : sentinels) s->Kill();
+  std::system(("rm -rf '" + std::string(dir) + "'").c_str());
+}
+
 TEST(RedisTest, AFrozenServerNeverBlocksLongerThanTheTimeout) {
   RedisServer redis;
   rt_tracker* t = rt_open(Config(redis.Url("?timeout_ms=100&on_error=closed"),

@@ -246,7 +246,10 @@ void RedisStore::Lead(Conn& c, Request* me) {
       // The server is not one this URL can use (a replica's READONLY, a
       // cluster's MOVED, credentials taken away): a misconfiguration,
       // whatever on_error says.
-      if (const ErrorReplyKind kind = ClassifyErrorReply(text, "EVALSHA"); kind.misconfigured) {
+      // With sentinels, READONLY is a failover: an outage (the sentinels
+      // are asked again), not a misconfiguration.
+      if (const ErrorReplyKind kind = ClassifyErrorReply(text, "EVALSHA");
+          kind.misconfigured && !(route_.sentinel() && absl::StartsWith(text, "READONLY"))) {
         error = absl::StrCat(error, ": ", kind.why,
                              " (a misconfiguration, not an outage: every call fails with "
                              "RT_E_CONFIG until it is fixed, whatever on_error says)");

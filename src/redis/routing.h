@@ -3,7 +3,10 @@
 #ifndef RATETRACK_SRC_REDIS_ROUTING_H_
 #define RATETRACK_SRC_REDIS_ROUTING_H_
 
+#include <mutex>
 #include <string>
+
+#include "absl/status/statusor.h"
 
 #include "redis/url.h"
 
@@ -18,14 +21,30 @@ struct Endpoint {
   std::string Describe() const;
 };
 
-// A single server: every call goes to the URL's host and port.
-class SingleServerRoute {
+// Which server a connection is made to: the URL's (one server), or the
+// master the sentinels name (redis+sentinel://), asked when a connection is
+// made and the master is not known, and again after any failure (Forget):
+// a connection refused, a READONLY, a replica where the master was.
+class Route {
  public:
-  explicit SingleServerRoute(const RedisUrl& url);
-  const Endpoint& target() const { return target_; }
+  explicit Route(const RedisUrl& url);
+  bool sentinel() const { return !url_.sentinels.empty(); }
+  // Where to connect now; with sentinels, asked of them within deadline_us
+  // when not known: RT_E_CONFIG when they do not know the service or
+  // refuse the credentials, RT_E_BACKEND when none answers.
+  absl::StatusOr<Endpoint> Target(int64_t deadline_us);
+  // The master is asked of the sentinels again on the next connection.
+  void Forget();
+  // For messages: "host:port", "unix:/path" or "sentinel service 'name'".
+  std::string Describe() const;
 
  private:
-  Endpoint target_;
+  absl::StatusOr<Endpoint> AskSentinels(int64_t deadline_us) const;
+  const RedisUrl& url_;  // the store's, which outlives this
+  const Endpoint fixed_;
+  std::mutex mu_;
+  bool known_ = false;  // guarded by mu_
+  Endpoint master_;     // guarded by mu_
 };
 
 }  // namespace ratetrack

@@ -262,7 +262,8 @@ ErrorReplyKind ClassifyErrorReply(absl::string_view text, absl::string_view duri
                   "(EVALSHA, EVAL, SCRIPT LOAD, SET, GET on the prefix's keys)"};
   }
   if (starts("READONLY")) {
-    return {true, "the server is a read-only replica: point the URL at the master"};
+    return {true, "the server is a read-only replica: point the URL at the master (or follow "
+                  "failovers with redis+sentinel://)"};
   }
   if (starts("MOVED") || starts("ASK ")) {
     return {true, "the server is a Redis Cluster node, and this URL does not route a cluster's "

@@ -70,7 +70,7 @@ absl::Status RedisStore::IoError(Conn& c, const char* during) const {
 RedisStore::RedisStore(RedisUrl url)
     : url_(std::move(url)),
       route_(url_),
-      where_(absl::StrCat("Redis ", route_.target().Describe())),
+      where_(absl::StrCat("Redis ", route_.Describe())),
       script_(ScriptText(url_)) {
   for (int i = 0; i < url_.connections; ++i) pool_.push_back(std::make_unique<Conn>());
   auto tls = TlsContext::Create(url_);
@@ -86,6 +86,7 @@ RedisStore::~RedisStore() {
 }
 
 void RedisStore::NoteFailure(const std::string& message) {
+  route_.Forget();  // sentinels: asked again for the master
   errors_.fetch_add(1);
   connected_.store(false);
   misconfigured_.store(false);
@@ -224,7 +225,10 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
   c.timed_out = false;
   if (deadline_us - NowUs() <= 0) return BackendError(absl::StrCat(where_, ": timed out"));
   if (!tls_status_.ok()) return tls_status_;
-  switch (c.Open(route_.target(), deadline_us, tls_.get())) {
+  // With sentinels: the master they name (asked again after any failure).
+  const absl::StatusOr<Endpoint> target = route_.Target(deadline_us);
+  if (!target.ok()) return target.status();
+  switch (c.Open(*target, deadline_us, tls_.get())) {
     case Transport::Opened::kOk:
       break;
     case Transport::Opened::kNoMemory:
@@ -310,7 +314,17 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
       c.Drop();
       return ConfigError(Misconfigured(
           absl::StrCat(said, "the server is a Redis Sentinel"),
-          {true, "point the URL at the master the sentinels watch, not at a sentinel's port"}));
+          {true, "use redis+sentinel://host:port/service (the sentinels name the master), or "
+                 "point the URL at the master itself"}));
+    }
+    if ((field("role") == "slave" || field("role") == "replica") && route_.sentinel()) {
+      // Where the sentinels named the master: a failover in progress (an
+      // outage, on_error decides); they are asked again.
+      c.Drop();
+      route_.Forget();
+      return BackendError(absl::StrCat(said, "the server the sentinels named, ",
+                                       target->Describe(), ", is a replica now (a failover in "
+                                       "progress); the sentinels are asked again"));
     }
     if (field("role") == "slave" || field("role") == "replica") {
       c.Drop();

@@ -192,7 +192,7 @@ class RedisStore {
   void NoteSuccess();
 
   const RedisUrl url_;
-  const SingleServerRoute route_;
+  Route route_;
   const std::string where_;  // "Redis host:port", the start of every error
   const std::string script_;  // the script's text (kRedisScript, or the test_clock variant)
   // rediss://: the TLS context (null: plain), or why it could not be made.

@@ -37,6 +37,7 @@ std::string PercentDecoded(absl::string_view s) {
 
 bool IsRedisUrl(absl::string_view backend) {
   return absl::StartsWith(backend, "redis://") || absl::StartsWith(backend, "rediss://") ||
+         absl::StartsWith(backend, "redis+sentinel://") ||
          absl::StartsWith(backend, "redis+unix://") || absl::StartsWith(backend, "unix://");
 }
 
@@ -50,6 +51,11 @@ std::string RedisUrl::Redacted() const {
                    replicas != 0 ? absl::StrCat("&replicas=", replicas) : "");
   if (!unix_path.empty()) {
     return absl::StrCat("redis+unix://", unix_path, "?db=", db, "&", options);
+  }
+  if (!sentinels.empty()) {
+    std::string list;
+    for (const auto& [h, p] : sentinels) absl::StrAppend(&list, list.empty() ? "" : ",", h, ":", p);
+    return absl::StrCat("redis+sentinel://", list, "/", sentinel_service, "?db=", db, "&", options);
   }
   return absl::StrCat(tls.enabled ? "rediss://" : "redis://", host, ":", port, "/", db, "?",
                       options, tls.insecure ? "&tls_insecure=yes" : "");
@@ -71,6 +77,9 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   } else if (absl::StartsWith(url, "rediss://")) {
     rest = url.substr(9);
     u.tls.enabled = true;
+  } else if (absl::StartsWith(url, "redis+sentinel://")) {
+    rest = url.substr(17);
+    u.sentinel_service = "?";  // set below
   } else if (absl::StartsWith(url, "redis+unix://")) {
     rest = url.substr(13);
     unix_socket = true;
@@ -78,7 +87,8 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
     rest = url.substr(7);
     unix_socket = true;
   } else {
-    return bad("it must start with redis://, rediss://, redis+unix:// or unix://");
+    return bad("it must start with redis://, rediss://, redis+sentinel://, redis+unix:// or "
+               "unix://");
   }
   // The credentials come off first, before anything else looks at the URL,
   // so that no message or field can show a piece of them: they run to the
@@ -104,7 +114,31 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   auto parse_db = [&](absl::string_view db) {
     return absl::SimpleAtoi(db, &u.db) && u.db >= 0 && u.db <= 1000;
   };
-  if (unix_socket) {
+  if (!u.sentinel_service.empty()) {
+    // h:p[,h:p...]/service
+    const size_t slash = rest.find('/');
+    if (slash == absl::string_view::npos || slash + 1 == rest.size()) {
+      return bad("redis+sentinel:// needs the service: redis+sentinel://host:port[,host:port]/name");
+    }
+    u.sentinel_service = std::string(rest.substr(slash + 1));
+    if (u.sentinel_service.find_first_of("/ ") != std::string::npos) {
+      return bad("the sentinel service name must have no '/' or space");
+    }
+    for (absl::string_view hp : absl::StrSplit(rest.substr(0, slash), ',')) {
+      int port = 26379;
+      if (size_t colon = hp.rfind(':'); colon != absl::string_view::npos) {
+        if (!absl::SimpleAtoi(hp.substr(colon + 1), &port) || port < 1 || port > 65535) {
+          return bad(absl::StrCat("sentinel port '", hp.substr(colon + 1), "'"));
+        }
+        hp = hp.substr(0, colon);
+      }
+      if (hp.empty()) return bad("a sentinel without a host");
+      u.sentinels.emplace_back(std::string(hp), port);
+    }
+    if (u.sentinels.size() > 16) return bad("at most 16 sentinels");
+    u.host = u.sentinels[0].first;
+    u.port = u.sentinels[0].second;
+  } else if (unix_socket) {
     // The rest is the socket's path: absolute, and short enough for
     // sockaddr_un (107 bytes).
     u.unix_path = PercentDecoded(rest);
@@ -136,6 +170,12 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
     std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
     if (p.first == "db") {
       if (!parse_db(p.second)) return bad(absl::StrCat("database '", p.second, "' is not a number"));
+    } else if (p.first == "sentinel_password") {
+      if (u.sentinels.empty()) return bad("'sentinel_password' needs redis+sentinel://");
+      u.sentinel_password = PercentDecoded(p.second);
+    } else if (p.first == "sentinel_user") {
+      if (u.sentinels.empty()) return bad("'sentinel_user' needs redis+sentinel://");
+      u.sentinel_user = PercentDecoded(p.second);
     } else if (p.first == "password") {
       // Never shown, valid or not.
       u.password = PercentDecoded(p.second);

@@ -4,6 +4,8 @@
 #define RATETRACK_SRC_REDIS_URL_H_
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -18,6 +20,12 @@ struct RedisUrl {
   // rediss://: TLS, the server's certificate verified (against the system's
   // CAs, or tls_ca_file / tls_ca_dir) for tls_server_name (default: the
   // host) unless tls_insecure; a client certificate for mutual TLS.
+  // redis+sentinel://h:p[,h:p...]/service: the master is asked of these
+  // sentinels (with their own password, ?sentinel_password=, and user,
+  // ?sentinel_user=); host and port are then the first sentinel's.
+  std::vector<std::pair<std::string, int>> sentinels;
+  std::string sentinel_service;
+  std::string sentinel_user, sentinel_password;  // never printed
   struct Tls {
     bool enabled = false;
     std::string ca_file, ca_dir, cert_file, key_file, server_name;

@@ -98,9 +98,10 @@ void CheckUrl(absl::string_view url) {
   RT_FUZZ_CHECK(!u.prefix.empty() && u.prefix.find_first_of("{}") == std::string::npos,
                 rtfuzz::Show(u.prefix));
   const std::string redacted = u.Redacted();
-  const char* scheme = !u.unix_path.empty() ? "redis+unix://"
-                      : u.tls.enabled      ? "rediss://"
-                                           : "redis://";
+  const char* scheme = !u.unix_path.empty()  ? "redis+unix://"
+                      : !u.sentinels.empty() ? "redis+sentinel://"
+                      : u.tls.enabled        ? "rediss://"
+                                             : "redis://";
   RT_FUZZ_CHECK(redacted.rfind(scheme, 0) == 0, rtfuzz::Show(redacted));
   CheckNoSecret(url, UrlError, "Redacted()");
   // What Redacted() shows parses again, to the same place (where host and

@@ -209,7 +209,7 @@ int RunProcess(const Options& o, int ready_fd, int start_fd, int out_fd) {
 
 void Usage() {
   fprintf(stderr,
-          "usage: bench_redis --url redis://HOST:PORT[/DB][?...] [--processes P] [--threads T]"
+          "usage: bench_redis --url redis[s]://HOST:PORT[/DB][?...] [--processes P] [--threads T]"
           " [--seconds S] [--raw-incr] [--csv]\n");
   exit(2);
 }
@@ -232,9 +232,13 @@ int main(int argc, char** argv) {
     else if (a == "--csv") o.csv = true;
     else Usage();
   }
-  if (o.url.rfind("redis://", 0) != 0 || o.processes < 1 || o.threads < 1 || o.seconds <= 0) Usage();
+  const bool tls = o.url.rfind("rediss://", 0) == 0;
+  if ((o.url.rfind("redis://", 0) != 0 && !tls) || (tls && o.raw_incr) || o.processes < 1 ||
+      o.threads < 1 || o.seconds <= 0) {
+    Usage();  // (--raw-incr is plain text only)
+  }
   {  // host and port for --raw-incr (no credentials: a local server)
-    std::string hp = o.url.substr(8);
+    std::string hp = o.url.substr(tls ? 9 : 8);
     hp = hp.substr(0, hp.find_first_of("/?"));
     if (size_t at = hp.rfind('@'); at != std::string::npos) hp = hp.substr(at + 1);
     if (size_t colon = hp.rfind(':'); colon != std::string::npos) {

@@ -14,6 +14,10 @@
 #   RT_BENCH_NO_BUILD=1 scripts/bench-redis.sh   (no rebuild: measure build/ as is)
 #   RT_BENCH_ROUNDS=5 scripts/bench-redis.sh     (interleaved rounds; default 3)
 #   RT_BENCH_QUERY='&connections=2' scripts/bench-redis.sh   (more URL parameters)
+#   RT_BENCH_TLS=1 scripts/bench-redis.sh   (try_acquire over rediss:// to a TLS port of the
+#                                same server; the INCR references stay on its plain port)
+#   RT_BENCH_REPLICA=1 RT_BENCH_QUERY='&replicas=1' scripts/bench-redis.sh
+#                                (a replica attached; replicas=1: every batch WAITs for it)
 #
 # Ratios are try_acquire / redis-benchmark INCR (throughput, p99); the last
 # two columns are try_acquire / in-program INCR. The issue's target:
@@ -46,8 +50,22 @@ fi
 # A free loopback port, and a private server on it (no persistence).
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
+# RT_BENCH_TLS=1: a TLS port too, with a CA and certificate made here.
+tls_args=()
+if [ "${RT_BENCH_TLS:-0}" = 1 ]; then
+  tport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  (cd "$dir" && {
+    openssl req -x509 $key -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca &&
+    openssl req $key -keyout server.key -out server.csr -subj /CN=localhost &&
+    printf 'subjectAltName=IP:127.0.0.1\n' > server.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+      -days 2 -extfile server.ext; } > /dev/null 2>&1) || { echo "bench-redis.sh: openssl failed" >&2; exit 1; }
+  tls_args=(--tls-port "$tport" --tls-cert-file "$dir/server.pem" --tls-key-file "$dir/server.key"
+            --tls-ca-cert-file "$dir/ca.pem" --tls-auth-clients no)
+fi
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-  --logfile "$dir/redis.log" --daemonize no &
+  --logfile "$dir/redis.log" --daemonize no "${tls_args[@]}" &
 server=$!
 cleanup() { kill "$server" 2> /dev/null || true; wait "$server" 2> /dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
@@ -57,10 +75,33 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 [ "$(redis-cli -p "$port" ping 2> /dev/null)" = PONG ] || { echo "bench-redis.sh: redis-server did not start" >&2; exit 1; }
+# RT_BENCH_REPLICA=1: a replica of it (for ?replicas=N), once it is in sync.
+if [ "${RT_BENCH_REPLICA:-0}" = 1 ]; then
+  rport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$dir/replica"
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir/replica" \
+    --logfile "$dir/replica.log" --replicaof 127.0.0.1 "$port" --daemonize no &
+  replica=$!
+  cleanup() {
+    kill "$server" "$replica" 2> /dev/null || true
+    wait "$server" "$replica" 2> /dev/null || true
+    rm -rf "$dir"
+  }
+  redis-cli -p "$port" config set repl-diskless-sync-delay 0 > /dev/null
+  for _ in $(seq 400); do
+    redis-cli -p "$port" info replication | grep -q 'state=online' && break
+    sleep 0.05
+  done
+  redis-cli -p "$port" info replication | grep -q 'state=online' || { echo "bench-redis.sh: the replica did not sync" >&2; exit 1; }
+fi
 cli() { redis-cli -p "$port" "$@" > /dev/null; }
 url="redis://127.0.0.1:$port/0?prefix=rtbench&timeout_ms=50&on_error=closed${RT_BENCH_QUERY:-}"
+# try_acquire's URL (--raw-incr stays on the plain port: the reference).
+ta_url=$url
+[ "${RT_BENCH_TLS:-0}" = 1 ] &&
+  ta_url="rediss://127.0.0.1:$tport/0?prefix=rtbench&timeout_ms=50&on_error=closed&tls_ca_file=$dir/ca.pem${RT_BENCH_QUERY:-}"
 
-echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement${RT_BENCH_QUERY:+; URL parameters $RT_BENCH_QUERY}"
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(redis-server --version | cut -d' ' -f3); ${secs} s per measurement${RT_BENCH_QUERY:+; URL parameters $RT_BENCH_QUERY}$([ "${RT_BENCH_REPLICA:-0}" = 1 ] && echo "; a replica attached")$([ "${RT_BENCH_TLS:-0}" = 1 ] && echo "; try_acquire over TLS")"
 out=$(mktemp)
 # Rounds: every case is measured $rounds times, interleaved (INCR, then
 # try_acquire, case after case), and the table shows medians: this machine's
@@ -78,7 +119,7 @@ for c in "${cases[@]}"; do
   cli flushall
   raw=$(nice -n 10 build/benchmarks/bench_redis --url "$url" -p "$p" -t "$t" -s "$secs" --raw-incr --csv || true)
   cli flushall
-  ta=$(nice -n 10 build/benchmarks/bench_redis --url "$url" -p "$p" -t "$t" -s "$secs" --csv || true)
+  ta=$(nice -n 10 build/benchmarks/bench_redis --url "$ta_url" -p "$p" -t "$t" -s "$secs" --csv || true)
   echo "$c|$clients|$rb|$raw|$ta" >> "$out"
 done
 done

@@ -8,7 +8,7 @@ set -euo pipefail
 
 want=(build-essential cmake ninja-build pkg-config binutils
       libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
-      libhiredis-dev redis-server redis-tools curl ca-certificates
+      libhiredis-dev libssl-dev openssl redis-server redis-sentinel redis-tools curl ca-certificates
       file        # cpack: the .deb generator reads the binaries with file(1)
       git         # the wheel test checks that a build writes nothing into the checkout
       prometheus)  # promtool: the metrics tests check the exposition with it
@@ -32,7 +32,14 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Valkey 8 (the Redis suite runs against it too: scripts/test.sh's valkey
+# suite): on Debian 12 from bookworm-backports, for these two packages only
+# (backports are pinned at 100: nothing else is taken from there).
+backports=()
+for p in valkey-server valkey-sentinel; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || backports+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && [ ${#backports[@]} -eq 0 ] && exit 0
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -40,5 +47,23 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo=sudo
 fi
 echo "installing: ${missing[*]}"
+bp_source=/etc/apt/sources.list.d/bookworm-backports.sources
+if [ ${#backports[@]} -gt 0 ] && grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null &&
+   ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+    'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+    $sudo tee "$bp_source" > /dev/null
+fi
 $sudo apt-get update -qq
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ ${#missing[@]} -eq 0 ] ||
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#backports[@]} -gt 0 ]; then
+  if apt-cache policy valkey-server 2>/dev/null | grep -q bookworm-backports; then
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports "${backports[@]}" >/dev/null
+  else
+    # Elsewhere (a recent Ubuntu or Debian has Valkey in its own release).
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${backports[@]}" >/dev/null || echo "install-deps.sh: no Valkey here (the valkey suite will fail)" >&2
+  fi
+fi

@@ -11,15 +11,18 @@
 #   scripts/test.sh                 everything
 #   RT_SKIP_SANITIZERS=1 scripts/test.sh   without the two sanitizer builds
 #   RT_ONLY="core go" scripts/test.sh      only some suites
-#                                   (core asan tsan fuzz go rust node python
+#                                   (core valkey asan tsan fuzz go rust node python
 #                                    shm-languages packages min-toolchains)
+# The valkey suite runs the Redis suites (redis_test: real servers; the
+# Python binding's Redis tests) again, against valkey-server and
+# valkey-sentinel (RATETRACK_REDIS_SERVER, RATETRACK_REDIS_SENTINEL).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 scripts/install-deps.sh --bindings || exit 1
 
-suites=(core asan tsan fuzz go rust node python shm-languages packages min-toolchains)
-[ "${RT_SKIP_SANITIZERS:-0}" = 1 ] && suites=(core go rust node python shm-languages packages min-toolchains)
+suites=(core valkey asan tsan fuzz go rust node python shm-languages packages min-toolchains)
+[ "${RT_SKIP_SANITIZERS:-0}" = 1 ] && suites=(core valkey go rust node python shm-languages packages min-toolchains)
 [ -n "${RT_ONLY:-}" ] && read -r -a suites <<< "$RT_ONLY"
 
 passed=0 failed=0 failed_names=()
@@ -45,6 +48,17 @@ cmake_suite() {  # cmake_suite BUILD_DIR [cmake args...]
 mkdir -p build
 build_core() { cmake_suite build -DCMAKE_BUILD_TYPE=Release; }
 lib="$root/build/libratetrack.so.0"
+# The Redis suites against Valkey: the same tests, another server binary.
+valkey_suite() {
+  command -v valkey-server > /dev/null || { echo "no valkey-server (scripts/install-deps.sh)"; return 1; }
+  [ -x build/tests/redis_test ] || build_core || return 1
+  local rc=0
+  (cd build && RATETRACK_REDIS_SERVER=valkey-server RATETRACK_REDIS_SENTINEL=valkey-sentinel \
+    ctest --output-on-failure -j2 --timeout 300 -R '^RedisTest\.') || rc=1
+  RATETRACK_REDIS_SERVER=$(command -v valkey-server) RATETRACK_LIBRARY="$lib" \
+    bindings/python/run-tests.sh tests/test_redis.py || rc=1
+  return $rc
+}
 binding() {  # binding LANG
   [ -e "$lib" ] || { echo "no $lib: the core build failed"; return 1; }
   RATETRACK_LIBRARY="$lib" "bindings/$1/run-tests.sh"
@@ -93,6 +107,7 @@ min_toolchains_suite() {
 for s in "${suites[@]}"; do
   case "$s" in
     core) run core build_core ;;
+    valkey) run valkey valkey_suite ;;
     asan) run asan+ubsan cmake_suite build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
             -DRATETRACK_SANITIZE=address,undefined -DRATETRACK_BUILD_BENCHMARKS=OFF ;;
     tsan) run tsan cmake_suite build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -12,7 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "model_name.h"
 #include "nlohmann/json.hpp"
-#include "redis_store.h"
+#include "redis/store.h"
 #include "shm_segment.h"
 #include "status.h"
 #include "absl/strings/match.h"
@@ -377,7 +377,7 @@ absl::Status CheckBackend(absl::string_view b) {
     if (!st.ok()) return ConfigError(absl::StrCat("config key 'backend': ", st.message()));
     return absl::OkStatus();
   }
-  if (absl::StartsWith(b, "redis://")) {
+  if (IsRedisUrl(b)) {
     auto url = ParseRedisUrl(b);
     return url.ok() ? absl::OkStatus() : url.status();
   }
@@ -387,8 +387,8 @@ absl::Status CheckBackend(absl::string_view b) {
   const absl::string_view shown =
       end != absl::string_view::npos && b[end] == '@' ? absl::string_view() : b.substr(0, end);
   return ConfigError(absl::StrCat("config key 'backend': unsupported backend '", shown,
-                                  "...' (expected \"memory\", \"shm:NAME\" or "
-                                  "\"redis://host:port\")"));
+                                  "...' (expected \"memory\", \"shm:NAME\", "
+                                  "\"redis://host:port\" or \"redis+unix:///path\")"));
 }
 
 absl::StatusOr<Config> ConfigFromEnvironment() {

@@ -96,10 +96,14 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
     shm = std::move(*opened);
   }
   std::unique_ptr<RedisStore> redis;
-  if (absl::StartsWith(eff->backend, "redis://")) {
+  if (IsRedisUrl(eff->backend)) {
     auto url = ParseRedisUrl(eff->backend);
     if (!url.ok()) return url.status();
     redis = std::make_unique<RedisStore>(std::move(*url));
+    // The first connection, at once: a server the URL cannot use (a
+    // replica, a sentinel, a cluster node, refused credentials) is said
+    // here; an outage is not (on_error decides for the calls).
+    if (absl::Status st = redis->Probe(); !st.ok()) return st;
   }
   std::unique_ptr<Tracker> t(
       new Tracker(*eff, config, clock, std::move(shm), std::move(redis)));
@@ -268,6 +272,14 @@ Decision Tracker::DecideRemote(ModelState* m, const Cost& cost, Mode mode) {
     }
     return d;
   }
+  // The URL points at a server it cannot use (a replica, a sentinel, a
+  // cluster node, refused credentials): an error whatever on_error says,
+  // never silently a per-process limit.
+  if (IsMisconfiguration(r.status())) {
+    SpinLockHolder l(&mu_);
+    m->problem = std::string(r.status().message());
+    return {RT_E_CONFIG, 0, 0, 0};
+  }
   // Redis could not be asked: the on_error policy decides.
   switch (redis_->url().on_error) {
     case RedisUrl::OnError::kClosed:
@@ -382,7 +394,9 @@ absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {
     // Not lost: this process's own windows keep it.
     SpinLockHolder l(&m->mu);
     m->local.Record(clock_.Now(), m->local.has_calendar ? clock_.Wall() : 0, cost);
-    if (redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+    if (redis_->url().on_error == RedisUrl::OnError::kClosed || IsMisconfiguration(r.status())) {
+      return r.status();
+    }
     return absl::OkStatus();
   }
   return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t wall) {
@@ -414,7 +428,10 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
   ModelState* m = *found;
   if (remote) {
     auto r = redis_->Run(RedisStore::Op::kSettle, model, *SpecOf(m), actual, at, granted);
-    if (!r.ok() && redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+    if (!r.ok() && (redis_->url().on_error == RedisUrl::OnError::kClosed ||
+                    IsMisconfiguration(r.status()))) {
+      return r.status();
+    }
     return absl::OkStatus();  // a grant made in Redis is settled there or not at all
   }
   absl::Status result = absl::OkStatus();
@@ -443,7 +460,9 @@ absl::Status Tracker::RecordTokens(absl::string_view model, const Cost& tokens) 
     const int64_t now = clock_.Now();
     const int64_t wall = clock_.Wall();
     m->local.Settle(now, wall, now, wall, Cost{0, 0}, tokens);
-    if (redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+    if (redis_->url().on_error == RedisUrl::OnError::kClosed || IsMisconfiguration(r.status())) {
+      return r.status();
+    }
     return absl::OkStatus();
   }
   return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t wall) {
@@ -473,7 +492,10 @@ absl::StatusOr<int> Tracker::Observe(absl::string_view model,
                            cap ? static_cast<int64_t>(reset) : -1, Cost{0, 0},
                            RedisStore::Observation{static_cast<Unit>(u), remaining, limit});
       if (r.ok()) continue;
-      if (redis_->url().on_error == RedisUrl::OnError::kClosed) return r.status();
+      if (redis_->url().on_error == RedisUrl::OnError::kClosed ||
+          IsMisconfiguration(r.status())) {
+        return r.status();
+      }
       SpinLockHolder l(&m->mu);  // Redis away: this process at least holds back
       const int64_t now = clock_.Now();
       m->local.Observe(static_cast<Unit>(u), remaining, cap ? now + static_cast<int64_t>(reset) : 0,
@@ -500,7 +522,9 @@ absl::Status Tracker::ReportLimited(absl::string_view model, uint64_t retry_afte
     // Redis is away: at least this process holds back.
     SpinLockHolder l(&m->mu);
     m->local.Block(clock_.Now() + static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
-    return redis_->url().on_error == RedisUrl::OnError::kClosed ? r.status() : absl::OkStatus();
+    return redis_->url().on_error == RedisUrl::OnError::kClosed || IsMisconfiguration(r.status())
+               ? r.status()
+               : absl::OkStatus();
   }
   return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t) {
     ws.Block(now + static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));

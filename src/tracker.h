@@ -27,7 +27,7 @@
 #include "config.h"
 #include "name_key.h"
 #include "provider_headers.h"
-#include "redis_store.h"
+#include "redis/store.h"
 #include "shm_segment.h"
 #include "spin_lock.h"
 #include "window_set.h"

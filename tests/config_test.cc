@@ -1,5 +1,5 @@
 #include "config.h"
-#include "redis_store.h"
+#include "redis/url.h"
 
 #include <string>
 
@@ -154,12 +154,111 @@ TEST(ConfigTest, RedisUrlsParseAndNeverShowThePassword) {
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->password, "secretonly");
   for (const char* bad : {"redis://u:hunter2@h:99999", "redis://u:hunter2@h?x=1",
-                          "redis://u:hunter2@:1", "rediss://u:hunter2@h"}) {
+                          "redis://u:hunter2@:1", "rediss://u:hunter2@h?tls_insecure=maybe",
+                          "redis://u:hunter2@h?tls_ca_file=/ca.pem",
+                          "rediss://u:hunter2@h?tls_cert_file=/c.pem",
+                          "rediss://u:hunter2@h?tls_colour=red"}) {
     std::string json = std::string(R"({"backend": ")") + bad + "\"}";
     std::string msg = Refusal(json.c_str());
     EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
     EXPECT_NE(msg, "(accepted)") << bad;
   }
+}
+
+TEST(ConfigTest, RedisUnixSocketUrls) {
+  auto a = ParseRedisUrl(
+      "redis+unix:///run/redis/redis.sock?db=2&password=hunter2&prefix=p&timeout_ms=70"
+      "&on_error=closed&connections=3");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->unix_path, "/run/redis/redis.sock");
+  EXPECT_EQ(a->db, 2);
+  EXPECT_EQ(a->password, "hunter2");
+  EXPECT_EQ(a->prefix, "p");
+  EXPECT_EQ(a->timeout_ms, 70);
+  EXPECT_EQ(a->on_error, RedisUrl::OnError::kClosed);
+  EXPECT_EQ(a->connections, 3);
+  EXPECT_EQ(a->Redacted(),
+            "redis+unix:///run/redis/redis.sock?db=2&prefix=p&timeout_ms=70&on_error=closed"
+            "&connections=3");
+  auto again = ParseRedisUrl(a->Redacted());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->unix_path, a->unix_path);
+  EXPECT_EQ(again->db, 2);
+  auto b = ParseRedisUrl("unix://agent:p%40ss@/tmp/r%40dis.sock");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->unix_path, "/tmp/r@dis.sock");
+  EXPECT_EQ(b->user, "agent");
+  EXPECT_EQ(b->password, "p@ss");
+  EXPECT_EQ(b->db, 0);
+  EXPECT_EQ(b->Redacted().find("p@ss"), std::string::npos);
+  for (const char* bad : {"redis+unix://", "redis+unix://relative.sock", "unix://u:hunter2@",
+                          "redis+unix:///tmp/r.sock?db=x", "redis+unix:///tmp/r.sock?db=-1",
+                          "unix:///tmp/r.sock?password=hunter2&colour=red",
+                          "redis+unix:///tmp/r.sock?password=hunter2&on_error=never"}) {
+    std::string json = std::string(R"({"backend": ")") + bad + "\"}";
+    std::string msg = Refusal(json.c_str());
+    EXPECT_NE(msg, "(accepted)") << bad;
+    EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
+  }
+  std::string longest = "redis+unix:///" + std::string(107, 'x');
+  EXPECT_FALSE(ParseRedisUrl(longest).ok());
+  EXPECT_TRUE(ParseRedisUrl(longest.substr(0, longest.size() - 1)).ok());
+}
+
+TEST(ConfigTest, RedisSentinelUrls) {
+  auto a = ParseRedisUrl(
+      "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2,s3.local:26380/mymaster?db=2"
+      "&sentinel_password=spw&sentinel_user=su&on_error=closed");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(a->sentinels.size(), 3u);
+  EXPECT_EQ(a->sentinels[1].first, "10.0.0.2");
+  EXPECT_EQ(a->sentinels[1].second, 26379);
+  EXPECT_EQ(a->sentinels[2].second, 26380);
+  EXPECT_EQ(a->sentinel_service, "mymaster");
+  EXPECT_EQ(a->sentinel_password, "spw");
+  EXPECT_EQ(a->sentinel_user, "su");
+  EXPECT_EQ(a->password, "pw");
+  EXPECT_EQ(a->db, 2);
+  const std::string shown = a->Redacted();
+  EXPECT_EQ(shown.rfind("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379,s3.local:26380/mymaster?db=2",
+                        0),
+            0u)
+      << shown;
+  EXPECT_EQ(shown.find("spw"), std::string::npos);
+  EXPECT_EQ(shown.find("pw@"), std::string::npos);
+  auto again = ParseRedisUrl(shown);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->sentinels, a->sentinels);
+  for (const char* bad : {"redis+sentinel://h:1", "redis+sentinel://h:1/", "redis+sentinel:///svc",
+                          "redis+sentinel://h:x/svc", "redis://h:1?sentinel_password=hunter2",
+                          "redis+sentinel://h:1/a/b"}) {
+    EXPECT_FALSE(ParseRedisUrl(bad).ok()) << bad;
+  }
+}
+
+TEST(ConfigTest, RedisTlsUrls) {
+  auto a = ParseRedisUrl(
+      "rediss://:pw@cache.example:6380/1?tls_ca_file=/etc/ca%20files/ca.pem&tls_ca_dir=/etc/ssl/certs"
+      "&tls_cert_file=/c.pem&tls_key_file=/c.key&tls_server_name=redis.internal");
+#ifdef RATETRACK_TLS
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->tls.enabled);
+  EXPECT_EQ(a->tls.ca_file, "/etc/ca files/ca.pem");
+  EXPECT_EQ(a->tls.ca_dir, "/etc/ssl/certs");
+  EXPECT_EQ(a->tls.cert_file, "/c.pem");
+  EXPECT_EQ(a->tls.key_file, "/c.key");
+  EXPECT_EQ(a->tls.server_name, "redis.internal");
+  EXPECT_FALSE(a->tls.insecure);
+  EXPECT_EQ(a->Redacted().rfind("rediss://cache.example:6380/1?", 0), 0u) << a->Redacted();
+  auto b = ParseRedisUrl("rediss://h:1?tls_insecure=yes");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(b->tls.insecure);
+  EXPECT_NE(b->Redacted().find("tls_insecure=yes"), std::string::npos);
+  EXPECT_FALSE(ParseRedisUrl("redis://h:1").value().tls.enabled);
+#else
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(std::string(a.status().message()).find("no TLS"), std::string::npos) << a.status();
+#endif
 }
 
 // A password written by hand may hold '?', '/', ':' or '#': the credentials

@@ -30,7 +30,7 @@
 #include "config.h"
 #include "gtest/gtest.h"
 #include "ratetrack.h"
-#include "redis_store.h"
+#include "redis/store.h"
 #include "window_set.h"
 
 namespace {
@@ -202,10 +202,20 @@ const std::string kSha = "0123456789abcdef0123456789abcdef01234567";
 
 // A handshake answered as Redis would (SET NX, GET of the ticket key,
 // SCRIPT LOAD, AUTH, SELECT); script calls by `script`.
+// An INFO reply: the server's mode, its replication section, cluster_enabled.
+std::string Info(const std::string& mode, const std::string& replication,
+                 const std::string& cluster) {
+  const std::string text = "# Server\r\nredis_version:7.0.15\r\nredis_mode:" + mode +
+                           "\r\n\r\n# Replication\r\n" + replication +
+                           "\r\n\r\n# Cluster\r\ncluster_enabled:" + cluster + "\r\n";
+  return "$" + std::to_string(text.size()) + "\r\n" + text + "\r\n";
+}
+
 Responder PassHandshake(std::function<Answer(const std::vector<std::string>&)> script) {
   return [script](const std::vector<std::string>& cmd) -> Answer {
     if (cmd[0] == "SET" || cmd[0] == "AUTH" || cmd[0] == "SELECT") return {"+OK\r\n"};
     if (cmd[0] == "GET") return {"$5\r\n12345\r\n"};
+    if (cmd[0] == "INFO") return {Info("standalone", "role:master", "0")};
     if (cmd[0] == "SCRIPT") return {"$40\r\n" + kSha + "\r\n"};
     return script(cmd);
   };
@@ -308,8 +318,11 @@ std::vector<BadReply> BadScriptReplies() {
       {"a bad integer", Always(":12x\r\n"), "Bad integer value"},
       {"a script error", Always("-ERR Error running script: boom\r\n"),
        "ERR Error running script: boom"},
-      {"a refusal", Always("-READONLY You can't write against a read only replica.\r\n"),
-       "READONLY"},
+      {"a refusal while loading", Always("-LOADING Redis is loading the dataset in memory\r\n"),
+       "LOADING"},
+      {"busy", Always("-BUSY Redis is busy running a script.\r\n"), "BUSY"},
+      {"a failover in progress", Always("-MASTERDOWN Link with MASTER is down\r\n"),
+       "MASTERDOWN"},
       {"NOSCRIPT, then NOSCRIPT to EVAL too", Always("-NOSCRIPT No matching script.\r\n"),
        "NOSCRIPT"},
       {"NOSCRIPT, then a bad reply to EVAL",
@@ -452,8 +465,6 @@ TEST(RedisFakeTest, EveryBadHandshakeReplyIsAnOutageNeverACrash) {
        "AUTH: the reply is a string, expected OK"},
       {"AUTH answered with a status not OK", but("AUTH", {"+QUEUED\r\n"}), "pw@", "",
        "AUTH: the reply is a status, expected OK"},
-      {"AUTH refused", but("AUTH", {"-WRONGPASS invalid password\r\n"}), "pw@", "",
-       "AUTH: WRONGPASS"},
       {"SELECT answered with an integer", but("SELECT", {":0\r\n"}), "", "/3",
        "SELECT: the reply is an integer (0)"},
       {"SCRIPT LOAD answered by a huge string", but("SCRIPT", {Bulk(std::string(3000000, 'a'))}),
@@ -485,6 +496,108 @@ TEST(RedisFakeTest, EveryBadHandshakeReplyIsAnOutageNeverACrash) {
   EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_E_BACKEND);
   EXPECT_NE(std::string(rt_last_error()).find("127.0.0.1:"), std::string::npos) << rt_last_error();
   rt_close(t);
+}
+
+// A server the URL cannot use, as its replies show it, at the handshake
+// (rt_open says so) or later (every call says so): RT_E_CONFIG with a clear
+// message under every on_error policy, never a local decision; and once the
+// server is right again, calls go on by themselves.
+TEST(RedisFakeTest, AMisconfigurationIsAnErrorWhateverOnErrorSays) {
+  struct Case {
+    const char* name;
+    Responder responder;
+    const char* cred;
+    const char* message;
+  };
+  auto but = [](const char* command, Answer a) -> Responder {
+    return [command, a](const std::vector<std::string>& cmd) -> Answer {
+      if (cmd[0] == command) return a;
+      return PassHandshake([](const auto&) { return Answer{kNow}; })(cmd);
+    };
+  };
+  const std::vector<Case> at_open = {
+      {"a wrong password", but("AUTH", {"-WRONGPASS invalid username-password pair\r\n"}), "pw@",
+       "refuses these credentials"},
+      {"a password for a server without one",
+       but("AUTH", {"-ERR AUTH <password> called without any password configured for the "
+                    "default user. Are you sure your configuration is correct?\r\n"}),
+       "pw@", "refuses these credentials"},
+      {"no password for a server that wants one", but("INFO", {"-NOAUTH Authentication required.\r\n"}),
+       "", "wants a password"},
+      {"a replica",
+       but("INFO", {Info("standalone", "role:slave\r\nmaster_host:10.0.0.12\r\nmaster_port:6379", "0")}),
+       "", "is a replica of 10.0.0.12:6379"},
+      {"a sentinel", but("INFO", {Info("sentinel", "", "0")}), "", "is a Redis Sentinel"},
+      {"a cluster node", but("INFO", {Info("cluster", "role:master", "1")}), "",
+       "Redis Cluster node"},
+      {"INFO refused, then SET unknown: a sentinel",
+       [](const std::vector<std::string>& cmd) -> Answer {
+         if (cmd[0] == "INFO") return {"-NOPERM no INFO for you\r\n"};
+         if (cmd[0] == "SET") return {"-ERR unknown command 'SET', with args beginning with: \r\n"};
+         return PassHandshake([](const auto&) { return Answer{kNow}; })(cmd);
+       },
+       "", "does not know the command"},
+      {"a server that knows no SET", but("SET", {"-ERR unknown command 'SET', with args beginning with: \r\n"}),
+       "", "does not know the command"},
+  };
+  FakeRedis fake(at_open[0].responder);
+  for (const Case& c : at_open) {
+    SCOPED_TRACE(c.name);
+    fake.set_responder(c.responder);
+    for (const char* policy : {"closed", "open", "local"}) {
+      SCOPED_TRACE(policy);
+      rt_tracker* t = nullptr;
+      const int rc = rt_open_ex(
+          Config(fake.Url(absl::StrCat("?timeout_ms=2000&on_error=", policy), c.cred)).c_str(),
+          &t);
+      EXPECT_EQ(rc, RT_E_CONFIG);
+      EXPECT_EQ(t, nullptr);
+      const std::string err = rt_last_error();
+      EXPECT_NE(err.find("127.0.0.1:" + std::to_string(fake.port())), std::string::npos) << err;
+      EXPECT_NE(err.find(c.message), std::string::npos) << err;
+      EXPECT_NE(err.find("not an outage"), std::string::npos) << err;
+      EXPECT_EQ(err.find("pw"), std::string::npos) << err;
+      rt_close(t);
+    }
+  }
+  // Shown later, by a script call's reply (a failover made the master a
+  // replica; the cluster moved a slot): every call fails until it is fixed.
+  const std::vector<Case> later = {
+      {"READONLY", Always("-READONLY You can't write against a read only replica.\r\n"), "",
+       "read-only replica"},
+      {"MOVED", Always("-MOVED 3999 127.0.0.1:7001\r\n"), "", "Redis Cluster node"},
+      {"ASK", Always("-ASK 3999 127.0.0.1:7001\r\n"), "", "Redis Cluster node"},
+      {"NOPERM", Always("-NOPERM this user has no permissions to run the 'evalsha' command\r\n"),
+       "", "ACL"},
+  };
+  for (const Case& c : later) {
+    SCOPED_TRACE(c.name);
+    for (const char* policy : {"closed", "open", "local"}) {
+      SCOPED_TRACE(policy);
+      fake.set_responder(PassHandshake([](const auto&) { return Answer{kNow}; }));
+      rt_tracker* t =
+          rt_open(Config(fake.Url(absl::StrCat("?timeout_ms=2000&on_error=", policy))).c_str());
+      ASSERT_NE(t, nullptr) << rt_last_error();
+      EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_OK);
+      fake.set_responder(PassHandshake(c.responder));
+      for (int i = 0; i < 3; ++i) {  // the first call, and those within the backoff
+        EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_E_CONFIG);
+        const std::string err = rt_last_error();
+        EXPECT_NE(err.find(c.message), std::string::npos) << err;
+        EXPECT_NE(err.find("not an outage"), std::string::npos) << err;
+      }
+      EXPECT_EQ(rt_record(t, "a/b", 1), RT_E_CONFIG);
+      // Fixed: the next connection shows a master again, and calls go on
+      // (after the backoff: at most 2 s; polled without a time limit).
+      fake.set_responder(PassHandshake([](const auto&) { return Answer{kNow}; }));
+      int rc = RT_E_CONFIG;
+      while ((rc = rt_try_acquire(t, "a/b", 1, nullptr)) == RT_E_CONFIG) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      EXPECT_EQ(rc, RT_OK) << rt_last_error();
+      rt_close(t);
+    }
+  }
 }
 
 // A merged call (several decisions on one model in one script call, as a

@@ -55,7 +55,11 @@ fi
 
 # --listen: port 0 picks a free port, announced on stderr
 start() {
-  "$cli" metrics --listen 127.0.0.1:0 2> "$tmp/server.err" &
+  # Emptied here, not by the background job's own redirection: that one
+  # happens in the child, possibly after the loop below has read the
+  # previous server's "listening on" line.
+  : > "$tmp/server.err"
+  "$cli" metrics --listen 127.0.0.1:0 2>> "$tmp/server.err" &
   server=$!
   local i
   for i in $(seq 50); do grep -q "listening on" "$tmp/server.err" && break; sleep 0.1; done

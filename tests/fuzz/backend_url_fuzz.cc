@@ -3,7 +3,7 @@
 //
 // Input: a backend string as "backend" or RATETRACK_BACKEND would hold it.
 // It goes through CheckBackend (config.h: "memory", "shm:NAME",
-// "redis://..."), ParseRedisUrl (redis_store.h), as given and behind
+// "redis://..."), ParseRedisUrl (redis/url.h), as given and behind
 // "redis://", and ShmSegment::CheckName.
 //
 // Invariants: no crash or UB; errors are RT_E_CONFIG; a parsed URL has its
@@ -17,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "config.h"
 #include "fuzz_common.h"
-#include "redis_store.h"
+#include "redis/store.h"
 #include "shm_segment.h"
 #include "status.h"
 
@@ -86,15 +86,23 @@ void CheckUrl(absl::string_view url) {
     return;
   }
   const ratetrack::RedisUrl& u = *parsed;
-  RT_FUZZ_CHECK(!u.host.empty(), "empty host");
-  RT_FUZZ_CHECK(u.port >= 1 && u.port <= 65535, std::to_string(u.port));
+  if (u.unix_path.empty()) {
+    RT_FUZZ_CHECK(!u.host.empty(), "empty host");
+    RT_FUZZ_CHECK(u.port >= 1 && u.port <= 65535, std::to_string(u.port));
+  } else {
+    RT_FUZZ_CHECK(u.unix_path[0] == '/' && u.unix_path.size() <= 107, rtfuzz::Show(u.unix_path));
+  }
   RT_FUZZ_CHECK(u.db >= 0, std::to_string(u.db));
   RT_FUZZ_CHECK(u.timeout_ms >= 1 && u.timeout_ms <= 60000, std::to_string(u.timeout_ms));
   RT_FUZZ_CHECK(u.connections >= 1 && u.connections <= 64, std::to_string(u.connections));
   RT_FUZZ_CHECK(!u.prefix.empty() && u.prefix.find_first_of("{}") == std::string::npos,
                 rtfuzz::Show(u.prefix));
   const std::string redacted = u.Redacted();
-  RT_FUZZ_CHECK(redacted.rfind("redis://", 0) == 0, rtfuzz::Show(redacted));
+  const char* scheme = !u.unix_path.empty()  ? "redis+unix://"
+                      : !u.sentinels.empty() ? "redis+sentinel://"
+                      : u.tls.enabled        ? "rediss://"
+                                             : "redis://";
+  RT_FUZZ_CHECK(redacted.rfind(scheme, 0) == 0, rtfuzz::Show(redacted));
   CheckNoSecret(url, UrlError, "Redacted()");
   // What Redacted() shows parses again, to the same place (where host and
   // prefix are plain: Redacted() is for showing, it does not escape).
@@ -107,10 +115,18 @@ void CheckUrl(absl::string_view url) {
     }
     return true;
   };
-  if (plain(u.host) && plain(u.prefix)) {
+  const bool plain_path = [&] {
+    for (char c : u.unix_path) {
+      if (!(c == '/' || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.')) return false;
+    }
+    return true;
+  }();
+  if (plain(u.host) && plain(u.prefix) && plain_path) {
     auto again = ratetrack::ParseRedisUrl(redacted);
     RT_FUZZ_CHECK(again.ok(), rtfuzz::Show(redacted) + ": " + again.status().ToString());
-    RT_FUZZ_CHECK(again->host == u.host && again->port == u.port && again->db == u.db &&
+    RT_FUZZ_CHECK(again->host == u.host && again->port == u.port &&
+                      again->unix_path == u.unix_path && again->tls.enabled == u.tls.enabled &&
+                      again->tls.insecure == u.tls.insecure && again->db == u.db &&
                       again->prefix == u.prefix && again->timeout_ms == u.timeout_ms &&
                       again->connections == u.connections && again->on_error == u.on_error,
                   rtfuzz::Show(redacted));
@@ -131,7 +147,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CheckNoSecret(input, BackendError, "CheckBackend's error");
     }
   } else {
-    RT_FUZZ_CHECK(input == "memory" || input.rfind("shm:", 0) == 0 || input.rfind("redis://", 0) == 0,
+    RT_FUZZ_CHECK(input == "memory" || input.rfind("shm:", 0) == 0 ||
+                      ratetrack::IsRedisUrl(input),
                   rtfuzz::Show(input));
   }
   CheckUrl(input);

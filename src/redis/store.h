@@ -1,6 +1,12 @@
 // RedisStore: one budget across machines. Every decision is one atomic Lua
-// script over all windows of a model (src/redis_script.lua), run by its SHA
+// script over all windows of a model (src/redis/script.lua), run by its SHA
 // on the Redis server's clock.
+//
+// The client in layers (src/redis/): url (the URL), routing (which
+// server), transport (a connection's socket and reply reader), script (the
+// Lua text, what a call packs and its replies checked), batching (queued
+// calls merged into script calls: RedisStore::Lead) and this, the store
+// (the handshake, failures and backoff, the server's clock).
 //
 // A few connections per store (up to 4; ?connections=N). With no more
 // callers at once than connections, a caller that finds one free uses it at
@@ -56,98 +62,24 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "redis/routing.h"
+#include "redis/script.h"
+#include "redis/tls.h"
+#include "redis/url.h"
 #include "spin_lock.h"
 #include "window_set.h"
 
 namespace ratetrack {
 
-struct RedisUrl {
-  enum class OnError { kLocal, kOpen, kClosed };
-  std::string host = "127.0.0.1";
-  int port = 6379;
-  int db = 0;
-  std::string user;      // ACL user, or empty
-  std::string password;  // never printed
-  std::string prefix = "ratetrack";
-  int timeout_ms = 50;
-  int connections = 4;  // per tracker, at most (2 busy when more callers than these)
-  OnError on_error = OnError::kLocal;
-  bool update_limits = false;  // ?limits=update
-  // Tests only, not in the URL: every decision takes the script's full path
-  // (ARGV[8] = '0'), so that a test can compare its hot path with it.
-  bool full_path_only = false;
-  // Tests only, not in the URL: the script's clock is TIME plus the
-  // milliseconds stored at "{prefix:}clock" (a variant of the script is
-  // loaded), so that a test can step the server's clock.
-  bool test_clock = false;
-
-  // "redis://host:port/db?prefix=P&timeout_ms=T&on_error=E", no credentials.
-  std::string Redacted() const;
-};
-
-// Parses "redis://[user:password@]host:port[/db][?prefix=P&timeout_ms=T&
-// on_error=local|open|closed&limits=segment|update&connections=N]". Errors
-// never repeat the password.
-absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url);
-
-// What the script needs of a model's windows, copied per call (the limits
-// may change under the tracker's lock; this is a snapshot).
-struct RemoteSpec {
-  struct Window {
-    char name[24];  // "r60", "t86400", "ic86400": unit, calendar, seconds
-    int64_t width_ms;
-    int32_t ring;
-    int64_t limit;  // -1: unlimited
-    Unit unit;
-    int64_t seconds;
-    char calendar_tz[48];  // empty: sliding
-  };
-  int n = 0;
-  Window w[ModelLimits::kMaxWindows];
-  int64_t ttl_ms = 0;
-  std::string fingerprint;  // DescribeLimits: "conflict" detection
-  std::string names;        // "r60,t60,rc86400": the windows' names, in order
-  std::string head;         // fingerprint "\n" names "\n": what the state is for
-  // Per window five little-endian doubles (width, ring, limit or -1, unit,
-  // day end: 0 here, set per call for calendar windows): what the script
-  // unpacks without parsing text.
-  std::string layout;
-  // The longest window with a limit (width x ring, ms; 0: none): how long
-  // after a step of the server's clock a call carries the time as it would
-  // be without it.
-  int64_t longest_ms = 0;
-  // A 52-bit FNV-1a hash of the head, the layout and the TTL, as the script
-  // compares it (a double, exact): a call that carries only the digest is
-  // decided from the state Redis holds for the same limits.
-  double digest = 0;
-
-  static RemoteSpec From(const WindowSet& windows);
-};
-
 class RedisStore {
  public:
-  enum class Op { kAcquire, kCheck, kRecord, kSettle, kStats, kReset, kBlock, kObserve };
+  using Op = ScriptOp;
+  using Reply = ScriptReply;
   // kObserve: what the provider said about one unit.
   struct Observation {
     Unit unit;
     uint64_t remaining;
     uint64_t limit;  // 0: not said
-  };
-  struct Reply {
-    int code = 0;          // RT_OK, RT_LIMITED, RT_E_TOO_LARGE, RT_E_CONFIG
-    uint64_t wait_ms = 0;  // RT_LIMITED
-    int64_t now_ms = 0;    // the server's time of the decision (Unix ms)
-    std::string stored_limits;   // RT_E_CONFIG: what Redis holds
-    std::vector<uint64_t> used;  // kStats: per window
-    uint64_t blocked_ms = 0;     // kStats: a 429's remaining time
-    struct Cap {
-      int64_t remaining = -1;  // -1: no report in force
-      uint64_t reset_ms = 0;
-      uint64_t limit = 0;
-    } caps[4];                   // kStats: by Unit
-    // The script holds no state for these limits (or a calendar day
-    // begins): the call is to be sent again in the full form (Run does).
-    bool need_full = false;
   };
   struct Health {
     bool connected;
@@ -181,6 +113,12 @@ class RedisStore {
                                                       const RemoteSpec& spec,
                                                       const std::vector<Cost>& costs);
 
+  // Connects one connection at once (rt_open): the status of a
+  // misconfiguration the server shows (a replica, a sentinel, a cluster
+  // node, credentials refused), else OK (an outage is the calls' to meet:
+  // on_error decides then).
+  absl::Status Probe();
+
   Health health() const;
   // The key of grant tickets made in Redis, shared by every tracker on the
   // same Redis and prefix (kept there, set once): a grant acquired by one
@@ -212,6 +150,8 @@ class RedisStore {
   absl::StatusOr<Reply> RunPrepared(Request& me);
   // After a failed Flush or NextReply on c: drops it, says what failed.
   absl::Status IoError(Conn& c, const char* during) const;
+  // A TLS failure about a certificate on c: drops it; a misconfiguration.
+  absl::Status TlsCertificateError(Conn& c, const char* during) const;
   // A reply of the server's clock (server_ms, from a call written at
   // sent_us and answered by recv_us, CLOCK_BOOTTIME): a step is noted.
   void UpdateClock(int64_t server_ms, int64_t sent_us, int64_t recv_us)
@@ -232,20 +172,32 @@ class RedisStore {
   // Appends one group's script call to c's output buffer, in the form its
   // first request was prepared in; false when out of memory.
   bool AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) const;
+  // ?replicas=N: appends the batch's WAIT; reads its reply (an error when
+  // fewer replicas acknowledged).
+  bool AppendWait(Conn& c) const;
+  absl::Status ReadWait(Conn& c, int64_t deadline_us);
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands c to the first queued request (the caller wakes it: the result)
   // or marks it free.
   Request* HandOn(Conn& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A failure of Redis: counted, reported, and connecting backs off.
   void NoteFailure(const std::string& message);
+  // The server is not one the URL can use (ClassifyErrorReply): counted,
+  // reported, every call fails with it (RT_E_CONFIG) and connecting backs
+  // off, until a connection shows it fixed.
+  void NoteMisconfiguration(const std::string& message);
   // A call that failed by its own deadline while Redis is fine: counted and
   // reported only.
   void NoteError(const std::string& message);
   void NoteSuccess();
 
   const RedisUrl url_;
+  Route route_;
   const std::string where_;  // "Redis host:port", the start of every error
   const std::string script_;  // the script's text (kRedisScript, or the test_clock variant)
+  // rediss://: the TLS context (null: plain), or why it could not be made.
+  std::shared_ptr<TlsContext> tls_;
+  absl::Status tls_status_;
   std::vector<std::unique_ptr<Conn>> pool_;
   SpinLock mu_;  // the connections' busy flags and batches, the queue (held briefly)
   std::deque<Request*> queue_ ABSL_GUARDED_BY(mu_);  // waiting for a connection
@@ -257,6 +209,7 @@ class RedisStore {
   std::atomic<uint64_t> errors_{0};
   std::atomic<bool> first_failure_pending_{false};
   std::atomic<bool> connected_{false};
+  std::atomic<bool> misconfigured_{false};  // the last failure was a misconfiguration
   std::atomic<bool> sha_known_{false};
   std::atomic<uint64_t> secret_{0};
   std::string sha_;  // written once, before sha_known_

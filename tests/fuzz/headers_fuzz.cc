@@ -110,8 +110,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     RT_FUZZ_CHECK(*used >= 0 && static_cast<size_t>(*used) <= headers.size(), std::to_string(*used));
     for (uint64_t tokens : {uint64_t{0}, uint64_t{1}, uint64_t{1000}}) {
       const ratetrack::Decision d = t->TryAcquire(model, ratetrack::Cost{tokens, tokens});
-      RT_FUZZ_CHECK(rtfuzz::OneOf(d.code, {RT_OK, RT_LIMITED}), std::to_string(d.code));
-      if (d.code == RT_OK) {
+      RT_FUZZ_CHECK(rtfuzz::OneOf(d.code, {RT_OK, RT_LIMITED, RT_E_TOO_LARGE}),
+                    std::to_string(d.code));
+      if (d.code == RT_E_TOO_LARGE) {
+        // Only a limit the provider reported, lower than ours, makes a
+        // request of these sizes never fit: the stats show it.
+        RT_FUZZ_CHECK(d.wait_ms == RT_WAIT_NEVER, std::to_string(d.wait_ms));
+        const std::string stats = t->StatsJson();
+        RT_FUZZ_CHECK(stats.find("\"observed_limit\"") != std::string::npos, stats);
+      } else if (d.code == RT_OK) {
         RT_FUZZ_CHECK(d.wait_ms == 0, std::to_string(d.wait_ms));
       } else {
         // A provider cap lasts at most a day; the windows take a minute.

@@ -173,6 +173,41 @@ std::string Config(const std::string& url, const std::string& limits) {
   return R"({"backend": ")" + url + R"(", "builtin_tiers": false, "limits": )" + limits + "}";
 }
 
+// `processes` forked processes, each with its own tracker on `cfg`, try
+// `attempts` acquires of one request to "a/b": how many were admitted in all
+// (a large negative number if any call failed otherwise).
+int RaceProcesses(const std::string& cfg, int processes, int attempts) {
+  int pipes[2];
+  if (pipe(pipes) != 0) return -1;
+  std::vector<pid_t> kids;
+  for (int i = 0; i < processes; ++i) {
+    pid_t p = fork();
+    if (p == 0) {
+      rt_tracker* t = rt_open(cfg.c_str());
+      int n = 0;
+      for (int j = 0; j < attempts && t != nullptr; ++j) {
+        int rc = rt_try_acquire(t, "a/b", 1, nullptr);
+        if (rc == RT_OK) ++n;
+        else if (rc != RT_LIMITED) n = -100000;
+      }
+      (void)!write(pipes[1], &n, sizeof n);
+      _exit(0);
+    }
+    kids.push_back(p);
+  }
+  int total = 0;
+  for (size_t i = 0; i < kids.size(); ++i) {
+    int n = 0;
+    if (read(pipes[0], &n, sizeof n) != static_cast<ssize_t>(sizeof n)) n = -100000;
+    total += n;
+  }
+  for (pid_t p : kids) waitpid(p, nullptr, 0);
+  close(pipes[0]);
+  close(pipes[1]);
+  return total;
+}
+
+
 json Stats(rt_tracker* t) {
   char* s = rt_stats_json(t);
   json j = json::parse(s);
@@ -186,32 +221,8 @@ TEST(RedisTest, ProcessesRacingAdmitExactlyTheLimit) {
   // (on_error=local), over the limit, on a busy machine.
   const std::string cfg = Config(redis.Url("?prefix=race&timeout_ms=5000"),
       R"({"a/b": {"windows": [{"unit": "requests", "limit": 500, "seconds": 3600}]}})");
-  int pipes[2];
-  ASSERT_EQ(pipe(pipes), 0);
-  std::vector<pid_t> kids;
-  for (int i = 0; i < 4; ++i) {  // four "hosts", each with its own tracker
-    pid_t p = fork();
-    if (p == 0) {
-      rt_tracker* t = rt_open(cfg.c_str());
-      int n = 0;
-      for (int j = 0; j < 400 && t != nullptr; ++j) {
-        int rc = rt_try_acquire(t, "a/b", 1, nullptr);
-        if (rc == RT_OK) ++n;
-        else if (rc != RT_LIMITED) n = -100000;
-      }
-      (void)!write(pipes[1], &n, sizeof n);
-      _exit(0);
-    }
-    kids.push_back(p);
-  }
-  int total = 0;
-  for (size_t i = 0; i < kids.size(); ++i) {
-    int n = 0;
-    ASSERT_EQ(read(pipes[0], &n, sizeof n), static_cast<ssize_t>(sizeof n));
-    total += n;
-  }
-  for (pid_t p : kids) waitpid(p, nullptr, 0);
-  EXPECT_EQ(total, 500);
+  // Four "hosts", each with its own tracker.
+  EXPECT_EQ(RaceProcesses(cfg, 4, 400), 500);
 }
 
 // Script calls the server has run since the last CONFIG RESETSTAT.
@@ -925,32 +936,7 @@ TEST(RedisTest, UnixSocket) {
   const std::string cfg = Config("redis+unix://" + sock +
                                      "?db=3&password=unix-pw&prefix=ux&timeout_ms=5000&on_error=closed",
                                  limits);
-  int pipes[2];
-  ASSERT_EQ(pipe(pipes), 0);
-  std::vector<pid_t> kids;
-  for (int i = 0; i < 3; ++i) {
-    pid_t p = fork();
-    if (p == 0) {
-      rt_tracker* t = rt_open(cfg.c_str());
-      int n = 0;
-      for (int j = 0; j < 200 && t != nullptr; ++j) {
-        int rc = rt_try_acquire(t, "a/b", 1, nullptr);
-        if (rc == RT_OK) ++n;
-        else if (rc != RT_LIMITED) n = -100000;
-      }
-      (void)!write(pipes[1], &n, sizeof n);
-      _exit(0);
-    }
-    kids.push_back(p);
-  }
-  int total = 0;
-  for (size_t i = 0; i < kids.size(); ++i) {
-    int n = 0;
-    ASSERT_EQ(read(pipes[0], &n, sizeof n), static_cast<ssize_t>(sizeof n));
-    total += n;
-  }
-  for (pid_t p : kids) waitpid(p, nullptr, 0);
-  EXPECT_EQ(total, 300);
+  EXPECT_EQ(RaceProcesses(cfg, 3, 200), 300);
   // In database 3, under the prefix.
   EXPECT_EQ(redis.Command({"EVAL", "redis.call('SELECT', 3) return redis.call('EXISTS', KEYS[1])",
                            "1", "{ux:a/b}"},

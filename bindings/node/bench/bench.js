@@ -1,7 +1,9 @@
 'use strict';
 // Benchmark: ns per tryAcquire through the binding on a private tracker whose
 // model has all four windows (limits too high to be reached).
-// Prints: BENCH node try_acquire_ns=<float> floor_ns=<float>
+// Next to it, a refusal: tryAcquire on bench/spent, whose day's one request
+// is used, so every call is refused.
+// Prints: BENCH node try_acquire_ns=<float> floor_ns=<float> refused_ns=<float>
 // The floor is koffi's own cost: rt_version_number(), a C function that only
 // returns a constant, declared on the library the binding loaded and called
 // the same way (koffi's synchronous call), in the same kind of loop.
@@ -9,11 +11,15 @@ const rt = require('..');
 const loader = require('../lib/loader');
 
 const MODEL = 'bench/m';
+const SPENT = 'bench/spent';
 const N = Number(process.env.BENCH_ITERATIONS || 1_000_000);
 
 const t = rt.open({
   builtin_tiers: false,
-  limits: { [MODEL]: { rpm: 1000000000, tpm: 1000000000000, rpd: 1000000000000, tpd: 1000000000000 } },
+  limits: {
+    [MODEL]: { rpm: 1000000000, tpm: 1000000000000, rpd: 1000000000000, tpd: 1000000000000 },
+    [SPENT]: { rpm: 1000000000, tpm: 1000000000000, rpd: 1, tpd: 1000000000000 },
+  },
 });
 
 function run(n) {
@@ -22,6 +28,15 @@ function run(n) {
   for (let i = 0; i < n; i++) if (t.tryAcquire(MODEL, 1).ok) admitted++;
   const ns = Number(process.hrtime.bigint() - start);
   if (admitted !== n) throw new Error(`only ${admitted} of ${n} admitted`);
+  return ns / n;
+}
+
+function refused(n) {
+  let refusedCalls = 0;
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) if (!t.tryAcquire(SPENT, 1).ok) refusedCalls++;
+  const ns = Number(process.hrtime.bigint() - start);
+  if (refusedCalls !== n) throw new Error(`only ${refusedCalls} of ${n} refused`);
   return ns / n;
 }
 
@@ -39,8 +54,11 @@ function floor(n) {
 run(Math.min(N, 50_000)); // warm up the JIT
 floor(Math.min(N, 50_000));
 t.reset();
+t.tryAcquire(SPENT, 1); // the day's one request
+refused(Math.min(N, 50_000));
 const ns = run(N);
+const refusedNs = refused(N);
 const floorNs = floor(N);
 t.close();
 console.log(`library ${rt.version()}, ${N} iterations`);
-console.log(`BENCH node try_acquire_ns=${ns.toFixed(1)} floor_ns=${floorNs.toFixed(1)}`);
+console.log(`BENCH node try_acquire_ns=${ns.toFixed(1)} floor_ns=${floorNs.toFixed(1)} refused_ns=${refusedNs.toFixed(1)}`);

@@ -3,6 +3,7 @@
 // model has all four windows (limits too high to be reached).
 // Next to it, a refusal: tryAcquire on bench/spent, whose day's one request
 // is used, so every call is refused.
+// The three are timed in interleaved rounds; each figure is the median.
 // Prints: BENCH node try_acquire_ns=<float> floor_ns=<float> refused_ns=<float>
 // The floor is koffi's own cost: rt_version_number(), a C function that only
 // returns a constant, declared on the library the binding loaded and called
@@ -51,14 +52,36 @@ function floor(n) {
   return ns / n;
 }
 
+// Interleaved rounds, so that the three share the machine's drifts; each
+// figure is the median of the rounds (their range is printed too).
+const ROUNDS = 9;
+const perRound = Math.max(1, Math.floor(N / ROUNDS));
 run(Math.min(N, 50_000)); // warm up the JIT
 floor(Math.min(N, 50_000));
 t.reset();
 t.tryAcquire(SPENT, 1); // the day's one request
 refused(Math.min(N, 50_000));
-const ns = run(N);
-const refusedNs = refused(N);
-const floorNs = floor(N);
+const rounds = { admitted: [], refused: [], floor: [] };
+for (let r = 0; r < ROUNDS; r++) {
+  rounds.admitted.push(run(perRound));
+  rounds.refused.push(refused(perRound));
+  rounds.floor.push(floor(perRound));
+}
 t.close();
-console.log(`library ${rt.version()}, ${N} iterations`);
-console.log(`BENCH node try_acquire_ns=${ns.toFixed(1)} floor_ns=${floorNs.toFixed(1)} refused_ns=${refusedNs.toFixed(1)}`);
+const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+const desc = Object.entries(rounds)
+  .map(([k, v]) => `${k} ${median(v).toFixed(1)} (${Math.min(...v).toFixed(1)}-${Math.max(...v).toFixed(1)})`)
+  .join(', ');
+// Ratios within each round (the round's call over the round's floor or
+// admission), their median and range: what the machine's drifts move least.
+const ratios = (num, den) => rounds[num].map((x, i) => x / rounds[den][i]);
+const ratioDesc = (v) => `${median(v).toFixed(2)} (${Math.min(...v).toFixed(2)}-${Math.max(...v).toFixed(2)})`;
+console.log(`library ${rt.version()}, ${perRound} calls x ${ROUNDS} interleaved rounds, median (range) ns: ${desc}`);
+console.log(
+  `per round: admitted / floor ${ratioDesc(ratios('admitted', 'floor'))}, ` +
+    `refused / admitted ${ratioDesc(ratios('refused', 'admitted'))}`,
+);
+console.log(
+  `BENCH node try_acquire_ns=${median(rounds.admitted).toFixed(1)} floor_ns=${median(rounds.floor).toFixed(1)} ` +
+    `refused_ns=${median(rounds.refused).toFixed(1)}`,
+);

@@ -57,6 +57,13 @@ def main() -> None:
     print(f"ratetrack {ratetrack.version()} via {ratetrack._library.loaded_from()}: "
           f"{number} calls x {ROUNDS} interleaved rounds, median (range) ns: {ranges}; "
           f"{calls} recorded in the last minute")
+    # Ratios within each round, their median and range: what the machine's
+    # drifts move least.
+    per_floor = [a / f for a, f in zip(ns["admitted"], ns["floor"])]
+    per_admit = [r / a for r, a in zip(ns["refused"], ns["admitted"])]
+    print(f"per round: admitted / floor {statistics.median(per_floor):.2f} "
+          f"({min(per_floor):.2f}-{max(per_floor):.2f}), refused / admitted "
+          f"{statistics.median(per_admit):.2f} ({min(per_admit):.2f}-{max(per_admit):.2f})")
     print(f"BENCH python try_acquire_ns={med['admitted']:.1f} floor_ns={med['floor']:.1f} "
           f"refused_ns={med['refused']:.1f}")
 

@@ -74,6 +74,8 @@ fn main() -> Result<(), ratetrack::Error> {
         floor_best = floor_best.min(floor(200_000));
     }
     println!("libratetrack {} ({})", version.string, version.origin);
-    println!("BENCH rust try_acquire_ns={best:.1} floor_ns={floor_best:.1} refused_ns={refused_best:.1}");
+    println!(
+        "BENCH rust try_acquire_ns={best:.1} floor_ns={floor_best:.1} refused_ns={refused_best:.1}"
+    );
     Ok(())
 }

@@ -79,13 +79,17 @@ c_ns=$(cat /tmp/rt-bench-c-ns)
 lib="$PWD/build/libratetrack.so.0"
 # floor: the same binding's call of rt_version_number() (a C function that
 # only returns a constant) through the same mechanism: what the FFI itself costs.
-printf "\n%-10s %12s %10s %12s %10s\n" "binding" "try_acquire" "x C call" "FFI floor" "x floor"
+printf "\n%-10s %12s %10s %12s %10s %12s %10s\n" "binding" "try_acquire" "x C call" "FFI floor" "x floor" "refused" "x admitted"
 printf "%-10s %9.1f ns %10s\n" "C" "$c_ns" "1.00"
 for lang in go rust node python; do
   line=$(RATETRACK_LIBRARY="$lib" "bindings/$lang/run-bench.sh" 2>/dev/null | grep -m1 '^BENCH ' || true)
   v=$(echo "$line" | sed -n 's/.*try_acquire_ns=\([0-9.]*\).*/\1/p')
   f=$(echo "$line" | sed -n 's/.*floor_ns=\([0-9.]*\).*/\1/p')
-  if [ -n "$v" ] && [ -n "$f" ]; then
+  r=$(echo "$line" | sed -n 's/.*refused_ns=\([0-9.]*\).*/\1/p')
+  if [ -n "$v" ] && [ -n "$f" ] && [ -n "$r" ]; then
+    printf "%-10s %9.1f ns %10.2f %9.1f ns %10.2f %9.1f ns %10.2f\n" "$lang" "$v" "$(python3 -c "print($v / $c_ns)")" \
+      "$f" "$(python3 -c "print($v / $f)")" "$r" "$(python3 -c "print($r / $v)")"
+  elif [ -n "$v" ] && [ -n "$f" ]; then
     printf "%-10s %9.1f ns %10.2f %9.1f ns %10.2f\n" "$lang" "$v" "$(python3 -c "print($v / $c_ns)")" \
       "$f" "$(python3 -c "print($v / $f)")"
   elif [ -n "$v" ]; then

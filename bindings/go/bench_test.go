@@ -18,6 +18,21 @@ func BenchmarkTryAcquire(b *testing.B) {
 	}
 }
 
+// BenchmarkTryAcquireRefused is TryAcquire on a model whose day's one request
+// is used: every call is refused. run-bench.sh prints it as refused_ns.
+func BenchmarkTryAcquireRefused(b *testing.B) {
+	tr := open(b, `{"builtin_tiers": false, "limits": {"bench/spent": {"rpm": 1000000000, "tpm": 1000000000000, "rpd": 1, "tpd": 1000000000000}}}`)
+	if ok, _, err := tr.TryAcquire("bench/spent", 10); !ok || err != nil {
+		b.Fatal(ok, err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if ok, wait, err := tr.TryAcquire("bench/spent", 10); ok || wait <= 0 || err != nil {
+			b.Fatal(ok, wait, err)
+		}
+	}
+}
+
 // BenchmarkTryAcquireParallel is the same from GOMAXPROCS goroutines.
 func BenchmarkTryAcquireParallel(b *testing.B) {
 	tr := open(b, benchConfig)

@@ -50,23 +50,46 @@ static int rtgo_int_t_cstr(void *f, void *t, const char *s) {
 }
 static void rtgo_close(void *f, void *t) { ((void (*)(void *))f)(t); }
 static int rtgo_int_t(void *f, void *t) { return ((int (*)(void *))f)(t); }
-static int rtgo_int_t_m_n(void *f, void *t, const char *m, uint64_t n) {
-	return ((int (*)(void *, const char *, uint64_t))f)(t, m, n);
-}
 static int rtgo_int_t_m_n_n(void *f, void *t, const char *m, uint64_t a, uint64_t b) {
 	return ((int (*)(void *, const char *, uint64_t, uint64_t))f)(t, m, a, b);
 }
 // Out-parameters are returned by value in a struct, so no Go pointer is
 // passed to C (and nothing escapes to the heap).
 typedef struct { int rc; uint64_t a; uint64_t b; } rtgo_res;
-static rtgo_res rtgo_try_acquire(void *f, void *t, const char *m, uint64_t n) {
-	rtgo_res r = {0, 0, 0};
+
+// The hot calls: the call and, when it fails, a copy of rt_last_error()
+// taken on the same OS thread in the same cgo call (so the Go side need not
+// lock the goroutine to its thread). The copy is malloc'd; NULL when the
+// call succeeded or the message is empty. The Go side frees it.
+typedef struct { int rc; uint64_t a; uint64_t b; char *err; } rtgo_hot;
+static char *rtgo_err(void *last_error, int rc) {
+	if (rc >= 0) return NULL;
+	const char *m = ((const char *(*)(void))last_error)();
+	return (m && *m) ? strdup(m) : NULL;
+}
+static rtgo_hot rtgo_hot_try_acquire(void *f, void *le, void *t, const char *m, uint64_t n) {
+	rtgo_hot r = {0, 0, 0, NULL};
 	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *))f)(t, m, n, &r.a);
+	r.err = rtgo_err(le, r.rc);
 	return r;
 }
-static rtgo_res rtgo_try_acquire_grant(void *f, void *t, const char *m, uint64_t n) {
-	rtgo_res r = {0, 0, 0};
+static rtgo_hot rtgo_hot_try_acquire_grant(void *f, void *le, void *t, const char *m, uint64_t n) {
+	rtgo_hot r = {0, 0, 0, NULL};
 	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *, uint64_t *))f)(t, m, n, &r.a, &r.b);
+	r.err = rtgo_err(le, r.rc);
+	return r;
+}
+static rtgo_hot rtgo_hot_t_m_n(void *f, void *le, void *t, const char *m, uint64_t n) {
+	rtgo_hot r = {0, 0, 0, NULL};
+	r.rc = ((int (*)(void *, const char *, uint64_t))f)(t, m, n);
+	r.err = rtgo_err(le, r.rc);
+	return r;
+}
+static rtgo_hot rtgo_hot_settle(void *f, void *le, void *t, const char *m, uint64_t g, uint64_t granted,
+                                uint64_t actual) {
+	rtgo_hot r = {0, 0, 0, NULL};
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t))f)(t, m, g, granted, actual);
+	r.err = rtgo_err(le, r.rc);
 	return r;
 }
 static rtgo_res rtgo_wait_time(void *f, void *t, const char *m, uint64_t n) {
@@ -90,9 +113,6 @@ static rtgo_pres rtgo_stats_ex(void *f, void *t) {
 	r.rc = ((int (*)(void *, char **))f)(t, &out);
 	r.p = out;
 	return r;
-}
-static int rtgo_settle(void *f, void *t, const char *m, uint64_t g, uint64_t granted, uint64_t actual) {
-	return ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t))f)(t, m, g, granted, actual);
 }
 static rtgo_res rtgo_try_acquire_io(void *f, void *t, const char *m, uint64_t in, uint64_t out) {
 	rtgo_res r = {0, 0, 0};
@@ -204,6 +224,11 @@ type library struct {
 	fnGlobalGetEx, fnGlobalConfigure, fnOpenEx, fnConfigure, fnClose      unsafe.Pointer
 	fnCanMake, fnRecord, fnTryAcquire, fnTryAcquireGrant, fnSettle        unsafe.Pointer
 	fnWaitTime, fnReset, fnStatsJSONEx                                    unsafe.Pointer
+
+	// The last model name passed to a hot call, NUL-terminated: a caller's
+	// loop usually passes the same one, and then it is neither checked nor
+	// copied again (one atomic load and one string comparison).
+	lastModel atomic.Pointer[cModel]
 
 	// Provider truth (optional: nil in an earlier 0.1 build, whose other
 	// functions still work; the methods using them then fail with
@@ -493,6 +518,44 @@ func cstrOrNil(what, s string, code int) (*C.char, error) {
 	return cstrKind(what, s, code)
 }
 
+// cModel is a model name that passed checkText and its NUL-terminated copy.
+type cModel struct {
+	s string
+	b []byte
+}
+
+// model is cstr("model", s), reusing the copy of the last name seen. The
+// copy is Go memory that is never written once made, so goroutines can pass
+// it to C at once (cgo pins it for each call).
+func (l *library) model(s string) (*C.char, error) {
+	if c := l.lastModel.Load(); c != nil && c.s == s {
+		return (*C.char)(unsafe.Pointer(&c.b[0])), nil
+	}
+	cm, err := cstr("model", s)
+	if err != nil {
+		return nil, err
+	}
+	l.lastModel.Store(&cModel{s: s, b: unsafe.Slice((*byte)(unsafe.Pointer(cm)), len(s)+1)})
+	return cm, nil
+}
+
+// hotCheck turns a hot call's status and copied message into an error
+// (the same error fail builds), freeing the copy.
+func (l *library) hotCheck(rc C.int, msg *C.char) error {
+	if rc >= 0 {
+		return nil
+	}
+	text := ""
+	if msg != nil {
+		text = C.GoString(msg)
+		C.free(unsafe.Pointer(msg))
+	}
+	if text == "" {
+		text = l.statusString(int(rc))
+	}
+	return newError(int(rc), text)
+}
+
 // The calls below are the thin layer over the C functions. Each one that can
 // fail locks the goroutine to its OS thread from the call until rt_last_error
 // has been read (rt_last_error is thread-local), and frees what it must.
@@ -562,24 +625,21 @@ func (l *library) configure(h unsafe.Pointer, config string) error {
 func (l *library) closeHandle(h unsafe.Pointer) { C.rtgo_close(l.fnClose, h) }
 
 func (l *library) canMake(h unsafe.Pointer, model string, tokens uint64) (bool, error) {
-	cm, err := cstr("model", model)
+	cm, err := l.model(model)
 	if err != nil {
 		return false, err
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	rc := C.rtgo_int_t_m_n(l.fnCanMake, h, cm, C.uint64_t(tokens))
-	return rc == 1, l.check(rc)
+	r := C.rtgo_hot_t_m_n(l.fnCanMake, l.fnLastError, h, cm, C.uint64_t(tokens))
+	return r.rc == 1, l.hotCheck(r.rc, r.err)
 }
 
 func (l *library) record(h unsafe.Pointer, model string, tokens uint64) error {
-	cm, err := cstr("model", model)
+	cm, err := l.model(model)
 	if err != nil {
 		return err
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	return l.check(C.rtgo_int_t_m_n(l.fnRecord, h, cm, C.uint64_t(tokens)))
+	r := C.rtgo_hot_t_m_n(l.fnRecord, l.fnLastError, h, cm, C.uint64_t(tokens))
+	return l.hotCheck(r.rc, r.err)
 }
 
 func (l *library) recordTokens(h unsafe.Pointer, model string, in, out uint64) error {
@@ -597,36 +657,31 @@ func (l *library) recordTokens(h unsafe.Pointer, model string, in, out uint64) e
 
 // tryAcquire returns the status (RT_OK or RT_LIMITED) and the retry-after in ms.
 func (l *library) tryAcquire(h unsafe.Pointer, model string, tokens uint64) (int, uint64, error) {
-	cm, err := cstr("model", model)
+	cm, err := l.model(model)
 	if err != nil {
 		return 0, 0, err
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r := C.rtgo_try_acquire(l.fnTryAcquire, h, cm, C.uint64_t(tokens))
-	return int(r.rc), uint64(r.a), l.check(r.rc)
+	r := C.rtgo_hot_try_acquire(l.fnTryAcquire, l.fnLastError, h, cm, C.uint64_t(tokens))
+	return int(r.rc), uint64(r.a), l.hotCheck(r.rc, r.err)
 }
 
 // tryAcquireGrant returns the status, the retry-after in ms and the ticket.
 func (l *library) tryAcquireGrant(h unsafe.Pointer, model string, tokens uint64) (int, uint64, uint64, error) {
-	cm, err := cstr("model", model)
+	cm, err := l.model(model)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	r := C.rtgo_try_acquire_grant(l.fnTryAcquireGrant, h, cm, C.uint64_t(tokens))
-	return int(r.rc), uint64(r.a), uint64(r.b), l.check(r.rc)
+	r := C.rtgo_hot_try_acquire_grant(l.fnTryAcquireGrant, l.fnLastError, h, cm, C.uint64_t(tokens))
+	return int(r.rc), uint64(r.a), uint64(r.b), l.hotCheck(r.rc, r.err)
 }
 
 func (l *library) settle(h unsafe.Pointer, model string, ticket, granted, actual uint64) error {
-	cm, err := cstr("model", model)
+	cm, err := l.model(model)
 	if err != nil {
 		return err
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	return l.check(C.rtgo_settle(l.fnSettle, h, cm, C.uint64_t(ticket), C.uint64_t(granted), C.uint64_t(actual)))
+	r := C.rtgo_hot_settle(l.fnSettle, l.fnLastError, h, cm, C.uint64_t(ticket), C.uint64_t(granted), C.uint64_t(actual))
+	return l.hotCheck(r.rc, r.err)
 }
 
 // waitTime returns the wait in ms.

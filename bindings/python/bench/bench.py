@@ -1,53 +1,71 @@
 """Benchmark: nanoseconds per Tracker.try_acquire through the binding.
 
-Uses a private tracker whose model has all four windows (rpm, tpm, rpd, tpd)
-with limits too high to be reached, so every call is admitted and recorded.
-Prints one line: ``BENCH python try_acquire_ns=<float> floor_ns=<float>``
-(best of 5 runs each). The floor is ctypes' own cost: ``rt_version_number()``,
-a C function that only returns a constant, called through the same ctypes
-library object (and the same lambda) as the binding's call.
+Uses a private tracker with two models of all four windows (rpm, tpm, rpd,
+tpd): ``bench/m`` with limits too high to be reached, so every call is
+admitted and recorded, and ``bench/spent`` whose day's one request is used,
+so every call is refused. Next to them, the floor: ctypes' own cost,
+``rt_version_number()`` (a C function that only returns a constant) called
+through the same ctypes library object, in the same kind of lambda.
+
+The three are timed in interleaved rounds (so they share the machine's
+drifts); each figure is the median of the rounds. Prints one line:
+``BENCH python try_acquire_ns=<float> floor_ns=<float> refused_ns=<float>``
+after a line with each figure's range.
 """
 
 from __future__ import annotations
 
 import ctypes
+import statistics
 import sys
 import timeit
 
 import ratetrack
 
+BIG = {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000,
+       "rpd": 1_000_000_000_000, "tpd": 1_000_000_000_000}
 CONFIG = {
     "builtin_tiers": False,
-    "limits": {
-        "bench/m": {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000,
-                    "rpd": 1_000_000_000_000, "tpd": 1_000_000_000_000},
-    },
+    "limits": {"bench/m": BIG, "bench/spent": dict(BIG, rpd=1)},
 }
+ROUNDS = 9
 
 
 def main() -> None:
-    number = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    number = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     with ratetrack.open(CONFIG) as tracker:
         try_acquire = tracker.try_acquire
         assert try_acquire("bench/m", 100)
-        timer = timeit.Timer(lambda: try_acquire("bench/m", 100))
-        runs = timer.repeat(repeat=5, number=number)
-        ns = min(runs) / number * 1e9
-        # The same through bare ctypes, to show the binding's own overhead.
+        assert try_acquire("bench/spent", 100)
+        assert not try_acquire("bench/spent", 100)
         lib = tracker._lib
-        handle = tracker._handle
-        raw = timeit.Timer(lambda: lib.rt_try_acquire(handle, b"bench/m", 100, None))
-        raw_ns = min(raw.repeat(repeat=5, number=number)) / number * 1e9
-        # The floor: a C call that does nothing, through the same mechanism.
         version_number = lib.rt_version_number
         version_number.argtypes = []
         version_number.restype = ctypes.c_int
-        floor = timeit.Timer(lambda: version_number())
-        floor_ns = min(floor.repeat(repeat=5, number=number)) / number * 1e9
+        cases = {
+            "admitted": timeit.Timer(lambda: try_acquire("bench/m", 100)),
+            "refused": timeit.Timer(lambda: try_acquire("bench/spent", 100)),
+            "floor": timeit.Timer(lambda: version_number()),
+        }
+        ns = {name: [] for name in cases}  # type: dict[str, list[float]]
+        for _ in range(ROUNDS):
+            for name, timer in cases.items():
+                ns[name].append(timer.timeit(number) / number * 1e9)
         calls = tracker.stats()["models"]["bench/m"]["requests_per_minute"]["current"]
+    med = {name: statistics.median(v) for name, v in ns.items()}
+    ranges = ", ".join(f"{name} {med[name]:.1f} ({min(v):.1f}-{max(v):.1f})" for name, v in ns.items())
     print(f"ratetrack {ratetrack.version()} via {ratetrack._library.loaded_from()}: "
-          f"{number} calls x 5 runs, raw ctypes call {raw_ns:.1f} ns, {calls} recorded in the last minute")
-    print(f"BENCH python try_acquire_ns={ns:.1f} floor_ns={floor_ns:.1f}")
+          f"{number} calls x {ROUNDS} interleaved rounds, median (range) ns: {ranges}; "
+          f"{calls} recorded in the last minute")
+    # Ratios within each round, their median and range: what the machine's
+    # drifts move least.
+    per_floor = [a / f for a, f in zip(ns["admitted"], ns["floor"])]
+    per_admit = [r / a for r, a in zip(ns["refused"], ns["admitted"])]
+    print(f"per round: admitted / floor {statistics.median(per_floor):.2f} "
+          f"({min(per_floor):.2f}-{max(per_floor):.2f}), refused / admitted "
+          f"{statistics.median(per_admit):.2f} ({min(per_admit):.2f}-{max(per_admit):.2f})")
+    print(f"BENCH python try_acquire_ns={med['admitted']:.1f} floor_ns={med['floor']:.1f} "
+          f"refused_ns={med['refused']:.1f}")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,15 @@
 //! never to refuse. Run with `cargo bench` (harness = false: plain main).
 //! Next to it, the floor: `rt_version_number()`, a C function that only
 //! returns a constant, called through a function pointer from libloading,
-//! as the binding calls every C function.
+//! as the binding calls every C function. And a refusal: `try_acquire` on
+//! `bench/spent`, whose day's one request is used.
 
 use std::os::raw::c_int;
 use std::time::Instant;
 
 use ratetrack::{Acquire, Tracker};
 
-const CONFIG: &str = r#"{"builtin_tiers": false, "limits": {"bench/m": {"rpm": 1000000000, "tpm": 1000000000000, "rpd": 1000000000000, "tpd": 1000000000000}}}"#;
+const CONFIG: &str = r#"{"builtin_tiers": false, "limits": {"bench/m": {"rpm": 1000000000, "tpm": 1000000000000, "rpd": 1000000000000, "tpd": 1000000000000}, "bench/spent": {"rpm": 1000000000, "tpm": 1000000000000, "rpd": 1, "tpd": 1000000000000}}}"#;
 
 /// Hides `x` from the optimiser (`std::hint::black_box` needs Rust 1.66;
 /// the crate supports 1.63).
@@ -37,6 +38,20 @@ fn main() -> Result<(), ratetrack::Error> {
         t.reset()?;
         best = best.min(run(200_000)?);
     }
+    assert_eq!(t.try_acquire("bench/spent", 100)?, Acquire::Granted);
+    let refused = |n: u64| -> Result<f64, ratetrack::Error> {
+        let start = Instant::now();
+        for _ in 0..n {
+            let a = t.try_acquire(black_box("bench/spent"), black_box(100))?;
+            assert_ne!(a, Acquire::Granted);
+        }
+        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+    };
+    refused(50_000)?;
+    let mut refused_best = f64::INFINITY;
+    for _ in 0..5 {
+        refused_best = refused_best.min(refused(200_000)?);
+    }
     // The floor, on the same library (dlopen returns the loaded one).
     let path = std::env::var("RATETRACK_LIBRARY").unwrap_or_else(|_| "libratetrack.so.0".into());
     // SAFETY: the library the binding loaded; its initialisers have run.
@@ -59,6 +74,8 @@ fn main() -> Result<(), ratetrack::Error> {
         floor_best = floor_best.min(floor(200_000));
     }
     println!("libratetrack {} ({})", version.string, version.origin);
-    println!("BENCH rust try_acquire_ns={best:.1} floor_ns={floor_best:.1}");
+    println!(
+        "BENCH rust try_acquire_ns={best:.1} floor_ns={floor_best:.1} refused_ns={refused_best:.1}"
+    );
     Ok(())
 }

@@ -62,10 +62,21 @@ for (const p of PROVIDERS) {
       const t = tracker({ [p.name]: { rpm: 4 } });
       const model = ai.mod.wrapLanguageModel({ model: p.model(server), middleware: ratetrackMiddleware({ tracker: t, timeoutMs: 0 }) });
       const gen = () => ai.mod.generateText({ model, prompt: PROMPT, maxOutputTokens: 20 });
+      // A refused stream fails through onError (its text then rejects with
+      // AI_NoOutputGeneratedError): the error passed there is the refusal.
       const stream = async () => {
-        const s = ai.mod.streamText({ model, prompt: PROMPT, maxOutputTokens: 20, onError: () => {} });
-        await s.consumeStream();
-        return s.text;
+        let failure;
+        const s = ai.mod.streamText({
+          model, prompt: PROMPT, maxOutputTokens: 20, onError: ({ error }) => { failure = error; },
+        });
+        try {
+          await s.consumeStream();
+          const text = await s.text;
+          if (failure === undefined) return text;
+        } catch (e) {
+          if (failure === undefined) throw e;
+        }
+        throw failure;
       };
       const calls = [gen, stream, gen, stream, gen, stream, gen, stream];
       const results = await Promise.allSettled(calls.map((f) => f()));

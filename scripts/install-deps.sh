@@ -46,7 +46,7 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
   sudo=sudo
 fi
-echo "installing: ${missing[*]}"
+echo "installing: ${missing[*]} ${backports[*]}"
 bp_source=/etc/apt/sources.list.d/bookworm-backports.sources
 if [ ${#backports[@]} -gt 0 ] && grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null &&
    ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then

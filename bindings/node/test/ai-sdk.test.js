@@ -4,8 +4,7 @@
 // in devDependencies), against the fake server of helpers/fake-llm-server.js.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { FakeLlmServer } = require('./helpers/fake-llm-server');
-const { tracker, win, sdkSkip, load } = require('./helpers/integration');
+const { tracker, win, sdkSkip, load, withServer } = require('./helpers/integration');
 
 const ai = load('ai');
 const aiOpenai = load('@ai-sdk/openai');
@@ -14,15 +13,6 @@ const skip = sdkSkip() || ai.skip || aiOpenai.skip || aiAnthropic.skip;
 const { ratetrackMiddleware, RateTrackLimitError } = require('../ai');
 
 const PROMPT = 'Tell me something about rate limits, please, in a few short words. '.padEnd(120, '.');
-
-async function withServer(serverOptions, fn) {
-  const server = await new FakeLlmServer(serverOptions).start();
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
 
 const PROVIDERS = [
   {

@@ -3,8 +3,7 @@
 // devDependencies) against the fake server of helpers/fake-llm-server.js.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { FakeLlmServer } = require('./helpers/fake-llm-server');
-const { tracker, win, sdkSkip, load, rejection } = require('./helpers/integration');
+const { tracker, win, sdkSkip, load, rejection, withServer } = require('./helpers/integration');
 
 const sdk = load('@anthropic-ai/sdk');
 const skip = sdkSkip() || sdk.skip;
@@ -19,15 +18,6 @@ const PROMPT = 'Tell me something about rate limits, please, in a few words. '.p
 const ask = (client, extra = {}) =>
   client.messages.create({ model: MODEL, max_tokens: 20, system: SYSTEM, messages: [{ role: 'user', content: PROMPT }], ...extra });
 const REAL = 22 + 7;
-
-async function withServer(serverOptions, fn) {
-  const server = await new FakeLlmServer(serverOptions).start();
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
 
 function client(server, t, options = {}, clientOptions = {}) {
   return new Anthropic({

@@ -4,8 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const rt = require('..');
-const { FakeLlmServer } = require('./helpers/fake-llm-server');
-const { tracker, win, sdkSkip, load, rejection } = require('./helpers/integration');
+const { tracker, win, sdkSkip, load, rejection, withServer } = require('./helpers/integration');
 
 const sdk = load('openai');
 const skip = sdkSkip() || sdk.skip;
@@ -18,15 +17,6 @@ const NAME = `openai/${MODEL}`;
 const PROMPT = 'Tell me something about rate limits, please, in a few short words. '.padEnd(120, '.');
 const ask = (client, extra = {}) =>
   client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: PROMPT }], max_tokens: 20, ...extra });
-
-async function withServer(serverOptions, fn) {
-  const server = await new FakeLlmServer(serverOptions).start();
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
 
 function client(server, t, options = {}, clientOptions = {}) {
   return new OpenAI({

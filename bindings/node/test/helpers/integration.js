@@ -1,8 +1,9 @@
 'use strict';
 // Shared bits of the SDK integration tests: a private tracker with given
-// per-minute limits, its per-minute window, and a skip for Node versions the
+// per-minute limits, its per-minute window, a fake server's lifetime, and a skip for Node versions the
 // SDKs do not run on.
 const rt = require('../..');
+const { FakeLlmServer } = require('./fake-llm-server');
 
 /** A private tracker: only `limits` ({model: {rpm, tpm, ...}}), no built-in tier. */
 function tracker(limits, extra = {}) {
@@ -33,6 +34,16 @@ function load(name) {
   }
 }
 
+/** Runs fn(server) with a FakeLlmServer started with `serverOptions`, and closes it. */
+async function withServer(serverOptions, fn) {
+  const server = await new FakeLlmServer(serverOptions).start();
+  try {
+    await fn(server);
+  } finally {
+    await server.close();
+  }
+}
+
 /** Runs fn and returns what it threw (or null). */
 async function rejection(fn) {
   try {
@@ -43,4 +54,4 @@ async function rejection(fn) {
   return null;
 }
 
-module.exports = { tracker, win, sdkSkip, load, rejection };
+module.exports = { tracker, win, sdkSkip, load, rejection, withServer };

@@ -54,7 +54,7 @@ valkey_suite() {
   [ -x build/tests/redis_test ] || build_core || return 1
   local rc=0
   (cd build && RATETRACK_REDIS_SERVER=valkey-server RATETRACK_REDIS_SENTINEL=valkey-sentinel \
-    ctest --output-on-failure -j2 --timeout 300 -R '^RedisTest\.') || rc=1
+    ctest --output-on-failure -j2 --timeout 300 -R '^Redis(Cluster|ClusterChange)?Test\.') || rc=1
   RATETRACK_REDIS_SERVER=$(command -v valkey-server) RATETRACK_LIBRARY="$lib" \
     bindings/python/run-tests.sh tests/test_redis.py || rc=1
   return $rc

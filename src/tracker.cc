@@ -95,11 +95,11 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
     if (!opened.ok()) return opened.status();
     shm = std::move(*opened);
   }
-  std::unique_ptr<RedisStore> redis;
+  std::unique_ptr<RedisClient> redis;
   if (IsRedisUrl(eff->backend)) {
     auto url = ParseRedisUrl(eff->backend);
     if (!url.ok()) return url.status();
-    redis = std::make_unique<RedisStore>(std::move(*url));
+    redis = std::make_unique<RedisClient>(std::move(*url));
     // The first connection, at once: a server the URL cannot use (a
     // replica, a sentinel, a cluster node, refused credentials) is said
     // here; an outage is not (on_error decides for the calls).
@@ -116,7 +116,7 @@ absl::StatusOr<std::unique_ptr<Tracker>> Tracker::Create(const Config& config,
 }
 
 Tracker::Tracker(EffectiveConfig config, Config raw, Clock clock,
-                 std::unique_ptr<ShmSegment> shm, std::unique_ptr<RedisStore> redis)
+                 std::unique_ptr<ShmSegment> shm, std::unique_ptr<RedisClient> redis)
     : clock_(clock),
       shm_(std::move(shm)),
       redis_(std::move(redis)),
@@ -258,7 +258,7 @@ std::shared_ptr<const RemoteSpec> Tracker::SpecOf(ModelState* m) {
 Decision Tracker::DecideRemote(ModelState* m, const Cost& cost, Mode mode) {
   const std::shared_ptr<const RemoteSpec> shared_spec = SpecOf(m);
   const RemoteSpec& spec = *shared_spec;
-  auto r = redis_->Run(mode == Mode::kCheck ? RedisStore::Op::kCheck : RedisStore::Op::kAcquire,
+  auto r = redis_->Run(mode == Mode::kCheck ? RedisClient::Op::kCheck : RedisClient::Op::kAcquire,
                        m->name, spec, cost);
   if (r.ok()) {
     if (r->code == RT_E_CONFIG) {
@@ -389,7 +389,7 @@ absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   if (redis_ != nullptr) {
-    auto r = redis_->Run(RedisStore::Op::kRecord, m->name, *SpecOf(m), cost);
+    auto r = redis_->Run(RedisClient::Op::kRecord, m->name, *SpecOf(m), cost);
     if (r.ok()) return absl::OkStatus();
     // Not lost: this process's own windows keep it.
     SpinLockHolder l(&m->mu);
@@ -414,7 +414,7 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
     // A fresh process settling another's grant: learn the shared ticket key
     // (one round trip; the answer itself does not matter).
     auto found = FindOrCreate(model);
-    if (found.ok()) redis_->Run(RedisStore::Op::kStats, model, *SpecOf(*found), Cost{}).IgnoreError();
+    if (found.ok()) redis_->Run(RedisClient::Op::kStats, model, *SpecOf(*found), Cost{}).IgnoreError();
   }
   const bool remote = redis_ != nullptr && at >= 0 &&
                       MakeTicket(at, hash, granted, true) == grant;
@@ -427,7 +427,7 @@ absl::Status Tracker::Settle(absl::string_view model, uint64_t grant, const Cost
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   if (remote) {
-    auto r = redis_->Run(RedisStore::Op::kSettle, model, *SpecOf(m), actual, at, granted);
+    auto r = redis_->Run(RedisClient::Op::kSettle, model, *SpecOf(m), actual, at, granted);
     if (!r.ok() && (redis_->url().on_error == RedisUrl::OnError::kClosed ||
                     IsMisconfiguration(r.status()))) {
       return r.status();
@@ -453,7 +453,7 @@ absl::Status Tracker::RecordTokens(absl::string_view model, const Cost& tokens) 
   if (tokens.input == 0 && tokens.output == 0) return absl::OkStatus();
   if (redis_ != nullptr) {
     // A settle of nothing granted, at the key's own time (-1).
-    auto r = redis_->Run(RedisStore::Op::kSettle, model, *SpecOf(m), tokens, -1, Cost{0, 0});
+    auto r = redis_->Run(RedisClient::Op::kSettle, model, *SpecOf(m), tokens, -1, Cost{0, 0});
     if (r.ok()) return absl::OkStatus();
     // Not lost: this process's own windows keep it.
     SpinLockHolder l(&m->mu);
@@ -488,9 +488,9 @@ absl::StatusOr<int> Tracker::Observe(absl::string_view model,
     const uint64_t remaining = ur.remaining.value_or(0);
     const uint64_t limit = ur.limit.value_or(0);
     if (redis_ != nullptr) {
-      auto r = redis_->Run(RedisStore::Op::kObserve, model, *SpecOf(m), Cost{0, 0},
+      auto r = redis_->Run(RedisClient::Op::kObserve, model, *SpecOf(m), Cost{0, 0},
                            cap ? static_cast<int64_t>(reset) : -1, Cost{0, 0},
-                           RedisStore::Observation{static_cast<Unit>(u), remaining, limit});
+                           RedisClient::Observation{static_cast<Unit>(u), remaining, limit});
       if (r.ok()) continue;
       if (redis_->url().on_error == RedisUrl::OnError::kClosed ||
           IsMisconfiguration(r.status())) {
@@ -516,7 +516,7 @@ absl::Status Tracker::ReportLimited(absl::string_view model, uint64_t retry_afte
   if (!found.ok()) return found.status();
   ModelState* m = *found;
   if (redis_ != nullptr) {
-    auto r = redis_->Run(RedisStore::Op::kBlock, model, *SpecOf(m), Cost{0, 0},
+    auto r = redis_->Run(RedisClient::Op::kBlock, model, *SpecOf(m), Cost{0, 0},
                          static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
     if (r.ok()) return absl::OkStatus();
     // Redis is away: at least this process holds back.
@@ -635,7 +635,7 @@ absl::Status Tracker::Reset() {
     }
     absl::Status st = absl::OkStatus();
     for (const auto& [name, spec] : todo) {
-      auto r = redis_->Run(RedisStore::Op::kReset, name, spec, Cost{0, 0});
+      auto r = redis_->Run(RedisClient::Op::kReset, name, spec, Cost{0, 0});
       if (!r.ok() && st.ok()) st = r.status();
     }
     return st;
@@ -669,7 +669,7 @@ std::string Tracker::StatsJson() const {
   struct ModelRow {
     std::vector<Row> windows;
     uint64_t blocked_ms = 0;
-    RedisStore::Reply::Cap caps[WindowSet::kUnits];
+    RedisClient::Reply::Cap caps[WindowSet::kUnits];
   };
   std::map<std::string, ModelRow> rows;
   std::vector<std::pair<std::string, RemoteSpec>> remote;  // Redis: ask outside mu_
@@ -720,7 +720,7 @@ std::string Tracker::StatsJson() const {
     }
   }
   for (const auto& [name, spec] : remote) {
-    auto r = redis_->Run(RedisStore::Op::kStats, name, spec, Cost{0, 0});
+    auto r = redis_->Run(RedisClient::Op::kStats, name, spec, Cost{0, 0});
     if (!r.ok() || r->used.size() != static_cast<size_t>(spec.n)) continue;
     ModelRow& row = rows[DisplayName(name)];
     row = ModelRow{};
@@ -737,7 +737,7 @@ std::string Tracker::StatsJson() const {
   out["tier"] = tier_text;
   out["backend"] = redis_ != nullptr ? redis_->url().Redacted() : backend;
   if (redis_ != nullptr) {
-    const RedisStore::Health h = redis_->health();
+    const RedisClient::Health h = redis_->health();
     ordered_json state;
     state["connected"] = h.connected;
     state["degraded_since_unix_ms"] =

@@ -27,7 +27,7 @@
 #include "config.h"
 #include "name_key.h"
 #include "provider_headers.h"
-#include "redis/store.h"
+#include "redis/client.h"
 #include "shm_segment.h"
 #include "spin_lock.h"
 #include "window_set.h"
@@ -134,7 +134,7 @@ class Tracker {
   struct Table;
 
   Tracker(EffectiveConfig config, Config raw, Clock clock,
-          std::unique_ptr<ShmSegment> shm, std::unique_ptr<RedisStore> redis);
+          std::unique_ptr<ShmSegment> shm, std::unique_ptr<RedisClient> redis);
 
   ModelState* Find(const NameKey& key) const;
   absl::StatusOr<ModelState*> FindOrCreate(const NameKey& key);
@@ -175,7 +175,7 @@ class Tracker {
 
   const Clock clock_;
   const std::unique_ptr<ShmSegment> shm_;  // "shm:NAME", else null
-  const std::unique_ptr<RedisStore> redis_;  // "redis://...", else null
+  const std::unique_ptr<RedisClient> redis_;  // "redis://...", else null
   const uint64_t secret_;
   mutable SpinLock mu_;  // configuration, table growth, the model list
   EffectiveConfig config_ ABSL_GUARDED_BY(mu_);

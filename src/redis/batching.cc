@@ -71,7 +71,7 @@ void RedisStore::TakeBatch(Conn& c, Request* first) {
   c.items.reserve(c.batch.size());
   for (Request* r : c.batch) {
     c.items.push_back({r->op, std::move(r->wire), std::move(r->full), r->tokens_at, r->cost,
-                       r->deadline_us, r->nwin, r->longest_ms});
+                       r->deadline_us, r->nwin, r->longest_ms, r->asking});
     clock_longest_ms_ = std::max(clock_longest_ms_, r->longest_ms);
   }
   c.clock_base_ms = clock_offset_ms_ - clock_step_ms_;
@@ -91,8 +91,13 @@ bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) c
   std::string cmd;
   cmd.reserve(64 + first.wire.size() + (full ? first.full.size() : 0) + 16 * g.size() +
               (eval ? script_.size() : 0));
-  cmd.resize(RespWriter::kBulkOverhead);
-  RespWriter w{cmd.data()};
+  // After a cluster's ASK: this one call is taken by the node the slot is
+  // migrating to.
+  static constexpr absl::string_view kAsking = "*1\r\n$6\r\nASKING\r\n";
+  if (first.asking) cmd.append(kAsking.data(), kAsking.size());
+  const size_t at = cmd.size();
+  cmd.resize(at + RespWriter::kBulkOverhead);
+  RespWriter w{cmd.data() + at};
   w.Header(static_cast<size_t>(argc), '*');
   cmd.resize(static_cast<size_t>(w.p - cmd.data()));
   AppendBulk(&cmd, eval ? "EVAL" : "EVALSHA");
@@ -121,6 +126,19 @@ bool RedisStore::AppendGroup(Conn& c, const std::vector<size_t>& g, bool eval) c
   }
   if (full) cmd.append(first.full);
   return redisAppendFormattedCommand(c.ctx, cmd.data(), cmd.size()) == REDIS_OK;
+}
+
+ReplyPtr RedisStore::GroupReply(Conn& c, size_t g, int64_t deadline_us) {
+  if (c.items[c.groups[g][0]].asking) {
+    ReplyPtr asking(c.NextReply(deadline_us), freeReplyObject);
+    if (asking == nullptr) return asking;
+    ReplyPtr r(c.NextReply(deadline_us), freeReplyObject);
+    // ASKING refused (it is answered +OK by any cluster node): that is the
+    // call's answer.
+    if (r != nullptr && asking->type == REDIS_REPLY_ERROR) return asking;
+    return r;
+  }
+  return ReplyPtr(c.NextReply(deadline_us), freeReplyObject);
 }
 
 void RedisStore::Send(Conn& c, int64_t deadline_us) {
@@ -201,7 +219,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
     // Every reply, in order.
     const char* what = c.eval ? "EVAL" : "EVALSHA";
     for (size_t i = 0; status.ok() && i < groups.size(); ++i) {
-      ReplyPtr r(c.NextReply(deadline_us), freeReplyObject);
+      ReplyPtr r = GroupReply(c, i, deadline_us);
       if (r == nullptr) status = IoError(c, what);
       replies.push_back(std::move(r));
     }
@@ -219,7 +237,7 @@ void RedisStore::Lead(Conn& c, Request* me) {
         status = IoError(c, "EVAL");
       }
       if (status.ok()) {
-        replies[i].reset(c.NextReply(deadline_us));
+        replies[i] = GroupReply(c, i, deadline_us);
         if (replies[i] == nullptr) status = IoError(c, "EVAL");
       }
       if (status.ok() && url_.replicas > 0) {
@@ -241,8 +259,15 @@ void RedisStore::Lead(Conn& c, Request* me) {
     redisReply* r = replies[i].get();
     if (r->type == REDIS_REPLY_ERROR) {
       const absl::string_view text(r->str, r->len);
-      std::string error = absl::StrCat(where_, ": ", text);
+      // A cluster's node: the slot is served elsewhere (MOVED), or this key
+      // is, during a migration (ASK). Neither is a failure: the client
+      // follows it (src/redis/client.cc).
+      if (cluster_node_ && (absl::StartsWith(text, "MOVED ") || absl::StartsWith(text, "ASK "))) {
+        for (size_t k : g) results[k] = absl::AbortedError(text);
+        continue;
+      }
       script_failed = true;
+      std::string error = absl::StrCat(where_, ": ", text);
       // The server is not one this URL can use (a replica's READONLY, a
       // cluster's MOVED, credentials taken away): a misconfiguration,
       // whatever on_error says.

@@ -41,11 +41,13 @@ struct RedisStore::Conn : Transport {
     int64_t deadline_us;
     int nwin;            // the model's windows (what stats answers)
     int64_t longest_ms;  // the model's longest window
+    bool asking;         // sent after ASKING (a cluster's ASK), never merged
     bool MergesWith(const Item& o) const {
       // Decisions of one kind on one model with the same limits: one script
       // call decides them all, in order. Their arguments differ only in the
       // short form's last two doubles, the tokens.
       if (!(op == Op::kAcquire || op == Op::kCheck || op == Op::kRecord) || op != o.op ||
+          asking || o.asking ||
           wire.size() != o.wire.size() || tokens_at != o.tokens_at || full != o.full) {
         return false;
       }
@@ -90,6 +92,7 @@ struct RedisStore::Request {
   int64_t deadline_us = 0;
   int nwin = 0;
   int64_t longest_ms = 0;
+  bool asking = false;
   std::atomic<uint32_t> state{kWaiting};
   Conn* conn = nullptr;  // kLead: the connection handed over
   absl::StatusOr<Reply> result;  // kDone: the answer

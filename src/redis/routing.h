@@ -1,10 +1,14 @@
-// Which server a call goes to. One server, the URL's, for now: the seam
-// where a cluster's slot map and a sentinel's master discovery come in.
+// Which server a call goes to: the URL's (one server), the master the
+// sentinels name (redis+sentinel://), or, in a Redis Cluster
+// (redis+cluster://), the node that serves the slot of the model's key: the
+// slot map (CLUSTER NODES parsed), the key's slot, the redirections.
 #ifndef RATETRACK_SRC_REDIS_ROUTING_H_
 #define RATETRACK_SRC_REDIS_ROUTING_H_
 
+#include <cstdint>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -46,6 +50,41 @@ class Route {
   bool known_ = false;  // guarded by mu_
   Endpoint master_;     // guarded by mu_
 };
+
+// A Redis Cluster's slots: 16384, a key's by the CRC16 of its hash tag.
+constexpr int kClusterSlots = 16384;
+// The slot of `key`: of the part between its first '{' and the next '}' when
+// that is not empty (our keys are all "{prefix:model}"), else of the whole.
+int KeySlot(absl::string_view key);
+// CRC16-CCITT (XMODEM) of `s`, going on from `crc`: a slot is the CRC16 of
+// the hash tag, modulo kClusterSlots.
+uint16_t Crc16(absl::string_view s, uint16_t crc = 0);
+
+// A cluster's masters and the slots each serves, as CLUSTER NODES says.
+struct ClusterLayout {
+  struct Master {
+    Endpoint at;
+    std::vector<std::pair<int, int>> slots;  // ranges, both ends included
+  };
+  std::vector<Master> masters;  // those that serve slots and are not failed
+  int covered = 0;              // slots served
+};
+// Parses CLUSTER NODES' text: every master line with slots and an address,
+// not flagged "fail" or "noaddr" (a failed master's slots are left out: no
+// call goes to a node the cluster has given up on). An error names what is
+// wrong with the text.
+absl::StatusOr<ClusterLayout> ParseClusterNodes(absl::string_view text);
+
+// A cluster's redirection: "MOVED <slot> <host>:<port>" (the slot lives
+// there now) or "ASK <slot> <host>:<port>" (this one key, during a
+// migration, is asked there, after ASKING).
+struct Redirect {
+  bool ask = false;
+  int slot = 0;
+  Endpoint to;
+};
+// Whether `error` (an error reply's text) is a redirection, and where to.
+bool ParseRedirect(absl::string_view error, Redirect* out);
 
 }  // namespace ratetrack
 

@@ -267,7 +267,8 @@ ErrorReplyKind ClassifyErrorReply(absl::string_view text, absl::string_view duri
   }
   if (starts("MOVED") || starts("ASK ")) {
     return {true, "the server is a Redis Cluster node, and this URL does not route a cluster's "
-                  "slots: each model's key lives on one node"};
+                  "slots (each model's key lives on one node): use "
+                  "redis+cluster://host:port[,host:port...]"};
   }
   if (starts("ERR unknown command") || starts("ERR unknown subcommand")) {
     return {true, "the server does not know the command (a Redis Sentinel's port, or not a "

@@ -67,8 +67,9 @@ absl::Status RedisStore::IoError(Conn& c, const char* during) const {
   return BackendError(msg);
 }
 
-RedisStore::RedisStore(RedisUrl url)
+RedisStore::RedisStore(RedisUrl url, bool cluster_node)
     : url_(std::move(url)),
+      cluster_node_(cluster_node),
       route_(url_),
       where_(absl::StrCat("Redis ", route_.Describe())),
       script_(ScriptText(url_)) {
@@ -317,6 +318,14 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
           {true, "use redis+sentinel://host:port/service (the sentinels name the master), or "
                  "point the URL at the master itself"}));
     }
+    if ((field("role") == "slave" || field("role") == "replica") && cluster_node_) {
+      // A master of the slot map that is a replica now: a failover (an
+      // outage, on_error decides); the client asks for the map again.
+      c.Drop();
+      return BackendError(absl::StrCat(said, "the cluster's node ", target->Describe(),
+                                       " is a replica now (a failover): the slot map is asked "
+                                       "again"));
+    }
     if ((field("role") == "slave" || field("role") == "replica") && route_.sentinel()) {
       // Where the sentinels named the master: a failover in progress (an
       // outage, on_error decides); they are asked again.
@@ -334,7 +343,15 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
                        host.empty() ? "" : absl::StrCat(" of ", host, ":", port)),
           {true, "point the URL at the master (a replica's writes would be refused, or lost)"}));
     }
-    if (field("cluster_enabled") == "1" || field("redis_mode") == "cluster") {
+    const bool clustered = field("cluster_enabled") == "1" || field("redis_mode") == "cluster";
+    if (cluster_node_ && !clustered && !field("cluster_enabled").empty()) {
+      c.Drop();
+      return ConfigError(Misconfigured(
+          absl::StrCat(said, "cluster_enabled:0"),
+          {true, "the URL says redis+cluster://, and the server is not a cluster's node: use "
+                 "redis://host:port"}));
+    }
+    if (clustered && !cluster_node_) {
       c.Drop();
       return ConfigError(Misconfigured(absl::StrCat(said, "cluster_enabled:1"),
                                        ClassifyErrorReply("MOVED", "INFO")));
@@ -345,8 +362,9 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
       return r.status();
     }
   }
-  if (secret_.load(std::memory_order_acquire) == 0) {
-    // One ticket key per Redis and prefix: whoever connects first sets it.
+  if (secret_.load(std::memory_order_acquire) == 0 && !cluster_node_) {
+    // One ticket key per Redis and prefix: whoever connects first sets it
+    // (in a cluster, the client learns it from the node of its slot).
     std::random_device rd;
     const uint64_t mine = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
     const std::string key = absl::StrCat("{", url_.prefix, ":}secret");
@@ -384,8 +402,9 @@ absl::Status RedisStore::Connect(Conn& c, int64_t deadline_us) {
 void RedisStore::Prepare(Request& me, int64_t start_us, bool full_form, Op op,
                          absl::string_view model, const RemoteSpec& spec, const Cost& cost,
                          int64_t time_arg, const Cost& granted,
-                         const Observation& observation) const {
+                         const Observation& observation, bool asking) const {
   me.op = op;
+  me.asking = asking;
   me.cost = cost;
   me.deadline_us = start_us + static_cast<int64_t>(url_.timeout_ms) * 1000;
   me.nwin = spec.n;
@@ -481,7 +500,7 @@ std::vector<absl::StatusOr<RedisStore::Reply>> RedisStore::RunMergedForTest(
 absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model,
                                                   const RemoteSpec& spec, const Cost& cost,
                                                   int64_t time_arg, const Cost& granted,
-                                                  const Observation& observation) {
+                                                  const Observation& observation, bool asking) {
   const int64_t start = NowUs();
   const int64_t next_attempt = next_attempt_us_.load(std::memory_order_relaxed);
   if (start < next_attempt) {
@@ -492,7 +511,7 @@ absl::StatusOr<RedisStore::Reply> RedisStore::Run(Op op, absl::string_view model
   }
   for (bool full = false;; full = true) {
     Request me;
-    Prepare(me, start, full, op, model, spec, cost, time_arg, granted, observation);
+    Prepare(me, start, full, op, model, spec, cost, time_arg, granted, observation, asking);
     absl::StatusOr<Reply> r = RunPrepared(me);
     // Asked for the full form (once: a call in it is never asked again).
     if (full || !r.ok() || !r->need_full) return r;

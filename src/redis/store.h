@@ -65,6 +65,7 @@
 #include "redis/routing.h"
 #include "redis/script.h"
 #include "redis/tls.h"
+#include "redis/transport.h"
 #include "redis/url.h"
 #include "spin_lock.h"
 #include "window_set.h"
@@ -88,7 +89,11 @@ class RedisStore {
     std::string last_error;
   };
 
-  explicit RedisStore(RedisUrl url);
+  // `cluster_node`: one master of a Redis Cluster, for a RedisClient that
+  // routes the slots (src/redis/client.h): the server must be a cluster's
+  // node, the ticket key is the client's to learn, and a redirection (MOVED,
+  // ASK) is returned as it is (IsRedirect) for the client to follow.
+  explicit RedisStore(RedisUrl url, bool cluster_node = false);
   ~RedisStore();
   RedisStore(const RedisStore&) = delete;
   RedisStore& operator=(const RedisStore&) = delete;
@@ -103,7 +108,8 @@ class RedisStore {
   absl::StatusOr<Reply> Run(Op op, absl::string_view model, const RemoteSpec& spec,
                             const Cost& cost, int64_t time_arg = 0,
                             const Cost& granted = Cost{0, 0},
-                            const Observation& observation = Observation{Unit::kRequests, 0, 0});
+                            const Observation& observation = Observation{Unit::kRequests, 0, 0},
+                            bool asking = false);
 
   // Tests only: `costs.size()` decisions of one kind on `model` sent as one
   // merged script call, as a leader merges queued ones (at most 64). The
@@ -112,6 +118,11 @@ class RedisStore {
   std::vector<absl::StatusOr<Reply>> RunMergedForTest(Op op, absl::string_view model,
                                                       const RemoteSpec& spec,
                                                       const std::vector<Cost>& costs);
+
+  // A cluster node's (cluster_node) call returns MOVED and ASK this way, the
+  // error reply's text as the message: IsRedirect says which status is one.
+  // `asking` (Run): the call is sent after ASKING (it follows an ASK).
+  static bool IsRedirect(const absl::Status& s) { return s.code() == absl::StatusCode::kAborted; }
 
   // Connects one connection at once (rt_open): the status of a
   // misconfiguration the server shows (a replica, a sentinel, a cluster
@@ -145,7 +156,8 @@ class RedisStore {
   void Prepare(Request& me, int64_t start_us, bool full, Op op, absl::string_view model,
                const RemoteSpec& spec, const Cost& cost, int64_t time_arg = 0,
                const Cost& granted = Cost{0, 0},
-               const Observation& observation = Observation{Unit::kRequests, 0, 0}) const;
+               const Observation& observation = Observation{Unit::kRequests, 0, 0},
+               bool asking = false) const;
   // One prepared call: a connection or the queue, then its result.
   absl::StatusOr<Reply> RunPrepared(Request& me);
   // After a failed Flush or NextReply on c: drops it, says what failed.
@@ -166,6 +178,10 @@ class RedisStore {
   void Lead(Conn& c, Request* me);
   // `first` (if any) and the queued requests (up to 64) become c's batch.
   void TakeBatch(Conn& c, Request* first) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The reply to group g of c's batch (after ASKING's, when the group was
+  // sent with it): null on an I/O failure; an ASKING refused comes back as
+  // that error reply.
+  ReplyPtr GroupReply(Conn& c, size_t g, int64_t deadline_us);
   // Groups c's batch into script calls and writes them, connecting first if
   // need be, within deadline_us; the outcome is c.sent.
   void Send(Conn& c, int64_t deadline_us);
@@ -192,6 +208,7 @@ class RedisStore {
   void NoteSuccess();
 
   const RedisUrl url_;
+  const bool cluster_node_;
   Route route_;
   const std::string where_;  // "Redis host:port", the start of every error
   const std::string script_;  // the script's text (kRedisScript, or the test_clock variant)

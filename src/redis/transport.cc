@@ -305,4 +305,43 @@ redisReply* Transport::NextReply(int64_t deadline_us) {
   }
 }
 
+Exchange::Exchange(const Endpoint& to, int64_t deadline_us, const TlsContext* tls,
+                   const std::string& user, const std::string& password)
+    : deadline_us_(deadline_us) {
+  if (t_.Open(to, deadline_us, tls) != Transport::Opened::kOk) {
+    error_ = std::string("cannot connect: ") +
+             (t_.ctx != nullptr && t_.ctx->errstr[0] != '\0' ? t_.ctx->errstr : "failed");
+    t_.Drop();
+    return;
+  }
+  if (password.empty()) return;
+  std::vector<std::string> auth = {"AUTH"};
+  if (!user.empty()) auth.push_back(user);
+  auth.push_back(password);
+  ReplyPtr r = Ask(auth);
+  if (r == nullptr) {
+    error_ = "AUTH: " + error_;
+  } else if (r->type == REDIS_REPLY_ERROR) {
+    error_ = "AUTH: " + std::string(r->str, r->len);
+    auth_refused_ = true;
+    t_.Drop();
+  }
+}
+
+ReplyPtr Exchange::Ask(const std::vector<std::string>& args) {
+  if (t_.ctx == nullptr) {
+    if (error_.empty()) error_ = "not connected";
+    return ReplyPtr(nullptr, freeReplyObject);
+  }
+  ReplyPtr r(t_.AppendArgv(args) && t_.Flush(deadline_us_) ? t_.NextReply(deadline_us_) : nullptr,
+             freeReplyObject);
+  if (r == nullptr) {
+    error_ = t_.timed_out ? "timed out"
+             : t_.ctx != nullptr && t_.ctx->err != 0 ? t_.ctx->errstr
+                                                     : "no reply";
+    t_.Drop();
+  }
+  return r;
+}
+
 }  // namespace ratetrack

@@ -101,6 +101,35 @@ struct Transport {
   void SetError(int type, const std::string& text);
 };
 
+// A few commands on a connection of its own, outside any pool (a
+// sentinel's question, a cluster's slot map, the ticket key in a cluster):
+// opened within the deadline (TLS with `tls`), authenticated when a
+// password is given, dropped when it goes. Every wait is bounded by the
+// deadline.
+class Exchange {
+ public:
+  Exchange(const Endpoint& to, int64_t deadline_us, const TlsContext* tls,
+           const std::string& user, const std::string& password);
+  ~Exchange() { t_.Drop(); }
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+  // Empty once open and authenticated; else why not ("cannot connect: ...",
+  // "AUTH: WRONGPASS ...").
+  const std::string& error() const { return error_; }
+  // AUTH was answered with an error: the credentials are wrong (a
+  // misconfiguration, not an outage).
+  bool auth_refused() const { return auth_refused_; }
+  // A command's reply; null when the connection failed or the deadline
+  // passed (error() then says which).
+  ReplyPtr Ask(const std::vector<std::string>& args);
+
+ private:
+  Transport t_;
+  int64_t deadline_us_;
+  std::string error_;
+  bool auth_refused_ = false;
+};
+
 }  // namespace ratetrack
 
 #endif  // RATETRACK_SRC_REDIS_TRANSPORT_H_

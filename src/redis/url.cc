@@ -38,6 +38,8 @@ std::string PercentDecoded(absl::string_view s) {
 bool IsRedisUrl(absl::string_view backend) {
   return absl::StartsWith(backend, "redis://") || absl::StartsWith(backend, "rediss://") ||
          absl::StartsWith(backend, "redis+sentinel://") ||
+         absl::StartsWith(backend, "redis+cluster://") ||
+         absl::StartsWith(backend, "rediss+cluster://") ||
          absl::StartsWith(backend, "redis+unix://") || absl::StartsWith(backend, "unix://");
 }
 
@@ -57,6 +59,12 @@ std::string RedisUrl::Redacted() const {
     for (const auto& [h, p] : sentinels) absl::StrAppend(&list, list.empty() ? "" : ",", h, ":", p);
     return absl::StrCat("redis+sentinel://", list, "/", sentinel_service, "?db=", db, "&", options);
   }
+  if (!cluster.empty()) {
+    std::string list;
+    for (const auto& [h, p] : cluster) absl::StrAppend(&list, list.empty() ? "" : ",", h, ":", p);
+    return absl::StrCat(tls.enabled ? "rediss+cluster://" : "redis+cluster://", list, "?",
+                        options, tls.insecure ? "&tls_insecure=yes" : "");
+  }
   return absl::StrCat(tls.enabled ? "rediss://" : "redis://", host, ":", port, "/", db, "?",
                       options, tls.insecure ? "&tls_insecure=yes" : "");
 }
@@ -66,12 +74,14 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   auto bad = [](absl::string_view what) {
     return ConfigError(absl::StrCat("config key 'backend': bad Redis URL: ", what,
                                     " (expected redis[s]://[user:password@]host:port[/db] or "
-                                    "redis+unix://[user:password@]/path/to/redis.sock, then "
+                                    "redis+unix://[user:password@]/path/to/redis.sock or "
+                                    "redis+cluster://[user:password@]host:port[,host:port...], then "
                                     "[?db=N&password=P&prefix=P&timeout_ms=T"
                                     "&on_error=local|open|closed&connections=N])"));
   };
   absl::string_view rest;
   bool unix_socket = false;
+  bool cluster = false;
   if (absl::StartsWith(url, "redis://")) {
     rest = url.substr(8);
   } else if (absl::StartsWith(url, "rediss://")) {
@@ -80,6 +90,13 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   } else if (absl::StartsWith(url, "redis+sentinel://")) {
     rest = url.substr(17);
     u.sentinel_service = "?";  // set below
+  } else if (absl::StartsWith(url, "redis+cluster://")) {
+    rest = url.substr(16);
+    cluster = true;
+  } else if (absl::StartsWith(url, "rediss+cluster://")) {
+    rest = url.substr(17);
+    cluster = true;
+    u.tls.enabled = true;
   } else if (absl::StartsWith(url, "redis+unix://")) {
     rest = url.substr(13);
     unix_socket = true;
@@ -87,8 +104,8 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
     rest = url.substr(7);
     unix_socket = true;
   } else {
-    return bad("it must start with redis://, rediss://, redis+sentinel://, redis+unix:// or "
-               "unix://");
+    return bad("it must start with redis://, rediss://, redis+sentinel://, redis+cluster://, "
+               "rediss+cluster://, redis+unix:// or unix://");
   }
   // The credentials come off first, before anything else looks at the URL,
   // so that no message or field can show a piece of them: they run to the
@@ -138,6 +155,27 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
     if (u.sentinels.size() > 16) return bad("at most 16 sentinels");
     u.host = u.sentinels[0].first;
     u.port = u.sentinels[0].second;
+  } else if (cluster) {
+    // h:p[,h:p...]: seed nodes (database 0 only: a cluster has no other)
+    if (size_t slash = rest.find('/'); slash != absl::string_view::npos) {
+      absl::string_view db = rest.substr(slash + 1);
+      rest = rest.substr(0, slash);
+      if (!db.empty() && db != "0") return bad("a Redis Cluster has database 0 only");
+    }
+    for (absl::string_view hp : absl::StrSplit(rest, ',')) {
+      int port = 6379;
+      if (size_t colon = hp.rfind(':'); colon != absl::string_view::npos) {
+        if (!absl::SimpleAtoi(hp.substr(colon + 1), &port) || port < 1 || port > 65535) {
+          return bad(absl::StrCat("cluster node port '", hp.substr(colon + 1), "'"));
+        }
+        hp = hp.substr(0, colon);
+      }
+      if (hp.empty()) return bad("a cluster node without a host");
+      u.cluster.emplace_back(std::string(hp), port);
+    }
+    if (u.cluster.size() > 16) return bad("at most 16 cluster nodes in the URL (the rest are found)");
+    u.host = u.cluster[0].first;
+    u.port = u.cluster[0].second;
   } else if (unix_socket) {
     // The rest is the socket's path: absolute, and short enough for
     // sockaddr_un (107 bytes).
@@ -230,6 +268,7 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
       return bad(absl::StrCat("unknown parameter '", p.first, "'"));
     }
   }
+  if (!u.cluster.empty() && u.db != 0) return bad("a Redis Cluster has database 0 only");
   if (u.tls.cert_file.empty() != u.tls.key_file.empty()) {
     return bad("tls_cert_file and tls_key_file go together (mutual TLS)");
   }

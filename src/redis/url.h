@@ -25,6 +25,10 @@ struct RedisUrl {
   // ?sentinel_user=); host and port are then the first sentinel's.
   std::vector<std::pair<std::string, int>> sentinels;
   std::string sentinel_service;
+  // redis+cluster://h:p[,h:p...] (rediss+cluster://: TLS): a Redis Cluster,
+  // its slot map asked of these nodes first (then of every node it names);
+  // host and port are then the first one's. Database 0 only.
+  std::vector<std::pair<std::string, int>> cluster;
   std::string sentinel_user, sentinel_password;  // never printed
   struct Tls {
     bool enabled = false;
@@ -59,7 +63,8 @@ bool IsRedisUrl(absl::string_view backend);
 // Parses "redis://[user:password@]host:port[/db]" ("rediss://": TLS, with
 // tls_ca_file, tls_ca_dir, tls_cert_file, tls_key_file, tls_server_name,
 // tls_insecure=yes) or "redis+unix://[user:password@]/path/to/redis.sock"
-// ("unix://" too), then
+// ("unix://" too) or "redis+cluster://[user:password@]host:port[,host:port...]"
+// ("rediss+cluster://": TLS), then
 // "[?db=N&user=U&password=P&prefix=P&timeout_ms=T&on_error=local|open|closed
 // &limits=segment|update&connections=N]". Errors never repeat the password.
 absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url);

@@ -187,9 +187,11 @@ RT_EXPORT int rt_global_configure(const char *config_json);
 // Returns a handle to free with rt_close(), or NULL with rt_last_error() set
 // (RT_E_CONFIG: the message names the offending key).
 //
-// A Redis backend is connected to once here (within the URL's timeout_ms): a
+// A Redis backend is connected to once here (within the URL's timeout_ms; a
+// Redis Cluster, redis+cluster://: its slot map and each master): a
 // server the URL cannot use (a replica, a sentinel's port, a cluster node
-// without cluster routing, credentials refused) is RT_E_CONFIG here and from
+// behind redis://, a plain server behind redis+cluster://, credentials
+// refused) is RT_E_CONFIG here and from
 // every call until it is fixed, whatever on_error says; an outage is not an
 // error here (on_error decides for the calls).
 RT_EXPORT rt_tracker *rt_open(const char *config_json);

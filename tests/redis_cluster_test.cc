@@ -31,7 +31,11 @@ using namespace ratetrack_test;  // NOLINT: the harness (redis_servers.h)
 // Replica(i, k) the k-th replica of master i.
 class TestCluster {
  public:
-  explicit TestCluster(int masters = 3, int replicas = 1) : masters_(masters), replicas_(replicas) {
+  // `tls`: each node has a TLS port too, for clients, the cluster bus and
+  // replication (tls-cluster yes); the test's own commands use the plain
+  // port, and the cluster names the TLS ports to clients over TLS.
+  explicit TestCluster(int masters = 3, int replicas = 1, const TestCertificates* tls = nullptr)
+      : masters_(masters), replicas_(replicas), tls_(tls) {
     char dir[] = "/tmp/rt-cluster-XXXXXX";
     if (mkdtemp(dir) == nullptr) {
       ADD_FAILURE() << "mkdtemp";
@@ -46,6 +50,22 @@ class TestCluster {
       args.push_back(absl::StrCat("nodes-", i, ".conf"));
       args.push_back("--logfile");
       args.push_back(absl::StrCat(dir_, "/node-", i, ".log"));
+      // The cluster bus's port, not the default port + 10000 (which may be
+      // taken, or past 65535).
+      bus_.push_back(FreePort());
+      args.push_back("--cluster-port");
+      args.push_back(std::to_string(bus_.back()));
+      tls_port_.push_back(tls != nullptr ? FreePort() : 0);
+      if (tls != nullptr) {
+        for (const std::string& a :
+             {std::string("--tls-port"), std::to_string(tls_port_.back()),
+              std::string("--tls-cert-file"), (*tls)["server.pem"], std::string("--tls-key-file"),
+              (*tls)["server.key"], std::string("--tls-ca-cert-file"), (*tls)["ca.pem"],
+              std::string("--tls-auth-clients"), std::string("no"), std::string("--tls-cluster"),
+              std::string("yes"), std::string("--tls-replication"), std::string("yes")}) {
+          args.push_back(a);
+        }
+      }
       nodes_.push_back(std::make_unique<RedisServer>(args));
       if (!nodes_.back()->Running()) {
         ADD_FAILURE() << "a cluster node did not start";
@@ -62,7 +82,9 @@ class TestCluster {
                 "OK");
     }
     for (size_t i = 1; i < nodes_.size(); ++i) {
-      Node(0).Command({"CLUSTER", "MEET", "127.0.0.1", std::to_string(nodes_[i]->port())});
+      Node(0).Command({"CLUSTER", "MEET", "127.0.0.1",
+                       std::to_string(tls != nullptr ? tls_port_[i] : nodes_[i]->port()),
+                       std::to_string(bus_[i])});
     }
     // Every node knows every other one before the replicas choose masters.
     SecondsUntil([&] {
@@ -143,6 +165,10 @@ class TestCluster {
     if (q.find("timeout_ms=") == std::string::npos) {
       q += (q.empty() ? "?" : "&") + std::string("timeout_ms=5000");
     }
+    if (tls_ != nullptr) {
+      return absl::StrCat("rediss+cluster://127.0.0.1:", tls_port_[node], q, "&tls_ca_file=",
+                          (*tls_)["ca.pem"]);
+    }
     return absl::StrCat("redis+cluster://127.0.0.1:", nodes_[node]->port(), q);
   }
 
@@ -151,7 +177,9 @@ class TestCluster {
   std::string password_;
   std::vector<std::unique_ptr<RedisServer>> nodes_;
   std::vector<std::string> ids_;
+  std::vector<int> bus_, tls_port_;
   const int masters_, replicas_;
+  const TestCertificates* tls_;
 };
 
 // The slot of a model's key, "{prefix:model}".
@@ -578,5 +606,63 @@ TEST(RedisClusterChangeTest, MasterFailoversMidRunAreFollowed) {
   rt_close(r0);
   rt_close(r1);
 }
+
+#ifdef RATETRACK_TLS
+// rediss+cluster://: a cluster whose nodes speak TLS to clients, to each
+// other and to their replicas. The map and the redirections name the TLS
+// ports; each model's key on its master, exact; a certificate not trusted
+// is RT_E_CONFIG saying "certificate", whatever on_error says.
+TEST(RedisClusterChangeTest, OverTls) {
+  TestCertificates certs;
+  ASSERT_TRUE(certs.ok()) << "openssl could not make the test's certificates";
+  TestCluster cluster(3, 0, &certs);
+  const std::string prefix = "tls";
+  std::vector<std::string> models;
+  std::string limits = "{";
+  for (int m = 0; m < 3; ++m) {
+    models.push_back(ModelOnMaster(prefix, m, 3, "secure"));
+    absl::StrAppend(&limits, m == 0 ? "" : ",", "\"", models.back(),
+                    R"(": {"windows": [{"unit": "requests", "limit": 40, "seconds": 3600}]})");
+  }
+  limits += "}";
+  rt_tracker* t = rt_open(Config(cluster.Url("?prefix=" + prefix + "&on_error=closed", 1),
+                                 limits).c_str());
+  ASSERT_NE(t, nullptr) << rt_last_error();
+  std::atomic<int> other{0};
+  std::vector<std::atomic<int>> admitted(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] {
+      for (int j = 0; j < 20; ++j) {
+        for (int m = 0; m < 3; ++m) {
+          const int rc = rt_try_acquire(t, models[m].c_str(), 1, nullptr);
+          if (rc == RT_OK) ++admitted[m];
+          else if (rc != RT_LIMITED) ++other;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(other.load(), 0) << rt_last_error();
+  for (int m = 0; m < 3; ++m) {
+    EXPECT_EQ(admitted[m].load(), 40) << models[m];
+    const int node = cluster.MasterOf(SlotOf(prefix, models[m]));
+    ASSERT_GE(node, 0);
+    EXPECT_EQ(cluster.Node(node).Command({"EXISTS", "{" + prefix + ":" + models[m] + "}"}), "1");
+  }
+  EXPECT_EQ(Stats(t)["backend"].get<std::string>().rfind("rediss+cluster://", 0), 0u);
+  rt_close(t);
+  // Without the CA: the server's certificate is not trusted.
+  std::string url = cluster.Url("?prefix=" + prefix + "&timeout_ms=5000");
+  url = url.substr(0, url.find("&tls_ca_file="));
+  for (const char* policy : {"local", "open", "closed"}) {
+    rt_tracker* bad = nullptr;
+    EXPECT_EQ(rt_open_ex(Config(url + "&on_error=" + policy, limits).c_str(), &bad), RT_E_CONFIG)
+        << policy;
+    EXPECT_NE(std::string(rt_last_error()).find("certificate"), std::string::npos)
+        << rt_last_error();
+  }
+}
+#endif  // RATETRACK_TLS
 
 }  // namespace

@@ -13,11 +13,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "ratetrack.h"
@@ -212,6 +214,46 @@ double SecondsUntil(Done done) {
   while (!done()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
+
+// A CA, a server certificate for 127.0.0.1 and localhost, a client
+// certificate, and a CA that signed none of them, made with openssl(1) in
+// a directory of the test's own.
+class TestCertificates {
+ public:
+  TestCertificates() {
+    char dir[] = "/tmp/rt-tls-XXXXXX";
+    if (mkdtemp(dir) == nullptr) return;
+    dir_ = dir;
+    const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    const std::string script = absl::StrCat(
+        "cd '", dir_, "' && set -e; exec 2>openssl.log; ",
+        "openssl req -x509 ", key, " -keyout ca.key -out ca.pem -days 2 -subj /CN=rt-test-ca; ",
+        "openssl req -x509 ", key, " -keyout other.key -out other.pem -days 2 -subj /CN=other-ca; ",
+        "openssl req ", key, " -keyout server.key -out server.csr -subj /CN=localhost; ",
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > server.ext; ",
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial ",
+        "-out server.pem -days 2 -extfile server.ext; ",
+        "openssl req ", key, " -keyout client.key -out client.csr -subj /CN=rt-client; ",
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial ",
+        "-out client.pem -days 2");
+    ok_ = std::system(script.c_str()) == 0;
+  }
+  ~TestCertificates() {
+    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
+  }
+  bool ok() const { return ok_; }
+  std::string operator[](const std::string& file) const { return dir_ + "/" + file; }
+  // redis-server options for a TLS port (and no plain one).
+  std::vector<std::string> ServerOptions(bool auth_clients) const {
+    return {"--port", "0", "--tls-port", "{port}", "--tls-cert-file", (*this)["server.pem"],
+            "--tls-key-file", (*this)["server.key"], "--tls-ca-cert-file", (*this)["ca.pem"],
+            "--tls-auth-clients", auth_clients ? "yes" : "no"};
+  }
+
+ private:
+  std::string dir_;
+  bool ok_ = false;
+};
 
 }  // namespace ratetrack_test
 

@@ -88,6 +88,23 @@ int RedisClient::NodeIndex(const Endpoint& at) {
   return i;
 }
 
+absl::Status RedisClient::ExchangeMisconfigured(const Exchange& x, const std::string& name) const {
+  if (x.auth_refused()) {
+    return ConfigError(absl::StrCat(where_, ": ", name, ": ", x.error(),
+                                    ": the server refuses these credentials: check the URL's "
+                                    "user and password (a misconfiguration, not an outage)"));
+  }
+  if (x.certificate_refused()) {
+    return ConfigError(absl::StrCat(
+        where_, ": ", name, ": ", x.error(),
+        ": a certificate problem: check tls_ca_file / tls_ca_dir (the CA that signed the "
+        "server's certificate), tls_server_name (the name it is for), and tls_cert_file / "
+        "tls_key_file where the server wants a client certificate (a misconfiguration, not an "
+        "outage)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RedisClient::Refresh(int64_t deadline_us, bool force) {
   if (!force && NowUs() - last_refresh_us_.load(std::memory_order_relaxed) < kRefreshEveryUs) {
     return absl::OkStatus();
@@ -124,12 +141,9 @@ absl::Status RedisClient::Refresh(int64_t deadline_us, bool force) {
   for (const Endpoint& at : ask) {
     const std::string name = at.Describe();
     Exchange x(at, deadline_us, tls_.get(), url_.user, url_.password);
-    if (x.auth_refused()) {
-      return ConfigError(absl::StrCat(where_, ": ", name, ": ", x.error(),
-                                      ": the server refuses these credentials: check the URL's "
-                                      "user and password (a misconfiguration, not an outage)"));
-    }
+    if (absl::Status st = ExchangeMisconfigured(x, name); !st.ok()) return st;
     ReplyPtr r = x.error().empty() ? x.Ask({"CLUSTER", "NODES"}) : ReplyPtr(nullptr, freeReplyObject);
+    if (absl::Status st = ExchangeMisconfigured(x, name); !st.ok()) return st;
     if (r == nullptr) {
       absl::StrAppend(&failures, failures.empty() ? "" : "; ", name, ": ", x.error());
       continue;
@@ -216,15 +230,12 @@ absl::Status RedisClient::FetchSecret(int64_t deadline_us) {
     }
     const std::string name = at.Describe();
     Exchange x(at, deadline_us, tls_.get(), url_.user, url_.password);
-    if (x.auth_refused()) {
-      return ConfigError(absl::StrCat(where_, ": ", name, ": ", x.error(),
-                                      ": the server refuses these credentials: check the URL's "
-                                      "user and password (a misconfiguration, not an outage)"));
-    }
+    if (absl::Status st = ExchangeMisconfigured(x, name); !st.ok()) return st;
     std::random_device rd;
     const uint64_t mine = (static_cast<uint64_t>(rd()) << 32 | rd()) | 1;
     ReplyPtr set = x.error().empty() ? x.Ask({"SET", key, std::to_string(mine), "NX"})
                                      : ReplyPtr(nullptr, freeReplyObject);
+    if (absl::Status st = ExchangeMisconfigured(x, name); !st.ok()) return st;
     ReplyPtr got = set != nullptr && set->type != REDIS_REPLY_ERROR ? x.Ask({"GET", key})
                                                                     : ReplyPtr(nullptr, freeReplyObject);
     const redisReply* err = set != nullptr && set->type == REDIS_REPLY_ERROR   ? set.get()

@@ -105,6 +105,9 @@ class RedisClient {
   // comes first).
   absl::Status FetchSecret(int64_t deadline_us);
   void NoteError(const std::string& message) const;
+  // RT_E_CONFIG when `x` (to `name`) failed on refused credentials or a
+  // certificate, else OK.
+  absl::Status ExchangeMisconfigured(const Exchange& x, const std::string& name) const;
 
   const RedisUrl url_;
   const std::string where_;  // "Redis cluster h:p,h:p", the start of its own errors

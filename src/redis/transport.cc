@@ -309,8 +309,9 @@ Exchange::Exchange(const Endpoint& to, int64_t deadline_us, const TlsContext* tl
                    const std::string& user, const std::string& password)
     : deadline_us_(deadline_us) {
   if (t_.Open(to, deadline_us, tls) != Transport::Opened::kOk) {
-    error_ = std::string("cannot connect: ") +
+    error_ = std::string(tls != nullptr ? "TLS handshake: " : "cannot connect: ") +
              (t_.ctx != nullptr && t_.ctx->errstr[0] != '\0' ? t_.ctx->errstr : "failed");
+    certificate_refused_ = t_.tls_certificate;
     t_.Drop();
     return;
   }
@@ -339,6 +340,9 @@ ReplyPtr Exchange::Ask(const std::vector<std::string>& args) {
     error_ = t_.timed_out ? "timed out"
              : t_.ctx != nullptr && t_.ctx->err != 0 ? t_.ctx->errstr
                                                      : "no reply";
+    // TLS 1.3: a server that refuses our certificate says so on the first
+    // read after the handshake.
+    certificate_refused_ = t_.tls_certificate;
     t_.Drop();
   }
   return r;

@@ -119,6 +119,9 @@ class Exchange {
   // AUTH was answered with an error: the credentials are wrong (a
   // misconfiguration, not an outage).
   bool auth_refused() const { return auth_refused_; }
+  // TLS failed on a certificate (the server's not trusted, or ours
+  // refused): a misconfiguration too.
+  bool certificate_refused() const { return certificate_refused_; }
   // A command's reply; null when the connection failed or the deadline
   // passed (error() then says which).
   ReplyPtr Ask(const std::vector<std::string>& args);
@@ -128,6 +131,7 @@ class Exchange {
   int64_t deadline_us_;
   std::string error_;
   bool auth_refused_ = false;
+  bool certificate_refused_ = false;
 };
 
 }  // namespace ratetrack

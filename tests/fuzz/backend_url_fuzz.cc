@@ -100,8 +100,18 @@ void CheckUrl(absl::string_view url) {
   const std::string redacted = u.Redacted();
   const char* scheme = !u.unix_path.empty()  ? "redis+unix://"
                       : !u.sentinels.empty() ? "redis+sentinel://"
+                      : !u.cluster.empty()   ? (u.tls.enabled ? "rediss+cluster://"
+                                                              : "redis+cluster://")
                       : u.tls.enabled        ? "rediss://"
                                              : "redis://";
+  if (!u.cluster.empty()) {
+    RT_FUZZ_CHECK(u.db == 0 && u.cluster.size() <= 16 && u.host == u.cluster[0].first &&
+                      u.port == u.cluster[0].second,
+                  rtfuzz::Show(std::string(url)));
+    for (const auto& [h, p] : u.cluster) {
+      RT_FUZZ_CHECK(!h.empty() && p >= 1 && p <= 65535, rtfuzz::Show(std::string(url)));
+    }
+  }
   RT_FUZZ_CHECK(redacted.rfind(scheme, 0) == 0, rtfuzz::Show(redacted));
   CheckNoSecret(url, UrlError, "Redacted()");
   // What Redacted() shows parses again, to the same place (where host and
@@ -126,6 +136,7 @@ void CheckUrl(absl::string_view url) {
     RT_FUZZ_CHECK(again.ok(), rtfuzz::Show(redacted) + ": " + again.status().ToString());
     RT_FUZZ_CHECK(again->host == u.host && again->port == u.port &&
                       again->unix_path == u.unix_path && again->tls.enabled == u.tls.enabled &&
+                      again->cluster == u.cluster &&
                       again->tls.insecure == u.tls.insecure && again->db == u.db &&
                       again->prefix == u.prefix && again->timeout_ms == u.timeout_ms &&
                       again->connections == u.connections && again->on_error == u.on_error,

@@ -198,6 +198,40 @@ std::string ModelOnMaster(const std::string& prefix, int m, int masters, const s
   }
 }
 
+// The limits of `models`, each `limit` requests an hour.
+std::string LimitsOf(const std::vector<std::string>& models, long limit) {
+  std::string out = "{";
+  for (const auto& m : models) {
+    absl::StrAppend(&out, out.size() > 1 ? "," : "", "\"", m,
+                    R"(": {"windows": [{"unit": "requests", "limit": )", limit,
+                    R"(, "seconds": 3600}]})");
+  }
+  return out + "}";
+}
+
+// A thread per tracker in `trackers`, each trying `rounds` times one
+// request on every model in turn: what each model admitted, and in
+// *failed how many calls were neither admitted nor refused.
+std::vector<int> BookEveryModel(const std::vector<rt_tracker*>& trackers,
+                                const std::vector<std::string>& models, int rounds,
+                                std::atomic<int>* failed) {
+  std::vector<std::atomic<int>> admitted(models.size());
+  std::vector<std::thread> threads;
+  for (rt_tracker* t : trackers) {
+    threads.emplace_back([&, t] {
+      for (int j = 0; j < rounds; ++j) {
+        for (size_t m = 0; m < models.size(); ++m) {
+          const int rc = rt_try_acquire(t, models[m].c_str(), 1, nullptr);
+          if (rc == RT_OK) ++admitted[m];
+          else if (rc != RT_LIMITED) ++*failed;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  return std::vector<int>(admitted.begin(), admitted.end());
+}
+
 // The one cluster most tests share (formed once: a few seconds); tests that
 // break a cluster make their own.
 class RedisClusterTest : public ::testing::Test {
@@ -275,14 +309,9 @@ TEST_F(RedisClusterTest, ModelsOnEveryMasterAdmitExactlyTheirLimits) {
   ASSERT_NE(cluster_, nullptr);
   const std::string prefix = "every";
   std::vector<std::string> models;
-  std::string limits = "{";
-  for (int m = 0; m < 3; ++m) {
-    models.push_back(ModelOnMaster(prefix, m, 3, "model"));
-    absl::StrAppend(&limits, m == 0 ? "" : ",", "\"", models.back(),
-                    R"(": {"windows": [{"unit": "requests", "limit": 60, "seconds": 3600}]})");
-  }
-  limits += "}";
-  const std::string cfg = Config(cluster_->Url("?prefix=" + prefix + "&on_error=closed"), limits);
+  for (int m = 0; m < 3; ++m) models.push_back(ModelOnMaster(prefix, m, 3, "model"));
+  const std::string cfg =
+      Config(cluster_->Url("?prefix=" + prefix + "&on_error=closed"), LimitsOf(models, 60));
   // The client's map: three masters, each model's key on its own.
   auto url = ratetrack::ParseRedisUrl(cluster_->Url("?prefix=" + prefix));
   ASSERT_TRUE(url.ok());
@@ -299,23 +328,10 @@ TEST_F(RedisClusterTest, ModelsOnEveryMasterAdmitExactlyTheirLimits) {
   rt_tracker* b = rt_open(cfg.c_str());
   ASSERT_NE(a, nullptr) << rt_last_error();
   ASSERT_NE(b, nullptr) << rt_last_error();
-  std::vector<std::atomic<int>> admitted(3);
   std::atomic<int> failed{0};
-  std::vector<std::thread> threads;
-  for (rt_tracker* t : {a, b, a, b}) {
-    threads.emplace_back([&, t] {
-      for (int j = 0; j < 50; ++j) {
-        for (int m = 0; m < 3; ++m) {
-          const int rc = rt_try_acquire(t, models[m].c_str(), 1, nullptr);
-          if (rc == RT_OK) ++admitted[m];
-          else if (rc != RT_LIMITED) ++failed;
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
+  const std::vector<int> admitted = BookEveryModel({a, b, a, b}, models, 50, &failed);
   EXPECT_EQ(failed.load(), 0) << rt_last_error();
-  for (int m = 0; m < 3; ++m) EXPECT_EQ(admitted[m].load(), 60) << models[m];
+  for (int m = 0; m < 3; ++m) EXPECT_EQ(admitted[m], 60) << models[m];
   // The keys are where the map says, one per master.
   for (int m = 0; m < 3; ++m) {
     const int node = cluster_->MasterOf(SlotOf(prefix, models[m]));
@@ -522,12 +538,7 @@ TEST(RedisClusterChangeTest, MasterFailoversMidRunAreFollowed) {
   const std::string victim = ModelOnMaster(prefix, 0, 3, "victim");
   const std::string bystander = ModelOnMaster(prefix, 1, 3, "bystander");
   const std::string graceful = ModelOnMaster(prefix, 2, 3, "graceful");
-  std::string limits = "{";
-  for (const auto& m : {victim, bystander, graceful}) {
-    absl::StrAppend(&limits, limits.size() > 1 ? "," : "", "\"", m,
-                    R"(": {"windows": [{"unit": "requests", "limit": 1000000, "seconds": 3600}]})");
-  }
-  limits += "}";
+  const std::string limits = LimitsOf({victim, bystander, graceful}, 1000000);
   rt_tracker* r0 = rt_open(
       Config(cluster.Url("?prefix=" + prefix + "&timeout_ms=2000&on_error=closed"), limits).c_str());
   rt_tracker* r1 = rt_open(Config(cluster.Url("?prefix=" + prefix +
@@ -618,34 +629,16 @@ TEST(RedisClusterChangeTest, OverTls) {
   TestCluster cluster(3, 0, &certs);
   const std::string prefix = "tls";
   std::vector<std::string> models;
-  std::string limits = "{";
-  for (int m = 0; m < 3; ++m) {
-    models.push_back(ModelOnMaster(prefix, m, 3, "secure"));
-    absl::StrAppend(&limits, m == 0 ? "" : ",", "\"", models.back(),
-                    R"(": {"windows": [{"unit": "requests", "limit": 40, "seconds": 3600}]})");
-  }
-  limits += "}";
+  for (int m = 0; m < 3; ++m) models.push_back(ModelOnMaster(prefix, m, 3, "secure"));
+  const std::string limits = LimitsOf(models, 40);
   rt_tracker* t = rt_open(Config(cluster.Url("?prefix=" + prefix + "&on_error=closed", 1),
                                  limits).c_str());
   ASSERT_NE(t, nullptr) << rt_last_error();
   std::atomic<int> other{0};
-  std::vector<std::atomic<int>> admitted(3);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 3; ++i) {
-    threads.emplace_back([&] {
-      for (int j = 0; j < 20; ++j) {
-        for (int m = 0; m < 3; ++m) {
-          const int rc = rt_try_acquire(t, models[m].c_str(), 1, nullptr);
-          if (rc == RT_OK) ++admitted[m];
-          else if (rc != RT_LIMITED) ++other;
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
+  const std::vector<int> admitted = BookEveryModel({t, t, t}, models, 20, &other);
   EXPECT_EQ(other.load(), 0) << rt_last_error();
   for (int m = 0; m < 3; ++m) {
-    EXPECT_EQ(admitted[m].load(), 40) << models[m];
+    EXPECT_EQ(admitted[m], 40) << models[m];
     const int node = cluster.MasterOf(SlotOf(prefix, models[m]));
     ASSERT_GE(node, 0);
     EXPECT_EQ(cluster.Node(node).Command({"EXISTS", "{" + prefix + ":" + models[m] + "}"}), "1");

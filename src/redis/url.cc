@@ -33,6 +33,25 @@ std::string PercentDecoded(absl::string_view s) {
   }
   return out;
 }
+// "h:p[,h:p...]" (a port left out: default_port) into *out, at most 16;
+// else what is wrong, naming each a `what`.
+std::string ParseHosts(absl::string_view list, int default_port, absl::string_view what,
+                       std::vector<std::pair<std::string, int>>* out) {
+  for (absl::string_view hp : absl::StrSplit(list, ',')) {
+    int port = default_port;
+    if (size_t colon = hp.rfind(':'); colon != absl::string_view::npos) {
+      if (!absl::SimpleAtoi(hp.substr(colon + 1), &port) || port < 1 || port > 65535) {
+        return absl::StrCat(what, " port '", hp.substr(colon + 1), "'");
+      }
+      hp = hp.substr(0, colon);
+    }
+    if (hp.empty()) return absl::StrCat("a ", what, " without a host");
+    out->emplace_back(std::string(hp), port);
+  }
+  if (out->size() > 16) return absl::StrCat("at most 16 ", what, "s");
+  return "";
+}
+
 }  // namespace
 
 bool IsRedisUrl(absl::string_view backend) {
@@ -141,18 +160,10 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
     if (u.sentinel_service.find_first_of("/ ") != std::string::npos) {
       return bad("the sentinel service name must have no '/' or space");
     }
-    for (absl::string_view hp : absl::StrSplit(rest.substr(0, slash), ',')) {
-      int port = 26379;
-      if (size_t colon = hp.rfind(':'); colon != absl::string_view::npos) {
-        if (!absl::SimpleAtoi(hp.substr(colon + 1), &port) || port < 1 || port > 65535) {
-          return bad(absl::StrCat("sentinel port '", hp.substr(colon + 1), "'"));
-        }
-        hp = hp.substr(0, colon);
-      }
-      if (hp.empty()) return bad("a sentinel without a host");
-      u.sentinels.emplace_back(std::string(hp), port);
+    if (std::string why = ParseHosts(rest.substr(0, slash), 26379, "sentinel", &u.sentinels);
+        !why.empty()) {
+      return bad(why);
     }
-    if (u.sentinels.size() > 16) return bad("at most 16 sentinels");
     u.host = u.sentinels[0].first;
     u.port = u.sentinels[0].second;
   } else if (cluster) {
@@ -162,18 +173,9 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
       rest = rest.substr(0, slash);
       if (!db.empty() && db != "0") return bad("a Redis Cluster has database 0 only");
     }
-    for (absl::string_view hp : absl::StrSplit(rest, ',')) {
-      int port = 6379;
-      if (size_t colon = hp.rfind(':'); colon != absl::string_view::npos) {
-        if (!absl::SimpleAtoi(hp.substr(colon + 1), &port) || port < 1 || port > 65535) {
-          return bad(absl::StrCat("cluster node port '", hp.substr(colon + 1), "'"));
-        }
-        hp = hp.substr(0, colon);
-      }
-      if (hp.empty()) return bad("a cluster node without a host");
-      u.cluster.emplace_back(std::string(hp), port);
+    if (std::string why = ParseHosts(rest, 6379, "cluster node", &u.cluster); !why.empty()) {
+      return bad(why);
     }
-    if (u.cluster.size() > 16) return bad("at most 16 cluster nodes in the URL (the rest are found)");
     u.host = u.cluster[0].first;
     u.port = u.cluster[0].second;
   } else if (unix_socket) {

@@ -384,6 +384,17 @@ std::string Tracker::Explain(absl::string_view model, int code) const {
   return "";
 }
 
+template <typename Fn>
+absl::Status Tracker::KeepLocally(ModelState* m, const absl::Status& failed, Fn fn) {
+  {
+    SpinLockHolder l(&m->mu);
+    fn(m->local, clock_.Now(), clock_.Wall());
+  }
+  return redis_->url().on_error == RedisUrl::OnError::kClosed || IsMisconfiguration(failed)
+             ? failed
+             : absl::OkStatus();
+}
+
 absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {
   auto found = FindOrCreate(model);
   if (!found.ok()) return found.status();
@@ -391,13 +402,9 @@ absl::Status Tracker::RecordShared(const NameKey& model, const Cost& cost) {
   if (redis_ != nullptr) {
     auto r = redis_->Run(RedisClient::Op::kRecord, m->name, *SpecOf(m), cost);
     if (r.ok()) return absl::OkStatus();
-    // Not lost: this process's own windows keep it.
-    SpinLockHolder l(&m->mu);
-    m->local.Record(clock_.Now(), m->local.has_calendar ? clock_.Wall() : 0, cost);
-    if (redis_->url().on_error == RedisUrl::OnError::kClosed || IsMisconfiguration(r.status())) {
-      return r.status();
-    }
-    return absl::OkStatus();
+    return KeepLocally(m, r.status(), [&](WindowSet& ws, int64_t now, int64_t wall) {
+      ws.Record(now, wall, cost);
+    });
   }
   return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t wall) {
     ws.Record(now, wall, cost);
@@ -455,15 +462,9 @@ absl::Status Tracker::RecordTokens(absl::string_view model, const Cost& tokens) 
     // A settle of nothing granted, at the key's own time (-1).
     auto r = redis_->Run(RedisClient::Op::kSettle, model, *SpecOf(m), tokens, -1, Cost{0, 0});
     if (r.ok()) return absl::OkStatus();
-    // Not lost: this process's own windows keep it.
-    SpinLockHolder l(&m->mu);
-    const int64_t now = clock_.Now();
-    const int64_t wall = clock_.Wall();
-    m->local.Settle(now, wall, now, wall, Cost{0, 0}, tokens);
-    if (redis_->url().on_error == RedisUrl::OnError::kClosed || IsMisconfiguration(r.status())) {
-      return r.status();
-    }
-    return absl::OkStatus();
+    return KeepLocally(m, r.status(), [&](WindowSet& ws, int64_t now, int64_t wall) {
+      ws.Settle(now, wall, now, wall, Cost{0, 0}, tokens);
+    });
   }
   return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t wall) {
     ws.Settle(now, wall, now, wall, Cost{0, 0}, tokens);
@@ -492,14 +493,12 @@ absl::StatusOr<int> Tracker::Observe(absl::string_view model,
                            cap ? static_cast<int64_t>(reset) : -1, Cost{0, 0},
                            RedisClient::Observation{static_cast<Unit>(u), remaining, limit});
       if (r.ok()) continue;
-      if (redis_->url().on_error == RedisUrl::OnError::kClosed ||
-          IsMisconfiguration(r.status())) {
-        return r.status();
-      }
-      SpinLockHolder l(&m->mu);  // Redis away: this process at least holds back
-      const int64_t now = clock_.Now();
-      m->local.Observe(static_cast<Unit>(u), remaining, cap ? now + static_cast<int64_t>(reset) : 0,
-                       limit);
+      // Redis away: this process at least holds back.
+      absl::Status st = KeepLocally(m, r.status(), [&](WindowSet& ws, int64_t now, int64_t) {
+        ws.Observe(static_cast<Unit>(u), remaining, cap ? now + static_cast<int64_t>(reset) : 0,
+                   limit);
+      });
+      if (!st.ok()) return st;
       continue;
     }
     absl::Status st = WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t) {
@@ -520,11 +519,9 @@ absl::Status Tracker::ReportLimited(absl::string_view model, uint64_t retry_afte
                          static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
     if (r.ok()) return absl::OkStatus();
     // Redis is away: at least this process holds back.
-    SpinLockHolder l(&m->mu);
-    m->local.Block(clock_.Now() + static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
-    return redis_->url().on_error == RedisUrl::OnError::kClosed || IsMisconfiguration(r.status())
-               ? r.status()
-               : absl::OkStatus();
+    return KeepLocally(m, r.status(), [&](WindowSet& ws, int64_t now, int64_t) {
+      ws.Block(now + static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));
+    });
   }
   return WithWindows(m, [&](WindowSet& ws, int64_t now, int64_t) {
     ws.Block(now + static_cast<int64_t>(std::min<uint64_t>(retry_after_ms, kMaxBlockMs)));

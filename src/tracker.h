@@ -161,6 +161,12 @@ class Tracker {
   // windows live (memory or shared memory).
   template <typename Fn>
   absl::Status WithWindows(ModelState* m, Fn fn);
+  // A write Redis could not take (`failed`): not lost, this process's own
+  // windows keep it (fn(windows, now, wall) under the model's lock); the
+  // caller is told (`failed`) only with on_error=closed or a
+  // misconfiguration, else OK.
+  template <typename Fn>
+  absl::Status KeepLocally(ModelState* m, const absl::Status& failed, Fn fn);
   std::shared_ptr<const RemoteSpec> SpecOf(ModelState* m);
 
   // Grant tickets: (time + 1) << kCheckBits | a keyed check of the time, the

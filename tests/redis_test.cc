@@ -766,16 +766,20 @@ TEST(RedisTest, UnixSocket) {
                           "unix-pw"),
             "1");
   // unix:// with the credentials before the path; stats show no password.
-  rt_tracker* t = rt_open(Config("unix://:unix-pw@" + sock + "?db=3&prefix=ux", limits).c_str());
+  // (5 s: the default 50 ms is for production; a loaded machine may take
+  // longer, and a call that timed out is on_error's to decide.)
+  rt_tracker* t = rt_open(
+      Config("unix://:unix-pw@" + sock + "?db=3&prefix=ux&timeout_ms=5000", limits).c_str());
   ASSERT_NE(t, nullptr) << rt_last_error();
   EXPECT_EQ(rt_try_acquire(t, "a/b", 1, nullptr), RT_LIMITED);
   json s = Stats(t);
-  EXPECT_EQ(s["backend"], "redis+unix://" + sock + "?db=3&prefix=ux&timeout_ms=50&on_error=local");
+  EXPECT_EQ(s["backend"],
+            "redis+unix://" + sock + "?db=3&prefix=ux&timeout_ms=5000&on_error=local");
   EXPECT_EQ(s.dump().find("unix-pw"), std::string::npos);
   rt_close(t);
   // A wrong password over the socket: refused at rt_open, and never shown.
   rt_tracker* wrong = nullptr;
-  EXPECT_EQ(rt_open_ex(Config("redis+unix://" + sock + "?password=not-it&on_error=local", limits)
+  EXPECT_EQ(rt_open_ex(Config("redis+unix://" + sock + "?password=not-it&timeout_ms=5000&on_error=local", limits)
                            .c_str(),
                        &wrong),
             RT_E_CONFIG);

@@ -262,7 +262,8 @@ TEST(RedisClusterKeys, ClusterNodesAndRedirectionsAreParsed) {
       "292f 127.0.0.1:30003@31003,host-c master - 0 1426238318243 3 connected 10923-16383\n"
       "6ec2 127.0.0.1:30005@31005 master,fail - 1426238316232 1426238316232 5 disconnected\n"
       "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 [5461->-67ed]\n";
-  absl::StatusOr<ratetrack::ClusterLayout> l = ratetrack::ParseClusterNodes(text);
+  const ratetrack::Endpoint asked{"127.0.0.1", 30001, ""};
+  absl::StatusOr<ratetrack::ClusterLayout> l = ratetrack::ParseClusterNodes(text, asked);
   ASSERT_TRUE(l.ok()) << l.status();
   EXPECT_EQ(l->covered, 16384);
   ASSERT_EQ(l->masters.size(), 3u);
@@ -271,11 +272,22 @@ TEST(RedisClusterKeys, ClusterNodesAndRedirectionsAreParsed) {
   EXPECT_EQ(l->masters[2].slots, (std::vector<std::pair<int, int>>{{0, 5460}}));
   // A slot served twice, a bad range: errors, never a map.
   EXPECT_FALSE(ratetrack::ParseClusterNodes("a 1.2.3.4:1@2 master - 0 0 1 connected 0-10\n"
-                                            "b 1.2.3.4:2@3 master - 0 0 1 connected 5\n")
+                                            "b 1.2.3.4:2@3 master - 0 0 1 connected 5\n",
+                                            asked)
                    .ok());
-  EXPECT_FALSE(ratetrack::ParseClusterNodes("a 1.2.3.4:1@2 master - 0 0 1 connected 9-3\n").ok());
-  EXPECT_FALSE(ratetrack::ParseClusterNodes("a 1.2.3.4:1@2 master - 0 0 1 connected 16384\n").ok());
-  EXPECT_FALSE(ratetrack::ParseClusterNodes("garbage\n").ok());
+  EXPECT_FALSE(
+      ratetrack::ParseClusterNodes("a 1.2.3.4:1@2 master - 0 0 1 connected 9-3\n", asked).ok());
+  EXPECT_FALSE(
+      ratetrack::ParseClusterNodes("a 1.2.3.4:1@2 master - 0 0 1 connected 16384\n", asked).ok());
+  EXPECT_FALSE(ratetrack::ParseClusterNodes("garbage\n", asked).ok());
+  // A node alone, that never met another, has no IP in its own line: the
+  // address it was asked at.
+  absl::StatusOr<ratetrack::ClusterLayout> alone = ratetrack::ParseClusterNodes(
+      "5f08 :41001@41003 myself,master - 0 0 0 connected 0-16383\n", asked);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  ASSERT_EQ(alone->masters.size(), 1u);
+  EXPECT_EQ(alone->masters[0].at.Describe(), "127.0.0.1:41001");
+  EXPECT_EQ(alone->covered, 16384);
   ratetrack::Redirect r;
   ASSERT_TRUE(ratetrack::ParseRedirect("MOVED 3999 127.0.0.1:6381", &r));
   EXPECT_FALSE(r.ask);

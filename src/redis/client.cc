@@ -168,7 +168,8 @@ absl::Status RedisClient::Refresh(int64_t deadline_us, bool force) {
                       TypeName(r.get()), ", expected a string");
       continue;
     }
-    absl::StatusOr<ClusterLayout> layout = ParseClusterNodes(absl::string_view(r->str, r->len));
+    absl::StatusOr<ClusterLayout> layout =
+        ParseClusterNodes(absl::string_view(r->str, r->len), at);
     if (!layout.ok()) {
       absl::StrAppend(&failures, failures.empty() ? "" : "; ", name,
                       ": CLUSTER NODES: ", layout.status().message());
@@ -289,8 +290,19 @@ absl::StatusOr<RedisClient::Reply> RedisClient::Run(Op op, absl::string_view mod
   }
   const int64_t deadline_us = NowUs() + static_cast<int64_t>(url_.timeout_ms) * 1000;
   if (secret_.load(std::memory_order_acquire) == 0) {
-    // Before any grant is made: its ticket is keyed by it.
-    if (absl::Status st = FetchSecret(deadline_us); !st.ok()) return st;
+    // Before any grant is made: its ticket is keyed by it. After a failure,
+    // asked again at most every 100 ms (meanwhile the calls fail fast, as
+    // during a node's backoff).
+    std::lock_guard<std::mutex> l(secret_mu_);
+    if (secret_.load(std::memory_order_acquire) == 0) {
+      if (NowUs() < secret_retry_at_us_) return secret_failure_;
+      absl::Status st = FetchSecret(deadline_us);
+      if (!st.ok()) {
+        secret_retry_at_us_ = NowUs() + kRefreshEveryUs;
+        secret_failure_ = st;
+        return st;
+      }
+    }
   }
   const int slot = SlotOf(model);
   bool refreshed = false;
@@ -358,7 +370,9 @@ absl::StatusOr<RedisClient::Reply> RedisClient::Run(Op op, absl::string_view mod
     // The node failed (an outage: on_error decides), or it is in the
     // middle of a failover: the map is asked again, and when the slot is
     // another node's now, the call goes there, once.
-    if (!refreshed) {
+    // (Not when the call's time is up, as after a timeout: every node would
+    // time out too; the next call, failing fast on the node's backoff, asks.)
+    if (!refreshed && NowUs() < deadline_us) {
       refreshed = true;
       if (absl::Status st = Refresh(deadline_us, /*force=*/false); IsMisconfiguration(st)) {
         return st;
@@ -454,6 +468,7 @@ bool RedisClient::TakeFirstFailure() {
 
 void RedisClient::LockForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (single_ != nullptr) return single_->LockForFork();
+  secret_mu_.lock();
   refresh_mu_.lock();
   nodes_mu_.lock();
   for (auto& n : nodes_) n->LockForFork();
@@ -466,6 +481,7 @@ void RedisClient::UnlockForFork(bool child) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   for (auto& n : nodes_) n->UnlockForFork(child);
   nodes_mu_.unlock();
   refresh_mu_.unlock();
+  secret_mu_.unlock();
 }
 
 std::vector<std::string> RedisClient::MastersForTest() const {

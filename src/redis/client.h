@@ -124,6 +124,11 @@ class RedisClient {
   std::mutex refresh_mu_;  // one refresh at a time
   std::atomic<int64_t> last_refresh_us_{0};
   std::atomic<uint64_t> secret_{0};
+  // The ticket key is learned by one call at a time; after a failure, the
+  // calls fail with it until secret_retry_at_us_.
+  std::mutex secret_mu_;
+  int64_t secret_retry_at_us_ ABSL_GUARDED_BY(secret_mu_) = 0;
+  absl::Status secret_failure_ ABSL_GUARDED_BY(secret_mu_);
   mutable std::mutex error_mu_;
   mutable std::string last_error_ ABSL_GUARDED_BY(error_mu_);  // the client's own (the map)
   std::string refresh_error_ ABSL_GUARDED_BY(error_mu_);  // why the last refresh failed, or ""

@@ -141,7 +141,7 @@ uint16_t Crc16(absl::string_view s, uint16_t crc) {
   return crc;
 }
 
-absl::StatusOr<ClusterLayout> ParseClusterNodes(absl::string_view text) {
+absl::StatusOr<ClusterLayout> ParseClusterNodes(absl::string_view text, const Endpoint& asked) {
   ClusterLayout out;
   std::vector<bool> seen(kClusterSlots, false);
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
@@ -164,6 +164,7 @@ absl::StatusOr<ClusterLayout> ParseClusterNodes(absl::string_view text) {
     // (cluster-preferred-endpoint-type ip), so that both name a node alike.
     Endpoint at;
     if (!ParseHostPort(f[1].substr(0, f[1].find(',')), &at)) continue;  // no address (":0@0")
+    if (at.host.empty() && flagged("myself")) at.host = asked.host;
     if (at.host.empty()) continue;  // no address yet
     m.at = at;
     for (size_t i = 8; i < f.size(); ++i) {

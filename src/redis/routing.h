@@ -71,9 +71,10 @@ struct ClusterLayout {
 };
 // Parses CLUSTER NODES' text: every master line with slots and an address,
 // not flagged "fail" or "noaddr" (a failed master's slots are left out: no
-// call goes to a node the cluster has given up on). An error names what is
-// wrong with the text.
-absl::StatusOr<ClusterLayout> ParseClusterNodes(absl::string_view text);
+// call goes to a node the cluster has given up on). `asked`: the node that
+// answered, whose own line ("myself") may have no IP yet (a node that never
+// met another: ":6379@16379"). An error names what is wrong with the text.
+absl::StatusOr<ClusterLayout> ParseClusterNodes(absl::string_view text, const Endpoint& asked);
 
 // A cluster's redirection: "MOVED <slot> <host>:<port>" (the slot lives
 // there now) or "ASK <slot> <host>:<port>" (this one key, during a

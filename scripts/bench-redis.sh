@@ -290,16 +290,20 @@ for (c, m), by in runs.items():
     errs = [f"{n} {e} errors" for n, e in (("redis://", es), ("1 master", e1), ("3 masters", e3)) if e]
     print(f"{c:>5} {m:>6} | {ts} | {t1} | {t3} | {ratio(c3, c1, 0)} {ratio(c3, c1, 2)} | "
           f"{ratio(c1, s, 0, False)} {ratio(c1, s, 2, False)}" + (f"   ({', '.join(errs)})" if errs else ""))
-print("\nCPU during each measurement, in cores (medians; the run includes rt_open and the 0.2 s warm-up):")
-print(f"{'PxT':>5} {'models':>6} {'':>18} | {'redis-server(s)':>15} {'bench_redis':>11} {'machine':>8} {'the rest':>8}")
+print("\nCPU during each measurement, in cores (medians; the run includes rt_open and the 0.2 s warm-up),"
+      "\nand per call (cores / calls a second: CPU microseconds a decision, the warm-up's included):")
+print(f"{'PxT':>5} {'models':>6} {'':>18} | {'redis-server(s)':>15} {'bench_redis':>11} {'machine':>8} {'the rest':>8}"
+      f" | {'server us':>9} {'client us':>9}")
 for (c, m), by in runs.items():
     for b in ("single", "c1", "c3"):
-        xs = [cpu for _, cpu in by.get(b, [])]
+        xs = by.get(b, [])
         if not xs:
             continue
-        srv, cli, mach = (med(x[i] for x in xs) for i in range(3))
-        rest = med(x[2] - x[0] - x[1] for x in xs)
-        print(f"{c:>5} {m:>6} {names[b]:>18} | {srv:15.2f} {cli:11.2f} {mach:8.2f} {rest:8.2f}")
+        srv, cli, mach = (med(cpu[i] for _, cpu in xs) for i in range(3))
+        rest = med(cpu[2] - cpu[0] - cpu[1] for _, cpu in xs)
+        per = [(cpu[0] / r[0] * 1e6, cpu[1] / r[0] * 1e6) for r, cpu in xs if r and r[0]]
+        per_s = f"{med(x[0] for x in per):9.1f} {med(x[1] for x in per):9.1f}" if per else f"{'-':>9} {'-':>9}"
+        print(f"{c:>5} {m:>6} {names[b]:>18} | {srv:15.2f} {cli:11.2f} {mach:8.2f} {rest:8.2f} | {per_s}")
 PY
   exit 0
 fi

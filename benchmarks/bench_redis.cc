@@ -1,11 +1,14 @@
 // rt_try_acquire on the Redis backend under load: P processes x T threads
-// against one Redis server, printing throughput and latency percentiles.
-// With --raw-incr, the same harness makes one plain INCR per call through
-// hiredis instead (one connection per thread): the in-program reference.
+// against one Redis server (or a Redis Cluster: redis+cluster://), printing
+// throughput and latency percentiles. With --raw-incr, the same harness
+// makes one plain INCR per call through hiredis instead (one connection per
+// thread; one server only): the in-program reference.
 //
 //   build/benchmarks/bench_redis --url redis://127.0.0.1:PORT[/DB][?...]
-//       [--processes P] [--threads T] [--seconds S] [--raw-incr] [--csv]
-//   scripts/bench-redis.sh   (runs it next to redis-benchmark INCR)
+//       [--processes P] [--threads T] [--seconds S] [--models N] [--raw-incr] [--csv]
+//   build/benchmarks/bench_redis --url redis+cluster://127.0.0.1:PORT[,...][?...] ...
+//   scripts/bench-redis.sh   (runs it next to redis-benchmark INCR;
+//                             RT_BENCH_CLUSTER=1: on clusters of 1 and 3 masters)
 //
 // Every process is forked from this one and opens its own tracker (or its
 // own connections), warms up, then waits on a pipe; once every process is
@@ -15,9 +18,21 @@
 // process sends counts and the merged histogram to the parent through a pipe.
 // The parent prints total calls per second (all calls / (last end - first
 // start)), p50, p99 and p99.9 in microseconds, and the errors: any status but
-// RT_OK (or an INCR error reply). The model has four huge limits, so nothing
-// is refused. A URL without '?' gets "?prefix=rtbench&timeout_ms=50&
-// on_error=closed": a failing Redis shows as errors, not as local fallback.
+// RT_OK (or an INCR error reply). Every model has the same four huge limits,
+// so nothing is refused. A URL without '?' gets "?prefix=rtbench&timeout_ms=
+// 50&on_error=closed": a failing Redis shows as errors, not as local fallback.
+//
+// --models N (default 1: one model, "bench/m", every call of every thread):
+// N models "bench-0" to "bench-<N-1>", and every thread goes round them, one
+// model a call, starting at its global index (process x T + thread) so that
+// the threads are spread over the models from the first call. That is "many
+// models" as a gateway or a fleet of agents sees them: any thread may decide
+// on any model, and all N models (so, in a cluster, every master serving one
+// of their slots) are busy at once whatever the number of threads. Pinning a
+// model to each thread instead would use only min(N, P x T) models (8 of 64
+// at 1 x 8), spread over the masters by the luck of their slots. Consecutive
+// calls of a thread are never on one model, so its decisions merge with
+// another thread's only when two land on one model in one batch.
 // Figures, not tests: the exit status is non-zero only if a process failed
 // outright or there were errors.
 #include <errno.h>
@@ -75,6 +90,7 @@ struct Options {
   std::string host = "127.0.0.1";
   int port = 6379;
   int processes = 1, threads = 1;
+  int models = 1;
   double seconds = 3;
   bool raw_incr = false, csv = false;
 };
@@ -103,12 +119,27 @@ bool ReadAll(int fd, void* p, size_t n) {
   return true;
 }
 
+// The model names: "bench/m" alone (--models 1), else "bench-0" to
+// "bench-<N-1>".
+std::vector<std::string> ModelNames(int n) {
+  if (n == 1) return {"bench/m"};
+  std::vector<std::string> names;
+  for (int k = 0; k < n; ++k) names.push_back("bench-" + std::to_string(k));
+  return names;
+}
+
 // One call of the measured kind. Returns true on success.
 struct Caller {
   rt_tracker* t = nullptr;   // try_acquire mode
   redisContext* c = nullptr;  // --raw-incr mode
+  const std::vector<std::string>* models = nullptr;
+  size_t next = 0;  // the model of the next call (round-robin)
   bool Call() {
-    if (t != nullptr) return rt_try_acquire(t, "bench/m", 100, nullptr) == RT_OK;
+    if (t != nullptr) {
+      const char* model = (*models)[next].c_str();
+      if (++next == models->size()) next = 0;
+      return rt_try_acquire(t, model, 100, nullptr) == RT_OK;
+    }
     redisReply* r = static_cast<redisReply*>(redisCommand(c, "INCR rtbench:incr"));
     const bool ok = r != nullptr && r->type == REDIS_REPLY_INTEGER;
     if (r != nullptr) freeReplyObject(r);
@@ -116,14 +147,21 @@ struct Caller {
   }
 };
 
-// A forked process: T threads; reports a Summary and the histogram on out_fd.
-int RunProcess(const Options& o, int ready_fd, int start_fd, int out_fd) {
+// A forked process (the index-th): T threads; reports a Summary and the
+// histogram on out_fd.
+int RunProcess(const Options& o, int index, int ready_fd, int start_fd, int out_fd) {
   rt_tracker* tracker = nullptr;
+  const std::vector<std::string> models = ModelNames(o.models);
   if (!o.raw_incr) {
-    std::string config =
-        "{\"backend\": \"" + o.url +
-        "\", \"builtin_tiers\": false, \"limits\": {\"bench/m\": {\"rpm\": 1000000000, "
-        "\"tpm\": 1000000000000, \"rpd\": 1000000000000, \"tpd\": 1000000000000}}}";
+    // Every model with the same four huge limits.
+    std::string limits;
+    for (const std::string& m : models) {
+      limits += std::string(limits.empty() ? "" : ", ") + "\"" + m +
+                "\": {\"rpm\": 1000000000, \"tpm\": 1000000000000, \"rpd\": 1000000000000, "
+                "\"tpd\": 1000000000000}";
+    }
+    std::string config = "{\"backend\": \"" + o.url +
+                         "\", \"builtin_tiers\": false, \"limits\": {" + limits + "}}";
     tracker = rt_open(config.c_str());
     if (tracker == nullptr) {
       fprintf(stderr, "bench_redis: rt_open: %s\n", rt_last_error());
@@ -143,6 +181,8 @@ int RunProcess(const Options& o, int ready_fd, int start_fd, int out_fd) {
       Caller call;
       if (tracker != nullptr) {
         call.t = tracker;
+        call.models = &models;
+        call.next = static_cast<size_t>(index * T + i) % models.size();
       } else {
         struct timeval tv = {2, 0};
         call.c = redisConnectWithTimeout(o.host.c_str(), o.port, tv);
@@ -153,7 +193,7 @@ int RunProcess(const Options& o, int ready_fd, int start_fd, int out_fd) {
           return;
         }
       }
-      // Warm-up: connections, script load, the model's state.
+      // Warm-up: connections, script load, the models' state.
       const int64_t warm_end = NowNs() + 200000000;
       for (int k = 0; k < 50 || NowNs() < warm_end; ++k) call.Call();
       ready.fetch_add(1);
@@ -210,7 +250,8 @@ int RunProcess(const Options& o, int ready_fd, int start_fd, int out_fd) {
 void Usage() {
   fprintf(stderr,
           "usage: bench_redis --url redis[s]://HOST:PORT[/DB][?...] [--processes P] [--threads T]"
-          " [--seconds S] [--raw-incr] [--csv]\n");
+          " [--seconds S] [--models N] [--raw-incr] [--csv]\n"
+          "       bench_redis --url redis[s]+cluster://HOST:PORT[,HOST:PORT...][?...] ...\n");
   exit(2);
 }
 
@@ -228,16 +269,20 @@ int main(int argc, char** argv) {
     else if (a == "--processes" || a == "-p") o.processes = atoi(next());
     else if (a == "--threads" || a == "-t") o.threads = atoi(next());
     else if (a == "--seconds" || a == "-s") o.seconds = atof(next());
+    else if (a == "--models" || a == "-m") o.models = atoi(next());
     else if (a == "--raw-incr") o.raw_incr = true;
     else if (a == "--csv") o.csv = true;
     else Usage();
   }
   const bool tls = o.url.rfind("rediss://", 0) == 0;
-  if ((o.url.rfind("redis://", 0) != 0 && !tls) || (tls && o.raw_incr) || o.processes < 1 ||
-      o.threads < 1 || o.seconds <= 0) {
-    Usage();  // (--raw-incr is plain text only)
+  const bool cluster =
+      o.url.rfind("redis+cluster://", 0) == 0 || o.url.rfind("rediss+cluster://", 0) == 0;
+  if ((o.url.rfind("redis://", 0) != 0 && !tls && !cluster) ||
+      ((tls || cluster) && o.raw_incr) || o.processes < 1 || o.threads < 1 || o.seconds <= 0 ||
+      o.models < 1 || o.models > RT_MAX_MODELS) {
+    Usage();  // (--raw-incr is plain text to one server only)
   }
-  {  // host and port for --raw-incr (no credentials: a local server)
+  if (!cluster) {  // host and port for --raw-incr (no credentials: a local server)
     std::string hp = o.url.substr(tls ? 9 : 8);
     hp = hp.substr(0, hp.find_first_of("/?"));
     if (size_t at = hp.rfind('@'); at != std::string::npos) hp = hp.substr(at + 1);
@@ -270,7 +315,7 @@ int main(int argc, char** argv) {
         close(c.ready_fd);
         close(c.out_fd);
       }
-      _exit(RunProcess(o, ready[1], start_pipe[0], out[1]));
+      _exit(RunProcess(o, p, ready[1], start_pipe[0], out[1]));
     }
     close(ready[1]);
     close(out[1]);
@@ -328,8 +373,10 @@ int main(int argc, char** argv) {
            pct(0.99), pct(0.999), static_cast<unsigned long long>(total.calls),
            static_cast<unsigned long long>(total.errors));
   } else {
-    printf("%s: %d processes x %d threads, %.2f s: %llu calls, %llu errors\n", what, o.processes,
-           o.threads, secs, static_cast<unsigned long long>(total.calls),
+    const std::string models = o.models > 1 ? ", " + std::to_string(o.models) + " models" : "";
+    printf("%s: %d processes x %d threads%s, %.2f s: %llu calls, %llu errors\n", what,
+           o.processes, o.threads, models.c_str(), secs,
+           static_cast<unsigned long long>(total.calls),
            static_cast<unsigned long long>(total.errors));
     printf("  %.0f calls/s   p50 %.1f us   p99 %.1f us   p99.9 %.1f us\n", ops, pct(0.5), pct(0.99),
            pct(0.999));

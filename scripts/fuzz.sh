@@ -3,7 +3,7 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer), runs each target for a
 # bounded time from its committed seed corpus, then replays every committed
 # regression input (tests/fuzz/<target>/regressions/) once. Installs clang
-# (and its fuzzer runtime) if missing. The corpora are copied to a temporary
+# (and its fuzzer runtime) if missing (scripts/install-deps.sh --fuzz). The corpora are copied to a temporary
 # directory: nothing is written into the checkout but the build directory.
 #
 #   scripts/fuzz.sh                          every target, 30 s each
@@ -32,26 +32,8 @@ artifacts=${RT_FUZZ_ARTIFACTS:-$build/fuzz-artifacts}
 case "$seconds" in ''|*[!0-9]*) echo "RT_FUZZ_SECONDS must be a whole number" >&2; exit 64 ;; esac
 
 # --- what the build needs: the project's dependencies, clang and libFuzzer.
-scripts/install-deps.sh || exit 1
-install_pkgs() {
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "need root (or sudo) to install: $*" >&2; return 1; }
-    sudo=sudo
-  fi
-  echo "installing: $*"
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-if ! command -v clang >/dev/null || ! command -v clang++ >/dev/null; then
-  install_pkgs clang || exit 1
-fi
+scripts/install-deps.sh --fuzz || exit 1
 clang_major=$(clang++ -dumpversion | cut -d. -f1)
-if ! installed "libclang-rt-$clang_major-dev"; then
-  # libFuzzer and the sanitizers' runtimes (only recommended by clang).
-  install_pkgs "libclang-rt-$clang_major-dev" || exit 1
-fi
 probe=$(mktemp -d)
 trap 'rm -rf "$probe"' EXIT
 echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' \

@@ -2,8 +2,10 @@
 # Installs what building and testing libratetrack needs on Debian 12 (or a
 # recent Ubuntu): compilers, CMake, Abseil, GoogleTest, Google Benchmark,
 # nlohmann-json; with --bindings also what the language bindings need (Go,
-# Rust, Node.js, Python venv) where missing. Idempotent; needs root or sudo
-# only when something is missing.
+# Rust, Node.js, Python venv) where missing; with --fuzz, clang and its
+# libFuzzer and sanitizer runtimes (scripts/fuzz.sh). Idempotent; needs root
+# or sudo only when something is missing. apt retries a failed download
+# (Acquire::Retries) before it gives up.
 set -euo pipefail
 
 want=(build-essential cmake ninja-build pkg-config binutils
@@ -12,13 +14,24 @@ want=(build-essential cmake ninja-build pkg-config binutils
       file        # cpack: the .deb generator reads the binaries with file(1)
       git         # the wheel test checks that a build writes nothing into the checkout
       prometheus)  # promtool: the metrics tests check the exposition with it
-bindings=0
+bindings=0 fuzz=0
 for arg in "$@"; do
   case "$arg" in
     --bindings) bindings=1 ;;
-    *) echo "usage: $0 [--bindings]" >&2; exit 64 ;;
+    --fuzz) fuzz=1 ;;
+    *) echo "usage: $0 [--bindings] [--fuzz]" >&2; exit 64 ;;
   esac
 done
+if [ "$fuzz" = 1 ]; then
+  want+=(clang)
+  # libFuzzer and the sanitizers' runtimes: clang only recommends them, and
+  # their package is named after clang's major version.
+  if command -v clang >/dev/null; then
+    want+=("libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev")
+  else
+    want+=(libclang-rt-dev)  # Debian's default clang's (clang-14 on Debian 12)
+  fi
+fi
 if [ "$bindings" = 1 ]; then
   command -v go >/dev/null || want+=(golang-go)
   command -v cargo >/dev/null || want+=(cargo)
@@ -54,16 +67,17 @@ if [ ${#backports[@]} -gt 0 ] && grep -q '^VERSION_CODENAME=bookworm' /etc/os-re
     'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
     $sudo tee "$bp_source" > /dev/null
 fi
-$sudo apt-get update -qq
+apt=(apt-get -o Acquire::Retries=5)
+$sudo "${apt[@]}" update -qq
 [ ${#missing[@]} -eq 0 ] ||
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if [ ${#backports[@]} -gt 0 ]; then
   if apt-cache policy valkey-server 2>/dev/null | grep -q bookworm-backports; then
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $sudo env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends \
       -t bookworm-backports "${backports[@]}" >/dev/null
   else
     # Elsewhere (a recent Ubuntu or Debian has Valkey in its own release).
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    $sudo env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends \
       "${backports[@]}" >/dev/null || echo "install-deps.sh: no Valkey here (the valkey suite will fail)" >&2
   fi
 fi

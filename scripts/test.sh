@@ -26,11 +26,16 @@ suites=(core valkey asan tsan fuzz go rust node python shm-languages packages mi
 [ -n "${RT_ONLY:-}" ] && read -r -a suites <<< "$RT_ONLY"
 
 passed=0 failed=0 failed_names=()
+# Each suite's output is shown as it runs and kept, so that the end of the
+# run can show again the last lines of every suite that failed (a CI log is
+# often read from its end).
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 run() {  # run NAME COMMAND...
   local name=$1; shift
   echo "=== $name"
   local start=$SECONDS
-  if "$@"; then
+  if "$@" 2>&1 | tee "$logs/$name.log"; then  # (pipefail: the suite's status)
     passed=$((passed + 1)); echo "=== $name: passed ($((SECONDS - start)) s)"
   else
     failed=$((failed + 1)); failed_names+=("$name"); echo "=== $name: FAILED ($((SECONDS - start)) s)"
@@ -129,6 +134,11 @@ for s in "${suites[@]}"; do
 done
 
 echo
+for name in "${failed_names[@]}"; do
+  echo "=== the last 40 lines of $name:"
+  tail -n 40 "$logs/$name.log"
+  echo
+done
 [ $failed -gt 0 ] && echo "failed suites: ${failed_names[*]}"
 echo "suites: $passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -11,7 +11,6 @@
 //! on a model each (see [`thread_rows`]).
 
 use std::os::raw::c_int;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 

@@ -230,10 +230,13 @@ type library struct {
 	fnCanMake, fnRecord, fnTryAcquire, fnTryAcquireGrant, fnSettle        unsafe.Pointer
 	fnWaitTime, fnReset, fnStatsJSONEx                                    unsafe.Pointer
 
-	// The last model name passed to a hot call, NUL-terminated: a caller's
-	// loop usually passes the same one, and then it is neither checked nor
-	// copied again (one atomic load and one string comparison).
-	lastModel atomic.Pointer[cModel]
+	// Model names passed to the hot calls, NUL-terminated, in a small table
+	// (a slot per name, chosen by modelSlot): a caller's loop usually passes
+	// the same few, and then a name is neither checked nor copied again (one
+	// atomic load and one string comparison). Goroutines on different
+	// models each keep theirs (one shared last name was replaced at every
+	// call, a copy and an allocation each).
+	models [modelSlots]atomic.Pointer[cModel]
 
 	// Provider truth (optional: nil in an earlier 0.1 build, whose other
 	// functions still work; the methods using them then fail with
@@ -535,18 +538,33 @@ type cModel struct {
 	b []byte
 }
 
-// model is cstr("model", s), reusing the copy of the last name seen. The
-// copy is Go memory that is never written once made, so goroutines can pass
-// it to C at once (cgo pins it for each call).
+// modelSlots is the size of library.models.
+const modelSlots = 16
+
+// modelSlot is the slot of library.models for the name s (not empty): from
+// its length and two of its bytes, which is enough to set apart the few
+// names a process uses (two that share a slot replace each other's copy,
+// as every name did when there was one slot).
+func modelSlot(s string) int {
+	return int((uint(len(s))*31 + uint(s[len(s)-1])*7 + uint(s[len(s)/2])) % modelSlots)
+}
+
+// model is cstr("model", s), reusing the copy of s made when it was last
+// seen. A copy is Go memory that is never written once made, so goroutines
+// can pass it to C at once (cgo pins it for each call).
 func (l *library) model(s string) (*C.char, error) {
-	if c := l.lastModel.Load(); c != nil && c.s == s {
+	if s == "" {
+		return cstr("model", s)
+	}
+	slot := &l.models[modelSlot(s)]
+	if c := slot.Load(); c != nil && c.s == s {
 		return (*C.char)(unsafe.Pointer(&c.b[0])), nil
 	}
 	cm, err := cstr("model", s)
 	if err != nil {
 		return nil, err
 	}
-	l.lastModel.Store(&cModel{s: s, b: unsafe.Slice((*byte)(unsafe.Pointer(cm)), len(s)+1)})
+	slot.Store(&cModel{s: s, b: unsafe.Slice((*byte)(unsafe.Pointer(cm)), len(s)+1)})
 	return cm, nil
 }
 

@@ -4,13 +4,15 @@
 //! Next to it, the floor: `rt_version_number()`, a C function that only
 //! returns a constant, called through a function pointer from libloading,
 //! as the binding calls every C function. And a refusal: `try_acquire` on
-//! `bench/spent`, whose day's one request is used.
+//! `bench/spent`, whose day's one request is used. The three are timed in
+//! interleaved rounds; each figure is the median.
 //!
 //! Then the thread rows of `scripts/bench.sh`: `try_acquire` admitted and
 //! refused from 1, 2 and 4 threads at once on one tracker, on one model and
 //! on a model each (see [`thread_rows`]).
 
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 
@@ -28,7 +30,8 @@ fn black_box<T: Copy>(x: T) -> T {
 fn main() -> Result<(), ratetrack::Error> {
     let version = ratetrack::version()?;
     let t = Tracker::open(CONFIG)?;
-    let run = |n: u64| -> Result<f64, ratetrack::Error> {
+    assert_eq!(t.try_acquire("bench/spent", 100)?, Acquire::Granted); // the day's one
+    let admitted = |n: u64| -> Result<f64, ratetrack::Error> {
         let start = Instant::now();
         for _ in 0..n {
             let a = t.try_acquire(black_box("bench/m"), black_box(100))?;
@@ -36,14 +39,6 @@ fn main() -> Result<(), ratetrack::Error> {
         }
         Ok(start.elapsed().as_nanos() as f64 / n as f64)
     };
-    run(50_000)?; // warm-up
-                  // best of 5 rounds: the least disturbed by other processes on the machine
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        t.reset()?;
-        best = best.min(run(200_000)?);
-    }
-    assert_eq!(t.try_acquire("bench/spent", 100)?, Acquire::Granted);
     let refused = |n: u64| -> Result<f64, ratetrack::Error> {
         let start = Instant::now();
         for _ in 0..n {
@@ -52,11 +47,6 @@ fn main() -> Result<(), ratetrack::Error> {
         }
         Ok(start.elapsed().as_nanos() as f64 / n as f64)
     };
-    refused(50_000)?;
-    let mut refused_best = f64::INFINITY;
-    for _ in 0..5 {
-        refused_best = refused_best.min(refused(200_000)?);
-    }
     // The floor, on the same library (dlopen returns the loaded one).
     let path = std::env::var("RATETRACK_LIBRARY").unwrap_or_else(|_| "libratetrack.so.0".into());
     // SAFETY: the library the binding loaded; its initialisers have run.
@@ -74,14 +64,45 @@ fn main() -> Result<(), ratetrack::Error> {
         }
         start.elapsed().as_nanos() as f64 / n as f64
     };
+    // Interleaved rounds, so that the three share the machine's drifts; each
+    // figure is the median of the rounds, each ratio the median of the
+    // per-round ratios (with their ranges).
+    admitted(50_000)?; // warm-up
+    refused(50_000)?;
     floor(50_000);
-    let mut floor_best = f64::INFINITY;
-    for _ in 0..5 {
-        floor_best = floor_best.min(floor(200_000));
+    const ROUNDS: usize = 11;
+    let (mut a, mut r, mut f) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        a.push(admitted(200_000)?);
+        r.push(refused(200_000)?);
+        f.push(floor(200_000));
     }
+    let show = |v: &[f64]| {
+        let (m, lo, hi) = median_range(v);
+        format!("{m:.1} ({lo:.1}-{hi:.1})")
+    };
+    let ratio = |x: &[f64], y: &[f64]| {
+        let q: Vec<f64> = x.iter().zip(y).map(|(x, y)| x / y).collect();
+        let (m, lo, hi) = median_range(&q);
+        format!("{m:.2} ({lo:.2}-{hi:.2})")
+    };
     println!("libratetrack {} ({})", version.string, version.origin);
     println!(
-        "BENCH rust try_acquire_ns={best:.1} floor_ns={floor_best:.1} refused_ns={refused_best:.1}"
+        "200000 calls x {ROUNDS} interleaved rounds, median (range) ns: admitted {}, refused {}, floor {}",
+        show(&a),
+        show(&r),
+        show(&f)
+    );
+    println!(
+        "per round: admitted / floor {}, refused / admitted {}",
+        ratio(&a, &f),
+        ratio(&r, &a)
+    );
+    println!(
+        "BENCH rust try_acquire_ns={:.1} floor_ns={:.1} refused_ns={:.1}",
+        median_range(&a).0,
+        median_range(&f).0,
+        median_range(&r).0
     );
     thread_rows()
 }
@@ -111,13 +132,15 @@ struct Case {
 }
 
 /// `calls` calls in all from `c.threads` threads on `t`: the wall time from
-/// their release to the last one's end, per call (all threads' calls, as
-/// `bench_core`'s real time per iteration). Panics on a call answered
-/// otherwise than the case expects.
+/// the first thread's start to the last one's end (each reads the clock
+/// itself: a main thread preempted after the release would miss calls), per
+/// call (all threads' calls, as `bench_core`'s real time per iteration).
+/// Panics on a call answered otherwise than the case expects.
 fn run_case(t: &Tracker, c: Case, calls: usize) -> f64 {
     let per = calls / c.threads;
-    let start = Barrier::new(c.threads + 1);
-    let mut began = Instant::now();
+    let start = Barrier::new(c.threads);
+    let origin = Instant::now();
+    let (first, last) = (AtomicU64::new(u64::MAX), AtomicU64::new(0));
     std::thread::scope(|s| {
         for i in 0..c.threads {
             let model = format!(
@@ -125,21 +148,24 @@ fn run_case(t: &Tracker, c: Case, calls: usize) -> f64 {
                 if c.refused { "full" } else { "m" },
                 if c.separate { i } else { 0 }
             );
-            let start = &start;
+            let (start, first, last) = (&start, &first, &last);
             s.spawn(move || {
-                start.wait();
+                start.wait(); // all at once
+                let began = origin.elapsed().as_nanos() as u64;
                 for _ in 0..per {
                     let a = t
                         .try_acquire(black_box(model.as_str()), black_box(10))
                         .unwrap();
                     assert_eq!(a.is_granted(), !c.refused, "{model}");
                 }
+                let ended = origin.elapsed().as_nanos() as u64;
+                first.fetch_min(began, Ordering::Relaxed);
+                last.fetch_max(ended, Ordering::Relaxed);
             });
         }
-        start.wait(); // every thread is ready: release them
-        began = Instant::now();
     }); // joins them
-    began.elapsed().as_nanos() as f64 / (per * c.threads) as f64
+    let wall = last.into_inner() - first.into_inner();
+    wall as f64 / (per * c.threads) as f64
 }
 
 /// The median of `v` and its range.

@@ -346,16 +346,19 @@ pub(crate) fn with_c_str<R>(
     }
     let mut buf = [MaybeUninit::<u64>::uninit(); STACK_WORDS];
     let full = b.len() / 8;
-    let mut nul = false;
     for (slot, chunk) in buf.iter_mut().zip(b.chunks_exact(8)) {
         let w = u64::from_ne_bytes(chunk.try_into().unwrap());
-        nul |= has_zero_byte(w);
+        // Checked word by word, with an exit: the loop stays one 8-byte
+        // load and store a word (a plain copy loop is compiled to a call
+        // of memcpy, whose narrower stores the library's loads then wait for).
+        if has_zero_byte(w) {
+            return Err(nul_error(what, s));
+        }
         *slot = MaybeUninit::new(w);
     }
     let tail = tail_word(b);
     // The bytes past the name are 0xff for the check.
-    nul |= has_zero_byte(tail | u64::MAX << (8 * (b.len() % 8)));
-    if nul {
+    if has_zero_byte(tail | u64::MAX << (8 * (b.len() % 8))) {
         return Err(nul_error(what, s));
     }
     // The word with the terminator: the tail's bytes, then zeros.

@@ -6,8 +6,11 @@
 # median of the per-repetition ratios, with their range), the shared-memory backend with 1 and 2
 # processes next to the in-process tracker (bench_shm_procs), and each
 # binding's try_acquire next to the same call made from C and next to its
-# FFI's floor (an empty C call through the same mechanism). Figures, not
-# tests: nothing here can fail on a slow machine.
+# FFI's floor (an empty C call through the same mechanism), and each
+# binding's refusal next to its admission at 1, 2 and 4 threads, on one
+# model and on a model each (its own interleaved rounds; what a thread is
+# in each language is printed with its rows). Figures, not tests: nothing
+# here can fail on a slow machine.
 #
 #   scripts/bench.sh            core and every binding
 #   scripts/bench.sh core       core only (bench_core and bench_shm_procs)
@@ -19,11 +22,11 @@ cmake --build build --target bench_core bench_shm_procs ratetrack > /dev/null
 what=${1:-all}
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-json=$(mktemp); trap 'rm -f "$json"' EXIT
+json=$(mktemp); rows=$(mktemp); trap 'rm -f "$json" "$rows"' EXIT
 build/benchmarks/bench_core --benchmark_repetitions=10 --benchmark_min_time=0.1 \
   --benchmark_enable_random_interleaving=true \
   --benchmark_format=json > "$json" 2>/dev/null
-python3 - "$json" <<'PY'
+python3 - "$json" "$rows" <<'PY'
 import json, statistics, sys
 all_rows = json.load(open(sys.argv[1]))["benchmarks"]
 rows = {b["run_name"]: b for b in all_rows if b.get("aggregate_name") == "median"}
@@ -53,6 +56,9 @@ open("/tmp/rt-bench-c-ns", "w").write(str(c))
 # repetitions are interleaved), then the median and range of those ratios;
 # of elapsed time per call and of CPU time per call (which a preempted
 # thread does not inflate).
+rows_out = open(sys.argv[2], "w")
+rows_out.write("THREADS C: a thread is an OS thread (Google Benchmark) calling one tracker; "
+               "10 repetitions interleaved at random; ns = wall time per call, all threads' calls\n")
 print(f"\n{'refused / admitted (rt_try_acquire)':42} {'admit ns':>9} {'refuse ns':>9} {'ratio':>6} {'range':>10} {'cpu ratio':>9} {'range':>10}")
 for backend, base in (("memory", "BM_rt_try_acquire"), ("shm", "BM_rt_try_acquire_shm")):
     for case in ("separate:0/real_time/threads:1", "separate:0/real_time/threads:2",
@@ -69,6 +75,10 @@ for backend, base in (("memory", "BM_rt_try_acquire"), ("shm", "BM_rt_try_acquir
         print(f"{label:42} {statistics.median(reps[a]):9.1f} {statistics.median(reps[r]):9.1f} "
               f"{statistics.median(ratios):6.2f} {min(ratios):5.2f}-{max(ratios):4.2f} "
               f"{statistics.median(cpu_ratios):9.2f} {min(cpu_ratios):5.2f}-{max(cpu_ratios):4.2f}")
+        if backend == "memory":  # the in-process rows, for the table of every language
+            rows_out.write(f"THREAD_ROW C threads={threads} models={'each' if case.startswith('separate:1') else 'one'} "
+                           f"admitted_ns={statistics.median(reps[a]):.1f} refused_ns={statistics.median(reps[r]):.1f} "
+                           f"ratio={statistics.median(ratios):.2f} ratio_min={min(ratios):.2f} ratio_max={max(ratios):.2f}\n")
 PY
 
 # The shm backend with processes (fork) next to threads and the reference.
@@ -82,7 +92,9 @@ lib="$PWD/build/libratetrack.so.0"
 printf "\n%-10s %12s %10s %12s %10s %12s %10s\n" "binding" "try_acquire" "x C call" "FFI floor" "x floor" "refused" "x admitted"
 printf "%-10s %9.1f ns %10s\n" "C" "$c_ns" "1.00"
 for lang in go rust node python; do
-  line=$(RATETRACK_LIBRARY="$lib" "bindings/$lang/run-bench.sh" 2>/dev/null | grep -m1 '^BENCH ' || true)
+  out=$(RATETRACK_LIBRARY="$lib" "bindings/$lang/run-bench.sh" 2>/dev/null || true)
+  grep '^THREAD' <<<"$out" >> "$rows" || true
+  line=$(grep -m1 '^BENCH ' <<<"$out" || true)
   v=$(echo "$line" | sed -n 's/.*try_acquire_ns=\([0-9.]*\).*/\1/p')
   f=$(echo "$line" | sed -n 's/.*floor_ns=\([0-9.]*\).*/\1/p')
   r=$(echo "$line" | sed -n 's/.*refused_ns=\([0-9.]*\).*/\1/p')
@@ -98,3 +110,30 @@ for lang in go rust node python; do
     printf "%-10s %12s\n" "$lang" "(failed)"
   fi
 done
+
+# A refusal next to an admission at 1, 2 and 4 threads, on one model and on
+# a model each: C's rows (bench_core, above) and each binding's that prints
+# them (THREADS / THREAD_ROW lines of its run-bench.sh).
+python3 - "$rows" <<'PY'
+import re, sys
+notes, rows = {}, {}
+for line in open(sys.argv[1]):
+    if line.startswith("THREADS "):
+        lang, text = line[len("THREADS "):].split(":", 1)
+        notes[lang] = text.strip()
+    elif line.startswith("THREAD_ROW "):
+        lang = line.split()[1]
+        rows.setdefault(lang, []).append(dict(re.findall(r"(\w+)=(\S+)", line)))
+print(f"\n{'refused / admitted, try_acquire':14} {'threads':>7} {'models':>14} {'admit ns':>9} {'refuse ns':>9} {'ratio':>6} {'range':>10}")
+for lang in ["C", "go", "rust", "node", "python"]:
+    if lang not in rows:
+        print(f"{lang:14} (no thread rows)")
+        continue
+    for r in rows[lang]:
+        models = "a model each" if r["models"] == "each" else "one model"
+        print(f"{lang:14} {r['threads']:>7} {models:>14} {float(r['admitted_ns']):9.1f} {float(r['refused_ns']):9.1f} "
+              f"{float(r['ratio']):6.2f} {float(r['ratio_min']):5.2f}-{float(r['ratio_max']):4.2f}")
+for lang in ["C", "go", "rust", "node", "python"]:
+    if lang in notes:
+        print(f"{lang}: {notes[lang]}")
+PY

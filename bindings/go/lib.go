@@ -61,37 +61,42 @@ typedef struct { int rc; uint64_t a; uint64_t b; } rtgo_res;
 // taken on the same OS thread in the same cgo call (so the Go side need not
 // lock the goroutine to its thread). The copy is malloc'd; NULL when the
 // call succeeded or the message is empty. The Go side frees it.
+// The function pointers and the tracker handle come as integers: cgo checks
+// every unsafe.Pointer argument for Go pointers (cgocheck, a few ns each),
+// and these are C memory (dlsym's pointers, rt_open's handles).
 typedef struct { int rc; uint64_t a; uint64_t b; char *err; } rtgo_hot;
-static char *rtgo_err(void *last_error, int rc) {
+static char *rtgo_err(uintptr_t last_error, int rc) {
 	if (rc >= 0) return NULL;
 	const char *m = ((const char *(*)(void))last_error)();
 	return (m && *m) ? strdup(m) : NULL;
 }
-static rtgo_hot rtgo_hot_try_acquire(void *f, void *le, void *t, const char *m, uint64_t n) {
+static rtgo_hot rtgo_hot_try_acquire(uintptr_t f, uintptr_t le, uintptr_t t, const char *m, uint64_t n) {
 	rtgo_hot r = {0, 0, 0, NULL};
-	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *))f)(t, m, n, &r.a);
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *))f)((void *)t, m, n, &r.a);
 	r.err = rtgo_err(le, r.rc);
 	return r;
 }
-static rtgo_hot rtgo_hot_try_acquire_grant(void *f, void *le, void *t, const char *m, uint64_t n) {
+static rtgo_hot rtgo_hot_try_acquire_grant(uintptr_t f, uintptr_t le, uintptr_t t, const char *m, uint64_t n) {
 	rtgo_hot r = {0, 0, 0, NULL};
-	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *, uint64_t *))f)(t, m, n, &r.a, &r.b);
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *, uint64_t *))f)((void *)t, m, n, &r.a, &r.b);
 	r.err = rtgo_err(le, r.rc);
 	return r;
 }
-static rtgo_hot rtgo_hot_t_m_n(void *f, void *le, void *t, const char *m, uint64_t n) {
+static rtgo_hot rtgo_hot_t_m_n(uintptr_t f, uintptr_t le, uintptr_t t, const char *m, uint64_t n) {
 	rtgo_hot r = {0, 0, 0, NULL};
-	r.rc = ((int (*)(void *, const char *, uint64_t))f)(t, m, n);
+	r.rc = ((int (*)(void *, const char *, uint64_t))f)((void *)t, m, n);
 	r.err = rtgo_err(le, r.rc);
 	return r;
 }
-static rtgo_hot rtgo_hot_settle(void *f, void *le, void *t, const char *m, uint64_t g, uint64_t granted,
-                                uint64_t actual) {
+static rtgo_hot rtgo_hot_settle(uintptr_t f, uintptr_t le, uintptr_t t, const char *m, uint64_t g,
+                                uint64_t granted, uint64_t actual) {
 	rtgo_hot r = {0, 0, 0, NULL};
-	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t))f)(t, m, g, granted, actual);
+	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t, uint64_t))f)((void *)t, m, g, granted, actual);
 	r.err = rtgo_err(le, r.rc);
 	return r;
 }
+// The benchmark's floor: an empty call the way the hot calls are made.
+static int rtgo_hot_int_void(uintptr_t f) { return ((int (*)(void))f)(); }
 static rtgo_res rtgo_wait_time(void *f, void *t, const char *m, uint64_t n) {
 	rtgo_res r = {0, 0, 0};
 	r.rc = ((int (*)(void *, const char *, uint64_t, uint64_t *))f)(t, m, n, &r.a);
@@ -225,10 +230,13 @@ type library struct {
 	fnCanMake, fnRecord, fnTryAcquire, fnTryAcquireGrant, fnSettle        unsafe.Pointer
 	fnWaitTime, fnReset, fnStatsJSONEx                                    unsafe.Pointer
 
-	// The last model name passed to a hot call, NUL-terminated: a caller's
-	// loop usually passes the same one, and then it is neither checked nor
-	// copied again (one atomic load and one string comparison).
-	lastModel atomic.Pointer[cModel]
+	// Model names passed to the hot calls, NUL-terminated, in a small table
+	// (a slot per name, chosen by modelSlot): a caller's loop usually passes
+	// the same few, and then a name is neither checked nor copied again (one
+	// atomic load and one string comparison). Goroutines on different
+	// models each keep theirs (one shared last name was replaced at every
+	// call, a copy and an allocation each).
+	models [modelSlots]atomic.Pointer[cModel]
 
 	// Provider truth (optional: nil in an earlier 0.1 build, whose other
 	// functions still work; the methods using them then fail with
@@ -438,11 +446,17 @@ func LibraryVersion() (version string, number int, err error) {
 }
 
 // versionNumberCall calls rt_version_number(), a C function that only
-// returns a constant, the way every call reaches the library (cgo, a C
-// trampoline, the pointer dlsym gave): the benchmark's floor.
+// returns a constant, the way the hot calls reach the library (cgo, a C
+// trampoline, the pointer dlsym gave, passed as an integer): the
+// benchmark's floor.
 func versionNumberCall(l *library) int {
-	return int(C.rtgo_int_void(l.fnVersionNumber))
+	return int(C.rtgo_hot_int_void(addr(l.fnVersionNumber)))
 }
+
+// addr is a pointer to C memory (a function from dlsym, a tracker handle)
+// as the integer the hot trampolines take: cgo checks no integer argument
+// for Go pointers, as it checks each unsafe.Pointer one.
+func addr(p unsafe.Pointer) C.uintptr_t { return C.uintptr_t(uintptr(p)) }
 
 // LibraryPath returns the path or name the library was loaded from, or "" if
 // it has not been loaded yet.
@@ -524,18 +538,33 @@ type cModel struct {
 	b []byte
 }
 
-// model is cstr("model", s), reusing the copy of the last name seen. The
-// copy is Go memory that is never written once made, so goroutines can pass
-// it to C at once (cgo pins it for each call).
+// modelSlots is the size of library.models.
+const modelSlots = 16
+
+// modelSlot is the slot of library.models for the name s (not empty): from
+// its length and two of its bytes, which is enough to set apart the few
+// names a process uses (two that share a slot replace each other's copy,
+// as every name did when there was one slot).
+func modelSlot(s string) int {
+	return int((uint(len(s))*31 + uint(s[len(s)-1])*7 + uint(s[len(s)/2])) % modelSlots)
+}
+
+// model is cstr("model", s), reusing the copy of s made when it was last
+// seen. A copy is Go memory that is never written once made, so goroutines
+// can pass it to C at once (cgo pins it for each call).
 func (l *library) model(s string) (*C.char, error) {
-	if c := l.lastModel.Load(); c != nil && c.s == s {
+	if s == "" {
+		return cstr("model", s)
+	}
+	slot := &l.models[modelSlot(s)]
+	if c := slot.Load(); c != nil && c.s == s {
 		return (*C.char)(unsafe.Pointer(&c.b[0])), nil
 	}
 	cm, err := cstr("model", s)
 	if err != nil {
 		return nil, err
 	}
-	l.lastModel.Store(&cModel{s: s, b: unsafe.Slice((*byte)(unsafe.Pointer(cm)), len(s)+1)})
+	slot.Store(&cModel{s: s, b: unsafe.Slice((*byte)(unsafe.Pointer(cm)), len(s)+1)})
 	return cm, nil
 }
 
@@ -629,7 +658,7 @@ func (l *library) canMake(h unsafe.Pointer, model string, tokens uint64) (bool, 
 	if err != nil {
 		return false, err
 	}
-	r := C.rtgo_hot_t_m_n(l.fnCanMake, l.fnLastError, h, cm, C.uint64_t(tokens))
+	r := C.rtgo_hot_t_m_n(addr(l.fnCanMake), addr(l.fnLastError), addr(h), cm, C.uint64_t(tokens))
 	return r.rc == 1, l.hotCheck(r.rc, r.err)
 }
 
@@ -638,7 +667,7 @@ func (l *library) record(h unsafe.Pointer, model string, tokens uint64) error {
 	if err != nil {
 		return err
 	}
-	r := C.rtgo_hot_t_m_n(l.fnRecord, l.fnLastError, h, cm, C.uint64_t(tokens))
+	r := C.rtgo_hot_t_m_n(addr(l.fnRecord), addr(l.fnLastError), addr(h), cm, C.uint64_t(tokens))
 	return l.hotCheck(r.rc, r.err)
 }
 
@@ -661,7 +690,7 @@ func (l *library) tryAcquire(h unsafe.Pointer, model string, tokens uint64) (int
 	if err != nil {
 		return 0, 0, err
 	}
-	r := C.rtgo_hot_try_acquire(l.fnTryAcquire, l.fnLastError, h, cm, C.uint64_t(tokens))
+	r := C.rtgo_hot_try_acquire(addr(l.fnTryAcquire), addr(l.fnLastError), addr(h), cm, C.uint64_t(tokens))
 	return int(r.rc), uint64(r.a), l.hotCheck(r.rc, r.err)
 }
 
@@ -671,7 +700,7 @@ func (l *library) tryAcquireGrant(h unsafe.Pointer, model string, tokens uint64)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	r := C.rtgo_hot_try_acquire_grant(l.fnTryAcquireGrant, l.fnLastError, h, cm, C.uint64_t(tokens))
+	r := C.rtgo_hot_try_acquire_grant(addr(l.fnTryAcquireGrant), addr(l.fnLastError), addr(h), cm, C.uint64_t(tokens))
 	return int(r.rc), uint64(r.a), uint64(r.b), l.hotCheck(r.rc, r.err)
 }
 
@@ -680,7 +709,7 @@ func (l *library) settle(h unsafe.Pointer, model string, ticket, granted, actual
 	if err != nil {
 		return err
 	}
-	r := C.rtgo_hot_settle(l.fnSettle, l.fnLastError, h, cm, C.uint64_t(ticket), C.uint64_t(granted), C.uint64_t(actual))
+	r := C.rtgo_hot_settle(addr(l.fnSettle), addr(l.fnLastError), addr(h), cm, C.uint64_t(ticket), C.uint64_t(granted), C.uint64_t(actual))
 	return l.hotCheck(r.rc, r.err)
 }
 

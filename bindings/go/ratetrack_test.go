@@ -508,6 +508,50 @@ func TestConcurrentTryAcquireAdmitsExactlyTheLimit(t *testing.T) {
 	}
 }
 
+// The hot calls keep checked copies of model names in a small table of
+// slots. More names than slots, used in turn from several goroutines (so
+// names that share a slot replace each other's copy all the time), each
+// reach their own model: every one is counted exactly as often as it was
+// passed, and a NUL in a name is still refused every time.
+func TestModelNamesSharingSlots(t *testing.T) {
+	const names, goroutines, rounds = 3 * modelSlots, 4, 50
+	model := func(i int) string { return fmt.Sprintf("slots/%s%d", strings.Repeat("m", i%5), i) }
+	tr := open(t, `{"builtin_tiers": false, "limits": {"slots/*": {"rpm": 1000000}}}`)
+	var wg sync.WaitGroup
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for r := 0; r < rounds; r++ {
+				for i := 0; i < names; i++ {
+					m := model((i + g) % names)
+					if ok, _, err := tr.TryAcquire(m, 1); !ok || err != nil {
+						t.Errorf("TryAcquire(%q) = %v, %v", m, ok, err)
+						return
+					}
+					if _, _, err := tr.TryAcquire(m+"\x00x", 1); !errors.Is(err, ErrInvalid) {
+						t.Errorf("TryAcquire(%q) = %v, want ErrInvalid", m+"\x00x", err)
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	s, err := tr.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < names; i++ {
+		if c := s.Models[model(i)]["requests_per_minute"].Current; c != goroutines*rounds {
+			t.Errorf("%s: %d requests, want %d", model(i), c, goroutines*rounds)
+		}
+	}
+	if len(s.Models) != names {
+		t.Errorf("%d models in the stats, want %d", len(s.Models), names)
+	}
+}
+
 // Each goroutine's error carries its own rt_last_error message, although
 // many goroutines fail at once (the message is thread-local in the library).
 func TestLastErrorPerGoroutine(t *testing.T) {

@@ -10,7 +10,7 @@ ctypes (the same ctypes library object, in the same kind of lambda) and
 through ratetrack._fast (``_fast.floor()``).
 
 The two paths are measured in one process: a tracker whose ``_fast`` is
-switched off takes the ctypes path, as everywhere ratetrack._fast is not built
+set to None takes the ctypes path, as everywhere ratetrack._fast is not built
 or ``RATETRACK_PYTHON_FAST=0``. The cases run in interleaved rounds (so they
 share the machine's drifts); each figure is the median of the rounds, with
 their range; ratios are medians of the per-round ratios.
@@ -79,7 +79,7 @@ def single_thread(number: int, fast: ratetrack.Tracker, slow: ratetrack.Tracker)
         "admitted ctypes": lambda: slow_try("bench/m", 100),
         "refused ctypes": lambda: slow_try("bench/spent", 100),
     }
-    if fast._fast:
+    if fast._fast is not None:
         fast_floor = _library.FAST_MODULE.floor  # type: ignore[union-attr]
         cases.update({
             "floor _fast": lambda: fast_floor(),
@@ -118,14 +118,14 @@ def threaded(tracker: ratetrack.Tracker, threads: int, same_model: bool, calls: 
 def main() -> None:
     number = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     with ratetrack.open(CONFIG) as fast, ratetrack.open(CONFIG) as slow:
-        slow._fast = False  # the ctypes path
+        slow._fast = None  # the ctypes path
         for t in (fast, slow):
             assert t.try_acquire("bench/m", 100)
             assert t.try_acquire("bench/spent", 100)
             assert not t.try_acquire("bench/spent", 100)
         ns = single_thread(number, fast, slow)
         paths = {"ctypes": slow}
-        if fast._fast:
+        if fast._fast is not None:
             paths["_fast"] = fast
         thread_ns: Dict[str, List[float]] = {}
         per_thread = max(number // 10, 1000)

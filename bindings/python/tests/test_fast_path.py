@@ -35,7 +35,8 @@ def test_the_path_asked_for_is_the_one_in_use(library_path: str) -> None:
         pytest.skip("RATETRACK_PYTHON_FAST is not set (run-tests.sh sets it to 1, then 0)")
     assert _library.fast_path() is (asked != "0"), _library.fast_path_reason()
     with ratetrack.open(CONFIG) as t:
-        assert t._fast is (asked != "0")
+        assert (t._fast is not None) is (asked != "0")
+        assert t._fast in (None, t._handle)
     if asked == "0":
         assert _library.fast_path_reason() == "ctypes: $RATETRACK_PYTHON_FAST=0"
     else:
@@ -129,8 +130,8 @@ def test_both_paths_give_the_same_results_and_errors(library_path: str) -> None:
     # Two trackers in the same state: every call goes through ratetrack._fast
     # on one, through ctypes on the other, in the same order.
     with ratetrack.open(CONFIG) as fast, ratetrack.open(CONFIG) as slow:
-        assert fast._fast
-        slow._fast = False
+        assert fast._fast == fast._handle
+        slow._fast = None
         compared = 0
         for name, call in _calls():
             assert _outcome(call, fast) == _outcome(call, slow), name
@@ -138,6 +139,7 @@ def test_both_paths_give_the_same_results_and_errors(library_path: str) -> None:
         assert fast.stats()["models"] == slow.stats()["models"]
         assert compared > 200
         assert not fast.try_acquire(M) and not slow.try_acquire(M)  # rpm 5, long spent
+    assert fast._fast is None  # closed
     # Closed: the same errors again (the closed check, or an earlier one).
     for name, call in _calls():
         outcome = _outcome(call, fast)
@@ -202,7 +204,7 @@ import ratetrack
 from ratetrack import _library
 with ratetrack.open({"builtin_tiers": False, "limits": {"acme/m": {"rpm": 1}}}) as t:
     assert t.try_acquire("acme/m", 1) and not t.try_acquire("acme/m", 1)
-    assert not t._fast
+    assert t._fast is None
 print(_library.fast_path(), _library.fast_path_reason())
 """
     out = _run(code, RATETRACK_PYTHON_FAST="1")

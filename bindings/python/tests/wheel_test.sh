@@ -122,7 +122,7 @@ where = _library.loaded_from()
 if where != _library.BUNDLED or not os.path.realpath(where).startswith(os.path.realpath(venv) + os.sep):
     sys.exit("loaded %s, not the wheel's %s" % (where, _library.BUNDLED))
 fast = _library.FAST_MODULE
-if not _library.fast_path() or not tracker._fast:
+if not _library.fast_path() or tracker._fast is None:
     sys.exit("the hot calls do not go through ratetrack._fast: %s" % _library.fast_path_reason())
 if not os.path.realpath(fast.__file__).startswith(os.path.realpath(venv) + os.sep):
     sys.exit("ratetrack._fast imported from %s, not from the venv" % fast.__file__)

@@ -388,10 +388,12 @@ def _fail_loaded(code: int) -> RateTrackError:
 
 
 # ratetrack._fast (see _library.py and ext/_fast.c): each hot method below
-# calls its function first when the tracker's library is served by it. The
+# calls its function first when the tracker's library is served by it (then
+# Tracker._fast is the handle; None once closed, so that the checks of the
+# ctypes path say so first, as always). The
 # function returns the method's result, raises the library's error, or
 # returns NotImplemented (_SLOW) for arguments not in its one fast form (a
-# closed tracker, a bool, an __index__ object, a count out of range, a model
+# bool, an __index__ object, a count out of range, a model
 # that is not a plain str or has a NUL...); the method then goes on with its
 # ctypes path, which checks everything as it always did: same results, same
 # exceptions either way.
@@ -461,9 +463,9 @@ class Tracker:
         # The handle as the raw functions take it; None once closed.
         self._hv: Optional[c_void_p] = c_void_p(handle)
         self._raw = _library.raw_functions(lib)
-        # Whether ratetrack._fast serves this library (then _handle, None once
-        # closed, is what its functions take).
-        self._fast = _library.fast_functions(lib)
+        # The handle as ratetrack._fast's functions take it, when that module
+        # serves this library; else (and once closed) None: the ctypes path.
+        self._fast: Optional[int] = handle if _library.fast_functions(lib) else None
         self._is_global = is_global
         self._finalizer = None if is_global else weakref.finalize(self, lib.rt_close, handle)
 
@@ -483,6 +485,7 @@ class Tracker:
         if self._is_global or self._handle is None:
             return
         _remote_by_handle.pop(self._handle, None)
+        self._fast = None
         self._hv = None
         self._handle = None
         if self._finalizer is not None:
@@ -524,8 +527,9 @@ class Tracker:
     def can_make(self, model: str, tokens: int = 0) -> bool:
         """Whether a request of ``tokens`` tokens to ``model`` fits now (records
         nothing). Raises :class:`TooLarge` if it never can."""
-        if self._fast:
-            result = _fast_can_make(self._handle, model, tokens)
+        h = self._fast
+        if h is not None:
+            result = _fast_can_make(h, model, tokens)
             if result is not _SLOW:
                 return result
         hv = self._hv
@@ -544,7 +548,8 @@ class Tracker:
     def record(self, model: str, tokens: int = 0) -> None:
         """Records that a request of ``tokens`` tokens to ``model`` happened now
         (always recorded, even past a limit)."""
-        if self._fast and _fast_record(self._handle, model, tokens) is not _SLOW:
+        h = self._fast
+        if h is not None and _fast_record(h, model, tokens) is not _SLOW:
             return
         hv = self._hv
         if hv is None:
@@ -569,7 +574,8 @@ class Tracker:
         response's usage: see :mod:`ratetrack.integrations.langchain`). Where you
         hold a :class:`Grant`, :meth:`settle_io` is better: it books at the
         moment of the grant."""
-        if self._fast and _fast_record_tokens(self._handle, model, input_tokens, output_tokens) is not _SLOW:
+        h = self._fast
+        if h is not None and _fast_record_tokens(h, model, input_tokens, output_tokens) is not _SLOW:
             return
         rc = self._lib.rt_record_tokens(
             self._h(), _model(model), _tokens(input_tokens, "input_tokens"),
@@ -582,8 +588,9 @@ class Tracker:
         """Checks and records in one atomic step. Returns an :class:`Acquire`,
         truthy when admitted, else with ``retry_after`` seconds; never blocks.
         Raises :class:`TooLarge` if the request can never fit."""
-        if self._fast:
-            result = _fast_try_acquire(self._handle, model, tokens)
+        h = self._fast
+        if h is not None:
+            result = _fast_try_acquire(h, model, tokens)
             if result is not _SLOW:
                 return result
         hv = self._hv
@@ -613,8 +620,9 @@ class Tracker:
     def try_acquire_grant(self, model: str, tokens: int = 0) -> Acquire:
         """:meth:`try_acquire` that also returns a :class:`Grant` (``.grant``)
         when admitted, to :meth:`settle` once the real token count is known."""
-        if self._fast:
-            result = _fast_try_acquire_grant(self._handle, model, tokens)
+        h = self._fast
+        if h is not None:
+            result = _fast_try_acquire_grant(h, model, tokens)
             if result is not _SLOW:
                 return result
         if type(tokens) is not int or not 0 <= tokens <= _SMALL:
@@ -648,8 +656,9 @@ class Tracker:
         :class:`Grant` carries both, to :meth:`settle_io` with the real counts.
         Windows of tokens count both sides, windows of input (output) tokens
         one side. Raises :class:`TooLarge` if the request can never fit."""
-        if self._fast:
-            result = _fast_try_acquire_io(self._handle, model, input_tokens, output_tokens)
+        h = self._fast
+        if h is not None:
+            result = _fast_try_acquire_io(h, model, input_tokens, output_tokens)
             if result is not _SLOW:
                 return result
         input_tokens = _tokens(input_tokens, "input_tokens")
@@ -870,8 +879,8 @@ class Tracker:
             raise InvalidArgument(
                 "settle: this grant reserved output tokens; settle it with settle_io", RT_E_INVALID
             )
-        h = self._handle  # closed: the checks below say so first, as always
-        if self._fast and h is not None and _fast_settle(
+        h = self._fast
+        if h is not None and _fast_settle(
             h, grant.model, grant.ticket, grant.tokens, actual_tokens
         ) is not _SLOW:
             return
@@ -897,8 +906,8 @@ class Tracker:
         ``usage.output_tokens``); each window is settled for its own unit.
         Works for every :class:`Grant` (a plain one reserved no output). Same
         rules and errors as :meth:`settle`."""
-        h = self._handle  # closed: the checks below say so first, as always
-        if self._fast and h is not None and _fast_settle_io(
+        h = self._fast
+        if h is not None and _fast_settle_io(
             h, grant.model, grant.ticket, grant.tokens, grant.output_tokens,
             actual_input, actual_output,
         ) is not _SLOW:
@@ -948,8 +957,9 @@ class Tracker:
     def wait_time(self, model: str, tokens: int = 0) -> float:
         """Seconds until a request of ``tokens`` tokens to ``model`` would fit
         (0.0: now); records nothing. Raises :class:`TooLarge` for "never"."""
-        if self._fast:
-            result = _fast_wait_time(self._handle, model, tokens)
+        h = self._fast
+        if h is not None:
+            result = _fast_wait_time(h, model, tokens)
             if result is not _SLOW:
                 return result
         wait = c_uint64()

@@ -12,24 +12,38 @@
  * lookup order and the one-library-per-process rule stay in _library.py.
  *
  * The contract with _tracker.py, for every call function:
- *   - arguments in the fast form: the tracker handle an int (a closed tracker
- *     passes None), the model an exact str that encodes to UTF-8 without a
- *     NUL, each count an exact int in 0..2**64-1;
- *   - anything else (None handle, bool, float, __index__ object, negative or
- *     too large count, str subclass, lone surrogate, NUL...) returns
- *     NotImplemented, having called nothing: the Tracker method then runs its
- *     checked ctypes path, which raises today's exceptions or converts the
- *     value. So both paths refuse the same input with the same errors.
+ *   - arguments in the fast form: the tracker handle a non-zero int (a
+ *     closed tracker never gets here), the model an exact str that encodes
+ *     to UTF-8 without a NUL, each count an exact int in 0..2**64-1. The
+ *     model is the str itself, not the binding's cached bytes: CPython keeps
+ *     a str's UTF-8 with it (an ASCII str's is its own buffer), and that
+ *     saves the cache's dict lookup (about 20 ns);
+ *   - anything else (bool, float, __index__ object, negative or too large
+ *     count, str subclass, lone surrogate, NUL...) returns NotImplemented,
+ *     having called nothing: the Tracker method then runs its checked
+ *     ctypes path, which raises today's exceptions or converts the value.
+ *     So both paths refuse the same input with the same errors;
  *   - otherwise it calls libratetrack and returns the method's result: the
  *     shared admitted Acquire, refusals[ms] or refused(ms), granted(model,
- *     ticket, tokens, output_tokens), a bool, a float or None; a negative status raises
- *     fail(status) (read on this thread, right after the call, so that
- *     rt_last_error() is this call's).
+ *     ticket, tokens, output_tokens), a bool, a float or None; a negative
+ *     status raises fail(status) (read on this thread, right after the
+ *     call, so that rt_last_error() is this call's).
  *
- * The GIL is released around every call into libratetrack, as ctypes does:
- * on a Redis backend a call is a network round trip, and the binding's async
- * forms rely on several being in flight at once from worker threads. What
- * that costs on the in-process backend is in bench/bench.py's comment.
+ * The GIL is released around every call into libratetrack, as ctypes does.
+ * Measured both ways (bench/bench.py; in-process backend, Python 3.11, a
+ * 2-vCPU VM, 2026-12-06): keeping it would save about 30 ns a call (the
+ * empty call 36 ns against 67, try_acquire 115 against 145), and with 2 or
+ * 4 threads calling at once it never hands the GIL over mid-call, where
+ * releasing it sometimes does at every call when the other core is idle
+ * (4 threads: 550 ns a call against 105; ctypes does the same, 1,700). But
+ * on a Redis backend a call is a network round trip, up to its timeout:
+ * holding the GIL would stall every other thread of the process for it, and
+ * the async forms' worker threads rely on several calls being in flight at
+ * once. A handle does not say which backend it has, and the global tracker
+ * can be reconfigured at any time from any language, so the choice cannot
+ * be made per tracker here: the module releases, like ctypes. Building with
+ * -DRT_FAST_HOLD_GIL (CFLAGS=-DRT_FAST_HOLD_GIL run-bench.sh) keeps the GIL,
+ * for that comparison only.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -156,7 +170,7 @@ static PyObject *none_or_raise(int rc) {
     rc = expr;                  \
     Py_END_ALLOW_THREADS        \
   } while (0)
-#else /* for the benchmark's comparison only */
+#else /* the benchmark's comparison only: never shipped (see the top) */
 #define CALL(rc, expr) rc = expr
 #endif
 

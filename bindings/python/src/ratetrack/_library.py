@@ -1,4 +1,5 @@
-"""Finding, loading and declaring libratetrack (ctypes only, no compiler).
+"""Finding, loading and declaring libratetrack (ctypes), and pointing
+ratetrack._fast at it where that module is built.
 
 Lookup order: an explicit path, then the environment variable
 ``RATETRACK_LIBRARY``, then the system loader name ``libratetrack.so.0`` (an

@@ -2,10 +2,10 @@
 # Installs what building and testing libratetrack needs on Debian 12 (or a
 # recent Ubuntu): compilers, CMake, Abseil, GoogleTest, Google Benchmark,
 # nlohmann-json; with --bindings also what the language bindings need (Go,
-# Rust, Node.js, Python venv) where missing; with --fuzz, clang and its
-# libFuzzer and sanitizer runtimes (scripts/fuzz.sh). Idempotent; needs root
-# or sudo only when something is missing. apt retries a failed download
-# (Acquire::Retries) before it gives up.
+# Rust, Node.js, Python venv and headers) where missing; with --fuzz, clang
+# and its libFuzzer and sanitizer runtimes (scripts/fuzz.sh). Idempotent;
+# needs root or sudo only when something is missing. apt retries a failed
+# download (Acquire::Retries) before it gives up.
 set -euo pipefail
 
 want=(build-essential cmake ninja-build pkg-config binutils
@@ -39,6 +39,10 @@ if [ "$bindings" = 1 ]; then
   command -v npm >/dev/null || want+=(npm)
   command -v python3 >/dev/null || want+=(python3)
   python3 -m venv --help >/dev/null 2>&1 || want+=(python3-venv)
+  # Python.h: the Python package compiles its extension module ratetrack._fast
+  python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null ||
+    want+=(python3-dev)
 fi
 
 missing=()

@@ -7,6 +7,12 @@
 # library: see tests/wheel_test.sh for the wheel): the venv imports it from
 # src/ through a .pth file, which is all an editable install of a pure-Python
 # package amounts to.
+# The suite runs twice: with the extension module ratetrack._fast (built for
+# the venv's Python into the venv by build-fast.sh: a few seconds, no C++)
+# and RATETRACK_PYTHON_FAST=1, where tests/test_fast_path.py asserts that it
+# is in use; then with RATETRACK_PYTHON_FAST=0, every call through ctypes.
+# RATETRACK_PYTHON_FAST=1 or 0 in the environment runs that pass only (0
+# needs no compiler, and the venv then has no ratetrack._fast at all).
 # Works from any directory; safe to run again (reuses the venv); exits non-zero
 # on any failure (including "no tests collected").
 # tests/test_redis.py starts its own redis-server (/usr/bin/redis-server, or
@@ -33,10 +39,23 @@ if compgen -G "$site/ratetrack-*.dist-info" >/dev/null; then  # an install would
 fi
 echo "$PWD/src" > "$site/ratetrack-src.pth"
 
-rc=0
-"$VENV/bin/python" -m pytest "$@" || rc=$?
-if [[ $rc -eq 5 ]]; then
-  echo "run-tests.sh: pytest collected no tests; that is a failure" >&2
-  exit 1
+passes=(1 0)
+[[ -n "${RATETRACK_PYTHON_FAST:-}" ]] && passes=("$RATETRACK_PYTHON_FAST")
+rm -f "$site/ratetrack-fast.pth"
+if [[ " ${passes[*]} " == *" 1 "* ]]; then
+  ./build-fast.sh "$PWD/$VENV/bin/python" "$VENV/ratetrack-fast" "$site" ||
+    { echo "run-tests.sh: RATETRACK_PYTHON_FAST=0 runs the ctypes pass only, with no compiler" >&2; exit 1; }
 fi
+
+rc=0
+for fast in "${passes[@]}"; do
+  echo "run-tests.sh: RATETRACK_PYTHON_FAST=$fast ($([[ $fast == 0 ]] && echo "ctypes" || echo "ratetrack._fast"))"
+  pass_rc=0
+  RATETRACK_PYTHON_FAST=$fast "$VENV/bin/python" -m pytest "$@" || pass_rc=$?
+  if [[ $pass_rc -eq 5 ]]; then
+    echo "run-tests.sh: pytest collected no tests; that is a failure" >&2
+    pass_rc=1
+  fi
+  [[ $pass_rc -eq 0 ]] || rc=$pass_rc
+done
 exit $rc

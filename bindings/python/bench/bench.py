@@ -1,16 +1,38 @@
-"""Benchmark: nanoseconds per Tracker.try_acquire through the binding.
+"""Benchmark: nanoseconds per Tracker.try_acquire through the binding, through
+ratetrack._fast and through ctypes.
 
-Uses a private tracker with two models of all four windows (rpm, tpm, rpd,
-tpd): ``bench/m`` with limits too high to be reached, so every call is
-admitted and recorded, and ``bench/spent`` whose day's one request is used,
-so every call is refused. Next to them, the floor: ctypes' own cost,
-``rt_version_number()`` (a C function that only returns a constant) called
-through the same ctypes library object, in the same kind of lambda.
+Uses private trackers with models of all four windows (rpm, tpm, rpd, tpd):
+``bench/m`` with limits too high to be reached, so every call is admitted and
+recorded, and ``bench/spent`` whose day's one request is used, so every call
+is refused. Next to them, the floors: the cost of an empty C call,
+``rt_version_number()`` (a C function that only returns a constant), through
+ctypes (the same ctypes library object, in the same kind of lambda) and
+through ratetrack._fast (``_fast.floor()``).
 
-The three are timed in interleaved rounds (so they share the machine's
-drifts); each figure is the median of the rounds. Prints one line:
-``BENCH python try_acquire_ns=<float> floor_ns=<float> refused_ns=<float>``
-after a line with each figure's range.
+The two paths are measured in one process: a tracker whose ``_fast`` is
+set to None takes the ctypes path, as everywhere ratetrack._fast is not built
+or ``RATETRACK_PYTHON_FAST=0``. The cases run in interleaved rounds (so they
+share the machine's drifts); each figure is the median of the rounds, with
+their range; ratios are medians of the per-round ratios.
+
+Then threads: 1, 2 and 4 threads calling try_acquire (admitted) at once,
+on one model and on a model each, on both paths; the figure is the wall time
+per call (all threads' calls over the wall time). Python threads share the
+GIL: only one runs Python code at a time, so more threads never make more
+calls per second here; what the rows show is what the handing over of the
+GIL costs. Both paths release the GIL during each call into libratetrack
+(ctypes always does; ratetrack._fast does because a call on a Redis backend
+is a network round trip, and the binding's async forms rely on several
+being in flight at once from worker threads), so with two threads or more
+each call can hand the GIL to another thread. A build of ratetrack._fast
+that keeps the GIL (``CFLAGS=-DRT_FAST_HOLD_GIL ./run-bench.sh``, never
+shipped: it would stall every thread for a Redis round trip) shows what
+releasing it costs; figures in docs/performance.md.
+
+Prints the tables, then one line for scripts/bench.sh:
+``BENCH python try_acquire_ns=<float> floor_ns=<float> refused_ns=<float> ...``
+where try_acquire, floor and refused are the path in use (ratetrack._fast
+where built) and ``ctypes_*`` the ctypes path.
 """
 
 from __future__ import annotations
@@ -18,54 +40,134 @@ from __future__ import annotations
 import ctypes
 import statistics
 import sys
+import threading
+import time
 import timeit
+from typing import Callable, Dict, List
 
 import ratetrack
+from ratetrack import _library
 
 BIG = {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000,
        "rpd": 1_000_000_000_000, "tpd": 1_000_000_000_000}
+MODELS = ["bench/m", "bench/m1", "bench/m2", "bench/m3"]
 CONFIG = {
     "builtin_tiers": False,
-    "limits": {"bench/m": BIG, "bench/spent": dict(BIG, rpd=1)},
+    "limits": dict({m: BIG for m in MODELS}, **{"bench/spent": dict(BIG, rpd=1)}),
 }
 ROUNDS = 9
+THREAD_ROUNDS = 5
+
+
+def _stat(values: List[float]) -> str:
+    return f"{statistics.median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f})"
+
+
+def _ratio(a: List[float], b: List[float]) -> str:
+    r = [x / y for x, y in zip(a, b)]
+    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
+
+
+def single_thread(number: int, fast: ratetrack.Tracker, slow: ratetrack.Tracker) -> Dict[str, List[float]]:
+    lib = fast._lib
+    version_number = lib.rt_version_number
+    version_number.argtypes = []
+    version_number.restype = ctypes.c_int
+    fast_try, slow_try = fast.try_acquire, slow.try_acquire
+    cases: Dict[str, Callable[[], object]] = {
+        "floor ctypes": lambda: version_number(),
+        "admitted ctypes": lambda: slow_try("bench/m", 100),
+        "refused ctypes": lambda: slow_try("bench/spent", 100),
+    }
+    if fast._fast is not None:
+        fast_floor = _library.FAST_MODULE.floor  # type: ignore[union-attr]
+        cases.update({
+            "floor _fast": lambda: fast_floor(),
+            "admitted _fast": lambda: fast_try("bench/m", 100),
+            "refused _fast": lambda: fast_try("bench/spent", 100),
+        })
+    timers = {name: timeit.Timer(call) for name, call in cases.items()}
+    ns: Dict[str, List[float]] = {name: [] for name in cases}
+    for _ in range(ROUNDS):
+        for name, timer in timers.items():
+            ns[name].append(timer.timeit(number) / number * 1e9)
+    return ns
+
+
+def threaded(tracker: ratetrack.Tracker, threads: int, same_model: bool, calls: int) -> float:
+    """Wall ns per call of `threads` threads each making `calls` admitted try_acquire."""
+    start = threading.Barrier(threads + 1)
+    try_acquire = tracker.try_acquire
+
+    def work(model: str) -> None:
+        start.wait()
+        for _ in range(calls):
+            try_acquire(model, 100)
+
+    workers = [threading.Thread(target=work, args=(MODELS[0] if same_model else MODELS[i],))
+               for i in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    began = time.perf_counter()
+    for w in workers:
+        w.join()
+    return (time.perf_counter() - began) / (threads * calls) * 1e9
 
 
 def main() -> None:
     number = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    with ratetrack.open(CONFIG) as tracker:
-        try_acquire = tracker.try_acquire
-        assert try_acquire("bench/m", 100)
-        assert try_acquire("bench/spent", 100)
-        assert not try_acquire("bench/spent", 100)
-        lib = tracker._lib
-        version_number = lib.rt_version_number
-        version_number.argtypes = []
-        version_number.restype = ctypes.c_int
-        cases = {
-            "admitted": timeit.Timer(lambda: try_acquire("bench/m", 100)),
-            "refused": timeit.Timer(lambda: try_acquire("bench/spent", 100)),
-            "floor": timeit.Timer(lambda: version_number()),
-        }
-        ns = {name: [] for name in cases}  # type: dict[str, list[float]]
-        for _ in range(ROUNDS):
-            for name, timer in cases.items():
-                ns[name].append(timer.timeit(number) / number * 1e9)
-        calls = tracker.stats()["models"]["bench/m"]["requests_per_minute"]["current"]
+    with ratetrack.open(CONFIG) as fast, ratetrack.open(CONFIG) as slow:
+        slow._fast = None  # the ctypes path
+        for t in (fast, slow):
+            assert t.try_acquire("bench/m", 100)
+            assert t.try_acquire("bench/spent", 100)
+            assert not t.try_acquire("bench/spent", 100)
+        ns = single_thread(number, fast, slow)
+        paths = {"ctypes": slow}
+        if fast._fast is not None:
+            paths["_fast"] = fast
+        thread_ns: Dict[str, List[float]] = {}
+        per_thread = max(number // 10, 1000)
+        for _ in range(THREAD_ROUNDS):
+            for threads in (1, 2, 4):
+                for same in (True, False):
+                    if threads == 1 and not same:
+                        continue
+                    for path, tracker in paths.items():
+                        key = f"{threads} thread{'s' if threads > 1 else ''}, " \
+                              f"{'one model' if same or threads == 1 else 'a model each'}, {path}"
+                        thread_ns.setdefault(key, []).append(threaded(tracker, threads, same, per_thread))
+        calls = fast.stats()["models"]["bench/m"]["requests_per_minute"]["current"]
+
+    print(f"ratetrack {ratetrack.version()} via {_library.loaded_from()}; Python {sys.version.split()[0]}; "
+          f"{_library.fast_path_reason()}")
+    print(f"one thread: {number} calls x {ROUNDS} interleaved rounds, ns per call, median (range); "
+          f"{calls} recorded in the last minute on one tracker")
+    for name, values in ns.items():
+        print(f"  {name:18} {_stat(values)}")
+    print("per round:")
+    print(f"  ctypes: admitted / ctypes floor {_ratio(ns['admitted ctypes'], ns['floor ctypes'])}, "
+          f"refused / admitted {_ratio(ns['refused ctypes'], ns['admitted ctypes'])}")
+    if "admitted _fast" in ns:
+        print(f"  _fast: admitted / ctypes floor {_ratio(ns['admitted _fast'], ns['floor ctypes'])}, "
+              f"admitted / _fast floor {_ratio(ns['admitted _fast'], ns['floor _fast'])}, "
+              f"refused / admitted {_ratio(ns['refused _fast'], ns['admitted _fast'])}")
+        print(f"  _fast / ctypes: admitted {_ratio(ns['admitted _fast'], ns['admitted ctypes'])}, "
+              f"refused {_ratio(ns['refused _fast'], ns['refused ctypes'])}, "
+              f"floor {_ratio(ns['floor _fast'], ns['floor ctypes'])}")
+    print(f"threads (GIL shared): {per_thread} admitted calls per thread x {THREAD_ROUNDS} interleaved rounds, "
+          "wall ns per call, median (range)")
+    for name, values in thread_ns.items():
+        print(f"  {name:34} {_stat(values)}")
+    used = "_fast" if "admitted _fast" in ns else "ctypes"
     med = {name: statistics.median(v) for name, v in ns.items()}
-    ranges = ", ".join(f"{name} {med[name]:.1f} ({min(v):.1f}-{max(v):.1f})" for name, v in ns.items())
-    print(f"ratetrack {ratetrack.version()} via {ratetrack._library.loaded_from()}: "
-          f"{number} calls x {ROUNDS} interleaved rounds, median (range) ns: {ranges}; "
-          f"{calls} recorded in the last minute")
-    # Ratios within each round, their median and range: what the machine's
-    # drifts move least.
-    per_floor = [a / f for a, f in zip(ns["admitted"], ns["floor"])]
-    per_admit = [r / a for r, a in zip(ns["refused"], ns["admitted"])]
-    print(f"per round: admitted / floor {statistics.median(per_floor):.2f} "
-          f"({min(per_floor):.2f}-{max(per_floor):.2f}), refused / admitted "
-          f"{statistics.median(per_admit):.2f} ({min(per_admit):.2f}-{max(per_admit):.2f})")
-    print(f"BENCH python try_acquire_ns={med['admitted']:.1f} floor_ns={med['floor']:.1f} "
-          f"refused_ns={med['refused']:.1f}")
+    line = (f"BENCH python try_acquire_ns={med['admitted ' + used]:.1f} floor_ns={med['floor ' + used]:.1f} "
+            f"refused_ns={med['refused ' + used]:.1f} path={used}")
+    if used == "_fast":
+        line += (f" ctypes_try_acquire_ns={med['admitted ctypes']:.1f} ctypes_floor_ns={med['floor ctypes']:.1f}"
+                 f" ctypes_refused_ns={med['refused ctypes']:.1f}")
+    print(line)
 
 
 if __name__ == "__main__":

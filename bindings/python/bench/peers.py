@@ -121,8 +121,9 @@ def main() -> None:
     for r, kind in enumerate(("admitting", "refusing")):
         for c, (name, _, _) in enumerate(cases):
             print(f"CASE\tpython\t{kind}\t{name}\t" + ",".join(f"{x:.2f}" for x in ns[r][c]))
+    path = "ratetrack._fast" if ratetrack._library.fast_path() else "ctypes"
     print(f"VERSION\tpython\tlimits {importlib.metadata.version('limits')}, "
-          f"pyrate-limiter {importlib.metadata.version('pyrate-limiter')}")
+          f"pyrate-limiter {importlib.metadata.version('pyrate-limiter')}, libratetrack through {path}")
 
 
 if __name__ == "__main__":

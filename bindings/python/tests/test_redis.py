@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
-from typing import Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -354,3 +355,70 @@ def test_hung_server_costs_at_most_the_timeout(servers: List[RedisServer], libra
         admitted = [bool(local.try_acquire(model)) for _ in range(3)]
         assert sum(admitted) == 3 - held, (held, admitted)
         assert window(closed.stats(), model, "requests_per_3600s")["current"] == 3
+
+
+def test_a_call_waiting_on_the_server_lets_other_threads_run(
+    servers: List[RedisServer], library_path: str
+) -> None:
+    # Every call into the library releases the GIL (ctypes does; so does
+    # ratetrack._fast): while one thread waits on a hung server, the others
+    # run. Checked by a thread that notes the time every 2 ms: it can note
+    # nothing while a call holds the GIL, and the call waits for 600 ms (the
+    # timeout); on a loaded machine it may be kept off the CPU for a while,
+    # so once in the first 450 ms is enough.
+    server = RedisServer().start()
+    servers.append(server)
+    assert server.proc is not None
+    model = "hung/m"
+    cfg = requests_window(server.url(unique_prefix(), timeout_ms=600), model, 100)
+    # A tracker per call, each connected (after a timeout, a tracker stops
+    # waiting on the server for a while), with grants to settle.
+    names = ["try_acquire", "try_acquire_grant", "try_acquire_io", "can_make", "record",
+             "record_tokens", "settle", "settle_io", "wait_time"]
+    trackers = {name: ratetrack.open(cfg) for name in names}
+    grants = {}
+    for name, t in trackers.items():
+        assert t.try_acquire(model)
+        grants[name] = (t.try_acquire_grant(model, 1).grant, t.try_acquire_io(model, 1, 1).grant)
+    calls: Dict[str, Callable[[ratetrack.Tracker], object]] = {
+        "try_acquire": lambda t: t.try_acquire(model),
+        "try_acquire_grant": lambda t: t.try_acquire_grant(model, 1),
+        "try_acquire_io": lambda t: t.try_acquire_io(model, 1, 1),
+        "can_make": lambda t: t.can_make(model),
+        "record": lambda t: t.record(model),
+        "record_tokens": lambda t: t.record_tokens(model, 1, 1),
+        "settle": lambda t: t.settle(grants["settle"][0], 2),  # type: ignore[arg-type]
+        "settle_io": lambda t: t.settle_io(grants["settle_io"][1], 2, 2),  # type: ignore[arg-type]
+        "wait_time": lambda t: t.wait_time(model),
+    }
+    marks: List[float] = []
+    stop = threading.Event()
+
+    def note() -> None:
+        last = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now - last >= 0.002:
+                marks.append(now)
+                last = now
+
+    noter = threading.Thread(target=note)
+    server.proc.send_signal(signal.SIGSTOP)
+    noter.start()
+    try:
+        for name in names:
+            began = time.monotonic()
+            try:
+                calls[name](trackers[name])
+            except ratetrack.BackendError:
+                pass
+            ended = time.monotonic()
+            assert ended - began >= 0.5, (name, ended - began)  # it did wait on the server
+            during = [m for m in marks if began < m < began + 0.45]
+            assert during, (name, ended - began, [round(m - began, 3) for m in marks if began - 0.05 < m < ended])
+    finally:
+        stop.set()
+        noter.join()
+        server.proc.send_signal(signal.SIGCONT)
+        for t in trackers.values():
+            t.close()

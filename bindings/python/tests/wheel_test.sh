@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The wheel as a user gets it. Builds it once (scripts/wheel.sh: pip wheel of
-# bindings/python, which compiles the portable library, then auditwheel), then
-#   - its tag is py3-none-manylinux_2_X_x86_64, X the newest GLIBC_2.X that
-#     the library inside really needs; the library needs only glibc
-#     (tests/check_portable.sh); its licenses are beside it;
+# The wheel as a user gets it. Builds one per Python (scripts/wheel.sh: pip
+# wheel of bindings/python, which compiles the portable library and the
+# extension module ratetrack._fast, then auditwheel; the library is compiled
+# once, in one CMake build directory kept for all), then
+#   - its tag is cpXY-cpXY-manylinux_2_X_x86_64, cpXY the Python's and X the
+#     newest GLIBC_2.X that the library or the module really needs; the
+#     library needs only glibc (tests/check_portable.sh), and so does the
+#     module, which does not link the library and exports only its init
+#     function; the library's licenses are beside it;
 #   - the build wrote nothing into bindings/python (no build/, *.egg-info,
 #     _skbuild);
-#   - installed into a fresh venv of the oldest and of the newest supported
-#     Python and run with a clean environment (env -i: no RATETRACK_LIBRARY,
-#     no LD_LIBRARY_PATH, a fresh HOME, outside the checkout), a program
-#     acquires, settles, reads the stats, and checks that the library loaded
-#     is the wheel's own. Where a libratetrack.so.0 is installed system-wide
+#   - each installed into a fresh venv of its Python (the oldest and the
+#     newest supported) and run with a clean environment (env -i: no
+#     RATETRACK_LIBRARY, no LD_LIBRARY_PATH, a fresh HOME, outside the
+#     checkout), a program acquires, settles, reads the stats, checks that
+#     the library loaded is the wheel's own and that the hot calls go through
+#     the wheel's ratetrack._fast (and refuse bad input as the ctypes path
+#     does). Where a libratetrack.so.0 is installed system-wide
 #     (it comes first, by design: that is checked too), the program runs in a
 #     private mount namespace that hides it (as root, with unshare), else it
 #     loads the wheel's copy by its path;
@@ -20,7 +26,7 @@
 #   bindings/python/tests/wheel_test.sh
 # WHEEL_TEST_PYTHONS: the interpreters, oldest first (default: the newest
 # 3.8.x and the newest 3.x under ${PYENV_ROOT:-~/.pyenv}/versions, else
-# python3); the first builds the wheel. Needs what building the portable
+# python3); a wheel is built with each. Needs what building the portable
 # library needs (cmake, a C++17 compiler, nlohmann-json, pkg-config; Abseil
 # and hiredis sources, fetched by scripts/fetch-deps.sh when missing) and
 # PyPI (scikit-build-core, auditwheel).
@@ -45,32 +51,52 @@ else
   fi
 fi
 
-# --- build, once
+# --- build, once per Python (the C++ library once: one build directory)
 state() { git -C "$root" status --porcelain --ignored --untracked-files=all -- bindings/python _skbuild \
             | grep -v -E '^!! bindings/python/(\.venv[^/]*|\.pytest_cache)/|__pycache__/' || true; }
 before=$(state)
-start=$SECONDS
-wheel=$(PYTHON="${pythons[0]}" "$root/scripts/wheel.sh" "$tmp/dist" | tail -1)
-echo "built $(basename "$wheel") with $("${pythons[0]}" -V) in $((SECONDS - start)) s"
-[[ "$(state)" == "$before" ]] || fail "building the wheel wrote into the checkout: $(diff <(echo "$before") <(state) || true)"
-
-# --- the wheel's contents and tag
-mkdir "$tmp/unpacked"
-python3 -m zipfile -e "$wheel" "$tmp/unpacked"
-lib="$tmp/unpacked/ratetrack/_lib/libratetrack.so.0"
-[[ -f "$lib" ]] || fail "no ratetrack/_lib/libratetrack.so.0 in $(basename "$wheel")"
-"$root/tests/check_portable.sh" "$lib"
-for f in LICENSE.abseil COPYING.hiredis; do
-  [[ -f "$tmp/unpacked/ratetrack/_lib/$f" ]] || fail "no ratetrack/_lib/$f beside the library"
+wheels=()
+for py in "${pythons[@]}"; do
+  start=$SECONDS
+  cp=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+  wheel=$(PYTHON="$py" RATETRACK_WHEEL_BUILD_DIR="$tmp/skbuild" "$root/scripts/wheel.sh" "$tmp/dist-$cp" | tail -1)
+  echo "built $(basename "$wheel") with $("$py" -V) in $((SECONDS - start)) s"
+  wheels+=("$wheel")
 done
-compgen -G "$tmp/unpacked/ratetrack-*.dist-info/licenses/LICENSE" >/dev/null || fail "no .dist-info/licenses/LICENSE"
-glibc=$(objdump -T "$lib" | grep -o 'GLIBC_2\.[0-9]*' | sort -t. -k2,2n | tail -1)
-want="py3-none-manylinux_${glibc#GLIBC_}_$(uname -m)"
-want=${want//./_}
-tags=$(sed -n 's/^Tag: //p' "$tmp/unpacked/ratetrack-"*.dist-info/WHEEL | tr '\n' ' ')
-[[ "$tags" == "$want " ]] || fail "WHEEL says tags '$tags', the library needs $glibc: want '$want'"
-[[ "$(basename "$wheel")" == "ratetrack-"*"-$want.whl" ]] || fail "file name $(basename "$wheel") is not tagged $want"
-echo "tag $want (newest glibc symbol version needed: $glibc)"
+[[ "$(state)" == "$before" ]] || fail "building the wheels wrote into the checkout: $(diff <(echo "$before") <(state) || true)"
+
+# --- each wheel's contents and tag
+for i in "${!pythons[@]}"; do
+  py=${pythons[$i]} wheel=${wheels[$i]}
+  cp=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+  suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+  unpacked="$tmp/unpacked-$cp"
+  mkdir "$unpacked"
+  python3 -m zipfile -e "$wheel" "$unpacked"
+  lib="$unpacked/ratetrack/_lib/libratetrack.so.0"
+  [[ -f "$lib" ]] || fail "no ratetrack/_lib/libratetrack.so.0 in $(basename "$wheel")"
+  "$root/tests/check_portable.sh" "$lib"
+  for f in LICENSE.abseil COPYING.hiredis; do
+    [[ -f "$unpacked/ratetrack/_lib/$f" ]] || fail "no ratetrack/_lib/$f beside the library"
+  done
+  compgen -G "$unpacked/ratetrack-*.dist-info/licenses/LICENSE" >/dev/null || fail "no .dist-info/licenses/LICENSE"
+  fast="$unpacked/ratetrack/_fast$suffix"
+  modules=$(cd "$unpacked/ratetrack" && ls _fast*.so 2>/dev/null | paste -sd ' ')
+  [[ -f "$fast" && "$modules" == "_fast$suffix" ]] || fail "$(basename "$wheel"): want ratetrack/_fast$suffix, has '$modules'"
+  needed=$(readelf -d "$fast" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | paste -sd ' ')
+  [[ -z "$(echo "$needed" | tr ' ' '\n' | grep -vE '^(libc|libdl)\.so\.[0-9]+$' || true)" ]] \
+    || fail "ratetrack/_fast$suffix needs more than glibc: $needed"
+  exported=$(nm -D --defined-only "$fast" | awk '$2 != "A" {print $3}' | paste -sd ' ')
+  [[ "$exported" == "PyInit__fast" ]] || fail "ratetrack/_fast$suffix exports '$exported', not only PyInit__fast"
+  ! nm -D --undefined-only "$fast" | grep -q ' rt_' || fail "ratetrack/_fast$suffix links libratetrack's functions"
+  glibc=$(objdump -T "$lib" "$fast" | grep -o 'GLIBC_2\.[0-9]*' | sort -t. -k2,2n | tail -1)
+  want="$cp-$cp-manylinux_${glibc#GLIBC_}_$(uname -m)"
+  want=${want//./_}
+  tags=$(sed -n 's/^Tag: //p' "$unpacked/ratetrack-"*.dist-info/WHEEL | tr '\n' ' ')
+  [[ "$tags" == "$want " ]] || fail "WHEEL says tags '$tags', the files need $glibc: want '$want'"
+  [[ "$(basename "$wheel")" == "ratetrack-"*"-$want.whl" ]] || fail "file name $(basename "$wheel") is not tagged $want"
+  echo "tag $want (newest glibc symbol version needed: $glibc); ratetrack/_fast$suffix needs only $needed"
+done
 
 # --- installed and used, with a clean environment
 cat > "$tmp/use.py" <<'PY'
@@ -95,7 +121,20 @@ assert window["current"] == 1200 + 850, window
 where = _library.loaded_from()
 if where != _library.BUNDLED or not os.path.realpath(where).startswith(os.path.realpath(venv) + os.sep):
     sys.exit("loaded %s, not the wheel's %s" % (where, _library.BUNDLED))
-print("wheel ok: Python %s, libratetrack %s from %s" % (sys.version.split()[0], ratetrack.version(), where))
+fast = _library.FAST_MODULE
+if not _library.fast_path() or tracker._fast is None:
+    sys.exit("the hot calls do not go through ratetrack._fast: %s" % _library.fast_path_reason())
+if not os.path.realpath(fast.__file__).startswith(os.path.realpath(venv) + os.sep):
+    sys.exit("ratetrack._fast imported from %s, not from the venv" % fast.__file__)
+for bad, error in ((-1, ratetrack.InvalidArgument), (2**64, ratetrack.InvalidArgument), (1.0, TypeError)):
+    try:
+        tracker.try_acquire("openai/gpt-4o-mini", bad)
+    except error:
+        pass
+    else:
+        sys.exit("try_acquire(%r) did not raise %s" % (bad, error.__name__))
+print("wheel ok: Python %s, libratetrack %s from %s, %s" % (
+    sys.version.split()[0], ratetrack.version(), where, _library.fast_path_reason()))
 PY
 mkdir -p "$tmp/home" "$tmp/run"
 clean=(env -i HOME="$tmp/home" PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 TMPDIR="$tmp")
@@ -119,7 +158,8 @@ if run_clean python3 -c 'import ctypes; ctypes.CDLL("libratetrack.so.0")' 2>/dev
     how=by-path
   fi
 fi
-for py in "${pythons[@]}"; do
+for i in "${!pythons[@]}"; do
+  py=${pythons[$i]} wheel=${wheels[$i]}
   venv="$tmp/venv-$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   "$py" -m venv "$venv"
   (cd "$tmp/run" && "${clean[@]}" "$venv/bin/python" -m pip install --quiet --no-index "$wheel") \

@@ -1,8 +1,10 @@
 """ratetrack: Python binding of libratetrack, a rate-limit tracker for LLM APIs.
 
-A thin, pure-ctypes layer over the C ABI of ``libratetrack.so.0``, loaded at
-run time (explicit :func:`load` path, then ``$RATETRACK_LIBRARY``, then the
-system loader, then the copy a wheel carries in ``ratetrack/_lib/``)::
+A thin ctypes layer over the C ABI of ``libratetrack.so.0``, loaded at run
+time (explicit :func:`load` path, then ``$RATETRACK_LIBRARY``, then the
+system loader, then the copy a wheel carries in ``ratetrack/_lib/``), whose
+hot calls go through the small extension module ``ratetrack._fast`` where it
+is built (``ratetrack._library.fast_path()``)::
 
     import ratetrack
 

@@ -1,4 +1,5 @@
-"""Finding, loading and declaring libratetrack (ctypes only, no compiler).
+"""Finding, loading and declaring libratetrack (ctypes), and pointing
+ratetrack._fast at it where that module is built.
 
 Lookup order: an explicit path, then the environment variable
 ``RATETRACK_LIBRARY``, then the system loader name ``libratetrack.so.0`` (an
@@ -17,6 +18,12 @@ earlier build without ``rt_open_ex``, ``rt_global_get_ex``,
 ``rt_metrics_text``, ``rt_shm_list``, ``rt_shm_remove``) is passed over like
 one that does not load, with the missing symbol named.
 The library is loaded once per process, lazily, and shared.
+
+The hot calls (``try_acquire`` and its kin) go through the extension module
+``ratetrack._fast`` where it is built (a wheel, ``pip install``): it finds
+their functions with ``dlsym`` in the library loaded here, so nothing above
+changes. Without it (a source tree), or with ``RATETRACK_PYTHON_FAST=0``,
+every call goes through ctypes. :func:`fast_path` says which.
 """
 
 from __future__ import annotations
@@ -43,6 +50,17 @@ SYSTEM_NAME = "libratetrack.so.0"
 #: The copy a wheel carries (the portable library, needing only glibc); a
 #: source tree has none. Tried last.
 BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", SYSTEM_NAME)
+
+#: Environment variable: ``0`` makes every call go through ctypes even where
+#: ``ratetrack._fast`` is built (read when the library is loaded).
+FAST_ENV_VAR = "RATETRACK_PYTHON_FAST"
+
+try:
+    from . import _fast as FAST_MODULE
+    _fast_missing = ""
+except ImportError as _exc:  # a source tree, or a build without it
+    FAST_MODULE = None  # type: ignore[assignment]
+    _fast_missing = str(_exc)
 
 _u64p = POINTER(c_uint64)
 _strv = POINTER(c_char_p)  # const char *const * (arrays of names / values)
@@ -214,6 +232,8 @@ def find_library(
 _lock = threading.Lock()
 _loaded: Optional[ctypes.CDLL] = None
 _loaded_from: Optional[str] = None
+_fast_bound = False  # ratetrack._fast serves _loaded
+_fast_reason = "the library is not loaded yet"
 
 
 def load(path: Optional[str] = None) -> ctypes.CDLL:
@@ -230,10 +250,55 @@ def load(path: Optional[str] = None) -> ctypes.CDLL:
         return lib
     with _lock:
         if _loaded is None:
-            _loaded, _loaded_from = find_library(path)
+            lib, where = find_library(path)
+            _bind_fast(lib)
+            _loaded, _loaded_from = lib, where
         return _loaded
 
 
 def loaded_from() -> Optional[str]:
     """Where the shared library was loaded from (None before it is loaded)."""
     return _loaded_from
+
+
+def _bind_fast(lib: ctypes.CDLL) -> None:
+    """Points ratetrack._fast at ``lib`` (the process's library), unless it is
+    missing or ``RATETRACK_PYTHON_FAST=0``; records why not."""
+    global _fast_bound, _fast_reason
+    if os.environ.get(FAST_ENV_VAR, "").strip() == "0":
+        _fast_reason = f"ctypes: ${FAST_ENV_VAR}=0"
+    elif FAST_MODULE is None:
+        _fast_reason = f"ctypes: ratetrack._fast is not built here ({_fast_missing})"
+    else:
+        try:
+            FAST_MODULE.bind(lib._handle)
+        except Exception as exc:  # noqa: BLE001 - a symbol missing...: ctypes still works
+            _fast_reason = f"ctypes: {exc}"
+            return
+        if not FAST_MODULE.bound():
+            _fast_reason = "ctypes: ratetrack._fast has no results set (_tracker.py not imported)"
+            return
+        _fast_bound = True
+        _fast_reason = f"ratetrack._fast ({FAST_MODULE.__file__})"
+
+
+def fast_functions(lib: ctypes.CDLL) -> bool:
+    """Whether the hot calls on trackers of ``lib`` go through ratetrack._fast:
+    only for the process's library, once bound."""
+    return _fast_bound and lib is _loaded
+
+
+def fast_path() -> bool:
+    """Whether the hot calls (``try_acquire``, ``try_acquire_grant``,
+    ``try_acquire_io``, ``can_make``, ``record``, ``record_tokens``,
+    ``settle``, ``settle_io``, ``wait_time``) go through the extension module
+    ``ratetrack._fast`` (True) or ctypes (False). Loads the library."""
+    load()
+    return _fast_bound
+
+
+def fast_path_reason() -> str:
+    """:func:`fast_path` in words: the module's file, or why ctypes is used
+    (``$RATETRACK_PYTHON_FAST=0``, the module not built, ...)."""
+    load()
+    return _fast_reason

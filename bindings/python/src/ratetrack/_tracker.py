@@ -357,7 +357,8 @@ _ADMITTED = Acquire(True, 0.0, None)
 
 #: Refusals by their wait in milliseconds: an Acquire is immutable, and a
 #: caller polling a spent limit gets the same wait many times a millisecond
-#: (a frozen dataclass costs about 0.8 us to build). Bounded.
+#: (a frozen dataclass costs about 0.8 us to build). Bounded; cleared in
+#: place, never replaced (ratetrack._fast looks into this same dict).
 _refusals: Dict[int, Acquire] = {}
 
 
@@ -370,14 +371,45 @@ def _refused(ms: int) -> Acquire:
     return result
 
 
-def _admitted_grant(model: str, ticket: int, tokens: int) -> Acquire:
-    """Acquire(True, 0.0, Grant(model, ticket, tokens)), built without the
-    frozen dataclasses' per-field object.__setattr__ (the same objects)."""
+def _admitted_grant(model: str, ticket: int, tokens: int, output_tokens: int = 0) -> Acquire:
+    """Acquire(True, 0.0, Grant(model, ticket, tokens, output_tokens)), built
+    without the frozen dataclasses' per-field object.__setattr__ (the same
+    objects)."""
     grant = _new(Grant)
-    grant.__dict__.update(model=model, ticket=ticket, tokens=tokens, output_tokens=0)
+    grant.__dict__.update(model=model, ticket=ticket, tokens=tokens, output_tokens=output_tokens)
     result = _new(Acquire)
     result.__dict__.update(ok=True, retry_after=0.0, grant=grant)
     return cast(Acquire, result)
+
+
+def _fail_loaded(code: int) -> RateTrackError:
+    """:func:`_fail` for ratetrack._fast, which only serves the loaded library."""
+    return _fail(_library.load(), code)
+
+
+# ratetrack._fast (see _library.py and ext/_fast.c): each hot method below
+# calls its function first when the tracker's library is served by it (then
+# Tracker._fast is the handle; None once closed, so that the checks of the
+# ctypes path say so first, as always). The
+# function returns the method's result, raises the library's error, or
+# returns NotImplemented (_SLOW) for arguments not in its one fast form (a
+# bool, an __index__ object, a count out of range, a model
+# that is not a plain str or has a NUL...); the method then goes on with its
+# ctypes path, which checks everything as it always did: same results, same
+# exceptions either way.
+_fast = _library.FAST_MODULE
+_SLOW = NotImplemented
+if _fast is not None:
+    _fast.set_results(_ADMITTED, _refusals, _refused, _admitted_grant, _fail_loaded)
+    _fast_try_acquire = _fast.try_acquire
+    _fast_try_acquire_grant = _fast.try_acquire_grant
+    _fast_try_acquire_io = _fast.try_acquire_io
+    _fast_can_make = _fast.can_make
+    _fast_record = _fast.record
+    _fast_record_tokens = _fast.record_tokens
+    _fast_settle = _fast.settle
+    _fast_settle_io = _fast.settle_io
+    _fast_wait_time = _fast.wait_time
 
 
 @dataclass(frozen=True)
@@ -423,7 +455,7 @@ class Tracker:
     closing the global tracker does nothing.
     """
 
-    __slots__ = ("_lib", "_handle", "_hv", "_raw", "_is_global", "_finalizer", "__weakref__")
+    __slots__ = ("_lib", "_handle", "_hv", "_raw", "_fast", "_is_global", "_finalizer", "__weakref__")
 
     def __init__(self, lib: ctypes.CDLL, handle: int, is_global: bool) -> None:
         self._lib = lib
@@ -431,6 +463,9 @@ class Tracker:
         # The handle as the raw functions take it; None once closed.
         self._hv: Optional[c_void_p] = c_void_p(handle)
         self._raw = _library.raw_functions(lib)
+        # The handle as ratetrack._fast's functions take it, when that module
+        # serves this library; else (and once closed) None: the ctypes path.
+        self._fast: Optional[int] = handle if _library.fast_functions(lib) else None
         self._is_global = is_global
         self._finalizer = None if is_global else weakref.finalize(self, lib.rt_close, handle)
 
@@ -450,6 +485,7 @@ class Tracker:
         if self._is_global or self._handle is None:
             return
         _remote_by_handle.pop(self._handle, None)
+        self._fast = None
         self._hv = None
         self._handle = None
         if self._finalizer is not None:
@@ -491,6 +527,11 @@ class Tracker:
     def can_make(self, model: str, tokens: int = 0) -> bool:
         """Whether a request of ``tokens`` tokens to ``model`` fits now (records
         nothing). Raises :class:`TooLarge` if it never can."""
+        h = self._fast
+        if h is not None:
+            result = _fast_can_make(h, model, tokens)
+            if result is not _SLOW:
+                return result
         hv = self._hv
         if hv is None:
             self._h()
@@ -507,6 +548,9 @@ class Tracker:
     def record(self, model: str, tokens: int = 0) -> None:
         """Records that a request of ``tokens`` tokens to ``model`` happened now
         (always recorded, even past a limit)."""
+        h = self._fast
+        if h is not None and _fast_record(h, model, tokens) is not _SLOW:
+            return
         hv = self._hv
         if hv is None:
             self._h()
@@ -530,6 +574,9 @@ class Tracker:
         response's usage: see :mod:`ratetrack.integrations.langchain`). Where you
         hold a :class:`Grant`, :meth:`settle_io` is better: it books at the
         moment of the grant."""
+        h = self._fast
+        if h is not None and _fast_record_tokens(h, model, input_tokens, output_tokens) is not _SLOW:
+            return
         rc = self._lib.rt_record_tokens(
             self._h(), _model(model), _tokens(input_tokens, "input_tokens"),
             _tokens(output_tokens, "output_tokens"),
@@ -541,6 +588,11 @@ class Tracker:
         """Checks and records in one atomic step. Returns an :class:`Acquire`,
         truthy when admitted, else with ``retry_after`` seconds; never blocks.
         Raises :class:`TooLarge` if the request can never fit."""
+        h = self._fast
+        if h is not None:
+            result = _fast_try_acquire(h, model, tokens)
+            if result is not _SLOW:
+                return result
         hv = self._hv
         if hv is None or type(tokens) is not int or not 0 <= tokens <= _SMALL:
             self._h()  # slow path: raises the right error, or converts an __index__ int
@@ -568,6 +620,11 @@ class Tracker:
     def try_acquire_grant(self, model: str, tokens: int = 0) -> Acquire:
         """:meth:`try_acquire` that also returns a :class:`Grant` (``.grant``)
         when admitted, to :meth:`settle` once the real token count is known."""
+        h = self._fast
+        if h is not None:
+            result = _fast_try_acquire_grant(h, model, tokens)
+            if result is not _SLOW:
+                return result
         if type(tokens) is not int or not 0 <= tokens <= _SMALL:
             tokens = _tokens(tokens)
             count = tokens if tokens <= _SMALL else c_uint64(tokens)
@@ -599,6 +656,11 @@ class Tracker:
         :class:`Grant` carries both, to :meth:`settle_io` with the real counts.
         Windows of tokens count both sides, windows of input (output) tokens
         one side. Raises :class:`TooLarge` if the request can never fit."""
+        h = self._fast
+        if h is not None:
+            result = _fast_try_acquire_io(h, model, input_tokens, output_tokens)
+            if result is not _SLOW:
+                return result
         input_tokens = _tokens(input_tokens, "input_tokens")
         output_tokens = _tokens(output_tokens, "output_tokens")
         retry = c_uint64()
@@ -817,6 +879,11 @@ class Tracker:
             raise InvalidArgument(
                 "settle: this grant reserved output tokens; settle it with settle_io", RT_E_INVALID
             )
+        h = self._fast
+        if h is not None and _fast_settle(
+            h, grant.model, grant.ticket, grant.tokens, actual_tokens
+        ) is not _SLOW:
+            return
         hv = self._hv
         if hv is None:
             self._h()
@@ -839,6 +906,12 @@ class Tracker:
         ``usage.output_tokens``); each window is settled for its own unit.
         Works for every :class:`Grant` (a plain one reserved no output). Same
         rules and errors as :meth:`settle`."""
+        h = self._fast
+        if h is not None and _fast_settle_io(
+            h, grant.model, grant.ticket, grant.tokens, grant.output_tokens,
+            actual_input, actual_output,
+        ) is not _SLOW:
+            return
         rc = self._lib.rt_settle_io(
             self._h(), _model(grant.model), _tokens(grant.ticket, "grant.ticket"),
             _tokens(grant.tokens, "grant.tokens"), _tokens(grant.output_tokens, "grant.output_tokens"),
@@ -884,6 +957,11 @@ class Tracker:
     def wait_time(self, model: str, tokens: int = 0) -> float:
         """Seconds until a request of ``tokens`` tokens to ``model`` would fit
         (0.0: now); records nothing. Raises :class:`TooLarge` for "never"."""
+        h = self._fast
+        if h is not None:
+            result = _fast_wait_time(h, model, tokens)
+            if result is not _SLOW:
+                return result
         wait = c_uint64()
         rc = self._lib.rt_wait_time(self._h(), _model(model), _tokens(tokens), byref(wait))
         if rc != RT_OK:

@@ -135,8 +135,20 @@ static PyObject *raise_status(int rc) {
 
 /* refusals[ms] (the binding's cache of refusals by their wait) when there,
  * else refused(ms), which makes one and caches it. */
+/* The last refusal made, by its wait: callers polling a model at its
+ * limit get the same wait many times a millisecond, and this answers them
+ * without making an int and looking it up (a refusal then costs what an
+ * admission does). Read and written with the GIL held. */
+static uint64_t last_refusal_ms;
+static PyObject *last_refusal; /* strong, or NULL */
+
 static PyObject *refusal(uint64_t ms) {
-  PyObject *arg = PyLong_FromUnsignedLongLong(ms), *result;
+  PyObject *arg, *result;
+  if (last_refusal != NULL && ms == last_refusal_ms) {
+    Py_INCREF(last_refusal);
+    return last_refusal;
+  }
+  arg = PyLong_FromUnsignedLongLong(ms);
   if (arg == NULL) return NULL;
   result = PyDict_GetItemWithError(refusals, arg); /* borrowed */
   if (result != NULL)
@@ -144,6 +156,11 @@ static PyObject *refusal(uint64_t ms) {
   else if (!PyErr_Occurred())
     result = PyObject_Vectorcall(refused, &arg, 1, NULL);
   Py_DECREF(arg);
+  if (result != NULL) {
+    Py_INCREF(result);
+    Py_XSETREF(last_refusal, result);
+    last_refusal_ms = ms;
+  }
   return result;
 }
 
@@ -384,6 +401,7 @@ static PyObject *set_results(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_INCREF(args[i]);
     Py_XSETREF(*slots[i], args[i]);
   }
+  Py_CLEAR(last_refusal); /* made by the refused() given before */
   Py_RETURN_NONE;
 }
 

@@ -51,9 +51,11 @@ from ratetrack import _library
 BIG = {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000,
        "rpd": 1_000_000_000_000, "tpd": 1_000_000_000_000}
 MODELS = ["bench/m", "bench/m1", "bench/m2", "bench/m3"]
+# A day of one request each, spent before the thread rows: their refusals.
+SPENT = ["bench/spent0", "bench/spent1", "bench/spent2", "bench/spent3"]
 CONFIG = {
     "builtin_tiers": False,
-    "limits": dict({m: BIG for m in MODELS}, **{"bench/spent": dict(BIG, rpd=1)}),
+    "limits": dict({m: BIG for m in MODELS}, **{m: dict(BIG, rpd=1) for m in ["bench/spent"] + SPENT}),
 }
 ROUNDS = 9
 THREAD_ROUNDS = 5
@@ -94,8 +96,10 @@ def single_thread(number: int, fast: ratetrack.Tracker, slow: ratetrack.Tracker)
     return ns
 
 
-def threaded(tracker: ratetrack.Tracker, threads: int, same_model: bool, calls: int) -> float:
-    """Wall ns per call of `threads` threads each making `calls` admitted try_acquire."""
+def threaded(tracker: ratetrack.Tracker, threads: int, same_model: bool, calls: int,
+             models: List[str] = MODELS) -> float:
+    """Wall ns per call of `threads` threads each making `calls` try_acquire
+    on `models` (MODELS: admitted; SPENT: refused)."""
     start = threading.Barrier(threads + 1)
     try_acquire = tracker.try_acquire
 
@@ -104,7 +108,7 @@ def threaded(tracker: ratetrack.Tracker, threads: int, same_model: bool, calls: 
         for _ in range(calls):
             try_acquire(model, 100)
 
-    workers = [threading.Thread(target=work, args=(MODELS[0] if same_model else MODELS[i],))
+    workers = [threading.Thread(target=work, args=(models[0] if same_model else models[i],))
                for i in range(threads)]
     for w in workers:
         w.start()
@@ -121,8 +125,9 @@ def main() -> None:
         slow._fast = None  # the ctypes path
         for t in (fast, slow):
             assert t.try_acquire("bench/m", 100)
-            assert t.try_acquire("bench/spent", 100)
-            assert not t.try_acquire("bench/spent", 100)
+            for m in ["bench/spent"] + SPENT:
+                assert t.try_acquire(m, 100)
+                assert not t.try_acquire(m, 100)
         ns = single_thread(number, fast, slow)
         paths = {"ctypes": slow}
         if fast._fast is not None:
@@ -138,6 +143,8 @@ def main() -> None:
                         key = f"{threads} thread{'s' if threads > 1 else ''}, " \
                               f"{'one model' if same or threads == 1 else 'a model each'}, {path}"
                         thread_ns.setdefault(key, []).append(threaded(tracker, threads, same, per_thread))
+                        thread_ns.setdefault(key + ", refused", []).append(
+                            threaded(tracker, threads, same, per_thread, SPENT))
         calls = fast.stats()["models"]["bench/m"]["requests_per_minute"]["current"]
 
     print(f"ratetrack {ratetrack.version()} via {_library.loaded_from()}; Python {sys.version.split()[0]}; "
@@ -156,11 +163,25 @@ def main() -> None:
         print(f"  _fast / ctypes: admitted {_ratio(ns['admitted _fast'], ns['admitted ctypes'])}, "
               f"refused {_ratio(ns['refused _fast'], ns['refused ctypes'])}, "
               f"floor {_ratio(ns['floor _fast'], ns['floor ctypes'])}")
-    print(f"threads (GIL shared): {per_thread} admitted calls per thread x {THREAD_ROUNDS} interleaved rounds, "
+    print(f"threads (GIL shared): {per_thread} calls per thread x {THREAD_ROUNDS} interleaved rounds, "
           "wall ns per call, median (range)")
     for name, values in thread_ns.items():
-        print(f"  {name:34} {_stat(values)}")
+        print(f"  {name:43} {_stat(values)}")
     used = "_fast" if "admitted _fast" in ns else "ctypes"
+    # The thread rows of the path in use, for scripts/bench.sh's table.
+    print(f"THREADS python: a thread is a threading.Thread calling one private Tracker through {used} "
+          "(the GIL is released during each call into the library)")
+    for threads in (1, 2, 4):
+        for same in (True, False):
+            if threads == 1 and not same:
+                continue
+            key = f"{threads} thread{'s' if threads > 1 else ''}, " \
+                  f"{'one model' if same or threads == 1 else 'a model each'}, {used}"
+            admitted, refused = thread_ns[key], thread_ns[key + ", refused"]
+            ratios = [r / a for r, a in zip(refused, admitted)]
+            print(f"THREAD_ROW python threads={threads} models={'one' if same else 'each'} "
+                  f"admitted_ns={statistics.median(admitted):.1f} refused_ns={statistics.median(refused):.1f} "
+                  f"ratio={statistics.median(ratios):.2f} ratio_min={min(ratios):.2f} ratio_max={max(ratios):.2f}")
     med = {name: statistics.median(v) for name, v in ns.items()}
     line = (f"BENCH python try_acquire_ns={med['admitted ' + used]:.1f} floor_ns={med['floor ' + used]:.1f} "
             f"refused_ns={med['refused ' + used]:.1f} path={used}")

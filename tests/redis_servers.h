@@ -53,8 +53,12 @@ inline std::string SentinelBinary() {
   return b != nullptr && *b != '\0' ? b : "redis-sentinel";
 }
 
-// A redis-server of our own, on loopback. `leading`: arguments before the
-// options (a configuration file); `binary`: another program (a sentinel).
+// A redis-server of our own, on loopback, in a directory of its own (a
+// replica writes the RDB it receives there, and a server loads what it finds
+// there when it starts: never the test's working directory, where another
+// test's server, of another version, would find it). `leading`: arguments
+// before the options (a configuration file); `binary`: another program (a
+// sentinel).
 class RedisServer {
  public:
   explicit RedisServer(std::vector<std::string> extra = {}, int port = 0,
@@ -64,11 +68,16 @@ class RedisServer {
         extra_(std::move(extra)),
         binary_(std::move(binary)),
         leading_(std::move(leading)) {
+    char dir[] = "/tmp/rt-redis-XXXXXX";
+    if (mkdtemp(dir) != nullptr) dir_ = dir;
     // A port found free can be taken by a parallel test before our server
     // binds it: then our server exits, and we try another port.
     for (int attempt = 0; attempt < 5 && !Start() && port == 0; ++attempt) port_ = FreePort();
   }
-  ~RedisServer() { Kill(); }
+  ~RedisServer() {
+    Kill();
+    if (!dir_.empty()) std::system(("rm -rf '" + dir_ + "'").c_str());
+  }
   int port() const { return port_; }
   bool Start() {
     pid_ = fork();
@@ -78,6 +87,10 @@ class RedisServer {
       for (const char* a : {"--port", "", "--bind", "127.0.0.1", "--save", "", "--appendonly",
                             "no", "--loglevel", "warning"}) {
         args.push_back(a);
+      }
+      if (!dir_.empty()) {  // (an --dir among `extra`, later, wins)
+        args.push_back("--dir");
+        args.push_back(dir_);
       }
       args[leading_.size() + 2] = std::to_string(port_);
       args.insert(args.end(), extra_.begin(), extra_.end());
@@ -157,6 +170,7 @@ class RedisServer {
   std::vector<std::string> extra_;
   std::string binary_;
   std::vector<std::string> leading_;
+  std::string dir_;  // its working directory ("": the test's, if mkdtemp failed)
   pid_t pid_ = -1;
 };
 

@@ -18,7 +18,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # sockets of tests running alongside take theirs; bind-and-retry all the same.
 for attempt in 1 2 3 4 5; do
   port=$((20000 + (RANDOM * 7 + $$) % 12000))
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no > "$tmp/redis.log" 2>&1 &
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" > "$tmp/redis.log" 2>&1 &
   redis=$!
   for i in $(seq 50); do
     grep -q "Ready to accept connections" "$tmp/redis.log" && break

@@ -163,7 +163,6 @@ def _fail(lib: ctypes.CDLL, code: int) -> RateTrackError:
 
 
 _model = _checks.model
-_models = _checks._models  # cleared in place, never replaced
 _U64_MAX = _checks.U64_MAX
 _SMALL = _library.SMALL_INT_MAX
 _new = object.__new__
@@ -535,10 +534,7 @@ class Tracker:
         hv = self._hv
         if hv is None:
             self._h()
-        try:  # the model before the count: the errors come in the order they always did
-            raw = _models[model]
-        except (KeyError, TypeError):
-            raw = _model(model)
+        raw = _model(model)  # the model before the count: the errors come in the order they always did
         count = _count_fast(tokens, "tokens")
         rc = self._raw.can_make(hv, raw, count)
         if rc < 0:
@@ -554,10 +550,7 @@ class Tracker:
         hv = self._hv
         if hv is None:
             self._h()
-        try:  # the model before the count: the errors come in the order they always did
-            raw = _models[model]
-        except (KeyError, TypeError):
-            raw = _model(model)
+        raw = _model(model)  # the model before the count: the errors come in the order they always did
         count = _count_fast(tokens, "tokens")
         rc = self._raw.record(hv, raw, count)
         if rc != RT_OK:
@@ -599,10 +592,7 @@ class Tracker:
             count = _count(tokens, "tokens")
         else:
             count = tokens
-        try:
-            raw = _models[model]
-        except (KeyError, TypeError):
-            raw = _model(model)
+        raw = _model(model)
         try:
             outs = _pop()
         except IndexError:
@@ -633,10 +623,7 @@ class Tracker:
         hv = self._hv
         if hv is None:
             self._h()
-        try:
-            raw = _models[model]
-        except (KeyError, TypeError):
-            raw = _model(model)
+        raw = _model(model)
         try:
             outs = _pop()
         except IndexError:
@@ -888,10 +875,7 @@ class Tracker:
         if hv is None:
             self._h()
         model = grant.model
-        try:
-            raw = _models[model]
-        except (KeyError, TypeError):
-            raw = _model(model)
+        raw = _model(model)
         rc = self._raw.settle(
             hv, raw, _count_fast(grant.ticket, "grant.ticket"),
             _count_fast(grant.tokens, "grant.tokens"), _count_fast(actual_tokens, "actual_tokens"),

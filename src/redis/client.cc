@@ -89,18 +89,11 @@ int RedisClient::NodeIndex(const Endpoint& at) {
 }
 
 absl::Status RedisClient::ExchangeMisconfigured(const Exchange& x, const std::string& name) const {
-  if (x.auth_refused()) {
-    return ConfigError(absl::StrCat(where_, ": ", name, ": ", x.error(),
-                                    ": the server refuses these credentials: check the URL's "
-                                    "user and password (a misconfiguration, not an outage)"));
-  }
-  if (x.certificate_refused()) {
-    return ConfigError(absl::StrCat(
-        where_, ": ", name, ": ", x.error(),
-        ": a certificate problem: check tls_ca_file / tls_ca_dir (the CA that signed the "
-        "server's certificate), tls_server_name (the name it is for), and tls_cert_file / "
-        "tls_key_file where the server wants a client certificate (a misconfiguration, not an "
-        "outage)"));
+  if (x.auth_refused() || x.certificate_refused()) {
+    const std::string why =
+        x.auth_refused() ? ClassifyErrorReply("WRONGPASS", "AUTH").why : kTlsCertificateAdvice;
+    return ConfigError(absl::StrCat(where_, ": ", name, ": ", x.error(), ": ", why,
+                                    " (a misconfiguration, not an outage)"));
   }
   return absl::OkStatus();
 }

@@ -44,10 +44,7 @@ absl::Status RedisStore::TlsCertificateError(Conn& c, const char* during) const 
   const std::string said = absl::StrCat(where_, ": ", during, ": ",
                                         c.ctx != nullptr ? c.ctx->errstr : "certificate");
   c.Drop();
-  return ConfigError(Misconfigured(
-      said, {true, "a certificate problem: check tls_ca_file / tls_ca_dir (the CA that signed "
-                   "the server's certificate), tls_server_name (the name it is for), and "
-                   "tls_cert_file / tls_key_file where the server wants a client certificate"}));
+  return ConfigError(Misconfigured(said, {true, kTlsCertificateAdvice}));
 }
 
 absl::Status RedisStore::IoError(Conn& c, const char* during) const {

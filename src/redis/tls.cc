@@ -12,6 +12,11 @@
 
 namespace ratetrack {
 
+const char kTlsCertificateAdvice[] =
+    "a certificate problem: check tls_ca_file / tls_ca_dir (the CA that signed the server's "
+    "certificate), tls_server_name (the name it is for), and tls_cert_file / tls_key_file where "
+    "the server wants a client certificate";
+
 #ifdef RATETRACK_TLS
 
 namespace {

@@ -18,6 +18,10 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 namespace ratetrack {
 
+// What to check when TLS fails on a certificate (a misconfiguration's
+// advice, the same wherever the handshake was).
+extern const char kTlsCertificateAdvice[];
+
 class TlsContext {
  public:
   // The CA (tls_ca_file, tls_ca_dir, else the system's), the client's

@@ -236,6 +236,19 @@ test('only the endpoints that spend the limits are tracked', { skip }, async () 
   t.close();
 });
 
+test('an answer whose usage has no output side (embeddings) settles the output reservation to 0', async () => {
+  const t = tracker({ 'openai/text-embedding-3-small': { rpm: 100, tpm: 100000 } });
+  const answer = { object: 'list', data: [], model: 'text-embedding-3-small', usage: { prompt_tokens: 5, total_tokens: 5 } };
+  const f = ratetrackFetch({
+    tracker: t,
+    fetch: async () => new Response(JSON.stringify(answer), { headers: { 'content-type': 'application/json' } }),
+  });
+  await f('http://127.0.0.1:9/v1/embeddings', { method: 'POST', body: JSON.stringify({ model: 'text-embedding-3-small', input: 'hello' }) });
+  // not 5 + the 1024 output tokens reserved: an embedding has no output
+  assert.equal(win(t, 'openai/text-embedding-3-small', 'tokens_per_minute').current, 5);
+  t.close();
+});
+
 test('images and files inline in a request (base64) are not counted as text in the estimate', async () => {
   const image = 'iVBORw0KGgo'.repeat(40000); // 440 000 characters of base64
   const openaiBody = {

@@ -346,3 +346,32 @@ def test_acquire_timeout_is_not_retried_or_wrapped_by_the_sdk(fake: FakeLLM, sdk
         assert info.value.code == 1 and info.value.retry_after > 0
         assert "timed out" in str(info.value)
         assert fake.received == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_an_attempt_with_no_answer_keeps_its_estimate(is_async: bool, library_path: str) -> None:
+    # The request went out and the client gave up waiting (a read timeout):
+    # the provider may well process it, so its estimate stays booked (as in
+    # Node.js and Go), where it was settled to 0 tokens. A connection that
+    # was never made books no tokens.
+    server = FakeLLM(latency=1.0).start()
+    try:
+        with ratetrack.open(limits(10)) as t:
+            est = estimate_input_tokens({"messages": MESSAGES})
+            if is_async:
+                client = wrap_openai(openai.AsyncOpenAI(base_url=server.url, api_key="k", max_retries=0,
+                                                        timeout=0.3), t)
+                with pytest.raises(openai.APITimeoutError):
+                    asyncio.run(client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100))
+            else:
+                with pytest.raises(openai.APITimeoutError):
+                    chat(oai(server, t).with_options(timeout=0.3))
+            assert len(server.bodies) == 1  # it reached the server
+            assert window(t, O_GPT, "tokens_per_minute")["current"] == est + 100
+            refused = wrap_openai(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0), t)
+            with pytest.raises(openai.APIConnectionError):
+                chat(refused)
+            assert window(t, O_GPT, "tokens_per_minute")["current"] == est + 100
+            assert window(t, O_GPT, "requests_per_minute")["current"] == 2
+    finally:
+        server.stop()

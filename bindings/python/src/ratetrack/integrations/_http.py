@@ -14,7 +14,9 @@ to a model endpoint (OpenAI ``/chat/completions``, ``/completions``,
 4. feeds the response's headers back (``observe_headers``), on every attempt;
 5. on a 429, reports it with its ``retry-after`` (``report_limited``) and
    settles the attempt's grant to 0 tokens; any other error status, or a
-   failure to send, also settles it to 0;
+   connection that could not be made, also settles it to 0; an attempt
+   that was sent and got no answer (a read timeout, a cancelled task) keeps
+   its estimate, since the provider may have processed it;
 6. on success, reads the usage as the body passes through to the SDK (a JSON
    body, or the SSE events of a stream) and settles the grant to it
    (``settle_io``) when the body ends. A body closed before its usage came
@@ -436,9 +438,10 @@ def classes(httpx: Any) -> Tuple[type, type]:
             grant = tracker.acquire(model, estimate, self.policy.timeout, output_tokens=output)
             try:
                 response = self.inner.handle_request(request)
-            except BaseException:
-                tracker.settle_io(grant, 0, 0)  # never reached the provider, or no answer
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                tracker.settle_io(grant, 0, 0)  # never reached the provider
                 raise
+            # Any other failure: sent, no answer; the provider may have processed it (the estimate stays).
             try:
                 tracker.observe_headers(model, response.headers)
                 if response.status_code >= 400:
@@ -486,9 +489,10 @@ def classes(httpx: Any) -> Tuple[type, type]:
             grant = await tracker.acquire_async(model, estimate, self.policy.timeout, output_tokens=output)
             try:
                 response = await self.inner.handle_async_request(request)
-            except BaseException:
-                await tracker.settle_io_async(grant, 0, 0)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                await tracker.settle_io_async(grant, 0, 0)  # never reached the provider
                 raise
+            # Any other failure (a cancelled task too): the estimate stays.
             try:
                 await tracker.observe_headers_async(model, response.headers)
                 if response.status_code >= 400:

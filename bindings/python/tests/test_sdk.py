@@ -375,3 +375,15 @@ def test_an_attempt_with_no_answer_keeps_its_estimate(is_async: bool, library_pa
             assert window(t, O_GPT, "requests_per_minute")["current"] == 2
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_gzip_encoded_answers_settle_to_their_usage(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # The SDKs accept gzip and the providers send it: the transport reads the
+    # usage under the encoding (the SDK gets the body as it came).
+    fake.gzip = True
+    with ratetrack.open(limits(10)) as t:
+        client, call, model = (oai(fake, t), chat, O_GPT) if sdk == "openai" else (aai(fake, t), message, A_CLAUDE)
+        answer = call(client)
+        assert answer.usage is not None
+        assert fake.tokens > 0 and window(t, model, "tokens_per_minute")["current"] == fake.tokens

@@ -10,6 +10,7 @@ Python 3.11 (httpx2): older Pythons skip this module.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -387,3 +388,30 @@ def test_gzip_encoded_answers_settle_to_their_usage(fake: FakeLLM, sdk: str, lib
         answer = call(client)
         assert answer.usage is not None
         assert fake.tokens > 0 and window(t, model, "tokens_per_minute")["current"] == fake.tokens
+
+
+def test_answers_in_any_encoding_the_client_accepts_settle(library_path: str) -> None:
+    # httpx asks for every encoding it can decode (br with brotli installed,
+    # zstd with zstandard, or on Python 3.14): the transport reads the usage
+    # under each of them, where it kept the estimate for all but gzip and
+    # deflate. Plain httpx with zstandard (installed here), a mock provider.
+    httpx = pytest.importorskip("httpx")
+    zstandard = pytest.importorskip("zstandard")
+    from ratetrack.integrations import rate_limited_transport
+
+    if "zstd" not in httpx._decoders.SUPPORTED_DECODERS:
+        pytest.skip("this httpx cannot decode zstd")
+    answer = {"id": "x", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}}
+
+    def provider(request: Any) -> Any:
+        assert "zstd" in request.headers["accept-encoding"]
+        return httpx.Response(200, headers={"content-type": "application/json", "content-encoding": "zstd"},
+                              content=zstandard.ZstdCompressor().compress(json.dumps(answer).encode()))
+
+    with ratetrack.open(limits(10)) as t:
+        transport = rate_limited_transport("openai", t, inner=httpx.MockTransport(provider), httpx_module=httpx)
+        with httpx.Client(transport=transport) as client:
+            got = client.post("http://api.test/v1/chat/completions",
+                              json={"model": GPT, "messages": MESSAGES, "max_tokens": 100})
+            assert got.json() == answer
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == 16

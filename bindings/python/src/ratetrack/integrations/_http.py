@@ -34,6 +34,7 @@ classes here are made for whichever module the SDK uses (:func:`classes`).
 
 from __future__ import annotations
 
+import importlib
 import json
 import zlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -115,10 +116,35 @@ def usage_of(usage: Any) -> Optional[Tuple[int, int]]:
     return max(inp, 0), max(out, 0)
 
 
+class _HttpxDecoder:
+    """One of httpx's content decoders (``br``, ``zstd``...) as a
+    ``decompress`` (httpx2's return iterators of bytes, httpx's bytes)."""
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def decompress(self, chunk: bytes) -> bytes:
+        out = self._decoder.decode(chunk)
+        return out if isinstance(out, (bytes, bytearray)) else b"".join(out)
+
+
+def decoders_of(httpx: Any) -> Mapping[str, Callable[[], Any]]:
+    """The content decoders of an httpx module, by encoding: what its clients
+    ask for in ``Accept-Encoding`` (``br`` with brotli installed, ``zstd``
+    with zstandard or on Python 3.14), so what a provider may answer in."""
+    try:
+        module = importlib.import_module(httpx.__name__ + "._decoders")
+    except ImportError:
+        return {}
+    found = getattr(module, "SUPPORTED_DECODERS", None)
+    return found if isinstance(found, Mapping) else {}
+
+
 class UsageReader:
     """Reads a response body as it passes through and finds its usage."""
 
-    def __init__(self, content_type: str, content_encoding: str) -> None:
+    def __init__(self, content_type: str, content_encoding: str,
+                 decoders: Optional[Mapping[str, Callable[[], Any]]] = None) -> None:
         self.sse = "text/event-stream" in content_type.lower()
         encoding = content_encoding.lower().strip()
         self._decoder: Any = None
@@ -128,7 +154,11 @@ class UsageReader:
         elif encoding == "deflate":
             self._decoder = zlib.decompressobj()
         elif encoding not in ("", "identity"):
-            self.readable = False  # br, zstd: the estimate stays booked
+            factory = (decoders or {}).get(encoding)
+            if factory is None:
+                self.readable = False  # an encoding the client cannot decode either: the estimate stays
+            else:
+                self._decoder = _HttpxDecoder(factory())  # br, zstd: as the client decodes them
         self._buffer = bytearray()
         self.input: Optional[int] = None
         self.output: Optional[int] = None
@@ -141,7 +171,7 @@ class UsageReader:
         if self._decoder is not None:
             try:
                 chunk = self._decoder.decompress(chunk)
-            except zlib.error:
+            except Exception:  # noqa: BLE001 - zlib.error, httpx's DecodingError: unreadable
                 self.readable = False
                 return
         self._buffer += chunk
@@ -347,6 +377,7 @@ def classes(httpx: Any) -> Tuple[type, type]:
     key = httpx.__name__
     if key in _CLASSES:
         return _CLASSES[key]
+    decoders = decoders_of(httpx)
 
     class _Stream(httpx.SyncByteStream):  # type: ignore[misc, name-defined]
         def __init__(self, inner: Any, reader: UsageReader, done: Callable[..., None]) -> None:
@@ -452,7 +483,9 @@ def classes(httpx: Any) -> Tuple[type, type]:
             except BaseException:
                 response.close()
                 raise
-            reader = UsageReader(response.headers.get("content-type", ""), response.headers.get("content-encoding", ""))
+            reader = UsageReader(
+                response.headers.get("content-type", ""), response.headers.get("content-encoding", ""), decoders
+            )
             stream = _Stream(response.stream, reader, _settler(tracker, grant))
             return httpx.Response(
                 response.status_code, headers=response.headers, stream=stream, extensions=response.extensions
@@ -503,7 +536,9 @@ def classes(httpx: Any) -> Tuple[type, type]:
             except BaseException:
                 await response.aclose()
                 raise
-            reader = UsageReader(response.headers.get("content-type", ""), response.headers.get("content-encoding", ""))
+            reader = UsageReader(
+                response.headers.get("content-type", ""), response.headers.get("content-encoding", ""), decoders
+            )
             stream = _AsyncStream(response.stream, reader, _async_settler(tracker, grant))
             return httpx.Response(
                 response.status_code, headers=response.headers, stream=stream, extensions=response.extensions

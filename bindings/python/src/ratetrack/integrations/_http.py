@@ -131,7 +131,7 @@ class _HttpxDecoder:
 def decoders_of(httpx: Any) -> Mapping[str, Callable[[], Any]]:
     """The content decoders of an httpx module, by encoding: what its clients
     ask for in ``Accept-Encoding`` (``br`` with brotli installed, ``zstd``
-    with zstandard or on Python 3.14), so what a provider may answer in."""
+    with a zstd module or on Python 3.14), so what a provider may answer in."""
     try:
         module = importlib.import_module(httpx.__name__ + "._decoders")
     except ImportError:

@@ -261,8 +261,9 @@ func setBody(req *http.Request, body []byte) {
 
 // EstimateInputTokens is the default input estimate of a request body: the
 // characters (not bytes) of every JSON string under "messages", "system",
-// "input", "instructions", "prompt" and "tools" (keys excluded), divided by
-// 4 and rounded up, at least 1. It is the usual rule of thumb for English
+// "input", "instructions", "prompt" and "tools" (keys excluded, and the
+// images and files inline in them: the values of "data", "url",
+// "image_url" and "file_data"), divided by 4 and rounded up, at least 1. It is the usual rule of thumb for English
 // text (a token is about 4 characters); the settle with the real usage
 // corrects it, so it only has to be close enough for admission.
 func EstimateInputTokens(body []byte) uint64 {
@@ -285,6 +286,11 @@ func EstimateInputTokens(body []byte) uint64 {
 	return 1
 }
 
+// notText are the keys whose values are images, audio or files inline in a
+// request (base64 data, data: URLs), which the providers count by size or
+// pixels, not by characters.
+var notText = map[string]bool{"data": true, "url": true, "image_url": true, "file_data": true}
+
 func stringChars(v interface{}) uint64 {
 	switch x := v.(type) {
 	case string:
@@ -297,8 +303,10 @@ func stringChars(v interface{}) uint64 {
 		return n
 	case map[string]interface{}:
 		var n uint64
-		for _, e := range x {
-			n += stringChars(e)
+		for k, e := range x {
+			if !notText[k] {
+				n += stringChars(e)
+			}
 		}
 		return n
 	}
@@ -375,7 +383,9 @@ func (c *sdkCall) finish(resp *http.Response) *http.Response {
 		Usage *usageJSON `json:"usage"`
 	}
 	if json.Unmarshal(body, &r) == nil && r.Usage != nil {
-		if in, out, ok := r.Usage.counts(); ok {
+		// A whole answer's usage with no output side (embeddings) generated none.
+		if in, ok := r.Usage.input(); ok {
+			out, _ := r.Usage.output()
 			c.fail("settling", t.SettleIO(c.grant, in, out))
 		}
 	}

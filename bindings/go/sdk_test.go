@@ -284,3 +284,34 @@ func TestMiddlewareAdmission(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// An answer whose usage has no output side (OpenAI embeddings) settles to
+// its input and no output: the output reserved is given back.
+func TestMiddlewareSettlesUsageWithoutOutput(t *testing.T) {
+	tr := open(t, `{"builtin_tiers": false, "limits": {"openai/text-embedding-3-small": {"rpm": 10, "tpm": 100000}}}`)
+	next := &fakeNext{resp: func(*http.Request) (*http.Response, error) {
+		return response(200, "application/json", `{"object": "list", "data": [], "usage": {"prompt_tokens": 5, "total_tokens": 5}}`), nil
+	}}
+	if _, err := Middleware(tr, nil)(post(t, "/v1/embeddings", `{"model": "text-embedding-3-small", "input": "hello"}`), next.do); err != nil {
+		t.Fatal(err)
+	}
+	if r, tok := tokensNow(t, tr, "openai/text-embedding-3-small"); r != 1 || tok != 5 {
+		t.Fatalf("after: %d requests, %d tokens; want 1, 5 (not the 1024 output tokens reserved)", r, tok)
+	}
+}
+
+// Images and files inline in a request (base64 data, data: URLs) are not
+// text: the estimate skips them.
+func TestEstimateSkipsInlineImages(t *testing.T) {
+	image := strings.Repeat("iVBORw0KGgo", 40000)
+	bodies := []string{
+		`{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "12345678"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,` + image + `"}}]}]}`,
+		`{"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "` + image + `"}}, {"type": "text", "text": "12345678"}]}]}`,
+		`{"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_data": "` + image + `"}, {"type": "input_image", "image_url": "data:image/png;base64,` + image + `"}]}]}`,
+	}
+	for i, body := range bodies {
+		if got := EstimateInputTokens([]byte(body)); got > 100 {
+			t.Errorf("body %d: EstimateInputTokens = %d; the image's characters were counted", i, got)
+		}
+	}
+}

@@ -103,3 +103,24 @@ test('a 429 through the AI SDK (its own retries on) is reported and blocks the m
     t.close();
   });
 });
+
+test('a file or image part of the prompt (its data) is not counted as text in the estimate', async () => {
+  const t = tracker({ 'openai/gpt-4o-mini': { rpm: 100, tpm: 100000 } });
+  const image = 'iVBORw0KGgo'.repeat(40000); // 440 000 characters of base64
+  let seen;
+  const mw = ratetrackMiddleware({ tracker: t, timeoutMs: 0 });
+  await mw.wrapGenerate({
+    params: {
+      maxOutputTokens: 10,
+      prompt: [{ role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'file', mediaType: 'image/png', data: image }] }],
+    },
+    model: { provider: 'openai.chat', modelId: 'gpt-4o-mini' },
+    doGenerate: async () => {
+      seen = win(t, 'openai/gpt-4o-mini', 'tokens_per_minute').current;
+      return { content: [], usage: { inputTokens: { total: 7 }, outputTokens: { total: 3 } }, response: { headers: {} } };
+    },
+  });
+  assert.ok(seen < 100, `estimate + 10 reserved is ${seen}, not the image's characters / 4`);
+  assert.equal(win(t, 'openai/gpt-4o-mini', 'tokens_per_minute').current, 10);
+  t.close();
+});

@@ -10,6 +10,7 @@ const sdk = load('openai');
 const skip = sdkSkip() || sdk.skip;
 const OpenAI = sdk.mod;
 const { ratetrackFetch, withRatetrack } = require('../openai');
+const fetchImpl = require('../lib/integrations/fetch');
 
 const MODEL = 'gpt-4o-mini';
 const NAME = `openai/${MODEL}`;
@@ -233,4 +234,46 @@ test('only the endpoints that spend the limits are tracked', { skip }, async () 
   assert.equal(t.stats().models['openai/m'].requests_per_minute.current, 2);
   assert.equal(urls.length, 5);
   t.close();
+});
+
+test('an answer whose usage has no output side (embeddings) settles the output reservation to 0', async () => {
+  const t = tracker({ 'openai/text-embedding-3-small': { rpm: 100, tpm: 100000 } });
+  const answer = { object: 'list', data: [], model: 'text-embedding-3-small', usage: { prompt_tokens: 5, total_tokens: 5 } };
+  const f = ratetrackFetch({
+    tracker: t,
+    fetch: async () => new Response(JSON.stringify(answer), { headers: { 'content-type': 'application/json' } }),
+  });
+  await f('http://127.0.0.1:9/v1/embeddings', { method: 'POST', body: JSON.stringify({ model: 'text-embedding-3-small', input: 'hello' }) });
+  // not 5 + the 1024 output tokens reserved: an embedding has no output
+  assert.equal(win(t, 'openai/text-embedding-3-small', 'tokens_per_minute').current, 5);
+  t.close();
+});
+
+test('images and files inline in a request (base64) are not counted as text in the estimate', async () => {
+  const image = 'iVBORw0KGgo'.repeat(40000); // 440 000 characters of base64
+  const openaiBody = {
+    model: 'gpt-4o-mini',
+    max_tokens: 10,
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'What is this?' }, { type: 'image_url', image_url: { url: `data:image/png;base64,${image}` } }] }],
+  };
+  const anthropicBody = {
+    model: 'claude-sonnet-4-5',
+    max_tokens: 10,
+    messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: image } }, { type: 'text', text: 'What is this?' }] }],
+  };
+  for (const [provider, body, path] of [['openai', openaiBody, '/v1/chat/completions'], ['anthropic', anthropicBody, '/v1/messages']]) {
+    const name = `${provider}/${body.model}`;
+    // 100 000 tokens a minute: the image's 110 000 characters/4 would never fit
+    const t = tracker({ [name]: { rpm: 100, tpm: 100000 } });
+    let seen;
+    const f = fetchImpl.ratetrackFetch({
+      tracker: t,
+      timeoutMs: 0,
+      fetch: async () => ((seen = win(t, name, 'tokens_per_minute').current), new Response('not json')),
+    }, provider);
+    const res = await f(`http://127.0.0.1:9${path}`, { method: 'POST', body: JSON.stringify(body) });
+    assert.equal(res.status, 200, `${provider}: admitted`);
+    assert.ok(seen < 100, `${provider}: estimate + 10 reserved is ${seen}, not the image's characters / 4`);
+    t.close();
+  }
 });

@@ -20,6 +20,7 @@ input = 7 + (characters of the message texts) // 3, output = min(max_tokens,
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 import threading
 import time
@@ -92,6 +93,7 @@ class FakeLLM:
         self.max_in_flight = 0
         self.bodies: List[Dict[str, Any]] = []
         self.attempt_times: List[Tuple[float, int]] = []  # (monotonic, status)
+        self.gzip = False  # JSON answers gzip-encoded when the client accepts it
         handler = type("Handler", (_Handler,), {"fake": self})
         server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
         self.server = server_class(("127.0.0.1", 0), handler)
@@ -254,6 +256,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
+        if self.fake.gzip and "gzip" in (self.headers.get("accept-encoding") or ""):
+            raw = gzip.compress(raw)
+            self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(raw)))
         for name, value in headers.items():
             self.send_header(name, value)

@@ -143,3 +143,29 @@ def test_picker_falls_back_on_a_429(fake: FakeLLM, library_path: str) -> None:
         assert fake.limited == 1  # gpt-4o was not tried again
         assert current(t, O_GPT, "tokens_per_minute") == 0  # the 429's grant settled to 0
         assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
+
+
+def test_a_stream_without_usage_books_an_estimate(fake: FakeLLM, library_path: str) -> None:
+    # ChatOpenAI with a base_url streams without asking for the usage (no
+    # stream_usage=True): the callback books an estimate of the prompt and of
+    # the text generated, not 0 tokens; with the usage, the real count.
+    with ratetrack.open(config(10)) as t:
+        limiter = RateTrackRateLimiter(O_MINI, t)
+        llm = chat(fake, rate_limiter=limiter, callbacks=[RateTrackCallbackHandler(tracker=t)])
+        text = "".join(str(chunk.content) for chunk in llm.stream("hello there"))
+        booked = current(t, O_MINI, "tokens_per_minute")
+        assert text and fake.bodies[-1].get("stream_options") is None
+        assert fake.tokens // 2 <= booked <= 2 * fake.tokens, (booked, fake.tokens)
+
+        async def astream() -> None:
+            handler = AsyncRateTrackCallbackHandler(tracker=t)
+            async for _ in chat(fake, rate_limiter=limiter, callbacks=[handler]).astream("hello there"):
+                pass
+
+        asyncio.run(astream())
+        assert fake.tokens // 2 <= current(t, O_MINI, "tokens_per_minute") <= 2 * fake.tokens
+        before, server_before = current(t, O_MINI, "tokens_per_minute"), fake.tokens
+        for _ in chat(fake, rate_limiter=limiter, callbacks=[RateTrackCallbackHandler(tracker=t)],
+                      stream_usage=True).stream("hello there"):
+            pass
+        assert current(t, O_MINI, "tokens_per_minute") - before == fake.tokens - server_before

@@ -10,6 +10,7 @@ Python 3.11 (httpx2): older Pythons skip this module.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -246,14 +247,16 @@ def test_openai_stream_settles_to_real_usage(fake: FakeLLM, library_path: str) -
 
 
 def test_anthropic_stream_settles_to_real_usage(fake: FakeLLM, library_path: str) -> None:
-    with ratetrack.open(limits(10)) as t:
+    config = limits(10)
+    config["limits"][A_CLAUDE].update(itpm=10**6, otpm=10**6)  # input and output apart, as Anthropic counts them
+    with ratetrack.open(config) as t:
         client = aai(fake, t)
         with client.messages.stream(model=CLAUDE, max_tokens=100, messages=MESSAGES) as stream:
             final = stream.get_final_message()
         tokens = final.usage.input_tokens + final.usage.output_tokens
         assert window(t, A_CLAUDE, "tokens_per_minute")["current"] == fake.tokens == tokens
-        assert window(t, A_CLAUDE, "input_tokens_per_minute")["current"] == final.usage.input_tokens \
-            if "input_tokens_per_minute" in t.stats()["models"][A_CLAUDE] else True
+        assert window(t, A_CLAUDE, "input_tokens_per_minute")["current"] == final.usage.input_tokens == fake.input
+        assert window(t, A_CLAUDE, "output_tokens_per_minute")["current"] == final.usage.output_tokens
 
 
 def test_async_streams_settle(fake: FakeLLM, library_path: str) -> None:
@@ -346,3 +349,71 @@ def test_acquire_timeout_is_not_retried_or_wrapped_by_the_sdk(fake: FakeLLM, sdk
         assert info.value.code == 1 and info.value.retry_after > 0
         assert "timed out" in str(info.value)
         assert fake.received == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_an_attempt_with_no_answer_keeps_its_estimate(is_async: bool, library_path: str) -> None:
+    # The request went out and the client gave up waiting (a read timeout):
+    # the provider may well process it, so its estimate stays booked (as in
+    # Node.js and Go), where it was settled to 0 tokens. A connection that
+    # was never made books no tokens.
+    server = FakeLLM(latency=1.0).start()
+    try:
+        with ratetrack.open(limits(10)) as t:
+            est = estimate_input_tokens({"messages": MESSAGES})
+            if is_async:
+                client = wrap_openai(openai.AsyncOpenAI(base_url=server.url, api_key="k", max_retries=0,
+                                                        timeout=0.3), t)
+                with pytest.raises(openai.APITimeoutError):
+                    asyncio.run(client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100))
+            else:
+                with pytest.raises(openai.APITimeoutError):
+                    chat(oai(server, t).with_options(timeout=0.3))
+            assert len(server.bodies) == 1  # it reached the server
+            assert window(t, O_GPT, "tokens_per_minute")["current"] == est + 100
+            refused = wrap_openai(openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0), t)
+            with pytest.raises(openai.APIConnectionError):
+                chat(refused)
+            assert window(t, O_GPT, "tokens_per_minute")["current"] == est + 100
+            assert window(t, O_GPT, "requests_per_minute")["current"] == 2
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_gzip_encoded_answers_settle_to_their_usage(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # The SDKs accept gzip and the providers send it: the transport reads the
+    # usage under the encoding (the SDK gets the body as it came).
+    fake.gzip = True
+    with ratetrack.open(limits(10)) as t:
+        client, call, model = (oai(fake, t), chat, O_GPT) if sdk == "openai" else (aai(fake, t), message, A_CLAUDE)
+        answer = call(client)
+        assert answer.usage is not None
+        assert fake.tokens > 0 and window(t, model, "tokens_per_minute")["current"] == fake.tokens
+
+
+def test_answers_in_any_encoding_the_client_accepts_settle(library_path: str) -> None:
+    # httpx asks for every encoding it can decode (br with brotli installed,
+    # zstd with zstandard, or on Python 3.14): the transport reads the usage
+    # under each of them, where it kept the estimate for all but gzip and
+    # deflate. Plain httpx with zstandard (installed here), a mock provider.
+    httpx = pytest.importorskip("httpx")
+    zstandard = pytest.importorskip("zstandard")
+    from ratetrack.integrations import rate_limited_transport
+
+    if "zstd" not in httpx._decoders.SUPPORTED_DECODERS:
+        pytest.skip("this httpx cannot decode zstd")
+    answer = {"id": "x", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}}
+
+    def provider(request: Any) -> Any:
+        assert "zstd" in request.headers["accept-encoding"]
+        return httpx.Response(200, headers={"content-type": "application/json", "content-encoding": "zstd"},
+                              content=zstandard.ZstdCompressor().compress(json.dumps(answer).encode()))
+
+    with ratetrack.open(limits(10)) as t:
+        transport = rate_limited_transport("openai", t, inner=httpx.MockTransport(provider), httpx_module=httpx)
+        with httpx.Client(transport=transport) as client:
+            got = client.post("http://api.test/v1/chat/completions",
+                              json={"model": GPT, "messages": MESSAGES, "max_tokens": 100})
+            assert got.json() == answer
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == 16

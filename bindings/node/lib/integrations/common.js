@@ -75,10 +75,15 @@ function modelName(o, requestModel, request) {
   return name;
 }
 
-// Keys whose strings are not text the model reads.
-const NOT_TEXT = new Set(['role', 'type', 'id', 'tool_call_id', 'tool_use_id', 'cache_control', 'media_type', 'mediaType']);
+// Keys whose strings are not text the model reads: labels and ids, and the
+// images, audio and files inline in a request (base64 data, data: URLs),
+// which the providers count by size or pixels, not by characters.
+const NOT_TEXT = new Set([
+  'role', 'type', 'id', 'tool_call_id', 'tool_use_id', 'cache_control', 'media_type', 'mediaType',
+  'data', 'url', 'image_url', 'file_data',
+]);
 
-/** The characters of text in a value: every string leaf, except under NOT_TEXT keys. */
+/** The characters of text in a value: every string leaf, except under NOT_TEXT keys (images and files are skipped). */
 function textChars(value, depth = 0) {
   if (typeof value === 'string') return value.length;
   if (value === null || typeof value !== 'object' || depth > 32) return 0;

@@ -236,7 +236,8 @@ function ratetrackFetch(options = {}, provider = 'openai') {
       // not JSON: the estimate stays
     }
     if (usage.input !== undefined || usage.output !== undefined) {
-      await settle(o, grant, usage.input ?? inputEstimate, usage.output ?? outputEstimate);
+      // A whole answer's usage with no output side (embeddings) generated none.
+      await settle(o, grant, usage.input ?? inputEstimate, usage.output ?? (usage.input !== undefined ? 0 : outputEstimate));
     }
     o.onAttempt?.({ model, status: res.status, grant, input: usage.input, output: usage.output });
     return new Response(text, { status: res.status, statusText: res.statusText, headers: res.headers });

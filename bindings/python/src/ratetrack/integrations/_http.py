@@ -14,7 +14,9 @@ to a model endpoint (OpenAI ``/chat/completions``, ``/completions``,
 4. feeds the response's headers back (``observe_headers``), on every attempt;
 5. on a 429, reports it with its ``retry-after`` (``report_limited``) and
    settles the attempt's grant to 0 tokens; any other error status, or a
-   failure to send, also settles it to 0;
+   connection that could not be made, also settles it to 0; an attempt
+   that was sent and got no answer (a read timeout, a cancelled task) keeps
+   its estimate, since the provider may have processed it;
 6. on success, reads the usage as the body passes through to the SDK (a JSON
    body, or the SSE events of a stream) and settles the grant to it
    (``settle_io``) when the body ends. A body closed before its usage came
@@ -32,6 +34,7 @@ classes here are made for whichever module the SDK uses (:func:`classes`).
 
 from __future__ import annotations
 
+import importlib
 import json
 import zlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -113,10 +116,35 @@ def usage_of(usage: Any) -> Optional[Tuple[int, int]]:
     return max(inp, 0), max(out, 0)
 
 
+class _HttpxDecoder:
+    """One of httpx's content decoders (``br``, ``zstd``...) as a
+    ``decompress`` (httpx2's return iterators of bytes, httpx's bytes)."""
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def decompress(self, chunk: bytes) -> bytes:
+        out = self._decoder.decode(chunk)
+        return out if isinstance(out, (bytes, bytearray)) else b"".join(out)
+
+
+def decoders_of(httpx: Any) -> Mapping[str, Callable[[], Any]]:
+    """The content decoders of an httpx module, by encoding: what its clients
+    ask for in ``Accept-Encoding`` (``br`` with brotli installed, ``zstd``
+    with a zstd module or on Python 3.14), so what a provider may answer in."""
+    try:
+        module = importlib.import_module(httpx.__name__ + "._decoders")
+    except ImportError:
+        return {}
+    found = getattr(module, "SUPPORTED_DECODERS", None)
+    return found if isinstance(found, Mapping) else {}
+
+
 class UsageReader:
     """Reads a response body as it passes through and finds its usage."""
 
-    def __init__(self, content_type: str, content_encoding: str) -> None:
+    def __init__(self, content_type: str, content_encoding: str,
+                 decoders: Optional[Mapping[str, Callable[[], Any]]] = None) -> None:
         self.sse = "text/event-stream" in content_type.lower()
         encoding = content_encoding.lower().strip()
         self._decoder: Any = None
@@ -126,7 +154,11 @@ class UsageReader:
         elif encoding == "deflate":
             self._decoder = zlib.decompressobj()
         elif encoding not in ("", "identity"):
-            self.readable = False  # br, zstd: the estimate stays booked
+            factory = (decoders or {}).get(encoding)
+            if factory is None:
+                self.readable = False  # an encoding the client cannot decode either: the estimate stays
+            else:
+                self._decoder = _HttpxDecoder(factory())  # br, zstd: as the client decodes them
         self._buffer = bytearray()
         self.input: Optional[int] = None
         self.output: Optional[int] = None
@@ -139,7 +171,7 @@ class UsageReader:
         if self._decoder is not None:
             try:
                 chunk = self._decoder.decompress(chunk)
-            except zlib.error:
+            except Exception:  # noqa: BLE001 - zlib.error, httpx's DecodingError: unreadable
                 self.readable = False
                 return
         self._buffer += chunk
@@ -345,6 +377,7 @@ def classes(httpx: Any) -> Tuple[type, type]:
     key = httpx.__name__
     if key in _CLASSES:
         return _CLASSES[key]
+    decoders = decoders_of(httpx)
 
     class _Stream(httpx.SyncByteStream):  # type: ignore[misc, name-defined]
         def __init__(self, inner: Any, reader: UsageReader, done: Callable[..., None]) -> None:
@@ -436,9 +469,10 @@ def classes(httpx: Any) -> Tuple[type, type]:
             grant = tracker.acquire(model, estimate, self.policy.timeout, output_tokens=output)
             try:
                 response = self.inner.handle_request(request)
-            except BaseException:
-                tracker.settle_io(grant, 0, 0)  # never reached the provider, or no answer
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                tracker.settle_io(grant, 0, 0)  # never reached the provider
                 raise
+            # Any other failure: sent, no answer; the provider may have processed it (the estimate stays).
             try:
                 tracker.observe_headers(model, response.headers)
                 if response.status_code >= 400:
@@ -449,7 +483,9 @@ def classes(httpx: Any) -> Tuple[type, type]:
             except BaseException:
                 response.close()
                 raise
-            reader = UsageReader(response.headers.get("content-type", ""), response.headers.get("content-encoding", ""))
+            reader = UsageReader(
+                response.headers.get("content-type", ""), response.headers.get("content-encoding", ""), decoders
+            )
             stream = _Stream(response.stream, reader, _settler(tracker, grant))
             return httpx.Response(
                 response.status_code, headers=response.headers, stream=stream, extensions=response.extensions
@@ -486,9 +522,10 @@ def classes(httpx: Any) -> Tuple[type, type]:
             grant = await tracker.acquire_async(model, estimate, self.policy.timeout, output_tokens=output)
             try:
                 response = await self.inner.handle_async_request(request)
-            except BaseException:
-                await tracker.settle_io_async(grant, 0, 0)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                await tracker.settle_io_async(grant, 0, 0)  # never reached the provider
                 raise
+            # Any other failure (a cancelled task too): the estimate stays.
             try:
                 await tracker.observe_headers_async(model, response.headers)
                 if response.status_code >= 400:
@@ -499,7 +536,9 @@ def classes(httpx: Any) -> Tuple[type, type]:
             except BaseException:
                 await response.aclose()
                 raise
-            reader = UsageReader(response.headers.get("content-type", ""), response.headers.get("content-encoding", ""))
+            reader = UsageReader(
+                response.headers.get("content-type", ""), response.headers.get("content-encoding", ""), decoders
+            )
             stream = _AsyncStream(response.stream, reader, _async_settler(tracker, grant))
             return httpx.Response(
                 response.status_code, headers=response.headers, stream=stream, extensions=response.extensions

@@ -95,7 +95,13 @@ class RateTrackRateLimiter(BaseRateLimiter):
 def usage_from_result(response: LLMResult) -> Tuple[int, int]:
     """(input, output) tokens of an LLM result: the messages'
     ``usage_metadata``, else ``llm_output["token_usage"]`` (OpenAI's
-    ``prompt_tokens`` / ``completion_tokens``) or ``llm_output["usage"]``."""
+    ``prompt_tokens`` / ``completion_tokens``) or ``llm_output["usage"]``;
+    (0, 0) when it has none."""
+    found = _usage_found(response)
+    return found if found is not None else (0, 0)
+
+
+def _usage_found(response: LLMResult) -> Optional[Tuple[int, int]]:
     total_in = total_out = 0
     found = False
     for generations in response.generations:
@@ -109,12 +115,20 @@ def usage_from_result(response: LLMResult) -> Tuple[int, int]:
     if found:
         return total_in, total_out
     output = response.llm_output or {}
-    usage = output.get("token_usage") or output.get("usage") or {}
-    if isinstance(usage, dict):
+    usage = output.get("token_usage") or output.get("usage")
+    if isinstance(usage, dict) and usage:
         inp = usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0
         out = usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0
         return int(inp), int(out)
-    return 0, 0
+    return None
+
+
+def _estimated_usage(response: LLMResult, prompt_estimate: int) -> Tuple[int, int]:
+    """For a result without usage (a stream whose provider sent none, e.g.
+    ChatOpenAI with a ``base_url`` and no ``stream_usage=True``): the
+    prompt's estimate and a quarter of the characters generated, rounded up."""
+    chars = sum(len(g.text or "") for generations in response.generations for g in generations)
+    return prompt_estimate, (chars + 3) // 4
 
 
 class _Naming:
@@ -126,14 +140,34 @@ class _Naming:
         self.model = None if model is None else _model_name(model)
         self.provider = provider
         self.runs: Dict[UUID, str] = {}
+        #: Each run's prompt estimate, for a result that carries no usage.
+        self.prompts: Dict[UUID, int] = {}
 
-    def start(self, run_id: UUID, metadata: Optional[Dict[str, Any]]) -> None:
+    def start(self, run_id: UUID, metadata: Optional[Dict[str, Any]],
+              messages: Optional[List[List[BaseMessage]]] = None) -> None:
+        if messages:
+            self.prompts[run_id] = sum(estimate_message_tokens(m) for m in messages)
         if self.model is not None or not metadata:
             return
         name = metadata.get("ls_model_name")
         provider = self.provider or metadata.get("ls_provider")
         if isinstance(name, str) and isinstance(provider, str):
             self.runs[run_id] = f"{provider}/{name}"
+
+    def forget(self, run_id: UUID) -> None:
+        self.runs.pop(run_id, None)
+        self.prompts.pop(run_id, None)
+
+    def booking(self, run_id: UUID, response: LLMResult, who: str) -> Tuple[str, int, int]:
+        """(model, input, output) to book for a run that ended: its usage, or
+        when the result has none, an estimate (see :func:`_estimated_usage`)."""
+        prompt = self.prompts.pop(run_id, 0)
+        model = self.end(run_id, response)
+        if model is None:
+            raise InvalidArgument(f"{who}: cannot name the run's model; pass model=", RT_E_INVALID)
+        found = _usage_found(response)
+        inp, out = found if found is not None else _estimated_usage(response, prompt)
+        return model, inp, out
 
     def end(self, run_id: UUID, response: Optional[LLMResult]) -> Optional[str]:
         named = self.runs.pop(run_id, None)
@@ -154,7 +188,11 @@ class RateTrackCallbackHandler(BaseCallbackHandler):
     :class:`RateTrackRateLimiter`). ``model``: the tracker's model name; None
     names it ``provider/ls_model_name`` from the run (``provider`` overrides
     LangChain's ``ls_provider``). A run whose model cannot be named raises
-    ``InvalidArgument`` rather than drop its tokens."""
+    ``InvalidArgument`` rather than drop its tokens. A result without usage
+    (a stream whose provider sent none: ``ChatOpenAI`` with a ``base_url``
+    and no ``stream_usage=True``) books an estimate instead: a quarter of the
+    characters of the prompt (:func:`estimate_message_tokens`) and of the
+    text generated."""
 
     raise_error = True  # a booking failure is not hidden by LangChain
 
@@ -165,17 +203,14 @@ class RateTrackCallbackHandler(BaseCallbackHandler):
 
     def on_chat_model_start(self, serialized: Dict[str, Any], messages: List[List[BaseMessage]], *,
                             run_id: UUID, metadata: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
-        self.naming.start(run_id, metadata)
+        self.naming.start(run_id, metadata, messages)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        model = self.naming.end(run_id, response)
-        if model is None:
-            raise InvalidArgument("RateTrackCallbackHandler: cannot name the run's model; pass model=", RT_E_INVALID)
-        inp, out = usage_from_result(response)
+        model, inp, out = self.naming.booking(run_id, response, "RateTrackCallbackHandler")
         self.tracker.record_tokens(model, inp, out)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self.naming.runs.pop(run_id, None)
+        self.naming.forget(run_id)
 
 
 class AsyncRateTrackCallbackHandler(AsyncCallbackHandler):
@@ -191,18 +226,14 @@ class AsyncRateTrackCallbackHandler(AsyncCallbackHandler):
 
     async def on_chat_model_start(self, serialized: Dict[str, Any], messages: List[List[BaseMessage]], *,
                                   run_id: UUID, metadata: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
-        self.naming.start(run_id, metadata)
+        self.naming.start(run_id, metadata, messages)
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        model = self.naming.end(run_id, response)
-        if model is None:
-            raise InvalidArgument("AsyncRateTrackCallbackHandler: cannot name the run's model; pass model=",
-                                  RT_E_INVALID)
-        inp, out = usage_from_result(response)
+        model, inp, out = self.naming.booking(run_id, response, "AsyncRateTrackCallbackHandler")
         await self.tracker.record_tokens_async(model, inp, out)
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self.naming.runs.pop(run_id, None)
+        self.naming.forget(run_id)
 
 
 def estimate_message_tokens(messages: Sequence[BaseMessage]) -> int:

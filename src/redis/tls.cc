@@ -124,7 +124,8 @@ std::string TlsErrors() { return ""; }
 
 absl::StatusOr<std::shared_ptr<TlsContext>> TlsContext::Create(const RedisUrl& url) {
   if (!url.tls.enabled) return std::shared_ptr<TlsContext>();
-  return ConfigError("config key 'backend': this build of libratetrack has no TLS (-DRATETRACK_TLS=OFF)");
+  return ConfigError(
+      "config key 'backend': this build of libratetrack has no TLS (-DRATETRACK_TLS=OFF)");
 }
 
 TlsContext::~TlsContext() = default;

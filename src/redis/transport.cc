@@ -218,8 +218,9 @@ bool Transport::FlushTls(int64_t deadline_us) {
   const OpenSsl& o = Ssl();
   while (tls_out_at < tls_out.size()) {
     o.ERR_clear_error();
-    const int n = o.SSL_write(ssl, tls_out.data() + tls_out_at,
-                            static_cast<int>(std::min<size_t>(tls_out.size() - tls_out_at, INT_MAX)));
+    const int n =
+        o.SSL_write(ssl, tls_out.data() + tls_out_at,
+                    static_cast<int>(std::min<size_t>(tls_out.size() - tls_out_at, INT_MAX)));
     if (n > 0) {
       tls_out_at += static_cast<size_t>(n);
       continue;

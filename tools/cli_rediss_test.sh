@@ -14,7 +14,7 @@ command -v openssl > /dev/null || { echo "SKIP: openssl is not installed"; exit 
 tmp=$(mktemp -d)
 redis=""
 cleanup() {
-  [ -n "$redis" ] && { kill -KILL "$redis"; wait "$redis"; } 2> /dev/null
+  [ -n "$redis" ] && { kill -KILL "$redis"; wait "$redis"; } 2> /dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT

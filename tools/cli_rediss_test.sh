@@ -2,7 +2,8 @@
 # ratetrack over rediss://: a redis-server with a TLS port only, on a free
 # loopback port, with a CA and a certificate made here with openssl; the
 # command admits up to the limit, verified against that CA, and a CA that is
-# not given is a configuration error (exit 78) saying "certificate". Run on
+# not given is a configuration error (exit 78) saying "certificate"; where
+# OpenSSL cannot be loaded, rediss:// is exit 78 saying what to install. Run on
 # the build's command (ctest) and on the release packages' (package_test.sh):
 # the library loads OpenSSL at run time, so this is what a user of the .deb,
 # the tarball or the wheel gets.
@@ -37,11 +38,11 @@ for attempt in 1 2 3 4 5; do
     --save '' --appendonly no --dir "$tmp" > "$tmp/redis.log" 2>&1 &
   redis=$!
   for i in $(seq 50); do
-    grep -q "Ready to accept connections" "$tmp/redis.log" && break
+    grep -qs "Ready to accept connections" "$tmp/redis.log" && break
     kill -0 "$redis" 2> /dev/null || break
     sleep 0.1
   done
-  grep -q "Ready to accept connections" "$tmp/redis.log" && break
+  grep -qs "Ready to accept connections" "$tmp/redis.log" && break
   kill -KILL "$redis" 2> /dev/null || true; wait "$redis" 2> /dev/null || true; redis=""
 done
 [ -n "$redis" ] || { cat "$tmp/redis.log"; fail "redis-server did not start in 5 attempts"; }
@@ -64,4 +65,22 @@ rc=$?
 set -e
 [ "$rc" -eq 78 ] || { cat "$tmp/err"; fail "no CA: exit $rc, want 78 (configuration)"; }
 grep -q "certificate" "$tmp/err" || { cat "$tmp/err"; fail "no CA: no word of the certificate"; }
-echo "rediss:// through $cli: admitted 2 of rpm 2, then limited; an unknown CA refused"
+# Without OpenSSL (libssl.so.3 hidden under /dev/null in a mount namespace
+# of its own, where unshare can make one: root): exit 78 under every
+# on_error, saying what to install.
+ssl=$(/sbin/ldconfig -p | sed -n 's/.*libssl\.so\.3 (.*x86-64.*) => \(.*\)/\1/p' | head -1)
+hidden=""
+if [ -n "$ssl" ] && unshare -m true 2> /dev/null; then
+  for policy in closed open local; do
+    set +e
+    unshare -m sh -c 'mount --bind /dev/null "$1" && shift && exec "$@"' sh "$ssl" \
+      "$cli" acquire acme/tiny --backend "${url/on_error=closed/on_error=$policy}" 2> "$tmp/err"
+    rc=$?
+    set -e
+    [ "$rc" -eq 78 ] || { cat "$tmp/err"; fail "no OpenSSL, on_error=$policy: exit $rc, want 78"; }
+    grep -q "rediss:// needs OpenSSL's libssl.so.3 (Debian/Ubuntu: apt-get install libssl3" "$tmp/err" ||
+      { cat "$tmp/err"; fail "no OpenSSL, on_error=$policy: not the advice"; }
+  done
+  hidden="; with libssl.so.3 hidden, exit 78 saying to install libssl3"
+fi
+echo "rediss:// through $cli: admitted 2 of rpm 2, then limited; an unknown CA refused$hidden"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The release packages as a user gets them (scripts/package.sh makes them):
 #  - the .tar.gz unpacked into a fresh directory: the command and an example
-#    run from there with no LD_LIBRARY_PATH ($ORIGIN RUNPATHs), and a program
-#    builds against it with pkg-config;
+#    run from there with no LD_LIBRARY_PATH ($ORIGIN RUNPATHs), the command
+#    over rediss:// (tools/cli_rediss_test.sh), and a program builds against
+#    it with pkg-config;
 #  - the .deb installed with apt-get: the library needs only glibc, the
-#    command and the installed examples run with no variable set, a program
-#    builds with pkg-config alone and with find_package(ratetrack).
+#    command (over rediss:// too) and the installed examples run with no
+#    variable set, a program builds with pkg-config alone and with
+#    find_package(ratetrack).
 # The .deb stays installed (the newcomer tests use it); `dpkg -r libratetrack`
 # removes it. Needs root.
 #   tests/package_test.sh DIST_DIR
@@ -40,7 +42,9 @@ clean "$root/libexec/ratetrack/examples/seed_scenario" | grep -q "combined limit
 pc=$(dirname "$(find "$root" -name ratetrack.pc)")
 clean PKG_CONFIG_PATH="$pc" sh -c "cc -o '$tmp/app-tgz' '$tmp/app.c' \$(pkg-config --cflags --libs ratetrack) -Wl,-rpath,\$(pkg-config --variable=libdir ratetrack)"
 clean "$tmp/app-tgz" | grep -q "^ok 0\." || fail "tarball: a program built with pkg-config does not run"
-echo "tarball: the command, an example and a pkg-config build run from $root"
+# rediss://: the portable library loads OpenSSL 3 at run time
+"$src/tools/cli_rediss_test.sh" "$root/bin/ratetrack" || fail "tarball: rediss://"
+echo "tarball: the command, an example, rediss:// and a pkg-config build run from $root"
 
 # --- the .deb, in /usr
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" > "$tmp/apt.log" 2>&1 \
@@ -49,6 +53,7 @@ lib=$(/sbin/ldconfig -p | sed -n 's/.*libratetrack\.so\.0 .*=> \(.*\)/\1/p' | he
 [ -n "$lib" ] || fail "the system loader does not know libratetrack.so.0 after the install"
 "$src/tests/check_portable.sh" "$lib"
 clean ratetrack version | grep -q "^ratetrack 0\." || fail "deb: ratetrack does not run"
+"$src/tools/cli_rediss_test.sh" /usr/bin/ratetrack || fail "deb: rediss://"
 clean /usr/libexec/ratetrack/examples/seed_scenario | grep -q "combined limit held" \
   || fail "deb: the installed example does not run"
 clean sh -c "cc -o '$tmp/app-deb' '$tmp/app.c' \$(pkg-config --cflags --libs ratetrack)"

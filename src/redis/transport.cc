@@ -11,11 +11,9 @@
 
 #ifdef RATETRACK_TLS
 #include <hiredis/sds.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include "absl/strings/match.h"
+#include "redis/openssl.h"
 #include "redis/tls.h"
 #endif
 
@@ -141,17 +139,18 @@ Transport::Opened Transport::Open(const Endpoint& to, int64_t deadline_us,
       Drop();
       return Opened::kNoMemory;
     }
+    const OpenSsl& o = Ssl();
     for (;;) {
-      ERR_clear_error();
-      const int rc = SSL_connect(ssl);
+      o.ERR_clear_error();
+      const int rc = o.SSL_connect(ssl);
       if (rc == 1) break;
       if (!WaitTls(rc, deadline_us)) {
-        const long verified = SSL_get_verify_result(ssl);
+        const long verified = o.SSL_get_verify_result(ssl);
         if (verified != X509_V_OK) {
           tls_certificate = true;
           SetError(REDIS_ERR_OTHER,
                    std::string("the server's certificate is not trusted: ") +
-                       X509_verify_cert_error_string(verified));
+                       o.X509_verify_cert_error_string(verified));
         }
         return Opened::kFailed;
       }
@@ -165,7 +164,7 @@ Transport::Opened Transport::Open(const Endpoint& to, int64_t deadline_us,
 
 void Transport::Drop() {
 #ifdef RATETRACK_TLS
-  if (ssl != nullptr) SSL_free(ssl);  // no close_notify: the socket just goes
+  if (ssl != nullptr) Ssl().SSL_free(ssl);  // no close_notify: the socket just goes
 #endif
   ssl = nullptr;
   tls_out.clear();
@@ -183,13 +182,14 @@ void Transport::SetError(int type, const std::string& text) {
 
 #ifdef RATETRACK_TLS
 bool Transport::WaitTls(int rc, int64_t deadline_us) {
-  const int e = SSL_get_error(ssl, rc);
+  const OpenSsl& o = Ssl();
+  const int e = o.SSL_get_error(ssl, rc);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
     if (WaitFor(ctx->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_us)) return true;
     timed_out = true;
     return false;
   }
-  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && o.ERR_peek_error() == 0)) {
     tls_certificate = tls_certificate_asked;
     SetError(REDIS_ERR_EOF, tls_certificate_asked
                                 ? "Server closed the connection after asking for a client "
@@ -215,10 +215,12 @@ bool Transport::FlushTls(int64_t deadline_us) {
     sdssetlen(ctx->obuf, 0);
     ctx->obuf[0] = '\0';
   }
+  const OpenSsl& o = Ssl();
   while (tls_out_at < tls_out.size()) {
-    ERR_clear_error();
-    const int n = SSL_write(ssl, tls_out.data() + tls_out_at,
-                            static_cast<int>(std::min<size_t>(tls_out.size() - tls_out_at, INT_MAX)));
+    o.ERR_clear_error();
+    const int n =
+        o.SSL_write(ssl, tls_out.data() + tls_out_at,
+                    static_cast<int>(std::min<size_t>(tls_out.size() - tls_out_at, INT_MAX)));
     if (n > 0) {
       tls_out_at += static_cast<size_t>(n);
       continue;
@@ -231,13 +233,14 @@ bool Transport::FlushTls(int64_t deadline_us) {
 }
 
 redisReply* Transport::NextReplyTls(int64_t deadline_us) {
+  const OpenSsl& o = Ssl();
   for (;;) {
     void* reply = nullptr;
     if (redisGetReplyFromReader(ctx, &reply) != REDIS_OK) return nullptr;
     if (reply != nullptr) return static_cast<redisReply*>(reply);
     char buf[16 * 1024];
-    ERR_clear_error();
-    const int n = SSL_read(ssl, buf, sizeof buf);
+    o.ERR_clear_error();
+    const int n = o.SSL_read(ssl, buf, sizeof buf);
     if (n <= 0) {
       if (!WaitTls(n, deadline_us)) return nullptr;
       continue;

@@ -276,8 +276,7 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(absl::string_view url) {
   }
 #ifndef RATETRACK_TLS
   if (u.tls.enabled) {
-    return bad("this build of libratetrack has no TLS (the portable library leaves it out: use "
-               "the system build, linked with OpenSSL)");
+    return bad("this build of libratetrack has no TLS (it was built with -DRATETRACK_TLS=OFF)");
   }
 #endif
   return u;

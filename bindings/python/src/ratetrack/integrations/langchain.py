@@ -2,14 +2,24 @@
 handler that books the real tokens, and a chat model that picks a model with
 room.
 
-::
+For OpenAI chat models, the tracker's own httpx clients are the one line, and
+the one that sees every HTTP attempt (the openai SDK's retries of a 429
+included, which a limiter and a callback never see)::
 
-    from langchain_openai import ChatOpenAI
+    from ratetrack.integrations import openai_http_client
+
+    llm = ChatOpenAI(model="gpt-4o-mini", http_client=openai_http_client(timeout=30),
+                     http_async_client=openai_http_client(is_async=True, timeout=30))
+
+For chat models whose HTTP client cannot be given, the limiter and the
+callback handler (they see LangChain's calls, not the HTTP attempts
+under them)::
+
     from ratetrack.integrations.langchain import RateTrackRateLimiter, RateTrackCallbackHandler
 
-    llm = ChatOpenAI(model="gpt-4o-mini",
-                     rate_limiter=RateTrackRateLimiter("openai/gpt-4o-mini", timeout=30),
-                     callbacks=[RateTrackCallbackHandler("openai/gpt-4o-mini")])
+    llm = SomeChatModel(model="some-model",
+                        rate_limiter=RateTrackRateLimiter("provider/some-model", timeout=30),
+                        callbacks=[RateTrackCallbackHandler("provider/some-model")])
 
 LangChain's limiter interface passes no token count and no response: the
 limiter counts the request (0 tokens) before the call; the callback adds the

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List, Optional
+from uuid import UUID
 
 import pytest
 
 pytest.importorskip("langchain_core")
 langchain_openai = pytest.importorskip("langchain_openai")
 openai = pytest.importorskip("openai")
+
+from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
 
 import ratetrack  # noqa: E402
 from ratetrack.integrations import openai_http_client  # noqa: E402
@@ -257,6 +260,49 @@ def test_picker_falls_back_on_a_429(fake: FakeLLM, library_path: str) -> None:
         assert fake.limited == 1  # gpt-4o was not tried again
         assert current(t, O_GPT, "tokens_per_minute") == 0  # the 429's grant settled to 0
         assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_picker_reads_retry_after_ms(fake: FakeLLM, is_async: bool, library_path: str) -> None:
+    # OpenAI may send retry-after-ms alone: the picker reads it as the
+    # transport does (it read retry-after only, and reported no delay).
+    fake.force_429(GPT, "30000", ms=True)
+    with ratetrack.open(config(10)) as t:
+        picker = RateTrackPicker(models=[(O_GPT, chat(fake, GPT)), (O_MINI, chat(fake, MINI))], tracker=t, timeout=5)
+        answer = asyncio.run(picker.ainvoke("hello")) if is_async else picker.invoke("hello")
+        assert answer.response_metadata["ratetrack_model"] == O_MINI
+        assert fake.limited == 1
+        assert 25 < t.wait_time(O_GPT) <= 30
+
+
+class Runs(BaseCallbackHandler):
+    """Records every chat-model run started: (run_id, parent_run_id, name, tags)."""
+
+    def __init__(self) -> None:
+        self.started: List[tuple] = []
+
+    def on_chat_model_start(self, serialized: Dict[str, Any], messages: Any, *, run_id: UUID,
+                            parent_run_id: Optional[UUID] = None, tags: Optional[List[str]] = None,
+                            **kwargs: Any) -> None:
+        self.started.append((run_id, parent_run_id, (serialized or {}).get("name"), tags or []))
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_picker_runs_the_inner_model_as_a_child_run(fake: FakeLLM, is_async: bool, library_path: str) -> None:
+    # The inner model's run is a child of the picker's (run_manager.get_child(),
+    # as LangChain's own wrappers do), so tracing shows it: it was lost.
+    with ratetrack.open(config(10)) as t:
+        picker = RateTrackPicker(models=[(O_MINI, chat(fake, MINI))], tracker=t)
+        runs = Runs()
+        config_ = {"callbacks": [runs], "tags": ["outer"]}
+        if is_async:
+            asyncio.run(picker.ainvoke("hello", config=config_))
+        else:
+            picker.invoke("hello", config=config_)
+        assert len(runs.started) == 2, runs.started
+        (outer, no_parent, _, _), (inner, parent, name, tags) = runs.started
+        assert no_parent is None and parent == outer and inner != outer
+        assert name == "ChatOpenAI" and "outer" in tags  # the run's inheritable tags too
 
 
 def test_a_stream_without_usage_books_an_estimate(fake: FakeLLM, library_path: str) -> None:

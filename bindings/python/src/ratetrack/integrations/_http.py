@@ -316,16 +316,25 @@ class Policy:
         return model, estimate, output, new_body
 
     def retry_after(self, headers: Any) -> Optional[str]:
-        value = headers.get("retry-after")
-        if value:
-            return str(value)
-        ms = headers.get("retry-after-ms")
-        if ms:
-            try:
-                return f"{float(ms) / 1000.0:.3f}"
-            except ValueError:
-                return None
+        return retry_after_of(headers)
+
+
+def retry_after_of(headers: Any) -> Optional[str]:
+    """The delay a 429's headers ask for, as ``report_limited`` takes it:
+    ``retry-after`` (seconds or an HTTP date) as it is, else OpenAI's
+    ``retry-after-ms`` in seconds; None when neither is there (or readable)."""
+    if headers is None:
         return None
+    value = headers.get("retry-after")
+    if value:
+        return str(value)
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return f"{float(ms) / 1000.0:.3f}"
+        except ValueError:
+            return None
+    return None
 
 
 _ERROR_CLASSES: Dict[Tuple[type, type], type] = {}

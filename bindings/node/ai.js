@@ -110,30 +110,55 @@ function ratetrackMiddleware(options = {}) {
       }
       await observe(o, c.name, result.response && result.response.headers);
       let usage = { input: undefined, output: undefined };
+      let textChars = 0; // of the text and reasoning seen, for a stream cut off before its finish part
       let settled = false;
       const finish = async () => {
         if (settled) return;
         settled = true;
-        // No usage seen (cut off, cancelled): the estimate stays booked.
         if (usage.input !== undefined || usage.output !== undefined) {
           await settle(o, c.grant, usage.input ?? c.input, usage.output ?? c.output);
-        }
+        } else if (Math.ceil(textChars / 4) > c.output) {
+          // Cut off (cancelled, aborted, failed) before the finish part, so no
+          // usage seen: the output reserved, or the text seen if more (the
+          // rule of Python's transport for a stream closed before its last
+          // event; the provider may have generated it all).
+          await settle(o, c.grant, c.input, Math.ceil(textChars / 4));
+        } // else the estimate stays booked
         o.onAttempt?.({ model: c.name, status: 200, grant: c.grant, input: usage.input, output: usage.output });
       };
-      const stream = result.stream.pipeThrough(
-        new TransformStream({
-          async transform(part, controller) {
-            if (part && part.type === 'finish') {
-              usage = usageOf(part.usage);
-              await finish(); // before the finish part reaches streamText
-            }
-            controller.enqueue(part);
-          },
-          async flush() {
+      // A pass-through with pull and cancel, as the fetch wrappers' usageTee:
+      // the stream settles when it ends, when its reader cancels it (an abort,
+      // reader.cancel()) and when the provider's stream fails.
+      const reader = result.stream.getReader();
+      const stream = new ReadableStream({
+        async pull(controller) {
+          let r;
+          try {
+            r = await reader.read();
+          } catch (err) {
             await finish();
-          },
-        }),
-      );
+            controller.error(err);
+            return;
+          }
+          if (r.done) {
+            await finish();
+            controller.close();
+            return;
+          }
+          const part = r.value;
+          if (part && part.type === 'finish') {
+            usage = usageOf(part.usage);
+            await finish(); // before the finish part reaches streamText
+          } else if (part && (part.type === 'text-delta' || part.type === 'reasoning-delta') && typeof part.delta === 'string') {
+            textChars += part.delta.length;
+          }
+          controller.enqueue(part);
+        },
+        async cancel(reason) {
+          await finish();
+          await reader.cancel(reason);
+        },
+      });
       return { ...result, stream };
     },
   };

@@ -124,3 +124,85 @@ test('a file or image part of the prompt (its data) is not counted as text in th
   assert.equal(win(t, 'openai/gpt-4o-mini', 'tokens_per_minute').current, 10);
   t.close();
 });
+
+/** A LanguageModelV3 stream of a few parts that then hangs, as a slow provider's does, erroring with the abort reason when `signal` aborts (as a fetch body does); `cancelled` tells whether it was cancelled. */
+function hangingStream(parts, signal) {
+  const state = { cancelled: false };
+  state.stream = new ReadableStream({
+    start(c) {
+      for (const p of parts) c.enqueue(p);
+      signal?.addEventListener('abort', () => c.error(signal.reason));
+    },
+    cancel() {
+      state.cancelled = true;
+    },
+  });
+  return state;
+}
+
+const STARTED = [
+  { type: 'stream-start', warnings: [] },
+  { type: 'text-start', id: '1' },
+  { type: 'text-delta', id: '1', delta: 'hello ' },
+];
+
+/** A promise of the first onAttempt call, rejected after ms if none comes. */
+function firstAttempt(ms = 5000) {
+  let onAttempt;
+  const seen = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`onAttempt not called within ${ms} ms: the stream never settled`)), ms);
+    onAttempt = (info) => {
+      clearTimeout(timer);
+      resolve(info);
+    };
+  });
+  return { seen, onAttempt };
+}
+
+test('streamText aborted by the consumer settles (onAttempt fires; nothing seen: the estimate stays)', { skip }, async () => {
+  const { MockLanguageModelV3 } = require('ai/test');
+  const name = 'mock/m';
+  const t = tracker({ [name]: { rpm: 10, tpm: 100000 } });
+  const { seen, onAttempt } = firstAttempt();
+  const model = new MockLanguageModelV3({
+    provider: 'mock',
+    modelId: 'm',
+    doStream: async ({ abortSignal }) => ({ stream: hangingStream(STARTED, abortSignal).stream }),
+  });
+  const wrapped = ai.mod.wrapLanguageModel({ model, middleware: ratetrackMiddleware({ tracker: t, onAttempt }) });
+  const ac = new AbortController();
+  const s = ai.mod.streamText({ model: wrapped, prompt: 'x'.repeat(40), maxOutputTokens: 20, abortSignal: ac.signal, onError: () => {} });
+  const reader = s.textStream.getReader();
+  assert.equal((await reader.read()).value, 'hello ');
+  ac.abort();
+  const info = await seen;
+  assert.equal(info.model, name);
+  assert.equal(info.output, undefined);
+  // No usage came: the estimate (10 input + 20 reserved) stays booked, as for a fetch stream cut off.
+  assert.equal(win(t, name, 'tokens_per_minute').current, 30);
+  await reader.cancel().catch(() => {});
+  t.close();
+});
+
+test('a middleware stream cancelled by its reader settles to the text seen when more than reserved, and cancels the provider stream', async () => {
+  const name = 'openai/gpt-4o-mini';
+  const t = tracker({ [name]: { rpm: 10, tpm: 100000 } });
+  const { seen, onAttempt } = firstAttempt();
+  const mw = ratetrackMiddleware({ tracker: t, onAttempt });
+  const long = 'y'.repeat(400); // 100 tokens of text seen, 20 reserved
+  const provider = hangingStream([...STARTED.slice(0, 2), { type: 'text-delta', id: '1', delta: long }]);
+  const result = await mw.wrapStream({
+    params: { maxOutputTokens: 20, prompt: [{ role: 'user', content: [{ type: 'text', text: 'x'.repeat(40) }] }] },
+    model: { provider: 'openai.chat', modelId: 'gpt-4o-mini' },
+    doStream: async () => ({ stream: provider.stream, response: { headers: {} } }),
+  });
+  const reader = result.stream.getReader();
+  for (let i = 0; i < 3; i++) await reader.read();
+  assert.equal(win(t, name, 'tokens_per_minute').current, 30, 'the estimate while it streams');
+  await reader.cancel('the consumer is done');
+  const info = await seen;
+  assert.equal(info.status, 200);
+  assert.equal(provider.cancelled, true);
+  assert.equal(win(t, name, 'tokens_per_minute').current, 10 + 100);
+  t.close();
+});

@@ -10,7 +10,7 @@ headers (OpenAI ``x-ratelimit-*`` with Go-duration resets, Anthropic
 enforces its own limits per model (requests and tokens per fixed window, set
 per test with :meth:`FakeLLM.limit`): past one it answers 429 with
 ``retry-after``. :meth:`FakeLLM.force_429` makes the next requests of a model
-429 whatever the limits.
+429 whatever the limits (with ``retry-after``, or ``retry-after-ms`` alone).
 
 Usage is deterministic and differs from the client's estimate on purpose:
 input = 7 + (characters of the message texts) // 3, output = min(max_tokens,
@@ -116,10 +116,12 @@ class FakeLLM:
         with self.lock:
             self.windows[model] = Window(requests, tokens, seconds)
 
-    def force_429(self, model: str, *retry_after: str) -> None:
-        """The next len(retry_after) requests of ``model`` get a 429 with these."""
+    def force_429(self, model: str, *retry_after: str, ms: bool = False) -> None:
+        """The next len(retry_after) requests of ``model`` get a 429 with these
+        in ``retry-after`` (seconds), or with ``ms`` in ``retry-after-ms``
+        alone (milliseconds, as OpenAI sends it)."""
         with self.lock:
-            self.forced.setdefault(model, []).extend(retry_after)
+            self.forced.setdefault(model, []).extend(("ms:" + r if ms else r) for r in retry_after)
 
     # -- the decision, under the lock ------------------------------------------
     def decide(self, model: str, input_tokens: int, output_tokens: int) -> Tuple[int, Dict[str, str], Optional[str]]:
@@ -220,7 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fake.latency)
         status, headers, retry = fake.decide(model, input_tokens, output_tokens)
         if status == 429:
-            headers["retry-after"] = retry or "1"
+            if retry and retry.startswith("ms:"):
+                headers["retry-after-ms"] = retry[3:]
+            else:
+                headers["retry-after"] = retry or "1"
             if anthropic:
                 error = {"type": "error", "error": {"type": "rate_limit_error", "message": "rate limited"}}
             else:

@@ -10,7 +10,9 @@ a limit is made with a short limiter timeout and checked to raise.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Iterator
+import threading
+from typing import Any, Dict, Iterator, List, Optional
+from uuid import UUID
 
 import pytest
 
@@ -18,7 +20,10 @@ pytest.importorskip("langchain_core")
 langchain_openai = pytest.importorskip("langchain_openai")
 openai = pytest.importorskip("openai")
 
+from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
+
 import ratetrack  # noqa: E402
+from ratetrack.integrations import openai_http_client  # noqa: E402
 from ratetrack.integrations.langchain import (  # noqa: E402
     AsyncRateTrackCallbackHandler,
     RateTrackCallbackHandler,
@@ -51,6 +56,36 @@ def chat(fake: FakeLLM, model: str = MINI, **kw: Any) -> Any:
 
 def current(t: ratetrack.Tracker, model: str, window: str) -> int:
     return int(t.stats()["models"][model][window]["current"])
+
+
+def tracked_chat(fake: FakeLLM, t: ratetrack.Tracker, model: str = MINI, max_retries: int = 0,
+                 timeout: Any = 0, **kw: Any) -> Any:
+    """ChatOpenAI on the tracker's own httpx clients (sync and async): no
+    limiter, no callback."""
+    return langchain_openai.ChatOpenAI(
+        model=model, base_url=fake.url, api_key="sk-test", max_retries=max_retries, max_tokens=64,
+        http_client=openai_http_client(t, timeout=timeout),
+        http_async_client=openai_http_client(t, is_async=True, timeout=timeout), **kw)
+
+
+class Reporting(ratetrack.Tracker):
+    """A second handle on a tracker whose report_limited also sets an event."""
+
+    __slots__ = ()
+    reported = threading.Event()
+
+    @classmethod
+    def over(cls, t: ratetrack.Tracker) -> "Reporting":
+        cls.reported = threading.Event()
+        return cls(t._lib, t._h(), True)  # is_global=True: never closes t's handle
+
+    def report_limited(self, model: str, retry_after: Any = None) -> None:
+        super().report_limited(model, retry_after)
+        Reporting.reported.set()
+
+    async def report_limited_async(self, model: str, retry_after: Any = None) -> None:
+        await super().report_limited_async(model, retry_after)
+        Reporting.reported.set()
 
 
 def test_record_tokens_counts_no_request(library_path: str) -> None:
@@ -90,6 +125,88 @@ def test_limiter_and_callback_keep_within_the_limit(fake: FakeLLM, how: str, lib
             else:
                 llm.invoke("one too many")
         assert fake.received == n
+
+
+@pytest.mark.parametrize("how", ["invoke", "batch", "abatch"])
+def test_chat_openai_on_the_tracker_http_clients_keeps_within_the_limit(fake: FakeLLM, how: str,
+                                                                         library_path: str) -> None:
+    # The one line for OpenAI chat models: ChatOpenAI(http_client=...,
+    # http_async_client=...), no limiter and no callback. N calls at a limit
+    # of N on both sides: 0 server 429s, N requests, the server's token
+    # count; call N+1 is refused by the tracker (timeout 0) without reaching
+    # the server.
+    n = 6
+    fake.limit(MINI, n)
+    with ratetrack.open(config(n)) as t:
+        llm = tracked_chat(fake, t)
+        prompts = [f"question {i}" for i in range(n)]
+        if how == "invoke":
+            answers = [llm.invoke(p) for p in prompts]
+        elif how == "batch":
+            answers = llm.batch(prompts, config={"max_concurrency": 3})
+        else:
+            answers = asyncio.run(llm.abatch(prompts, config={"max_concurrency": 3}))
+        assert len(answers) == n and all(a.usage_metadata for a in answers)
+        assert (fake.admitted, fake.limited) == (n, 0)
+        assert current(t, O_MINI, "requests_per_minute") == n
+        assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
+        with pytest.raises(ratetrack.AcquireTimeout):
+            if how == "abatch":
+                asyncio.run(llm.ainvoke("one too many"))
+            else:
+                llm.invoke("one too many")
+        assert fake.received == n
+
+
+def test_chat_openai_on_the_tracker_http_clients_streams_settle(fake: FakeLLM, library_path: str) -> None:
+    # stream and astream, with and without stream_usage: the transport asks
+    # for the usage chunk when ChatOpenAI does not, and settles to it.
+    with ratetrack.open(config(10)) as t:
+        llm = tracked_chat(fake, t)
+        assert "".join(str(c.content) for c in llm.stream("hello there"))
+        assert fake.bodies[-1]["stream_options"] == {"include_usage": True}
+        assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
+
+        async def astream(chat: Any) -> None:
+            async for _ in chat.astream("hello again"):
+                pass
+
+        asyncio.run(astream(llm))
+        for _ in tracked_chat(fake, t, stream_usage=True).stream("and again"):
+            pass
+        asyncio.run(astream(tracked_chat(fake, t, stream_usage=True)))
+        assert (fake.admitted, fake.limited) == (4, 0)
+        assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
+        assert current(t, O_MINI, "requests_per_minute") == 4
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_chat_openai_429_with_sdk_retries_is_reported(fake: FakeLLM, is_async: bool, library_path: str) -> None:
+    # The openai SDK under ChatOpenAI retries a 429 by itself (max_retries=2):
+    # the limiter and the callback never see it, the transport does. Its
+    # first attempt gets retry-after: 2, which blocks the model for every
+    # caller for ~2 s; the SDK's retry then goes through, and only it books
+    # tokens.
+    fake.limit(MINI, 50)
+    fake.force_429(MINI, "2")
+    with ratetrack.open(config(50)) as t:
+        reporting = Reporting.over(t)
+        llm = tracked_chat(fake, reporting, max_retries=2, timeout=30)
+        result: Dict[str, Any] = {}
+
+        def call() -> None:
+            result["r"] = asyncio.run(llm.ainvoke("hello")) if is_async else llm.invoke("hello")
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        assert Reporting.reported.wait(60)
+        refused = t.try_acquire(O_MINI)
+        assert not refused and 0.5 < refused.retry_after <= 2.1  # ~2 s (a busy machine may lag)
+        assert 500 < t.stats()["provider"][O_MINI]["blocked_for_ms"] <= 2100
+        thread.join(60)
+        assert "r" in result
+        assert (fake.limited, fake.admitted) == (1, 1)
+        assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
 
 
 def test_limiter_non_blocking_and_bad_arguments(library_path: str) -> None:
@@ -143,6 +260,49 @@ def test_picker_falls_back_on_a_429(fake: FakeLLM, library_path: str) -> None:
         assert fake.limited == 1  # gpt-4o was not tried again
         assert current(t, O_GPT, "tokens_per_minute") == 0  # the 429's grant settled to 0
         assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_picker_reads_retry_after_ms(fake: FakeLLM, is_async: bool, library_path: str) -> None:
+    # OpenAI may send retry-after-ms alone: the picker reads it as the
+    # transport does (it read retry-after only, and reported no delay).
+    fake.force_429(GPT, "30000", ms=True)
+    with ratetrack.open(config(10)) as t:
+        picker = RateTrackPicker(models=[(O_GPT, chat(fake, GPT)), (O_MINI, chat(fake, MINI))], tracker=t, timeout=5)
+        answer = asyncio.run(picker.ainvoke("hello")) if is_async else picker.invoke("hello")
+        assert answer.response_metadata["ratetrack_model"] == O_MINI
+        assert fake.limited == 1
+        assert 25 < t.wait_time(O_GPT) <= 30
+
+
+class Runs(BaseCallbackHandler):
+    """Records every chat-model run started: (run_id, parent_run_id, name, tags)."""
+
+    def __init__(self) -> None:
+        self.started: List[tuple] = []
+
+    def on_chat_model_start(self, serialized: Dict[str, Any], messages: Any, *, run_id: UUID,
+                            parent_run_id: Optional[UUID] = None, tags: Optional[List[str]] = None,
+                            **kwargs: Any) -> None:
+        self.started.append((run_id, parent_run_id, (serialized or {}).get("name"), tags or []))
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_picker_runs_the_inner_model_as_a_child_run(fake: FakeLLM, is_async: bool, library_path: str) -> None:
+    # The inner model's run is a child of the picker's (run_manager.get_child(),
+    # as LangChain's own wrappers do), so tracing shows it: it was lost.
+    with ratetrack.open(config(10)) as t:
+        picker = RateTrackPicker(models=[(O_MINI, chat(fake, MINI))], tracker=t)
+        runs = Runs()
+        config_ = {"callbacks": [runs], "tags": ["outer"]}
+        if is_async:
+            asyncio.run(picker.ainvoke("hello", config=config_))
+        else:
+            picker.invoke("hello", config=config_)
+        assert len(runs.started) == 2, runs.started
+        (outer, no_parent, _, _), (inner, parent, name, tags) = runs.started
+        assert no_parent is None and parent == outer and inner != outer
+        assert name == "ChatOpenAI" and "outer" in tags  # the run's inheritable tags too
 
 
 def test_a_stream_without_usage_books_an_estimate(fake: FakeLLM, library_path: str) -> None:

@@ -230,6 +230,74 @@ def test_retry_after_blocks_every_caller(fake: FakeLLM, sdk: str, backend: str, 
             ratetrack.shm_remove(shm)
 
 
+class Failing(ratetrack.Tracker):
+    """A second handle on a tracker whose observe_headers or report_limited
+    (``failing``) raises BackendError, as a Redis backend with
+    on_error=closed does in an outage; the other calls work. The async
+    forms call these."""
+
+    __slots__ = ()
+    failing = ""
+
+    @classmethod
+    def over(cls, t: ratetrack.Tracker, failing: str) -> "Failing":
+        cls.failing = failing
+        return cls(t._lib, t._h(), True)  # is_global=True: never closes t's handle
+
+    def _outage(self, name: str) -> None:
+        if Failing.failing == name:
+            raise ratetrack.BackendError("the backend is down (a test)", ratetrack.errors.RT_E_BACKEND)
+
+    def observe_headers(self, model: str, headers: Any) -> None:
+        self._outage("observe_headers")
+        super().observe_headers(model, headers)
+
+    def report_limited(self, model: str, retry_after: Any = None) -> None:
+        self._outage("report_limited")
+        super().report_limited(model, retry_after)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("failing", ["observe_headers", "report_limited"])
+def test_a_failed_feedback_on_an_error_answer_still_settles(fake: FakeLLM, failing: str, is_async: bool,
+                                                            library_path: str) -> None:
+    # A 429 whose headers or report cannot be fed back (the backend is down):
+    # the error comes out of the SDK call, and the attempt's grant was
+    # settled to 0 tokens first (an error answer uses none), where the
+    # estimate and max_tokens stayed booked.
+    fake.force_429(GPT, "2")
+    with ratetrack.open(limits(10)) as t:
+        tracker = Failing.over(t, failing)
+        with pytest.raises(ratetrack.BackendError):
+            if is_async:
+                client = wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0), tracker)
+                asyncio.run(client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100))
+            else:
+                chat(oai(fake, tracker))
+        assert fake.limited == 1
+        assert window(t, O_GPT, "requests_per_minute")["current"] == 1
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == 0
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_failed_feedback_on_a_success_keeps_the_estimate(fake: FakeLLM, is_async: bool,
+                                                           library_path: str) -> None:
+    # A 200 whose headers cannot be fed back: the error comes out of the SDK
+    # call and the answer is not read, so the estimate stays booked (the
+    # provider served it; its usage is unknown), as for a body closed early.
+    est = estimate_input_tokens({"messages": MESSAGES})
+    with ratetrack.open(limits(10)) as t:
+        tracker = Failing.over(t, "observe_headers")
+        with pytest.raises(ratetrack.BackendError):
+            if is_async:
+                client = wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0), tracker)
+                asyncio.run(client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100))
+            else:
+                chat(oai(fake, tracker))
+        assert fake.admitted == 1
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == est + 100
+
+
 # -- streaming ---------------------------------------------------------------------
 def test_openai_stream_settles_to_real_usage(fake: FakeLLM, library_path: str) -> None:
     # stream=True without stream_options: the transport asks for the usage

@@ -22,6 +22,14 @@ to a model endpoint (OpenAI ``/chat/completions``, ``/completions``,
    (``settle_io``) when the body ends. A body closed before its usage came
    keeps the estimate booked.
 
+When feeding an answer back fails (``observe_headers`` or ``report_limited``
+raises, e.g. a Redis backend with ``on_error=closed`` during an outage), that
+error comes out of the SDK call and the answer is closed unread; the grant
+follows the rules above first: an error status is still settled to 0 tokens
+(a failure of that settle too is suppressed: the first error is the one
+raised, and the estimate then stays booked), while a success keeps its
+estimate, as a body closed before its usage does (the provider served it).
+
 The SDKs retry by themselves (429, 5xx, connection errors): each retry is a
 new attempt through this transport, so it acquires again (waiting, while a
 reported 429 blocks the model, until its retry-after has passed) and the
@@ -34,6 +42,7 @@ classes here are made for whichever module the SDK uses (:func:`classes`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import zlib
@@ -316,16 +325,25 @@ class Policy:
         return model, estimate, output, new_body
 
     def retry_after(self, headers: Any) -> Optional[str]:
-        value = headers.get("retry-after")
-        if value:
-            return str(value)
-        ms = headers.get("retry-after-ms")
-        if ms:
-            try:
-                return f"{float(ms) / 1000.0:.3f}"
-            except ValueError:
-                return None
+        return retry_after_of(headers)
+
+
+def retry_after_of(headers: Any) -> Optional[str]:
+    """The delay a 429's headers ask for, as ``report_limited`` takes it:
+    ``retry-after`` (seconds or an HTTP date) as it is, else OpenAI's
+    ``retry-after-ms`` in seconds; None when neither is there (or readable)."""
+    if headers is None:
         return None
+    value = headers.get("retry-after")
+    if value:
+        return str(value)
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return f"{float(ms) / 1000.0:.3f}"
+        except ValueError:
+            return None
+    return None
 
 
 _ERROR_CLASSES: Dict[Tuple[type, type], type] = {}
@@ -473,16 +491,24 @@ def classes(httpx: Any) -> Tuple[type, type]:
                 tracker.settle_io(grant, 0, 0)  # never reached the provider
                 raise
             # Any other failure: sent, no answer; the provider may have processed it (the estimate stays).
+            failed = response.status_code >= 400
             try:
                 tracker.observe_headers(model, response.headers)
-                if response.status_code >= 400:
-                    if response.status_code == 429:
-                        tracker.report_limited(model, self.policy.retry_after(response.headers))
-                    tracker.settle_io(grant, 0, 0)
-                    return response
+                if response.status_code == 429:
+                    tracker.report_limited(model, self.policy.retry_after(response.headers))
             except BaseException:
+                if failed:  # an error answer uses no tokens, fed back or not
+                    with contextlib.suppress(Exception):  # the feedback's error is the one raised
+                        tracker.settle_io(grant, 0, 0)
                 response.close()
                 raise
+            if failed:
+                try:
+                    tracker.settle_io(grant, 0, 0)
+                except BaseException:
+                    response.close()
+                    raise
+                return response
             reader = UsageReader(
                 response.headers.get("content-type", ""), response.headers.get("content-encoding", ""), decoders
             )
@@ -526,16 +552,24 @@ def classes(httpx: Any) -> Tuple[type, type]:
                 await tracker.settle_io_async(grant, 0, 0)  # never reached the provider
                 raise
             # Any other failure (a cancelled task too): the estimate stays.
+            failed = response.status_code >= 400
             try:
                 await tracker.observe_headers_async(model, response.headers)
-                if response.status_code >= 400:
-                    if response.status_code == 429:
-                        await tracker.report_limited_async(model, self.policy.retry_after(response.headers))
-                    await tracker.settle_io_async(grant, 0, 0)
-                    return response
+                if response.status_code == 429:
+                    await tracker.report_limited_async(model, self.policy.retry_after(response.headers))
             except BaseException:
+                if failed:  # an error answer uses no tokens, fed back or not
+                    with contextlib.suppress(Exception):  # the feedback's error is the one raised
+                        await tracker.settle_io_async(grant, 0, 0)
                 await response.aclose()
                 raise
+            if failed:
+                try:
+                    await tracker.settle_io_async(grant, 0, 0)
+                except BaseException:
+                    await response.aclose()
+                    raise
+                return response
             reader = UsageReader(
                 response.headers.get("content-type", ""), response.headers.get("content-encoding", ""), decoders
             )

@@ -2,14 +2,24 @@
 handler that books the real tokens, and a chat model that picks a model with
 room.
 
-::
+For OpenAI chat models, the tracker's own httpx clients are the one line, and
+the one that sees every HTTP attempt (the openai SDK's retries of a 429
+included, which a limiter and a callback never see)::
 
-    from langchain_openai import ChatOpenAI
+    from ratetrack.integrations import openai_http_client
+
+    llm = ChatOpenAI(model="gpt-4o-mini", http_client=openai_http_client(timeout=30),
+                     http_async_client=openai_http_client(is_async=True, timeout=30))
+
+For chat models whose HTTP client cannot be given, the limiter and the
+callback handler (they see LangChain's calls, not the HTTP attempts
+under them)::
+
     from ratetrack.integrations.langchain import RateTrackRateLimiter, RateTrackCallbackHandler
 
-    llm = ChatOpenAI(model="gpt-4o-mini",
-                     rate_limiter=RateTrackRateLimiter("openai/gpt-4o-mini", timeout=30),
-                     callbacks=[RateTrackCallbackHandler("openai/gpt-4o-mini")])
+    llm = SomeChatModel(model="some-model",
+                        rate_limiter=RateTrackRateLimiter("provider/some-model", timeout=30),
+                        callbacks=[RateTrackCallbackHandler("provider/some-model")])
 
 LangChain's limiter interface passes no token count and no response: the
 limiter counts the request (0 tokens) before the call; the callback adds the
@@ -29,7 +39,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from uuid import UUID
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.callbacks import AsyncCallbackHandler, AsyncCallbackManager, BaseCallbackHandler, CallbackManager
+from langchain_core.callbacks.manager import AsyncRunManager
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
@@ -39,6 +50,7 @@ from pydantic import ConfigDict, Field
 from .. import _checks, global_tracker
 from .._tracker import Grant, Tracker, _delay
 from ..errors import RT_E_INVALID, InvalidArgument
+from ._http import retry_after_of
 
 __all__ = [
     "AsyncRateTrackCallbackHandler",
@@ -260,12 +272,30 @@ def _is_rate_limited(exc: BaseException) -> bool:
 
 
 def _retry_after(exc: BaseException) -> Optional[str]:
+    """The retry-after of a 429 error's response (``retry-after``, else
+    ``retry-after-ms``: the SDK transport's reading)."""
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("retry-after")
-    return str(value) if value else None
+    return retry_after_of(getattr(response, "headers", None))
+
+
+def _child_config(run_manager: Any) -> Dict[str, Any]:
+    """The config of the inner model's call: the picker run's child callbacks,
+    so that the inner run is traced under it. LangChain's wrappers pass
+    ``run_manager.get_child()``; a chat model's run manager (an LLM run's)
+    has no ``get_child``, so the same manager is made here as
+    ``ParentRunManager.get_child`` makes it: the run's inheritable handlers,
+    tags and metadata, with the run as parent."""
+    if run_manager is None:
+        return {}
+    get_child = getattr(run_manager, "get_child", None)
+    if callable(get_child):
+        return {"callbacks": get_child()}
+    cls = AsyncCallbackManager if isinstance(run_manager, AsyncRunManager) else CallbackManager
+    manager = cls(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return {"callbacks": manager}
 
 
 class RateTrackPicker(BaseChatModel):
@@ -273,15 +303,20 @@ class RateTrackPicker(BaseChatModel):
     the first with room now (``Tracker.pick``, which acquires), calls it, and
     settles the grant to the response's ``usage_metadata``. A 429 from the
     model chosen (``RateLimitError``, or any error with ``status_code`` 429)
-    is reported to the tracker with its ``retry-after`` (the model is skipped
-    until then) and the call goes to the next model with room. When none has
+    is reported to the tracker with its ``retry-after`` (or
+    ``retry-after-ms``; the model is skipped until then) and the call goes to the next model with room. When none has
     room it waits (``timeout`` seconds at most, then
     ``ratetrack.AcquireTimeout``). Give the inner models ``max_retries=0``
     so that a 429 falls back at once instead of being retried by the SDK.
 
     ``models``: ``[("openai/gpt-4o-mini", ChatOpenAI(...)), ("anthropic/...",
     ChatAnthropic(...))]``. The chosen model's name is in the answer's
-    ``response_metadata["ratetrack_model"]``."""
+    ``response_metadata["ratetrack_model"]``. The inner model's call is a
+    child run of the picker's (its callbacks are the picker run's children,
+    as in LangChain's own wrappers), so tracing shows it; a
+    :class:`RateTrackCallbackHandler` given to the picker's call would
+    therefore book the inner runs' tokens again: the picker books them
+    itself."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -330,7 +365,7 @@ class RateTrackPicker(BaseChatModel):
             grant: Grant = pick.grant  # type: ignore[assignment]
             chat = self.models[pick.index][1]
             try:
-                message = chat.invoke(messages, stop=stop, **kwargs)
+                message = chat.invoke(messages, _child_config(run_manager), stop=stop, **kwargs)
             except Exception as exc:
                 tracker.settle_io(grant, 0, 0)
                 if _is_rate_limited(exc):
@@ -354,7 +389,7 @@ class RateTrackPicker(BaseChatModel):
             grant: Grant = pick.grant  # type: ignore[assignment]
             chat = self.models[pick.index][1]
             try:
-                message = await chat.ainvoke(messages, stop=stop, **kwargs)
+                message = await chat.ainvoke(messages, _child_config(run_manager), stop=stop, **kwargs)
             except Exception as exc:
                 await tracker.settle_io_async(grant, 0, 0)
                 if _is_rate_limited(exc):

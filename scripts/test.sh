@@ -69,8 +69,9 @@ binding() {  # binding LANG
   RATETRACK_LIBRARY="$lib" "bindings/$1/run-tests.sh"
 }
 
-# The release packages, and every README install command run verbatim by a
-# newcomer in a fresh directory (tests/newcomer.sh). The .deb is installed for
+# The release packages, and every README install command and first program
+# run verbatim by a newcomer in a fresh directory (tests/newcomer.sh), the
+# SDK programs of the bindings' READMEs too. The .deb is installed for
 # the newcomers (the system loader finds the library with no variable set),
 # and removed afterwards unless it was installed before.
 packages_suite() {
@@ -86,6 +87,11 @@ packages_suite() {
   NEWCOMER_GO=$(bindings/go/install-min-toolchain.sh) tests/newcomer.sh go || rc=1
   NEWCOMER_CARGO=$(bindings/rust/install-min-toolchain.sh) tests/newcomer.sh rust || rc=1
   NEWCOMER_NODE_BIN=$(bindings/node/install-min-toolchain.sh) tests/newcomer.sh node || rc=1
+  # ... and the first SDK programs of the bindings' READMEs: the SDKs from
+  # the registries at the tested versions, against a local fake of the API
+  for l in python-openai python-langchain node-openai node-ai go-openai; do
+    tests/newcomer.sh "$l" "bindings/${l%%-*}/README.md" || rc=1
+  done
   [ $had_deb = 1 ] || dpkg -r libratetrack > /dev/null 2>&1 || true
   return $rc
 }

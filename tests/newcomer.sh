@@ -18,6 +18,13 @@
 #                                         without one uses LANG's)
 #   <!-- newcomer:LANG:run -->            a sh block: builds and runs it
 # A program passes when it exits 0 and prints a line starting "newcomer ok".
+# A run marker with the word fake-llm (<!-- newcomer:LANG:run fake-llm -->)
+# is for a program that calls an LLM API through its SDK: it runs against a
+# local fake of the OpenAI and Anthropic APIs (bindings/python/tests/fake_llm.py,
+# the binding tests' own), not the internet, and the clean environment gets
+# only the variables the SDKs read: OPENAI_BASE_URL and OPENAI_API_KEY,
+# ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY. Such a program also fails when
+# no request of it reached the fake.
 # NEWCOMER_PYTHON picks the python the venv is made with (default python3);
 # NEWCOMER_GO / NEWCOMER_CARGO a go / cargo binary (below); NEWCOMER_NODE_BIN
 # a directory with node and npm;
@@ -47,12 +54,19 @@ program_key="$lang:program"
 program_file=$(marker_arg "$program_key")
 program=$(block "$program_key")
 run_cmd=$(block "$lang:run")
+fake_llm=0
+[ "$(marker_arg "$lang:run")" != fake-llm ] || fake_llm=1
 for part in install_cmd program_file program run_cmd; do
   [ -n "${!part}" ] || { echo "newcomer $lang: README has no '$part' for $lang"; exit 1; }
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/newcomer-$lang.XXXXXX")
-[ "${NEWCOMER_KEEP:-0}" = 1 ] || trap 'rm -rf "$work"' EXIT
+fake_pid=
+cleanup() {
+  [ -z "$fake_pid" ] || { kill "$fake_pid" 2>/dev/null; wait "$fake_pid" 2>/dev/null; } || true
+  [ "${NEWCOMER_KEEP:-0}" = 1 ] || rm -rf "$work"
+}
+trap cleanup EXIT
 mkdir -p "$work/home" "$work/app"
 # The toolchains as installed on this machine; nothing of this project's.
 path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -111,7 +125,31 @@ esac
 run install "${install_cmd//\/path\/to\/libratetrack/$root}"
 mkdir -p "$work/app/$(dirname "$program_file")"
 printf '%s\n' "$program" > "$work/app/$program_file"
+if [ $fake_llm = 1 ]; then  # the fake API, on a free loopback port
+  python3 "$root/bindings/python/tests/fake_llm.py" > "$work/fake-llm.log" 2>&1 &
+  fake_pid=$!
+  for _ in $(seq 300); do  # 30 s at most (a loaded machine)
+    url=$(head -1 "$work/fake-llm.log")
+    [[ $url == http://* ]] && break
+    kill -0 "$fake_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ $url == http://* ]] || { cat "$work/fake-llm.log"; echo "newcomer $lang: the fake API did not start"; exit 1; }
+  echo "--- the fake API at $url"
+  clean_env+=("OPENAI_BASE_URL=$url" OPENAI_API_KEY=sk-newcomer-fake
+              "ANTHROPIC_BASE_URL=${url%/v1}" ANTHROPIC_API_KEY=sk-ant-newcomer-fake)
+fi
 run program "${run_cmd//\/path\/to\/libratetrack/$root}"
+if [ $fake_llm = 1 ]; then  # what it served, printed as it stops
+  kill "$fake_pid"; wait "$fake_pid" || true; fake_pid=
+  served=$(grep '^fake_llm: ' "$work/fake-llm.log" || true)
+  echo "    ${served:-the fake API said nothing}"
+  [[ $served == "fake_llm: "[1-9]* ]] || {
+    cat "$work/program.log"
+    echo "newcomer $lang: no request of the program reached the fake API"
+    exit 1
+  }
+fi
 grep "^newcomer ok" "$work/program.log" || {
   cat "$work/program.log"
   echo "newcomer $lang: the program did not print 'newcomer ok'"

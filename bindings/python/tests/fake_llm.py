@@ -15,6 +15,10 @@ per test with :meth:`FakeLLM.limit`): past one it answers 429 with
 Usage is deterministic and differs from the client's estimate on purpose:
 input = 7 + (characters of the message texts) // 3, output = min(max_tokens,
 12) (12 without max_tokens).
+
+Run as a program (``python3 fake_llm.py``, as tests/newcomer.sh does for the
+READMEs' SDK programs) it serves with no limits until SIGTERM: it prints its
+URL first, then on exit one line of what it served.
 """
 
 from __future__ import annotations
@@ -321,3 +325,21 @@ class _Handler(BaseHTTPRequestHandler):
         event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                                 "usage": {"output_tokens": output_tokens}})
         event("message_stop", {"type": "message_stop"})
+
+
+def main() -> None:
+    import signal
+    import sys
+
+    fake = FakeLLM()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(fake.url, flush=True)
+    try:
+        fake.server.serve_forever()
+    finally:
+        print(f"fake_llm: {fake.received} requests, {fake.admitted} answered 200, "
+              f"{fake.input} input and {fake.output} output tokens", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -378,6 +378,60 @@ def test_model_name_mapping_and_passthrough(fake: FakeLLM, library_path: str) ->
         assert set(t.stats()["models"]) == {"azure/mini", "fn/" + GPT}
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_environment_proxies_are_kept(fake: FakeLLM, sdk: str, is_async: bool, monkeypatch: pytest.MonkeyPatch,
+                                      library_path: str) -> None:
+    # The wrapped client sends where the SDK's own client would: through the
+    # proxy HTTP_PROXY names (a second fake answers as the proxy: it reads the
+    # absolute URL of the request line), directly for a host in NO_PROXY. The
+    # wrap's httpx client used to be made with a transport, and httpx then
+    # ignores the environment's proxies: a user behind one was sent around it.
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    proxy = FakeLLM().start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        with ratetrack.open(limits(5)) as t:
+            model = O_GPT if sdk == "openai" else A_CLAUDE
+
+            def call(wrapped: bool = True) -> None:
+                if sdk == "openai":
+                    cls, wrap, url = openai.AsyncOpenAI if is_async else openai.OpenAI, wrap_openai, fake.url
+                else:
+                    cls, wrap, url = (anthropic.AsyncAnthropic if is_async else anthropic.Anthropic,
+                                      wrap_anthropic, fake.url[: -len("/v1")])
+                client = cls(base_url=url, api_key="sk-test", max_retries=0)
+                client = wrap(client, t) if wrapped else client
+                create = client.chat.completions.create if sdk == "openai" else client.messages.create
+                ask = (dict(model=GPT, messages=MESSAGES, max_tokens=100) if sdk == "openai" else
+                       dict(model=CLAUDE, messages=MESSAGES, max_tokens=100))
+                if is_async:
+                    async def run() -> None:
+                        await create(**ask)
+                        await client.close()
+                    asyncio.run(run())
+                else:
+                    create(**ask)
+
+            call(wrapped=False)  # the SDK's own client
+            assert (proxy.received, fake.received) == (1, 0)
+            unwrapped = proxy.tokens
+            call()
+            assert (proxy.received, fake.received) == (2, 0)
+            assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens - unwrapped  # booked all the same
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            call()
+            assert (proxy.received, fake.received) == (2, 1)
+            assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens - unwrapped + fake.tokens
+    finally:
+        proxy.stop()
+
+
 def test_bad_arguments_are_refused(library_path: str) -> None:
     with ratetrack.open(limits(1)) as t:
         c = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="k")

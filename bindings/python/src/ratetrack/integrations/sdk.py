@@ -9,7 +9,8 @@
     claude = wrap_anthropic(anthropic.AsyncAnthropic(), timeout=30)
 
 The client returned is ``client.with_options(http_client=...)``: the same
-client, with an httpx client whose transport wraps the SDK's default one (see
+client, with an httpx client made as the SDK makes its own (the environment's
+proxies included) whose transports are wrapped (see
 :mod:`ratetrack.integrations._http` for what it does on every attempt). The
 SDKs are imported only here, when a wrap function is called: ``pip install
 ratetrack[openai]`` / ``ratetrack[anthropic]``.
@@ -90,10 +91,22 @@ def rate_limited_transport(
 
 
 def _http_client(sdk_name: str, is_async: bool, tracker: Optional[Tracker], **options: Any) -> Any:
+    """The SDK's default httpx client, as the SDK would make it (its
+    connection limits, and the proxies of the environment: ``HTTP_PROXY``,
+    ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``), with the rate-limited
+    transport around each transport it sends through: the direct one and one
+    per proxy. (Given ``transport=``, httpx ignores the environment's
+    proxies: the requests of a user behind one went around it.)"""
     sdk = _sdk(sdk_name)
-    transport = rate_limited_transport(sdk_name, tracker, is_async=is_async, **options)
     factory = sdk.DefaultAsyncHttpxClient if is_async else sdk.DefaultHttpxClient
-    return factory(transport=transport)
+    client = factory()
+    transport = rate_limited_transport(sdk_name, tracker, is_async=is_async, inner=client._transport, **options)
+    wrap = type(transport)
+    client._transport = transport
+    client._mounts = {
+        pattern: None if inner is None else wrap(inner, transport.policy) for pattern, inner in client._mounts.items()
+    }
+    return client
 
 
 def openai_http_client(tracker: Optional[Tracker] = None, *, is_async: bool = False, **options: Any) -> Any:

@@ -14,21 +14,8 @@ trap cleanup EXIT
 unset RATETRACK_BACKEND RATETRACK_TIER RATETRACK_CONFIG
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# A free port below the ephemeral range (32768-60999 on Linux), where client
-# sockets of tests running alongside take theirs; bind-and-retry all the same.
-for attempt in 1 2 3 4 5; do
-  port=$((20000 + (RANDOM * 7 + $$) % 12000))
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$tmp" > "$tmp/redis.log" 2>&1 &
-  redis=$!
-  for i in $(seq 50); do
-    grep -q "Ready to accept connections" "$tmp/redis.log" && break
-    kill -0 "$redis" 2> /dev/null || break
-    sleep 0.1
-  done
-  grep -q "Ready to accept connections" "$tmp/redis.log" && break
-  kill -KILL "$redis" 2> /dev/null || true; wait "$redis" 2> /dev/null || true; redis=""
-done
-[ -n "$redis" ] || { cat "$tmp/redis.log"; fail "redis-server did not start in 5 attempts"; }
+. "$(dirname "$0")/redis_server.sh"
+start_redis_server "$tmp" --port "{port}"
 
 # 5 s: the default 50 ms is for production; on a loaded machine a call may
 # take longer, and one that timed out is on_error's to decide (a settle of a

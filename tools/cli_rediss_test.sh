@@ -30,22 +30,9 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
     -days 2 -extfile server.ext; } > openssl.log 2>&1) || { cat "$tmp/openssl.log"; fail "openssl"; }
 
-# A free port below the ephemeral range; bind-and-retry all the same.
-for attempt in 1 2 3 4 5; do
-  port=$((20000 + (RANDOM * 7 + $$) % 12000))
-  redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 --tls-cert-file "$tmp/server.pem" \
-    --tls-key-file "$tmp/server.key" --tls-ca-cert-file "$tmp/ca.pem" --tls-auth-clients no \
-    --save '' --appendonly no --dir "$tmp" > "$tmp/redis.log" 2>&1 &
-  redis=$!
-  for i in $(seq 50); do
-    grep -qs "Ready to accept connections" "$tmp/redis.log" && break
-    kill -0 "$redis" 2> /dev/null || break
-    sleep 0.1
-  done
-  grep -qs "Ready to accept connections" "$tmp/redis.log" && break
-  kill -KILL "$redis" 2> /dev/null || true; wait "$redis" 2> /dev/null || true; redis=""
-done
-[ -n "$redis" ] || { cat "$tmp/redis.log"; fail "redis-server did not start in 5 attempts"; }
+. "$(dirname "$0")/redis_server.sh"
+start_redis_server "$tmp" --port 0 --tls-port "{port}" --tls-cert-file "$tmp/server.pem" \
+  --tls-key-file "$tmp/server.key" --tls-ca-cert-file "$tmp/ca.pem" --tls-auth-clients no
 
 url="rediss://127.0.0.1:$port/0?prefix=cli$$&timeout_ms=5000&on_error=closed&tls_ca_file=$tmp/ca.pem"
 echo '{"limits": {"acme/tiny": {"rpm": 2}}}' > "$tmp/config.json"

@@ -344,6 +344,41 @@ def test_async_streams_settle(fake: FakeLLM, library_path: str) -> None:
         assert total == fake.tokens
 
 
+@pytest.mark.parametrize("is_async", [False, True])
+def test_openai_responses_api_settles_to_real_usage(fake: FakeLLM, is_async: bool, library_path: str) -> None:
+    # client.responses.create (POST /v1/responses), plain and stream=True (the
+    # usage in the response.completed event), and responses.stream(): each
+    # settles to the usage of its answer; no stream_options is added there.
+    prompt = MESSAGES[0]["content"]
+    with ratetrack.open(limits(10)) as t:
+        cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+        client = wrap_openai(cls(base_url=fake.url, api_key="sk-test", max_retries=0), t)
+
+        def sync_calls() -> Any:
+            plain = client.responses.create(model=GPT, input=prompt, max_output_tokens=50)
+            events = list(client.responses.create(model=GPT, input=MESSAGES, max_output_tokens=50, stream=True))
+            with client.responses.stream(model=GPT, input=prompt) as helper:
+                return plain, events, helper.get_final_response()
+
+        async def async_calls() -> Any:
+            plain = await client.responses.create(model=GPT, input=prompt, max_output_tokens=50)
+            stream = await client.responses.create(model=GPT, input=MESSAGES, max_output_tokens=50, stream=True)
+            events = [event async for event in stream]
+            async with client.responses.stream(model=GPT, input=prompt) as helper:
+                return plain, events, await helper.get_final_response()
+
+        plain, events, final = asyncio.run(async_calls()) if is_async else sync_calls()
+        assert "ok" in plain.output_text
+        assert events[-1].type == "response.completed"
+        completed = events[-1].response.usage
+        assert completed.total_tokens == completed.input_tokens + completed.output_tokens
+        assert final.usage.output_tokens == 12
+        assert fake.received == 3 and all("stream_options" not in b for b in fake.bodies)
+        tokens = plain.usage.total_tokens + completed.total_tokens + final.usage.total_tokens
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == fake.tokens == tokens
+        assert window(t, O_GPT, "requests_per_minute")["current"] == 3
+
+
 # -- details ---------------------------------------------------------------------------
 def test_estimate_and_reservation_before_the_answer(fake: FakeLLM, library_path: str) -> None:
     # While the request is in flight the tracker holds estimate + max_tokens;

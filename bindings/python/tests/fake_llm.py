@@ -100,6 +100,7 @@ class FakeLLM:
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: List[Dict[str, Any]] = []
+        self.request_headers: List[Dict[str, str]] = []  # of every POST, names lower-cased
         self.attempt_times: List[Tuple[float, int]] = []  # (monotonic, status)
         self.gzip = False  # JSON answers gzip-encoded when the client accepts it
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -216,6 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         with fake.lock:
             fake.bodies.append(body)
+            fake.request_headers.append({k.lower(): v for k, v in self.headers.items()})
         path = self.path.rstrip("/")
         anthropic = path.endswith("/messages")
         responses = path.endswith("/responses")

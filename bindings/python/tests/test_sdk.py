@@ -10,6 +10,7 @@ Python 3.11 (httpx2): older Pythons skip this module.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import threading
 import uuid
@@ -465,6 +466,97 @@ def test_environment_proxies_are_kept(fake: FakeLLM, sdk: str, is_async: bool, m
             assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens - unwrapped + fake.tokens
     finally:
         proxy.stop()
+
+
+def user_client(sdk: str, is_async: bool, url: str, http_client: Any) -> Any:
+    if sdk == "openai":
+        cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+    else:
+        cls, url = anthropic.AsyncAnthropic if is_async else anthropic.Anthropic, url[: -len("/v1")]
+    return cls(base_url=url, api_key="sk-test", max_retries=0, http_client=http_client)
+
+
+def ask_once(client: Any, sdk: str, loop: Any = None) -> None:
+    """One call; an async client's on ``loop`` (one loop for all the calls of
+    an httpx client: its connections belong to the loop they were made on)."""
+    create = client.chat.completions.create if sdk == "openai" else client.messages.create
+    ask = dict(model=GPT if sdk == "openai" else CLAUDE, messages=MESSAGES, max_tokens=100)
+    if loop is not None:
+        loop.run_until_complete(create(**ask))
+    else:
+        create(**ask)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_the_users_http_client_is_kept_and_wrapped_in_place(fake: FakeLLM, sdk: str, is_async: bool,
+                                                            monkeypatch: pytest.MonkeyPatch, library_path: str) -> None:
+    # A client made with http_client=DefaultHttpxClient(proxy=..., headers=...)
+    # keeps its httpx client, so its proxy and headers (the wrap used to put a
+    # new default client in its place: the request went around the proxy,
+    # without the header); wrapped twice (the wrapped client again, and the
+    # original), each attempt is still booked once; and it is rate limited.
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    proxy = FakeLLM().start()
+    try:
+        module = openai if sdk == "openai" else anthropic
+        factory = module.DefaultAsyncHttpxClient if is_async else module.DefaultHttpxClient
+        http = factory(proxy=f"http://127.0.0.1:{proxy.port}", headers={"x-user-header": "kept"})
+        wrap = wrap_openai if sdk == "openai" else wrap_anthropic
+        model = O_GPT if sdk == "openai" else A_CLAUDE
+        loop = asyncio.new_event_loop() if is_async else None
+        with ratetrack.open(limits(2)) as t:
+            client = user_client(sdk, is_async, fake.url, http)
+            wrapped = wrap(wrap(client, t, timeout=0), t, timeout=0)
+            wrap(client, t, timeout=0)
+            ask_once(wrapped, sdk, loop)
+            assert (proxy.received, fake.received) == (1, 0)
+            assert proxy.request_headers[0]["x-user-header"] == "kept"
+            assert wrapped._client is http and client._client is http  # wrapped in place
+            assert window(t, model, "requests_per_minute")["current"] == 1  # booked once
+            assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens
+            ask_once(client, sdk, loop)  # the same httpx client: rate-limited too
+            assert window(t, model, "requests_per_minute")["current"] == 2
+            with pytest.raises(ratetrack.AcquireTimeout):  # past the limit: refused, never sent
+                ask_once(wrapped, sdk, loop)
+            assert proxy.received == 2
+            assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens
+            if loop is not None:
+                loop.run_until_complete(http.aclose())
+            else:
+                http.close()
+    finally:
+        if loop is not None:
+            loop.close()
+        proxy.stop()
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_the_users_own_transport_is_kept(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # A plain httpx client with a transport of the user's (here one counting
+    # the requests it sends): the wrap sends through it, and settles to the
+    # usage; a request to another endpoint passes through untracked.
+    module = openai if sdk == "openai" else anthropic
+    httpx = importlib.import_module(type(module.DefaultHttpxClient()).__mro__[1].__module__.split(".")[0])
+    sent = []
+
+    class Counting(httpx.HTTPTransport):  # type: ignore[name-defined, misc]
+        def handle_request(self, request: Any) -> Any:
+            sent.append(request.url.path)
+            return super().handle_request(request)
+
+    http = httpx.Client(transport=Counting())
+    model = O_GPT if sdk == "openai" else A_CLAUDE
+    with ratetrack.open(limits(5)) as t:
+        wrapped = (wrap_openai if sdk == "openai" else wrap_anthropic)(user_client(sdk, False, fake.url, http), t)
+        ask_once(wrapped, sdk)
+        assert len(sent) == fake.received == 1
+        assert window(t, model, "tokens_per_minute")["current"] == fake.tokens
+        http.get(fake.url + "/models")  # not a model endpoint: untracked (the fake answers 501)
+        assert len(sent) == 2
+        assert window(t, model, "requests_per_minute")["current"] == 1
 
 
 def test_bad_arguments_are_refused(library_path: str) -> None:

@@ -10,10 +10,10 @@
  *
  *   const { generateText, wrapLanguageModel } = require('ai');
  *   const { ratetrackMiddleware } = require('ratetrack/ai');
- *   const model = wrapLanguageModel({ model: openai.chat('gpt-4o-mini'), middleware: ratetrackMiddleware() });
+ *   const model = wrapLanguageModel({ model: openai('gpt-4o-mini'), middleware: ratetrackMiddleware() });
  *
  * The model is named "<provider>/<modelId>", the provider being the AI SDK's
- * provider id up to its first dot ("openai.chat" -> "openai"); options.model
+ * provider id up to its first dot ("openai.responses", "openai.chat" -> "openai"); options.model
  * (a string, or (modelId, model) => name) overrides it.
  */
 const {

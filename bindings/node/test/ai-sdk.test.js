@@ -1,6 +1,7 @@
 'use strict';
 // ratetrack/ai: the Vercel AI SDK middleware with the real `ai` package and
-// the @ai-sdk/openai (chat) and @ai-sdk/anthropic providers under it (pinned
+// the @ai-sdk/openai (its default model, on the Responses API, and .chat) and
+// @ai-sdk/anthropic providers under it (pinned
 // in devDependencies), against the fake server of helpers/fake-llm-server.js.
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -16,7 +17,16 @@ const PROMPT = 'Tell me something about rate limits, please, in a few short word
 
 const PROVIDERS = [
   {
+    // openai('gpt-4o-mini'), the provider's default: POST /v1/responses
     name: 'openai/gpt-4o-mini',
+    label: "openai('gpt-4o-mini') (Responses API)",
+    path: '/v1/responses',
+    model: (server) => aiOpenai.mod.createOpenAI({ apiKey: 'test', baseURL: `${server.url}/v1` })('gpt-4o-mini'),
+  },
+  {
+    name: 'openai/gpt-4o-mini',
+    label: "openai.chat('gpt-4o-mini')",
+    path: '/v1/chat/completions',
     model: (server) => aiOpenai.mod.createOpenAI({ apiKey: 'test', baseURL: `${server.url}/v1` }).chat('gpt-4o-mini'),
   },
   {
@@ -26,7 +36,7 @@ const PROVIDERS = [
 ];
 
 for (const p of PROVIDERS) {
-  test(`${p.name}: generateText and streamText through the middleware settle the real usage`, { skip }, async () => {
+  test(`${p.label ?? p.name}: generateText and streamText through the middleware settle the real usage`, { skip }, async () => {
     await withServer({ rpm: 50 }, async (server) => {
       const t = tracker({ [p.name]: { rpm: 100, tpm: 100000 } });
       const model = ai.mod.wrapLanguageModel({ model: p.model(server), middleware: ratetrackMiddleware({ tracker: t }) });
@@ -41,13 +51,14 @@ for (const p of PROVIDERS) {
       assert.equal(win(t, p.name, 'tokens_per_minute').current, server.tokens);
       assert.equal(server.tokens, 2 * 33);
       assert.equal(win(t, p.name, 'requests_per_minute').current, 2);
+      if (p.path) assert.deepEqual(server.paths, [p.path, p.path]);
       // The response headers were observed.
       assert.equal(t.stats().provider[p.name].requests.limit, 50);
       t.close();
     });
   });
 
-  test(`${p.name}: concurrent generateText and streamText keep within equal limits (0 server 429s)`, { skip }, async () => {
+  test(`${p.label ?? p.name}: concurrent generateText and streamText keep within equal limits (0 server 429s)`, { skip }, async () => {
     await withServer({ rpm: 4 }, async (server) => {
       const t = tracker({ [p.name]: { rpm: 4 } });
       const model = ai.mod.wrapLanguageModel({ model: p.model(server), middleware: ratetrackMiddleware({ tracker: t, timeoutMs: 0 }) });
@@ -80,7 +91,7 @@ for (const p of PROVIDERS) {
   });
 }
 
-test('a 429 through the AI SDK (its own retries on) is reported and blocks the model', { skip }, async () => {
+for (const p of PROVIDERS.slice(0, 2)) test(`${p.label}: a 429 through the AI SDK (its own retries on) is reported and blocks the model`, { skip }, async () => {
   await withServer({ rpm: 1, windowMs: 2000, retryAfter: 2, headers: 'none' }, async (server) => {
     const name = 'openai/gpt-4o-mini';
     const t = tracker({ [name]: { rpm: 100 } });
@@ -90,7 +101,7 @@ test('a 429 through the AI SDK (its own retries on) is reported and blocks the m
       if (info.status === 429) seen.push({ wait: t.waitTime(name), ok: t.tryAcquire(name).ok });
     };
     const middleware = ratetrackMiddleware({ tracker: t, onAttempt });
-    const model = ai.mod.wrapLanguageModel({ model: PROVIDERS[0].model(server), middleware });
+    const model = ai.mod.wrapLanguageModel({ model: p.model(server), middleware });
     await ai.mod.generateText({ model, prompt: PROMPT, maxOutputTokens: 20 });
     const g = await ai.mod.generateText({ model, prompt: PROMPT, maxOutputTokens: 20, maxRetries: 2 });
     assert.equal(g.usage.outputTokens, 7);
@@ -100,6 +111,7 @@ test('a 429 through the AI SDK (its own retries on) is reported and blocks the m
     assert.equal(seen[0].ok, false);
     assert.equal(win(t, name, 'requests_per_minute').current, 3);
     assert.equal(win(t, name, 'tokens_per_minute').current, server.tokens);
+    assert.deepEqual(new Set(server.paths), new Set([p.path]));
     t.close();
   });
 });

@@ -184,6 +184,38 @@ test('streaming: include_usage is added and the grant settles to the real usage'
   });
 });
 
+test('the Responses API (client.responses.create, plain and streaming) settles to its usage', { skip }, async () => {
+  await withServer({ rpm: 50 }, async (server) => {
+    const t = tracker({ [NAME]: { rpm: 100, tpm: 100000 } });
+    const c = client(server, t);
+    const r = await c.responses.create({ model: MODEL, input: PROMPT, max_output_tokens: 20 });
+    assert.match(r.output_text, /ok/);
+    assert.deepEqual([r.usage.input_tokens, r.usage.output_tokens], [26, 7]);
+    assert.equal(win(t, NAME, 'tokens_per_minute').current, 33, 'settled to 26 + 7 from the estimate + 20 reserved');
+    // stream: true: the usage comes in the response.completed event (no stream_options to add).
+    const stream = await c.responses.create({ model: MODEL, input: [{ role: 'user', content: PROMPT }], max_output_tokens: 20, stream: true });
+    let text = '';
+    let completed;
+    for await (const ev of stream) {
+      if (ev.type === 'response.output_text.delta') text += ev.delta;
+      if (ev.type === 'response.completed') completed = ev.response;
+    }
+    assert.match(text, /ok/);
+    assert.equal(completed.usage.total_tokens, 33);
+    assert.equal(server.bodies[1].stream_options, undefined);
+    // The SDK's responses.stream() helper, on the same endpoint.
+    const helper = c.responses.stream({ model: MODEL, input: PROMPT, max_output_tokens: 20 });
+    const final = await helper.finalResponse();
+    assert.equal(final.usage.output_tokens, 7);
+    assert.deepEqual(server.paths, ['/v1/responses', '/v1/responses', '/v1/responses']);
+    assert.equal(server.tokens, 3 * 33);
+    assert.equal(win(t, NAME, 'tokens_per_minute').current, server.tokens);
+    assert.equal(win(t, NAME, 'requests_per_minute').current, 3);
+    assert.equal(t.stats().provider[NAME].requests.limit, 50);
+    t.close();
+  });
+});
+
 test('withRatetrack(client) wraps a constructed client; headers of every attempt are observed', { skip }, async () => {
   await withServer({ rpm: 50, tpm: 10000 }, async (server) => {
     const t = tracker({ [NAME]: { rpm: 100, tpm: 100000 } });

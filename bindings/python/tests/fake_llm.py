@@ -2,7 +2,10 @@
 
 A stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (a free port) that speaks
 ``POST /v1/chat/completions`` (plain JSON, or SSE with ``stream: true``, with a
-last usage chunk when ``stream_options.include_usage`` is set) and ``POST
+last usage chunk when ``stream_options.include_usage`` is set), ``POST
+/v1/responses`` (OpenAI's Responses API: a ``response`` object, or with
+``stream: true`` the typed SSE events response.created ... response.completed,
+the last carrying the response with its ``usage``) and ``POST
 /v1/messages`` (plain, or SSE events message_start / content_block_* /
 message_delta / message_stop). Every answer carries the real rate-limit
 headers (OpenAI ``x-ratelimit-*`` with Go-duration resets, Anthropic
@@ -14,7 +17,8 @@ per test with :meth:`FakeLLM.limit`): past one it answers 429 with
 
 Usage is deterministic and differs from the client's estimate on purpose:
 input = 7 + (characters of the message texts) // 3, output = min(max_tokens,
-12) (12 without max_tokens).
+12) (12 without max_tokens; the Responses API: of ``input`` and
+``instructions``, and max_output_tokens).
 
 Run as a program (``python3 fake_llm.py``, as tests/newcomer.sh does for the
 READMEs' SDK programs) it serves with no limits until SIGTERM: it prints its
@@ -96,6 +100,7 @@ class FakeLLM:
         self.in_flight = 0
         self.max_in_flight = 0
         self.bodies: List[Dict[str, Any]] = []
+        self.request_headers: List[Dict[str, str]] = []  # of every POST, names lower-cased
         self.attempt_times: List[Tuple[float, int]] = []  # (monotonic, status)
         self.gzip = False  # JSON answers gzip-encoded when the client accepts it
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -212,15 +217,21 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         with fake.lock:
             fake.bodies.append(body)
+            fake.request_headers.append({k.lower(): v for k, v in self.headers.items()})
         path = self.path.rstrip("/")
         anthropic = path.endswith("/messages")
-        if not anthropic and not path.endswith("/chat/completions"):
+        responses = path.endswith("/responses")
+        if not anthropic and not responses and not path.endswith("/chat/completions"):
             self._json(404, {"error": {"message": "not found"}}, {})
             return
         model = body.get("model", "")
-        chars = text_chars(body.get("messages", [])) + text_chars(body.get("system", ""))
+        if responses:
+            chars = text_chars(body.get("input", "")) + text_chars(body.get("instructions") or "")
+        else:
+            chars = text_chars(body.get("messages", [])) + text_chars(body.get("system", ""))
         input_tokens = 7 + chars // 3
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or OUTPUT_TOKENS
+        max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+                      or OUTPUT_TOKENS)
         output_tokens = min(int(max_tokens), OUTPUT_TOKENS)
         if fake.latency:
             time.sleep(fake.latency)
@@ -248,6 +259,12 @@ class _Handler(BaseHTTPRequestHandler):
                     "stop_reason": "end_turn", "stop_sequence": None,
                     "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
                 }, headers)
+            return
+        if responses:
+            if stream:
+                self._responses_stream(body, input_tokens, output_tokens, text, headers)
+            else:
+                self._json(200, response_object(body, input_tokens, output_tokens, text), headers)
             return
         usage = {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
                  "total_tokens": input_tokens + output_tokens}
@@ -304,6 +321,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
+    def _responses_stream(self, body: Dict[str, Any], input_tokens: int, output_tokens: int, text: str,
+                          headers: Dict[str, str]) -> None:
+        # The Responses API's streaming events, as OpenAI sends them: "event:"
+        # lines with the type, a sequence_number each, no [DONE].
+        self._sse_start(headers)
+        done = response_object(body, input_tokens, output_tokens, text)
+        start = dict(done, status="in_progress", output=[], usage=None)
+        item = done["output"][0]
+        part = item["content"][0]
+        sequence = [0]
+
+        def event(name: str, data: Dict[str, Any]) -> None:
+            data = dict(type=name, sequence_number=sequence[0], **data)
+            sequence[0] += 1
+            self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()
+
+        ids = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+        event("response.created", {"response": start})
+        event("response.in_progress", {"response": start})
+        event("response.output_item.added", {"output_index": 0, "item": dict(item, status="in_progress", content=[])})
+        event("response.content_part.added", dict(ids, part=dict(part, text="")))
+        for piece in text.split(" "):
+            event("response.output_text.delta", dict(ids, delta=piece + " ", logprobs=[]))
+        event("response.output_text.done", dict(ids, text=text, logprobs=[]))
+        event("response.content_part.done", dict(ids, part=part))
+        event("response.output_item.done", {"output_index": 0, "item": item})
+        event("response.completed", {"response": done})
+
     def _anthropic_stream(self, model: str, input_tokens: int, output_tokens: int, text: str,
                           headers: Dict[str, str]) -> None:
         self._sse_start(headers)
@@ -325,6 +371,29 @@ class _Handler(BaseHTTPRequestHandler):
         event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
                                 "usage": {"output_tokens": output_tokens}})
         event("message_stop", {"type": "message_stop"})
+
+
+def response_object(body: Dict[str, Any], input_tokens: int, output_tokens: int, text: str) -> Dict[str, Any]:
+    """A completed Responses API ``response`` object (its fields as OpenAI documents them)."""
+    return {
+        "id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": "completed",
+        "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"), "model": body.get("model", ""),
+        "output": [{
+            "type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        }],
+        "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None}, "store": body.get("store", True),
+        "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+        "top_p": 1.0, "truncation": "disabled",
+        "usage": {
+            "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "user": None, "metadata": {},
+    }
 
 
 def main() -> None:

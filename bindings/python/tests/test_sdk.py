@@ -10,6 +10,7 @@ Python 3.11 (httpx2): older Pythons skip this module.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import threading
 import uuid
@@ -344,6 +345,41 @@ def test_async_streams_settle(fake: FakeLLM, library_path: str) -> None:
         assert total == fake.tokens
 
 
+@pytest.mark.parametrize("is_async", [False, True])
+def test_openai_responses_api_settles_to_real_usage(fake: FakeLLM, is_async: bool, library_path: str) -> None:
+    # client.responses.create (POST /v1/responses), plain and stream=True (the
+    # usage in the response.completed event), and responses.stream(): each
+    # settles to the usage of its answer; no stream_options is added there.
+    prompt = MESSAGES[0]["content"]
+    with ratetrack.open(limits(10)) as t:
+        cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+        client = wrap_openai(cls(base_url=fake.url, api_key="sk-test", max_retries=0), t)
+
+        def sync_calls() -> Any:
+            plain = client.responses.create(model=GPT, input=prompt, max_output_tokens=50)
+            events = list(client.responses.create(model=GPT, input=MESSAGES, max_output_tokens=50, stream=True))
+            with client.responses.stream(model=GPT, input=prompt) as helper:
+                return plain, events, helper.get_final_response()
+
+        async def async_calls() -> Any:
+            plain = await client.responses.create(model=GPT, input=prompt, max_output_tokens=50)
+            stream = await client.responses.create(model=GPT, input=MESSAGES, max_output_tokens=50, stream=True)
+            events = [event async for event in stream]
+            async with client.responses.stream(model=GPT, input=prompt) as helper:
+                return plain, events, await helper.get_final_response()
+
+        plain, events, final = asyncio.run(async_calls()) if is_async else sync_calls()
+        assert "ok" in plain.output_text
+        assert events[-1].type == "response.completed"
+        completed = events[-1].response.usage
+        assert completed.total_tokens == completed.input_tokens + completed.output_tokens
+        assert final.usage.output_tokens == 12
+        assert fake.received == 3 and all("stream_options" not in b for b in fake.bodies)
+        tokens = plain.usage.total_tokens + completed.total_tokens + final.usage.total_tokens
+        assert window(t, O_GPT, "tokens_per_minute")["current"] == fake.tokens == tokens
+        assert window(t, O_GPT, "requests_per_minute")["current"] == 3
+
+
 # -- details ---------------------------------------------------------------------------
 def test_estimate_and_reservation_before_the_answer(fake: FakeLLM, library_path: str) -> None:
     # While the request is in flight the tracker holds estimate + max_tokens;
@@ -430,6 +466,97 @@ def test_environment_proxies_are_kept(fake: FakeLLM, sdk: str, is_async: bool, m
             assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens - unwrapped + fake.tokens
     finally:
         proxy.stop()
+
+
+def user_client(sdk: str, is_async: bool, url: str, http_client: Any) -> Any:
+    if sdk == "openai":
+        cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+    else:
+        cls, url = anthropic.AsyncAnthropic if is_async else anthropic.Anthropic, url[: -len("/v1")]
+    return cls(base_url=url, api_key="sk-test", max_retries=0, http_client=http_client)
+
+
+def ask_once(client: Any, sdk: str, loop: Any = None) -> None:
+    """One call; an async client's on ``loop`` (one loop for all the calls of
+    an httpx client: its connections belong to the loop they were made on)."""
+    create = client.chat.completions.create if sdk == "openai" else client.messages.create
+    ask = dict(model=GPT if sdk == "openai" else CLAUDE, messages=MESSAGES, max_tokens=100)
+    if loop is not None:
+        loop.run_until_complete(create(**ask))
+    else:
+        create(**ask)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_the_users_http_client_is_kept_and_wrapped_in_place(fake: FakeLLM, sdk: str, is_async: bool,
+                                                            monkeypatch: pytest.MonkeyPatch, library_path: str) -> None:
+    # A client made with http_client=DefaultHttpxClient(proxy=..., headers=...)
+    # keeps its httpx client, so its proxy and headers (the wrap used to put a
+    # new default client in its place: the request went around the proxy,
+    # without the header); wrapped twice (the wrapped client again, and the
+    # original), each attempt is still booked once; and it is rate limited.
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    proxy = FakeLLM().start()
+    try:
+        module = openai if sdk == "openai" else anthropic
+        factory = module.DefaultAsyncHttpxClient if is_async else module.DefaultHttpxClient
+        http = factory(proxy=f"http://127.0.0.1:{proxy.port}", headers={"x-user-header": "kept"})
+        wrap = wrap_openai if sdk == "openai" else wrap_anthropic
+        model = O_GPT if sdk == "openai" else A_CLAUDE
+        loop = asyncio.new_event_loop() if is_async else None
+        with ratetrack.open(limits(2)) as t:
+            client = user_client(sdk, is_async, fake.url, http)
+            wrapped = wrap(wrap(client, t, timeout=0), t, timeout=0)
+            wrap(client, t, timeout=0)
+            ask_once(wrapped, sdk, loop)
+            assert (proxy.received, fake.received) == (1, 0)
+            assert proxy.request_headers[0]["x-user-header"] == "kept"
+            assert wrapped._client is http and client._client is http  # wrapped in place
+            assert window(t, model, "requests_per_minute")["current"] == 1  # booked once
+            assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens
+            ask_once(client, sdk, loop)  # the same httpx client: rate-limited too
+            assert window(t, model, "requests_per_minute")["current"] == 2
+            with pytest.raises(ratetrack.AcquireTimeout):  # past the limit: refused, never sent
+                ask_once(wrapped, sdk, loop)
+            assert proxy.received == 2
+            assert window(t, model, "tokens_per_minute")["current"] == proxy.tokens
+            if loop is not None:
+                loop.run_until_complete(http.aclose())
+            else:
+                http.close()
+    finally:
+        if loop is not None:
+            loop.close()
+        proxy.stop()
+
+
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_the_users_own_transport_is_kept(fake: FakeLLM, sdk: str, library_path: str) -> None:
+    # A plain httpx client with a transport of the user's (here one counting
+    # the requests it sends): the wrap sends through it, and settles to the
+    # usage; a request to another endpoint passes through untracked.
+    module = openai if sdk == "openai" else anthropic
+    httpx = importlib.import_module(type(module.DefaultHttpxClient()).__mro__[1].__module__.split(".")[0])
+    sent = []
+
+    class Counting(httpx.HTTPTransport):  # type: ignore[name-defined, misc]
+        def handle_request(self, request: Any) -> Any:
+            sent.append(request.url.path)
+            return super().handle_request(request)
+
+    http = httpx.Client(transport=Counting())
+    model = O_GPT if sdk == "openai" else A_CLAUDE
+    with ratetrack.open(limits(5)) as t:
+        wrapped = (wrap_openai if sdk == "openai" else wrap_anthropic)(user_client(sdk, False, fake.url, http), t)
+        ask_once(wrapped, sdk)
+        assert len(sent) == fake.received == 1
+        assert window(t, model, "tokens_per_minute")["current"] == fake.tokens
+        http.get(fake.url + "/models")  # not a model endpoint: untracked (the fake answers 501)
+        assert len(sent) == 2
+        assert window(t, model, "requests_per_minute")["current"] == 1
 
 
 def test_bad_arguments_are_refused(library_path: str) -> None:

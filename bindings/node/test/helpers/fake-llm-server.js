@@ -2,7 +2,10 @@
 /**
  * A fake LLM API on 127.0.0.1:0 for the integration tests: POST
  * /v1/chat/completions (OpenAI, plain and SSE with a final usage chunk when
- * stream_options.include_usage) and POST /v1/messages (Anthropic, plain and
+ * stream_options.include_usage), POST /v1/responses (OpenAI's Responses API:
+ * a response object, or SSE events response.created ... response.completed,
+ * the last carrying the usage, as the API streams them) and POST
+ * /v1/messages (Anthropic, plain and
  * SSE message_start / content_block_* / message_delta / message_stop). It
  * keeps its own per-model limits over a sliding window (requests and tokens,
  * the tokens being the usage it answers), sends the real rate-limit headers
@@ -12,7 +15,8 @@
  *
  * Usage it reports: input = ceil(chars/5) + 2 of the message text (below the
  * binding's chars/4 estimate for prompts of 40+ characters), output =
- * min(max_tokens, outputTokens) (the test's choice).
+ * min(max_tokens, outputTokens) (the test's choice); for /v1/responses, of the
+ * input and instructions, and max_output_tokens.
  */
 const http = require('node:http');
 
@@ -55,6 +59,7 @@ class FakeLlmServer {
     this.inputTokens = 0;
     this.outputTokens = 0;
     this.bodies = []; // every request body received
+    this.paths = []; // the path of every request received
     this.forced429 = 0; // answer the next N requests with 429
     this.server = http.createServer((req, res) => this.#handle(req, res));
   }
@@ -128,15 +133,21 @@ class FakeLlmServer {
     }
     this.requests++;
     this.bodies.push(body);
-    const provider = req.url.startsWith('/v1/messages') ? 'anthropic' : req.url.startsWith('/v1/chat/completions') ? 'openai' : null;
+    this.paths.push(req.url);
+    const responses = req.url.startsWith('/v1/responses');
+    const provider = req.url.startsWith('/v1/messages')
+      ? 'anthropic'
+      : req.url.startsWith('/v1/chat/completions') || responses
+        ? 'openai'
+        : null;
     if (req.method !== 'POST' || provider === null) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"message":"not found"}}');
       return;
     }
     if (this.o.delayMs) await new Promise((r) => setTimeout(r, this.o.delayMs));
-    const messages = provider === 'anthropic' ? [body.system, body.messages] : body.messages;
+    const messages = provider === 'anthropic' ? [body.system, body.messages] : responses ? [body.instructions, body.input] : body.messages;
     const input = Math.ceil(textChars(messages) / 5) + 2;
-    const maxTokens = body.max_tokens ?? body.max_completion_tokens ?? Infinity;
+    const maxTokens = body.max_tokens ?? body.max_completion_tokens ?? body.max_output_tokens ?? Infinity;
     const output = Math.min(maxTokens, this.o.outputTokens);
     const now = Date.now();
     const { used, resetMs } = this.#state(now);
@@ -162,7 +173,8 @@ class FakeLlmServer {
     this.outputTokens += output;
     const headers = this.#headers(now, provider);
     const text = 'ok '.repeat(output).trim();
-    if (provider === 'openai') this.#openai(res, body, headers, input, output, text);
+    if (responses) this.#responses(res, body, headers, input, output, text);
+    else if (provider === 'openai') this.#openai(res, body, headers, input, output, text);
     else this.#anthropic(res, body, headers, input, output, text);
   }
 
@@ -186,6 +198,68 @@ class FakeLlmServer {
     res.write(chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }]));
     if (body.stream_options && body.stream_options.include_usage) res.write(chunk([], usage));
     res.end('data: [DONE]\n\n');
+  }
+
+  /** A Responses API answer: the response object, or its streaming events (typed, numbered, no [DONE]). */
+  #responses(res, body, headers, input, output, text) {
+    const item = {
+      type: 'message',
+      id: 'msg_fake',
+      status: 'completed',
+      role: 'assistant',
+      content: [{ type: 'output_text', text, annotations: [], logprobs: [] }],
+    };
+    const response = {
+      id: 'resp_fake',
+      object: 'response',
+      created_at: Math.floor(Date.now() / 1000),
+      status: 'completed',
+      error: null,
+      incomplete_details: null,
+      instructions: body.instructions ?? null,
+      max_output_tokens: body.max_output_tokens ?? null,
+      model: body.model,
+      output: [item],
+      parallel_tool_calls: true,
+      previous_response_id: null,
+      reasoning: { effort: null, summary: null },
+      store: body.store ?? true,
+      temperature: 1,
+      text: { format: { type: 'text' } },
+      tool_choice: 'auto',
+      tools: [],
+      top_p: 1,
+      truncation: 'disabled',
+      usage: {
+        input_tokens: input,
+        input_tokens_details: { cached_tokens: 0 },
+        output_tokens: output,
+        output_tokens_details: { reasoning_tokens: 0 },
+        total_tokens: input + output,
+      },
+      user: null,
+      metadata: {},
+    };
+    if (!body.stream) {
+      res.writeHead(200, { 'content-type': 'application/json', ...headers });
+      res.end(JSON.stringify(response));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...headers });
+    let seq = 0;
+    const ev = (type, data) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...data })}\n\n`);
+    const start = { ...response, status: 'in_progress', output: [], usage: null };
+    const ids = { item_id: item.id, output_index: 0, content_index: 0 };
+    ev('response.created', { response: start });
+    ev('response.in_progress', { response: start });
+    ev('response.output_item.added', { output_index: 0, item: { ...item, status: 'in_progress', content: [] } });
+    ev('response.content_part.added', { ...ids, part: { ...item.content[0], text: '' } });
+    for (const w of text.split(' ')) ev('response.output_text.delta', { ...ids, delta: `${w} `, logprobs: [] });
+    ev('response.output_text.done', { ...ids, text, logprobs: [] });
+    ev('response.content_part.done', { ...ids, part: item.content[0] });
+    ev('response.output_item.done', { output_index: 0, item });
+    ev('response.completed', { response });
+    res.end();
   }
 
   #anthropic(res, body, headers, input, output, text) {

@@ -11,9 +11,17 @@
 The client returned is ``client.with_options(http_client=...)``: the same
 client, with an httpx client made as the SDK makes its own (the environment's
 proxies included) whose transports are wrapped (see
-:mod:`ratetrack.integrations._http` for what it does on every attempt). The
-SDKs are imported only here, when a wrap function is called: ``pip install
-ratetrack[openai]`` / ``ratetrack[anthropic]``.
+:mod:`ratetrack.integrations._http` for what it does on every attempt).
+A client made with an ``http_client=`` of your own (``DefaultHttpxClient(proxy=...,
+verify=..., headers=...)``, an httpx client with a transport or mounts of
+yours) keeps it: that httpx client is wrapped in place, the rate-limited
+transport put around each transport it sends through, so its proxies,
+certificates, headers and limits stay. The same httpx client used elsewhere
+is then rate-limited too, on the model endpoints only (other requests pass
+through untouched); wrapping again (the wrapped client, or the original)
+changes nothing, so nothing is counted twice. The SDKs are imported only
+here, when a wrap function is called: ``pip install ratetrack[openai]`` /
+``ratetrack[anthropic]``.
 """
 
 from __future__ import annotations
@@ -129,6 +137,58 @@ def _is_async(client: Any) -> bool:
     return inspect.iscoroutinefunction(post)
 
 
+def _sdk_default_client_classes(sdk: Any) -> Tuple[type, ...]:
+    """The classes of the httpx client an SDK client makes for itself when
+    given no ``http_client`` (``SyncHttpxClientWrapper`` /
+    ``AsyncHttpxClientWrapper`` of its ``_base_client``)."""
+    base = importlib.import_module(sdk.__name__ + "._base_client")
+    return tuple(
+        cls for cls in (getattr(base, name, None) for name in ("SyncHttpxClientWrapper", "AsyncHttpxClientWrapper"))
+        if isinstance(cls, type)
+    )
+
+
+def _httpx_of_client(http_client: Any) -> Any:
+    """The httpx module (``httpx2`` or ``httpx``) an httpx client is made of."""
+    for cls in inspect.getmro(type(http_client)):
+        top = cls.__module__.split(".")[0]
+        if top.startswith("httpx") and cls.__name__ in ("Client", "AsyncClient"):
+            return importlib.import_module(top)
+    raise TypeError(f"the SDK client's http client is not an httpx client: {type(http_client).__name__}")
+
+
+def _is_ours(transport: Any) -> bool:
+    from ._http import _CLASSES
+
+    return isinstance(transport, tuple(cls for pair in _CLASSES.values() for cls in pair))
+
+
+def _wrap_in_place(sdk_name: str, http_client: Any, is_async: bool, tracker: Optional[Tracker], options: Any) -> None:
+    """Puts the rate-limited transport around each transport ``http_client``
+    sends through (its ``_transport`` and every ``_mounts`` value: the proxies
+    it was made with), keeping the client itself: its proxies, certificates,
+    headers, limits and event hooks. A transport already wrapped (by an
+    earlier wrap) is left as it is."""
+    httpx = _httpx_of_client(http_client)
+    policy: Any = None
+
+    def wrap(inner: Any) -> Any:
+        nonlocal policy
+        if inner is None or _is_ours(inner):
+            return inner
+        if policy is None:
+            transport = rate_limited_transport(
+                sdk_name, tracker, is_async=is_async, inner=inner, httpx_module=httpx, **options
+            )
+            policy = transport.policy
+            return transport
+        sync_cls, async_cls = classes(httpx)
+        return (async_cls if is_async else sync_cls)(inner, policy)
+
+    http_client._transport = wrap(http_client._transport)
+    http_client._mounts = {pattern: wrap(inner) for pattern, inner in http_client._mounts.items()}
+
+
 def _wrap(sdk_name: str, client: Any, tracker: Optional[Tracker], options: Any) -> Any:
     sdk = _sdk(sdk_name)
     expected: Tuple[type, ...] = tuple(
@@ -136,8 +196,16 @@ def _wrap(sdk_name: str, client: Any, tracker: Optional[Tracker], options: Any) 
     )
     if not isinstance(client, expected) and not type(client).__module__.startswith(sdk_name):
         raise TypeError(f"wrap_{sdk_name} needs a {sdk_name} client, not {type(client).__name__}")
-    http_client = _http_client(sdk_name, _is_async(client), tracker, **options)
-    return client.with_options(http_client=http_client)
+    is_async = _is_async(client)
+    own = getattr(client, "_client", None)
+    if own is None or isinstance(own, _sdk_default_client_classes(sdk)):
+        # The SDK's own default: a new httpx client as the SDK makes it, the
+        # client given untouched.
+        http_client = _http_client(sdk_name, is_async, tracker, **options)
+        return client.with_options(http_client=http_client)
+    # The user's http_client= (or one already wrapped): wrapped in place.
+    _wrap_in_place(sdk_name, own, is_async, tracker, options)
+    return client.with_options(http_client=own)
 
 
 def wrap_openai(
@@ -153,6 +221,15 @@ def wrap_openai(
     """``client`` (``openai.OpenAI`` or ``AsyncOpenAI``, Azure's too) under
     ``tracker`` (default: the global tracker), as a new client of the same
     class (``client.with_options(http_client=...)``).
+
+    A client with the SDK's default httpx client gets a new one, made as the
+    SDK makes it, and ``client`` itself is left as it was. A client made with
+    an ``http_client=`` of yours keeps it, wrapped in place: its proxies,
+    certificates, headers and limits stay, and every user of that httpx
+    client (``client`` too) is rate-limited on the model endpoints, its other
+    requests passing through untouched. A client already wrapped is not
+    wrapped again (its first wrap's tracker and options stay): nothing is
+    counted twice.
 
     ``timeout``: seconds an attempt waits for room (None: as long as it
     takes; 0: fail fast); past it, ``ratetrack.AcquireTimeout`` (a
@@ -183,8 +260,8 @@ def wrap_anthropic(
     default_output_tokens: int = 0,
 ) -> Any:
     """``client`` (``anthropic.Anthropic`` or ``AsyncAnthropic``) under
-    ``tracker``: as :func:`wrap_openai`, with models named ``"anthropic/" +
-    id``. Streams always carry their usage (``message_start`` the input,
+    ``tracker``: as :func:`wrap_openai` (an ``http_client=`` of yours kept
+    and wrapped in place), with models named ``"anthropic/" + id``. Streams always carry their usage (``message_start`` the input,
     ``message_delta`` the output)."""
     return _wrap("anthropic", client, tracker, dict(
         timeout=timeout, model_name=model_name, estimate=estimate,

@@ -68,6 +68,16 @@ def tracked_chat(fake: FakeLLM, t: ratetrack.Tracker, model: str = MINI, max_ret
         http_async_client=openai_http_client(t, is_async=True, timeout=timeout), **kw)
 
 
+def call_all(llm: Any, how: str, prompts: List[str]) -> List[Any]:
+    """The prompts through a chat model, by ``invoke`` one at a time, ``batch``
+    or ``abatch`` (3 at once)."""
+    if how == "invoke":
+        return [llm.invoke(p) for p in prompts]
+    if how == "batch":
+        return llm.batch(prompts, config={"max_concurrency": 3})
+    return asyncio.run(llm.abatch(prompts, config={"max_concurrency": 3}))
+
+
 class Reporting(ratetrack.Tracker):
     """A second handle on a tracker whose report_limited also sets an event."""
 
@@ -109,21 +119,13 @@ def test_limiter_and_callback_keep_within_the_limit(fake: FakeLLM, how: str, lib
         handler = (AsyncRateTrackCallbackHandler if how == "abatch" else RateTrackCallbackHandler)(tracker=t)
         llm = chat(fake, rate_limiter=limiter, callbacks=[handler])
         prompts = [f"question {i}" for i in range(n)]
-        if how == "invoke":
-            answers = [llm.invoke(p) for p in prompts]
-        elif how == "batch":
-            answers = llm.batch(prompts, config={"max_concurrency": 3})
-        else:
-            answers = asyncio.run(llm.abatch(prompts, config={"max_concurrency": 3}))
+        answers = call_all(llm, how, prompts)
         assert len(answers) == n
         assert (fake.admitted, fake.limited) == (n, 0)
         assert current(t, O_MINI, "requests_per_minute") == n
         assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
         with pytest.raises(ratetrack.AcquireTimeout):
-            if how == "abatch":
-                asyncio.run(llm.ainvoke("one too many"))
-            else:
-                llm.invoke("one too many")
+            call_all(llm, how, ["one too many"])
         assert fake.received == n
 
 
@@ -140,21 +142,13 @@ def test_chat_openai_on_the_tracker_http_clients_keeps_within_the_limit(fake: Fa
     with ratetrack.open(config(n)) as t:
         llm = tracked_chat(fake, t)
         prompts = [f"question {i}" for i in range(n)]
-        if how == "invoke":
-            answers = [llm.invoke(p) for p in prompts]
-        elif how == "batch":
-            answers = llm.batch(prompts, config={"max_concurrency": 3})
-        else:
-            answers = asyncio.run(llm.abatch(prompts, config={"max_concurrency": 3}))
+        answers = call_all(llm, how, prompts)
         assert len(answers) == n and all(a.usage_metadata for a in answers)
         assert (fake.admitted, fake.limited) == (n, 0)
         assert current(t, O_MINI, "requests_per_minute") == n
         assert current(t, O_MINI, "tokens_per_minute") == fake.tokens
         with pytest.raises(ratetrack.AcquireTimeout):
-            if how == "abatch":
-                asyncio.run(llm.ainvoke("one too many"))
-            else:
-                llm.invoke("one too many")
+            call_all(llm, how, ["one too many"])
         assert fake.received == n
 
 

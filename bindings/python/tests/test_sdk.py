@@ -62,6 +62,14 @@ def chat(client: Any, **kw: Any) -> Any:
     return client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100, **kw)
 
 
+def chat_once(fake: FakeLLM, tracker: ratetrack.Tracker, is_async: bool) -> Any:
+    """One chat completion through a wrapped client, sync or async, no retries."""
+    if not is_async:
+        return chat(oai(fake, tracker))
+    client = wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="sk-test", max_retries=0), tracker)
+    return asyncio.run(chat(client))
+
+
 def message(client: Any, **kw: Any) -> Any:
     return client.messages.create(model=CLAUDE, max_tokens=100, messages=MESSAGES, **kw)
 
@@ -270,11 +278,7 @@ def test_a_failed_feedback_on_an_error_answer_still_settles(fake: FakeLLM, faili
     with ratetrack.open(limits(10)) as t:
         tracker = Failing.over(t, failing)
         with pytest.raises(ratetrack.BackendError):
-            if is_async:
-                client = wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0), tracker)
-                asyncio.run(client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100))
-            else:
-                chat(oai(fake, tracker))
+            chat_once(fake, tracker, is_async)
         assert fake.limited == 1
         assert window(t, O_GPT, "requests_per_minute")["current"] == 1
         assert window(t, O_GPT, "tokens_per_minute")["current"] == 0
@@ -290,11 +294,7 @@ def test_a_failed_feedback_on_a_success_keeps_the_estimate(fake: FakeLLM, is_asy
     with ratetrack.open(limits(10)) as t:
         tracker = Failing.over(t, "observe_headers")
         with pytest.raises(ratetrack.BackendError):
-            if is_async:
-                client = wrap_openai(openai.AsyncOpenAI(base_url=fake.url, api_key="k", max_retries=0), tracker)
-                asyncio.run(client.chat.completions.create(model=GPT, messages=MESSAGES, max_tokens=100))
-            else:
-                chat(oai(fake, tracker))
+            chat_once(fake, tracker, is_async)
         assert fake.admitted == 1
         assert window(t, O_GPT, "tokens_per_minute")["current"] == est + 100
 

@@ -31,6 +31,7 @@ from ratetrack.integrations.langchain import (  # noqa: E402
     RateTrackRateLimiter,
 )
 
+from doubles import Reporting  # noqa: E402
 from fake_llm import FakeLLM  # noqa: E402
 
 GPT, MINI = "gpt-4o", "gpt-4o-mini"
@@ -76,26 +77,6 @@ def call_all(llm: Any, how: str, prompts: List[str]) -> List[Any]:
     if how == "batch":
         return llm.batch(prompts, config={"max_concurrency": 3})
     return asyncio.run(llm.abatch(prompts, config={"max_concurrency": 3}))
-
-
-class Reporting(ratetrack.Tracker):
-    """A second handle on a tracker whose report_limited also sets an event."""
-
-    __slots__ = ()
-    reported = threading.Event()
-
-    @classmethod
-    def over(cls, t: ratetrack.Tracker) -> "Reporting":
-        cls.reported = threading.Event()
-        return cls(t._lib, t._h(), True)  # is_global=True: never closes t's handle
-
-    def report_limited(self, model: str, retry_after: Any = None) -> None:
-        super().report_limited(model, retry_after)
-        Reporting.reported.set()
-
-    async def report_limited_async(self, model: str, retry_after: Any = None) -> None:
-        await super().report_limited_async(model, retry_after)
-        Reporting.reported.set()
 
 
 def test_record_tokens_counts_no_request(library_path: str) -> None:

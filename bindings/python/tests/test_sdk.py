@@ -26,6 +26,7 @@ import ratetrack  # noqa: E402
 from ratetrack.integrations import wrap_anthropic, wrap_openai  # noqa: E402
 from ratetrack.integrations._http import estimate_input_tokens  # noqa: E402
 
+from doubles import Reporting  # noqa: E402
 from fake_llm import FakeLLM  # noqa: E402
 
 GPT, CLAUDE = "gpt-4o-mini", "claude-sonnet-4-5"
@@ -183,22 +184,6 @@ def test_learned_limit_is_enforced(fake: FakeLLM, sdk: str, library_path: str) -
 
 
 # -- a 429 with retry-after blocks every caller of the model ----------------------------
-class Reporting(ratetrack.Tracker):
-    """A second handle on a tracker whose report_limited also sets an event."""
-
-    __slots__ = ()
-    reported = threading.Event()
-
-    @classmethod
-    def over(cls, t: ratetrack.Tracker) -> "Reporting":
-        cls.reported = threading.Event()
-        return cls(t._lib, t._h(), True)  # is_global=True: never closes t's handle
-
-    def report_limited(self, model: str, retry_after: Any = None) -> None:
-        super().report_limited(model, retry_after)
-        Reporting.reported.set()
-
-
 @pytest.mark.parametrize("backend", ["memory", "shm"])
 @pytest.mark.parametrize("sdk", ["openai", "anthropic"])
 def test_retry_after_blocks_every_caller(fake: FakeLLM, sdk: str, backend: str, library_path: str) -> None:

@@ -108,12 +108,7 @@ def _http_client(sdk_name: str, is_async: bool, tracker: Optional[Tracker], **op
     sdk = _sdk(sdk_name)
     factory = sdk.DefaultAsyncHttpxClient if is_async else sdk.DefaultHttpxClient
     client = factory()
-    transport = rate_limited_transport(sdk_name, tracker, is_async=is_async, inner=client._transport, **options)
-    wrap = type(transport)
-    client._transport = transport
-    client._mounts = {
-        pattern: None if inner is None else wrap(inner, transport.policy) for pattern, inner in client._mounts.items()
-    }
+    _wrap_in_place(sdk_name, client, is_async, tracker, options)
     return client
 
 

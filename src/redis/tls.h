@@ -2,8 +2,8 @@
 // over the socket the transport already polls. hiredis (Debian 12's 0.14
 // has no TLS of its own) only formats the commands and parses the
 // replies: the transport encrypts what hiredis buffered to send, and feeds
-// hiredis's reply reader with what it decrypted. One TlsContext per store (the CA, the client certificate),
-// one SSL session per connection.
+// hiredis's reply reader with what it decrypted. One TlsContext per store
+// (the CA, the client certificate), one SSL session per connection.
 #ifndef RATETRACK_SRC_REDIS_TLS_H_
 #define RATETRACK_SRC_REDIS_TLS_H_
 

@@ -20,6 +20,7 @@ const {
   resolveOptions,
   modelName,
   estimateTokens,
+  tokensOfChars,
   count,
   acquireOrFail,
   settle,
@@ -117,12 +118,12 @@ function ratetrackMiddleware(options = {}) {
         settled = true;
         if (usage.input !== undefined || usage.output !== undefined) {
           await settle(o, c.grant, usage.input ?? c.input, usage.output ?? c.output);
-        } else if (Math.ceil(textChars / 4) > c.output) {
+        } else if (tokensOfChars(textChars) > c.output) {
           // Cut off (cancelled, aborted, failed) before the finish part, so no
           // usage seen: the output reserved, or the text seen if more (the
           // rule of Python's transport for a stream closed before its last
           // event; the provider may have generated it all).
-          await settle(o, c.grant, c.input, Math.ceil(textChars / 4));
+          await settle(o, c.grant, c.input, tokensOfChars(textChars));
         } // else the estimate stays booked
         o.onAttempt?.({ model: c.name, status: 200, grant: c.grant, input: usage.input, output: usage.output });
       };

@@ -105,6 +105,11 @@ function textChars(value, depth = 0) {
 function estimateTokens(...parts) {
   let chars = 0;
   for (const p of parts) chars += textChars(p);
+  return tokensOfChars(chars);
+}
+
+/** The heuristic's tokens of `chars` characters of text: a quarter, rounded up. */
+function tokensOfChars(chars) {
   return Math.ceil(chars / 4);
 }
 
@@ -166,6 +171,7 @@ module.exports = {
   resolveOptions,
   modelName,
   estimateTokens,
+  tokensOfChars,
   count,
   acquireOrFail,
   settle,
